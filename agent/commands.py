@@ -1,0 +1,124 @@
+"""Applies the coordinator's commands at most once and acknowledges each with its result.
+
+Commands arrive on the device's command topic (QoS 1, so possibly more than once). The command id is
+looked up in SQLite first: a repeat is answered "duplicate" with the first result and changes nothing.
+Runs on its own thread (``ef-commands``) because loading a model takes long enough to stall MQTT.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from agent.host import DeployError
+from agent.state import AgentState, AppliedCommand
+from edgefleet.wire import Ack, Command, Deploy, TenantSpec, Undeploy, WireError, decode_command
+
+log = logging.getLogger(__name__)
+
+
+class CommandRunner:
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        state: AgentState,
+        deploy: Callable[[TenantSpec], None],
+        undeploy: Callable[[str], None],
+        send_ack: Callable[[Ack], None],
+    ) -> None:
+        self.device_id = device_id
+        self.state = state
+        self._deploy = deploy
+        self._undeploy = undeploy
+        self._send_ack = send_ack
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="ef-commands", daemon=True)
+        self.malformed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10)
+
+    def submit(self, payload: bytes) -> None:
+        """Called on the MQTT thread: only enqueue."""
+        self._queue.put(payload)
+
+    def _loop(self) -> None:
+        while True:
+            payload = self._queue.get()
+            if payload is None:
+                return
+            try:
+                self.handle(payload)
+            except Exception:
+                log.exception("command handling failed")
+
+    def handle(self, payload: bytes) -> Ack | None:
+        try:
+            cmd = decode_command(payload)
+        except WireError as exc:
+            self.malformed += 1
+            log.warning("ignoring malformed command: %s", exc.message)
+            return None
+        if cmd.device_id != self.device_id:
+            ack = Ack(
+                command_id=cmd.command_id,
+                device_id=self.device_id,
+                ok=False,
+                result="rejected",
+                code="wrong_device",
+                message=f"command addressed to {cmd.device_id!r}",
+                ts=time.time(),
+            )
+            self._send_ack(ack)
+            return ack
+        done = self.state.applied(cmd.command_id)
+        if done is not None:
+            ack = Ack(
+                command_id=cmd.command_id,
+                device_id=self.device_id,
+                ok=done.ok,
+                result="duplicate",
+                code=done.code,
+                message=done.message,
+                ts=time.time(),
+            )
+            self._send_ack(ack)
+            return ack
+        ok, code, message = self._apply(cmd)
+        self.state.record_command(
+            AppliedCommand(cmd.command_id, ok, "applied" if ok else "failed", code, message)
+        )
+        ack = Ack(
+            command_id=cmd.command_id,
+            device_id=self.device_id,
+            ok=ok,
+            result="applied" if ok else "failed",
+            code=code,
+            message=message,
+            ts=time.time(),
+        )
+        self._send_ack(ack)
+        return ack
+
+    def _apply(self, cmd: Command) -> tuple[bool, str, str]:
+        try:
+            if isinstance(cmd, Deploy):
+                self._deploy(cmd.tenant)
+                return True, "", f"{cmd.tenant.name} serving {cmd.tenant.model}:{cmd.tenant.variant}"
+            if isinstance(cmd, Undeploy):
+                self._undeploy(cmd.tenant)
+                return True, "", f"{cmd.tenant} removed"
+        except DeployError as exc:
+            return False, exc.code, exc.message
+        except Exception as exc:
+            log.exception("command %s failed", cmd.command_id)
+            return False, "internal", f"{type(exc).__name__}: {exc}"
+        return False, "unsupported", f"unsupported command {type(cmd).__name__}"

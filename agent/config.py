@@ -1,0 +1,121 @@
+"""The agent's configuration: small typed classes loaded from TOML, validated at start.
+
+Units are in the field names: ``_s`` seconds, ``_ms`` milliseconds, ``_mb`` mebibytes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
+from edgefleet.mqtt import MqttSettings
+from edgefleet.wire import Topics, WireError, validate_device_id
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    state_dir: Path  # SQLite state and outbox live here (systemd: StateDirectory=)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    prefix: str = "ef"  # topic prefix of the fleet
+    device_kind: str = ""  # empty: detected ("x86_64-cpu", "aarch64-cpu", ...)
+    data_dir: Path | None = None  # model zoo cache; None: EDGEFLEET_DATA_DIR or ~/.cache/edgefleet
+    memory_budget_bytes: int = 512 * MB  # bytes resident model sessions may take
+    max_payload_bytes: int = 8 * MB  # larger inference requests are refused with payload_too_large
+    telemetry_period_s: float = 5.0
+    workers: int = 0  # inference threads; 0: one per core, at most 4
+    session_threads: int = 0  # intra-op threads per model session; 0: cores // workers
+    max_queue: int = 1024  # requests queued per tenant before shedding
+    default_timeout_ms: float = 0.0  # deadline for requests that carry none; 0: 4x the tenant's SLO
+    outbox_max_bytes: int = 64 * MB  # telemetry outbox bound; oldest telemetry dropped first
+    metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
+    memory_policy: str = "predictive"  # predictive | lru | static (see agent.memory.manager)
+    batch_policy: str = "adaptive"  # adaptive | fixed:N | delay:MS (see agent.batching.BatchPolicy)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.prefix)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, min(4, os.cpu_count() or 1))
+
+    @property
+    def threads_per_session(self) -> int:
+        return self.session_threads or max(1, (os.cpu_count() or 1) // self.worker_count)
+
+    @property
+    def kind(self) -> str:
+        return self.device_kind or f"{platform.machine() or 'unknown'}-cpu"
+
+
+_AGENT_FIELDS = {
+    "device_id",
+    "state_dir",
+    "prefix",
+    "device_kind",
+    "data_dir",
+    "memory_budget_mb",
+    "max_payload_mb",
+    "telemetry_period_s",
+    "workers",
+    "session_threads",
+    "max_queue",
+    "default_timeout_ms",
+    "outbox_max_mb",
+    "memory_policy",
+    "batch_policy",
+    "metrics_port",
+}
+
+
+def config_from_dict(data: dict[str, Any], source: str = "agent config") -> AgentConfig:
+    unknown = set(data) - {"agent", "mqtt"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown table(s): {', '.join(sorted(unknown))}")
+    s = Section(source, "agent", data.get("agent"), _AGENT_FIELDS)
+    device_id = s.str("device_id")
+    try:
+        validate_device_id(device_id)
+        prefix = s.str("prefix", "ef")
+        Topics(prefix)
+    except WireError as exc:
+        raise ConfigError(f"{source}: [agent] {exc.message}") from None
+    data_dir = s.opt_str("data_dir")
+    return AgentConfig(
+        device_id=device_id,
+        state_dir=Path(s.str("state_dir")),
+        mqtt=mqtt_settings(source, data.get("mqtt")),
+        prefix=prefix,
+        device_kind=s.opt_str("device_kind") or "",
+        data_dir=Path(data_dir) if data_dir else None,
+        memory_budget_bytes=int(s.num("memory_budget_mb", 512, lo=0, lo_open=True) * MB),
+        max_payload_bytes=int(s.num("max_payload_mb", 8, lo=0, lo_open=True, hi=256) * MB),
+        telemetry_period_s=s.num("telemetry_period_s", 5.0, lo=0.05, hi=3600),
+        workers=s.int("workers", 0, lo=0, hi=64),
+        session_threads=s.int("session_threads", 0, lo=0, hi=64),
+        max_queue=s.int("max_queue", 1024, lo=1, hi=1_000_000),
+        default_timeout_ms=s.num("default_timeout_ms", 0.0, lo=0, hi=3.6e6),
+        outbox_max_bytes=int(s.num("outbox_max_mb", 64, lo=0, lo_open=True) * MB),
+        memory_policy=_policy(s),
+        metrics_port=s.int("metrics_port", 0, lo=0, hi=65535),
+    )
+
+
+def _policy(s: Section) -> str:
+    value = s.str("memory_policy", "predictive")
+    if value not in ("predictive", "lru", "static"):
+        raise ConfigError(
+            f"{s.source}: [agent] memory_policy must be predictive, lru or static, got {value!r}"
+        )
+    return value
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    return config_from_dict(read_toml(path), str(path))

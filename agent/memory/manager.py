@@ -1,0 +1,250 @@
+"""Runs the memory policy against the device: which tenants' models are resident, and which variant.
+
+Policies (config ``memory_policy``):
+``static``     every assigned tenant resident at its preferred variant; a deploy that does not fit fails
+               with ``no_memory`` (what a placement that counts bytes expects).
+``lru``        the baseline: a request for a cold tenant loads its preferred variant, evicting the least
+               recently used idle tenants.
+``predictive`` every ``tick_s`` the planner (``agent.memory.planner``) chooses the resident set from the
+               Bayesian forecast of each tenant's next requests, downgrading before evicting, and the
+               manager loads ahead of demand (prefetch) and evicts; a request for a cold tenant makes it
+               required and triggers a plan at once.
+
+A tenant with requests queued or running, or one that had a request in the last ``active_s`` seconds, is
+pinned: it is never unloaded under its requests. Loads and unloads run on the ``ef-memory`` thread;
+the scheduler only dispatches tenants marked ready, so a swap never pulls a model from under a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.host import DeployError, ModelHost, ResolvedModel, warm_up
+from agent.memory.lru import lru_admit
+from agent.memory.planner import Candidate, VariantOption, plan_residency
+from agent.memory.predictor import ArrivalPredictor
+from agent.scheduler import Scheduler
+from edgefleet.runtime import TensorSpec
+from edgefleet.wire import TenantSpec
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("static", "lru", "predictive")
+
+
+@dataclass
+class Assignment:
+    spec: TenantSpec
+    options: dict[str, ResolvedModel]  # acceptable variants, preferred first
+    last_arrival: float = float("-inf")
+    # learned at the first load (all variants share their inputs and outputs)
+    inputs: tuple[TensorSpec, ...] = ()
+    runtime: str = ""
+    in_axes: dict[str, int | None] = field(default_factory=dict)
+    out_axes: dict[str, int] | None = None
+
+
+class MemoryManager:
+    def __init__(
+        self,
+        host: ModelHost,
+        scheduler: Scheduler,
+        *,
+        policy: str = "predictive",
+        tick_s: float = 1.0,
+        horizon_s: float = 30.0,
+        active_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"memory_policy must be one of {POLICIES}, got {policy!r}")
+        self.host = host
+        self.scheduler = scheduler
+        self.policy = policy
+        self.tick_s = tick_s
+        self.horizon_s = horizon_s
+        self.active_s = active_s
+        self.clock = clock
+        self.predictor = ArrivalPredictor()
+        self.assigned: dict[str, Assignment] = {}
+        self._last_used: dict[str, float] = {}
+        self._lock = threading.RLock()  # guards assignments and every load/unload
+        self._demand: queue.Queue[str | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ef-memory", daemon=True)
+        self.loads = 0
+        self.evictions = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._demand.put(None)
+        self._thread.join(10)
+
+    # -- assignments (command thread) --------------------------------------------------------------
+    def assign(self, spec: TenantSpec) -> None:
+        """Host a tenant: resolve its acceptable variants and make it resident now (a deploy is
+        acknowledged warm). Other tenants may be downgraded or evicted to make room (not ``static``)."""
+        options = self.host.options(spec)
+        smallest = min(r.size_bytes for r in options.values())
+        if smallest > self.host.budget_bytes:
+            raise DeployError(
+                "no_memory",
+                f"{spec.model} needs at least {smallest / 2**20:.1f} MiB; the "
+                f"device's budget is {self.host.budget_bytes / 2**20:.0f} MiB",
+            )
+        with self._lock:
+            self.assigned[spec.name] = Assignment(spec, options)
+            self.scheduler.add_tenant(spec.name, max_batch=spec.max_batch, ready=False)
+            try:
+                self._make_resident(spec.name)
+            except DeployError:
+                self.assigned.pop(spec.name, None)
+                self.scheduler.remove_tenant(spec.name)
+                raise
+
+    def unassign(self, name: str) -> None:
+        with self._lock:
+            self.assigned.pop(name, None)
+            self.predictor.forget(name)
+            self._last_used.pop(name, None)
+            if self.host.get(name) is not None:
+                self.host.unload(name)
+
+    def is_assigned(self, name: str) -> bool:
+        return name in self.assigned
+
+    # -- demand (MQTT thread: must not block) ----------------------------------------------------
+    def arrival(self, tenant: str) -> bool:
+        """A request for ``tenant`` arrived; True if its model is resident (a warm start)."""
+        now = self.clock()
+        a = self.assigned.get(tenant)
+        if a is not None:
+            a.last_arrival = now
+        self._last_used[tenant] = now
+        self.predictor.observe(tenant, now)
+        if self.host.get(tenant) is not None:
+            return True
+        self._demand.put(tenant)
+        return False
+
+    # -- the ef-memory thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        next_tick = self.clock() + self.tick_s
+        while not self._stop.is_set():
+            try:
+                tenant = self._demand.get(timeout=max(0.0, next_tick - self.clock()))
+            except queue.Empty:
+                tenant = None
+            if self._stop.is_set():
+                return
+            try:
+                if tenant is not None:
+                    with self._lock:
+                        if tenant in self.assigned and self.host.get(tenant) is None:
+                            self._make_resident(tenant)
+                if self.clock() >= next_tick:
+                    next_tick = self.clock() + self.tick_s
+                    if self.policy == "predictive":
+                        with self._lock:
+                            self._apply_plan(required=None)
+            except DeployError as exc:
+                log.warning("could not make %s resident: %s", tenant, exc.message)
+            except Exception:
+                log.exception("memory manager step failed")
+
+    # -- mechanics ---------------------------------------------------------------------------------
+    def _pinned(self, name: str, now: float) -> bool:
+        busy = self.scheduler.pending(name) + self.scheduler.inflight(name) > 0
+        a = self.assigned.get(name)
+        recent = a is not None and now - a.last_arrival < self.active_s
+        return self.host.get(name) is not None and (busy or recent)
+
+    def _make_resident(self, name: str) -> None:
+        if self.policy == "predictive":
+            self._apply_plan(required=name)
+        else:
+            a = self.assigned[name]
+            variant = next(iter(a.options))  # the preferred variant
+            if self.policy == "lru":
+                self._lru_room(name, a.options[variant].size_bytes)
+            self._load(name, variant)
+        if self.host.get(name) is None:
+            raise DeployError(
+                "no_memory", f"{name}: no room in the memory budget even after evicting idle tenants"
+            )
+
+    def _lru_room(self, name: str, size: int) -> None:
+        now = self.clock()
+        resident = {t: h.memory_bytes for t, h in self.host.tenants().items()}
+        pinned = frozenset(t for t in resident if self._pinned(t, now))
+        victims = lru_admit(name, size, resident, self._last_used, self.host.budget_bytes, pinned)
+        for t in victims or []:
+            self._unload(t)
+
+    def _apply_plan(self, required: str | None) -> None:
+        now = self.clock()
+        current = {t: h.variant for t, h in self.host.tenants().items()}
+        cands = []
+        for name, a in self.assigned.items():
+            opts = tuple(VariantOption(v, r.size_bytes, r.fidelity) for v, r in a.options.items())
+            if name in current and current[name] in a.options:
+                # account what the resident session really takes
+                h = self.host.get(name)
+                if h is not None:
+                    opts = tuple(
+                        VariantOption(
+                            o.variant, h.memory_bytes if o.variant == h.variant else o.size_bytes, o.fidelity
+                        )
+                        for o in opts
+                    )
+            p = 1.0 if name == required else self.predictor.p_next(name, now, self.horizon_s)
+            cands.append(
+                Candidate(
+                    name,
+                    opts,
+                    p,
+                    current.get(name),
+                    pinned=self._pinned(name, now),
+                    required=name == required,
+                )
+            )
+        plan = plan_residency(cands, self.host.budget_bytes)
+        loads = plan.loads(current)
+        # free first (evictions, and the old session of every variant switch), then load
+        for t in [*plan.evictions(current), *(t for t in loads if t in current)]:
+            self._unload(t)
+        for t, v in loads.items():
+            self._load(t, v)
+
+    def _load(self, name: str, variant: str) -> None:
+        a = self.assigned[name]
+        hosted = self.host.load(a.spec, variant, a.options[variant])
+        model = warm_up(hosted)
+        a.inputs, a.runtime, a.in_axes, a.out_axes = (
+            hosted.session.inputs,
+            hosted.runtime,
+            hosted.in_axes,
+            hosted.out_axes,
+        )
+        self.loads += 1
+        reentrant = hosted.runtime == "onnxruntime"
+        self.scheduler.set_ready(name, True, model, concurrency=None if reentrant else 1)
+        log.info("%s resident as %s:%s (%.1f MiB)", name, a.spec.model, variant, hosted.memory_bytes / 2**20)
+
+    def _unload(self, name: str) -> None:
+        self.scheduler.set_ready(name, False)
+        end = time.monotonic() + 5.0
+        while self.scheduler.inflight(name) and time.monotonic() < end:
+            time.sleep(0.002)
+        self.host.unload(name)
+        self.evictions += 1
+        log.info("%s evicted from memory", name)

@@ -1,0 +1,236 @@
+"""Shared pieces of the benchmarks: a private fleet in child processes, load loops, JSON and plots.
+
+Agents under test run as separate processes (as in production), so the load generator's Python does not
+share a GIL with the server it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefleet.broker import PrivateBroker
+from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
+from edgefleet.wire import Ack, Deploy, TenantSpec, Topics, decode, encode
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    if not samples_s:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan")}
+    a = np.asarray(samples_s) * 1e3
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def agent_toml(
+    device_id: str,
+    port: int,
+    state_dir: Path,
+    *,
+    prefix: str,
+    budget_mb: int = 1024,
+    workers: int = 0,
+    period_s: float = 1.0,
+    data_dir: str | None = None,
+) -> str:
+    lines = [
+        "[agent]",
+        f'device_id = "{device_id}"',
+        f'state_dir = "{state_dir}"',
+        f'prefix = "{prefix}"',
+        f"memory_budget_mb = {budget_mb}",
+        f"telemetry_period_s = {period_s}",
+        f"workers = {workers}",
+    ]
+    if data_dir:
+        lines.append(f'data_dir = "{data_dir}"')
+    lines += ["", "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "keepalive_s = 5", ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class AgentProcess:
+    device_id: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def spawn_agent(
+    device_id: str,
+    port: int,
+    workdir: Path,
+    *,
+    prefix: str,
+    models: Mapping[str, Path] | None = None,
+    **toml_kw: Any,
+) -> AgentProcess:
+    state = workdir / device_id
+    state.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / f"{device_id}.toml"
+    cfg.write_text(agent_toml(device_id, port, state, prefix=prefix, **toml_kw))
+    cmd = [sys.executable, "-m", "agent.main", "--config", str(cfg), "--log-level", "INFO"]
+    for name, path in (models or {}).items():
+        cmd += ["--model", f"{name}={path}"]
+    log_path = workdir / f"{device_id}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return AgentProcess(device_id, proc, log_path)
+
+
+class CommandClient:
+    """Sends deploy commands straight to an agent and waits for the ack (benchmarks need no coordinator)."""
+
+    def __init__(self, settings: MqttSettings, topics: Topics) -> None:
+        self.topics = topics
+        self.acks: dict[str, Ack] = {}
+        self.births: set[str] = set()
+        self.link = MqttLink(settings, client_id=f"ef-bench-{os.getpid()}-{time.monotonic_ns() % 10**6}")
+        self.link.subscribe(topics.all_acks, self._on_ack, qos=1)
+        self.link.subscribe(topics.all_status, self._on_status, qos=1)
+        self.link.start()
+        if not self.link.wait_connected(10):
+            raise RuntimeError("benchmark client could not connect to the broker")
+
+    def _on_ack(self, msg: Inbound) -> None:
+        ack: Ack = decode(msg.payload, Ack)
+        self.acks[ack.command_id] = ack
+
+    def _on_status(self, msg: Inbound) -> None:
+        if b'"birth"' in msg.payload:
+            self.births.add(self.topics.parse(msg.topic).name)
+
+    def wait_online(self, device_id: str, timeout: float = 30.0) -> None:
+        _wait(lambda: device_id in self.births, timeout, f"agent {device_id} did not come online")
+
+    def deploy(self, device_id: str, spec: TenantSpec, timeout: float = 60.0) -> Ack:
+        cid = f"bench-{spec.name}-{time.monotonic_ns()}"
+        self.link.publish(
+            self.topics.commands(device_id),
+            encode(Deploy(command_id=cid, device_id=device_id, tenant=spec, issued_at=time.time())),
+            qos=1,
+        )
+        _wait(lambda: cid in self.acks, timeout, f"no ack for deploy of {spec.name} on {device_id}")
+        ack = self.acks[cid]
+        if not ack.ok:
+            raise RuntimeError(f"deploy of {spec.name} failed: {ack.code}: {ack.message}")
+        return ack
+
+    def close(self) -> None:
+        self.link.stop()
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(what)
+
+
+@dataclass
+class LoadResult:
+    completed: int
+    errors: dict[str, int]
+    seconds: float
+    latencies_s: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+
+async def closed_loop(
+    call: Callable[[], Any], *, concurrency: int, duration_s: float, warmup_s: float = 0.5
+) -> LoadResult:
+    """``concurrency`` callers each issuing the next request when the last one returns."""
+    errors: dict[str, int] = {}
+    lat: list[float] = []
+    batches: list[int] = []
+    measuring = False
+    stop_at = 0.0
+
+    async def caller() -> None:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at and measuring:
+                return
+            try:
+                meta = await call()
+                if measuring:
+                    lat.append(time.perf_counter() - t0)
+                    if isinstance(meta, dict) and "batch" in meta:
+                        batches.append(int(meta["batch"]))
+            except Exception as exc:
+                key = getattr(getattr(exc, "code", None), "value", type(exc).__name__)
+                errors[str(key)] = errors.get(str(key), 0) + 1
+
+    # warm-up phase
+    stop_at = time.perf_counter() + warmup_s
+    measuring = True
+    lat.clear()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    lat.clear()
+    batches.clear()
+    errors.clear()
+    t_start = time.perf_counter()
+    stop_at = t_start + duration_s
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t_start
+    return LoadResult(len(lat), errors, elapsed, lat, batches)
+
+
+def temp_workdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+__all__ = [
+    "AgentProcess",
+    "CommandClient",
+    "LoadResult",
+    "PrivateBroker",
+    "closed_loop",
+    "machine",
+    "percentiles",
+    "spawn_agent",
+    "temp_workdir",
+    "write_json",
+]

@@ -1,0 +1,122 @@
+"""The coordinator's configuration: small typed classes loaded from TOML, validated at start.
+
+A wrong value stops the coordinator with a message naming the file, table and field
+(``coordinator.toml: [commands] ack_timeout_s must be > 0, got -1``). Units are in the field names:
+``_s`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
+from edgefleet.mqtt import MqttSettings
+from edgefleet.wire import Topics, WireError
+from edgefleet.wire.names import CLIENT_RE
+
+__all__ = ["CommandPolicy", "ConfigError", "CoordinatorConfig", "config_from_dict", "load_config"]
+
+
+@dataclass(frozen=True)
+class CommandPolicy:
+    """How commands to agents are retried. All durations in seconds."""
+
+    ack_timeout_s: float = 5.0  # wait this long for an Ack before resending the same command id
+    max_attempts: int = 5  # sends of one command before it is declared failed
+    backoff_s: float = 1.0  # extra wait after the first unacknowledged send; doubles per send
+    backoff_max_s: float = 30.0  # cap of that extra wait
+
+    def __post_init__(self) -> None:
+        if self.ack_timeout_s <= 0:
+            raise ValueError(f"ack_timeout_s must be > 0, got {self.ack_timeout_s}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.backoff_s < 0 or self.backoff_max_s < self.backoff_s:
+            raise ValueError("backoff_s must be >= 0 and backoff_max_s >= backoff_s")
+
+    def retry_delay_s(self, attempts: int) -> float:
+        """Seconds from the ``attempts``-th send (1-based) until the next one, if no Ack came."""
+        backoff = self.backoff_s * (2.0 ** max(0, attempts - 1))
+        return self.ack_timeout_s + min(backoff, self.backoff_max_s)
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    db_path: Path  # SQLite file holding devices, tenants, telemetry and the command outbox
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    prefix: str = "ef"  # topic prefix of the fleet
+    coordinator_id: str = "coordinator"  # MQTT client id; one coordinator per fleet
+    device_timeout_s: float = 30.0  # a device silent (no status, no telemetry) this long is treated as dead
+    op_timeout_s: float = 8.0  # an operator call gets an answer at the latest after this long
+    telemetry_retention_s: float = 86_400.0  # telemetry windows older than this are pruned
+    commands: CommandPolicy = field(default_factory=CommandPolicy)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.prefix)
+
+
+_COORDINATOR_FIELDS = {
+    "id",
+    "db",
+    "prefix",
+    "device_timeout_s",
+    "op_timeout_s",
+    "telemetry_retention_s",
+}
+_COMMAND_FIELDS = {"ack_timeout_s", "max_attempts", "backoff_s", "backoff_max_s"}
+_TABLES = {"prefix", "coordinator", "commands", "mqtt"}
+
+
+def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -> CoordinatorConfig:
+    """Validate a parsed TOML document; raise ConfigError naming ``source``, table and field."""
+    unknown = set(data) - _TABLES
+    if unknown:
+        raise ConfigError(f"{source}: unknown table(s) or key(s): {', '.join(sorted(unknown))}")
+    c = Section(source, "coordinator", data.get("coordinator"), _COORDINATOR_FIELDS)
+    prefix = c.str("prefix", "ef")
+    if "prefix" in data:  # also accepted at the top of the file, before any table
+        prefix = data["prefix"]
+        if "prefix" in c.data and c.data["prefix"] != prefix:
+            raise ConfigError(f"{source}: prefix is given twice with different values")
+    if not isinstance(prefix, str):
+        raise ConfigError(f"{source}: prefix must be a non-empty string, got {prefix!r}")
+    try:
+        Topics(prefix)
+    except WireError as exc:
+        raise ConfigError(f"{source}: prefix: {exc.message}") from None
+    coordinator_id = c.str("id", "coordinator")
+    if not CLIENT_RE.match(coordinator_id):
+        raise ConfigError(f"{source}: [coordinator] id must match {CLIENT_RE.pattern}, got {coordinator_id!r}")
+    db = c.str("db", "coordinator.db")
+    db_path = Path(db).expanduser()
+    if not db_path.is_absolute() and source.endswith(".toml"):
+        db_path = Path(source).parent / db_path  # relative to the config file, not the working directory
+    k = Section(source, "commands", data.get("commands"), _COMMAND_FIELDS)
+    ack_timeout_s = k.num("ack_timeout_s", 5.0, lo=0, lo_open=True, hi=3600.0)
+    max_attempts = k.int("max_attempts", 5, lo=1, hi=1000)
+    backoff_s = k.num("backoff_s", 1.0, lo=0, hi=3600.0)
+    backoff_max_s = k.num("backoff_max_s", max(30.0, backoff_s), lo=backoff_s, hi=86_400.0)
+    return CoordinatorConfig(
+        db_path=db_path,
+        mqtt=mqtt_settings(source, data.get("mqtt")),
+        prefix=prefix,
+        coordinator_id=coordinator_id,
+        device_timeout_s=c.num("device_timeout_s", 30.0, lo=0, lo_open=True, hi=86_400.0),
+        op_timeout_s=c.num("op_timeout_s", 8.0, lo=0, lo_open=True, hi=3600.0),
+        telemetry_retention_s=c.num("telemetry_retention_s", 86_400.0, lo=60.0),
+        commands=CommandPolicy(
+            ack_timeout_s=ack_timeout_s,
+            max_attempts=max_attempts,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+        ),
+    )
+
+
+def load_config(path: str | Path) -> CoordinatorConfig:
+    """Read and validate the TOML file at ``path``."""
+    p = Path(path)
+    return config_from_dict(read_toml(p), str(p))

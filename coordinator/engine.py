@@ -1,0 +1,147 @@
+"""The fleet's state machine: applies what devices say (births, deaths, silence, telemetry) to the plan.
+
+Everything here runs on the service's worker thread, against the store, with an injected clock; it
+never touches MQTT except through the outbox's publish function, so it can be driven directly in
+tests. The database holds the desired state (which tenant should run where, see ``tenants``); each
+device's birth says what actually runs, and ``reconcile`` closes the gap with Deploy and Undeploy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import replace
+
+from coordinator.commands import Outbox
+from coordinator.fleet import FleetSnapshot
+from coordinator.models import ModelLookup
+from coordinator.placement import Placement
+from coordinator.store import Store
+from coordinator.tenants import Settled, Tenants
+from edgefleet.wire import Ack, Birth, Death, OpReply, Telemetry, TenantSpec
+
+log = logging.getLogger(__name__)
+
+SILENT = "silent for"  # prefix of the offline detail of a device declared dead by the liveness timer
+
+
+class Engine:
+    def __init__(self, *, store: Store, outbox: Outbox, models: ModelLookup, placement: Placement,
+                 clock: Callable[[], float], device_timeout_s: float, settled: Settled | None = None) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self.device_timeout_s = device_timeout_s
+        self.tenants = Tenants(store=store, outbox=outbox, models=models, placement=placement, clock=clock,
+                               settled=settled)
+        self._started_at = clock()  # liveness counts from here: devices get a chance to re-announce
+        self.duplicate_windows = 0
+
+    # -- what operators and the timer ask (see Tenants) ---------------------------------------------
+    @property
+    def stray_acks(self) -> int:
+        return self.tenants.stray_acks
+
+    def set_settled(self, settled: Settled) -> None:
+        self.tenants.on_settled = settled
+
+    def snapshot(self) -> FleetSnapshot:
+        return self.tenants.snapshot()
+
+    def deploy(self, spec: TenantSpec, pinned: str | None = None) -> OpReply | None:
+        return self.tenants.deploy(spec, pinned)
+
+    def undeploy(self, name: str) -> OpReply | None:
+        return self.tenants.undeploy(name)
+
+    def ack(self, a: Ack, topic_device: str) -> None:
+        self.tenants.ack(a, topic_device)
+
+    def send_due(self, online: Collection[str]) -> None:
+        self.tenants.send_due(online)
+
+    # -- membership -------------------------------------------------------------------------------
+    def birth(self, b: Birth) -> None:
+        now = self.clock()
+        before = self.store.device(b.device_id)
+        self.store.record_birth(b, now)
+        fresh = before is None or not before.online or before.boot_id != b.boot_id
+        self.reconcile(b.device_id, set(b.tenants))
+        if fresh:
+            log.info("device %s online (boot %s, %s)", b.device_id, b.boot_id, ", ".join(b.capabilities.runtimes))
+            self.store.expedite(b.device_id, now)
+            self.tenants.place_unplaced()
+
+    def reconcile(self, device_id: str, listed: set[str]) -> None:
+        """Make ``device_id`` host what the database assigns to it, given the tenants it ``listed``."""
+        now = self.clock()
+        assigned = self.store.tenants_on(device_id)
+        for t in assigned:
+            if t.state == "removing":
+                if t.name not in listed:
+                    self.outbox.cancel(tenant=t.name, kind="undeploy", device_id=device_id, why="already gone")
+                    self.tenants.removed(t, OpReply(ok=True, device_id=device_id, message=f"{t.name} removed"))
+                continue
+            if self.outbox.outstanding(device_id=device_id, tenant=t.name, kind="deploy"):
+                continue  # its Ack will settle it
+            if t.name not in listed:
+                self.outbox.deploy(device_id, t.spec, now)
+                self.store.put_tenant(replace(t, state="deploying", detail=f"{device_id} lost it; redeploying"),
+                                      now)
+            elif t.state != "running":
+                self.store.put_tenant(replace(t, state="running"), now)
+        names = {t.name for t in assigned}
+        for name in sorted(listed - names):
+            if not self.outbox.outstanding(device_id=device_id, tenant=name, kind="undeploy"):
+                log.info("device %s hosts %s, which is not assigned to it: undeploying", device_id, name)
+                self.outbox.undeploy(device_id, name, now)
+
+    def death(self, d: Death) -> None:
+        device = self.store.device(d.device_id)
+        if device is None or not device.online:
+            return  # a retained death we already know, or of a device never seen
+        if d.boot_id and device.boot_id and d.boot_id != device.boot_id:
+            log.info("ignoring death of %s boot %s (current boot %s)", d.device_id, d.boot_id, device.boot_id)
+            return
+        self.lost(d.device_id, "shut down" if d.reason == "shutdown" else "connection lost")
+
+    def lost(self, device_id: str, why: str) -> None:
+        """``device_id`` is gone: every tenant there is moved (Undeploys to it wait until it is back)."""
+        log.warning("device %s offline: %s", device_id, why)
+        self.store.set_offline(device_id, why)
+        for t in self.store.tenants_on(device_id):
+            self.outbox.cancel(tenant=t.name, kind="deploy", device_id=device_id, why=f"{device_id} offline")
+            if t.state == "removing":
+                gone = f"{t.name} removed; {device_id} went offline before acking"
+                self.tenants.removed(t, OpReply(ok=True, device_id=device_id, message=gone))
+            else:
+                self.tenants.move_off(t, f"{device_id} offline ({why})")
+
+    def check_liveness(self) -> None:
+        now = self.clock()
+        for d in self.store.devices():
+            silent = now - max(d.last_seen, self._started_at)
+            if d.online and silent > self.device_timeout_s:
+                self.lost(d.device_id, f"{SILENT} {silent:.0f} s")
+
+    # -- telemetry --------------------------------------------------------------------------------
+    def telemetry(self, t: Telemetry) -> None:
+        now = self.clock()
+        if not self.store.add_telemetry(t, now):
+            self.duplicate_windows += 1
+            return
+        device = self.store.device(t.device_id)
+        if device is None or device.boot_id != t.boot_id:
+            return  # stored, but from a boot whose birth we have not seen (or an old one)
+        self.store.record_window(t, now)
+        if not device.online and device.detail.startswith(SILENT):
+            log.info("device %s is alive again", t.device_id)
+            listed = [w.tenant for w in t.tenants if w.resident or w.arrivals]
+            self.store.set_online(t.device_id, listed, now)
+            self.reconcile(t.device_id, set(listed))
+            self.store.expedite(t.device_id, now)
+            self.tenants.place_unplaced()
+        hosted = {r.name for r in self.store.tenants_on(t.device_id)}
+        for w in t.tenants:
+            if w.tenant in hosted:
+                self.store.record_tenant_window(w.tenant, w, now)

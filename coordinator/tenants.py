@@ -1,0 +1,221 @@
+"""The desired state of tenants: where each should run, and how it gets there or moves away.
+
+Placement decisions are taken here (through the ``Placement`` seam, on a snapshot built from the
+store), Deploy/Undeploy commands are queued in the outbox, and Acks move tenants along:
+``deploying`` -> ``running`` when acked; a failed Deploy is tried on one other device, then the tenant
+is ``unplaced`` with the reason in ``detail``; ``removing`` rows are deleted once the Undeploy is done.
+Operator calls waiting on a tenant are told through the ``on_settled`` callback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import replace
+
+from coordinator.commands import Exhausted, Outbox
+from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from coordinator.models import ModelLookup, UnknownModel
+from coordinator.placement import Decision, NoFit, Placed, Placement
+from coordinator.store import CommandRow, Store, TenantRow
+from edgefleet.wire import Ack, OpReply, TenantSpec
+
+log = logging.getLogger(__name__)
+
+MAX_DEVICES_PER_ROUND = 2  # a failed Deploy is tried on one other device, once
+CHARGED_STATES = ("pending", "deploying", "running", "removing")  # states that hold memory on a device
+
+# (tenant, "deploy" | "undeploy", reply): an operator call about ``tenant`` has its final answer.
+Settled = Callable[[str, str, OpReply], None]
+
+
+class Tenants:
+    def __init__(self, *, store: Store, outbox: Outbox, models: ModelLookup, placement: Placement,
+                 clock: Callable[[], float], settled: Settled | None = None) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.models = models
+        self.placement = placement
+        self.clock = clock
+        self.on_settled: Settled = settled or (lambda tenant, kind, reply: None)
+        self.stray_acks = 0
+
+    # -- snapshot ---------------------------------------------------------------------------------
+    def snapshot(self) -> FleetSnapshot:
+        loads: dict[str, list[TenantLoad]] = {}
+        for t in self.store.tenants():
+            if t.device_id is not None and t.state in CHARGED_STATES:
+                load = TenantLoad(t.name, t.spec.model, t.spec.variant, t.size_bytes)
+                loads.setdefault(t.device_id, []).append(load)
+        devices = tuple(
+            DeviceSnapshot(
+                device_id=d.device_id, online=d.online, device_kind=d.kind, runtimes=frozenset(d.runtimes),
+                memory_budget_bytes=d.memory_budget_bytes, tenants=tuple(loads.get(d.device_id, ())),
+                cpu_percent=d.cpu_percent, model_memory_bytes=d.model_memory_bytes,
+            )
+            for d in self.store.devices()
+        )
+        return FleetSnapshot(devices, self.clock())
+
+    @staticmethod
+    def facts_of(t: TenantRow) -> ModelFacts:
+        return ModelFacts(t.spec.model, t.spec.variant, t.runtime, t.size_bytes)
+
+    # -- placing ----------------------------------------------------------------------------------
+    def _decide(self, spec: TenantSpec, facts: ModelFacts, *, exclude: tuple[str, ...] = (),
+                pinned: str | None = None) -> Decision:
+        fleet = self.snapshot()
+        if pinned is not None:
+            if fleet.get(pinned) is None:
+                return NoFit(f"{pinned}: unknown device")
+            fleet = fleet.only(pinned)
+        candidates = fleet.excluding(exclude)
+        if exclude and not candidates.devices:
+            return NoFit(f"no device left to try after {', '.join(exclude)}")
+        return self.placement.place(spec, facts, candidates)
+
+    def _assign(self, t: TenantRow, placed: Placed, tried: tuple[str, ...], detail: str) -> None:
+        now = self.clock()
+        row = replace(t, device_id=placed.device_id, state="deploying", tried=tried, detail=detail)
+        self.store.put_tenant(row, now)
+        self.outbox.deploy(placed.device_id, t.spec, now)
+        log.info("tenant %s -> %s (%s)", t.name, placed.device_id, placed.reason)
+
+    def _unplace(self, t: TenantRow, detail: str, *, settle: bool = True) -> None:
+        self.store.put_tenant(replace(t, device_id=None, state="unplaced", detail=detail), self.clock())
+        log.warning("tenant %s unplaced: %s", t.name, detail)
+        if settle:
+            self.on_settled(t.name, "deploy", OpReply(ok=False, code="deploy_failed", message=detail))
+
+    def move_off(self, t: TenantRow, why: str) -> None:
+        """Find ``t`` a new device after it lost its own (which is offline and excluded)."""
+        if t.pinned is not None:
+            self._unplace(t, f"{why}; pinned to {t.pinned}, waiting for it", settle=False)
+            return
+        decision = self._decide(t.spec, self.facts_of(t))
+        if isinstance(decision, Placed):
+            self._assign(t, decision, (decision.device_id,), f"moved: {why}")
+        else:
+            self._unplace(t, f"{why}; no device fits: {decision.reason}", settle=False)
+
+    def deploy_failed(self, cmd: CommandRow, why: str) -> None:
+        t = self.store.tenant(cmd.tenant)
+        if t is None or t.device_id != cmd.device_id or t.state != "deploying":
+            return  # the tenant moved on since this command was issued
+        detail = f"{cmd.device_id}: {why}"
+        if t.pinned is not None or len(t.tried) >= MAX_DEVICES_PER_ROUND:
+            self._unplace(t, detail)
+            return
+        decision = self._decide(t.spec, self.facts_of(t), exclude=t.tried)
+        if isinstance(decision, Placed):
+            self._assign(t, decision, (*t.tried, decision.device_id), f"retrying after {detail}")
+        else:
+            self._unplace(t, f"{detail}; no other device: {decision.reason}")
+
+    def place_unplaced(self) -> None:
+        """Give every unplaced tenant a fresh round (called when capacity appears)."""
+        for t in self.store.tenants():
+            if t.state != "unplaced":
+                continue
+            decision = self._decide(t.spec, self.facts_of(t), pinned=t.pinned)
+            if isinstance(decision, Placed):
+                self._assign(t, decision, (decision.device_id,), decision.reason)
+
+    # -- operator intents -------------------------------------------------------------------------
+    def deploy(self, spec: TenantSpec, pinned: str | None = None) -> OpReply | None:
+        """Start deploying ``spec``; the reply now, or None when it comes through ``settled`` later."""
+        existing = self.store.tenant(spec.name)
+        if existing is not None:
+            if existing.state == "removing":
+                return OpReply(ok=False, code="conflict", message=f"tenant {spec.name} is being removed")
+            if existing.spec != spec:
+                return OpReply(ok=False, code="conflict",
+                               message=f"tenant {spec.name} exists with a different spec; undeploy it first")
+            if existing.state == "running":
+                return OpReply(ok=True, device_id=existing.device_id,
+                               message=f"{spec.name} already runs on {existing.device_id}")
+            if existing.state != "unplaced":
+                return None  # identical and on its way: answer with the same outcome
+            pinned = pinned or existing.pinned
+        try:
+            facts = self.models.facts(spec.model, spec.variant)
+        except UnknownModel as exc:
+            return OpReply(ok=False, code="unknown_model", message=str(exc))
+        decision = self._decide(spec, facts, pinned=pinned)
+        if isinstance(decision, NoFit):
+            return OpReply(ok=False, code="no_fit", message=f"no device fits {spec.name}: {decision.reason}")
+        row = TenantRow(spec=spec, runtime=facts.runtime, size_bytes=facts.size_bytes, device_id=None,
+                        state="pending", detail="", tried=(), pinned=pinned)
+        self._assign(row, decision, (decision.device_id,), decision.reason)
+        return None
+
+    def undeploy(self, name: str) -> OpReply | None:
+        t = self.store.tenant(name)
+        if t is None:
+            return OpReply(ok=False, code="unknown_tenant", message=f"no tenant {name}")
+        if t.state == "removing":
+            return None
+        if t.state != "running":
+            self.on_settled(name, "deploy", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
+        self.outbox.cancel(tenant=name, kind="deploy", why="tenant undeployed")
+        if t.device_id is None:
+            self.store.delete_tenant(name)
+            return OpReply(ok=True, message=f"{name} removed (it was not placed)")
+        self.outbox.undeploy(t.device_id, name, self.clock())
+        device = self.store.device(t.device_id)
+        if device is None or not device.online:
+            self.store.delete_tenant(name)
+            return OpReply(ok=True, device_id=t.device_id,
+                           message=f"{name} removed; {t.device_id} is offline and will undeploy it when back")
+        self.store.put_tenant(replace(t, state="removing", detail=""), self.clock())
+        return None
+
+    def removed(self, t: TenantRow, reply: OpReply) -> None:
+        self.store.delete_tenant(t.name)
+        self.on_settled(t.name, "undeploy", reply)
+
+    # -- acks and timeouts -------------------------------------------------------------------------
+    def ack(self, a: Ack, topic_device: str) -> None:
+        cmd = self.store.command(a.command_id)
+        if cmd is None or cmd.device_id != a.device_id or a.device_id != topic_device:
+            self.stray_acks += 1
+            log.info("ignoring ack %s from %s: no such command for this device", a.command_id, topic_device)
+            return
+        self.store.touch(topic_device, self.clock())
+        if cmd.state not in ("pending", "sent"):
+            return  # a late or repeated ack of a settled command
+        outcome = f"{a.result}: {a.message}" if a.ok else f"{a.result} {a.code}: {a.message}"
+        self.store.finish_command(cmd.command_id, "acked" if a.ok else "failed", outcome)
+        t = self.store.tenant(cmd.tenant)
+        here = t is not None and t.device_id == cmd.device_id
+        if cmd.kind == "deploy":
+            if not a.ok:
+                self.deploy_failed(cmd, f"{a.code or a.result}: {a.message}")
+            elif t is not None and here and t.state == "deploying":
+                self.store.put_tenant(replace(t, state="running"), self.clock())  # detail: how it got here
+                why = f" ({t.detail})" if t.detail else ""
+                self.on_settled(t.name, "deploy", OpReply(ok=True, device_id=cmd.device_id,
+                                                        message=f"{t.name} running on {cmd.device_id}{why}"))
+        elif t is not None and here and t.state == "removing":
+            reply = OpReply(ok=a.ok, code="" if a.ok else (a.code or "undeploy_failed"),
+                            device_id=cmd.device_id, message=a.message or f"{t.name} removed")
+            self.removed(t, reply)
+
+    def send_due(self, online: Collection[str]) -> None:
+        """Send due commands; a command that ran out of attempts may start a move, sent at once."""
+        for _ in range(MAX_DEVICES_PER_ROUND + 1):
+            items = self.outbox.run(self.clock(), online)
+            if not items:
+                return
+            self.exhausted(items)
+
+    def exhausted(self, items: list[Exhausted]) -> None:
+        for item in items:
+            cmd, why = item.command, f"no ack after {item.attempts} attempts"
+            if cmd.kind == "deploy":
+                self.deploy_failed(cmd, why)
+                continue
+            t = self.store.tenant(cmd.tenant)
+            if t is not None and t.device_id == cmd.device_id and t.state == "removing":
+                self.removed(t, OpReply(ok=False, code="deadline_exceeded", device_id=cmd.device_id,
+                                         message=f"{cmd.device_id}: {why}; removed from the fleet's plan"))

@@ -1,0 +1,141 @@
+"""The ``edgefleet deploy | undeploy | status`` sub-commands: operator calls to the coordinator.
+
+Each sends one request over MQTT 5 request/response (see ``edgefleet.cli.opsclient``) and prints the
+answer for people (or JSON with ``status --json``). Exit status: 0 done, 1 refused or failed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from edgefleet.wire import FleetStatus, OpReply
+
+MB = 1_000_000
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("broker")
+    g.add_argument("--host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=1883, help="MQTT broker port (default 1883)")
+    g.add_argument("--prefix", default="ef", help="topic prefix of the fleet (default ef)")
+    g.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``deploy``, ``undeploy`` and ``status`` to the parent CLI."""
+    deploy = subparsers.add_parser("deploy", help="run a tenant on the fleet (the coordinator places it)")
+    deploy.add_argument("name", help="tenant name: lower-case letters, digits, '-' and '_'")
+    deploy.add_argument("--model", required=True, help="zoo model name (see `edgefleet models list`)")
+    deploy.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8"])
+    deploy.add_argument("--slo-ms", type=float, required=True, help="p95 latency objective, milliseconds")
+    deploy.add_argument("--min-fidelity", type=float, default=0.0, help="lowest fidelity vs fp32, in [0, 1]")
+    deploy.add_argument("--max-batch", type=int, default=8, help="largest batch the device may form")
+    deploy.add_argument("--device", default=None, help="pin to this device instead of letting placement choose")
+    _common(deploy)
+    deploy.set_defaults(func=cmd_deploy)
+
+    undeploy = subparsers.add_parser("undeploy", help="remove a tenant from the fleet")
+    undeploy.add_argument("name")
+    _common(undeploy)
+    undeploy.set_defaults(func=cmd_undeploy)
+
+    status = subparsers.add_parser("status", help="devices and tenants as the coordinator sees them")
+    status.add_argument("--json", action="store_true", help="print the FleetStatus as JSON")
+    _common(status)
+    status.set_defaults(func=cmd_status)
+
+
+def _call(args: argparse.Namespace, op: Any) -> OpReply | None:
+    from edgefleet.cli.opsclient import OpsError, call_ops
+    from edgefleet.mqtt import MqttSettings
+    from edgefleet.wire import Topics, WireError
+
+    try:
+        settings = MqttSettings(host=args.host, port=args.port)
+        topics = Topics(args.prefix)
+        return call_ops(settings, topics, op, timeout=args.timeout)
+    except (OpsError, WireError, ValueError) as exc:
+        print(f"edgefleet {args.command}: {exc}")
+        return None
+
+
+def _failed(args: argparse.Namespace, reply: OpReply) -> int:
+    code = f" [{reply.code}]" if reply.code else ""
+    print(f"edgefleet {args.command}: failed{code}: {reply.message}")
+    return 1
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from edgefleet.wire import OpDeploy, TenantSpec
+
+    try:
+        spec = TenantSpec(name=args.name, model=args.model, variant=args.variant, slo_ms=args.slo_ms,
+                          min_fidelity=args.min_fidelity, max_batch=args.max_batch)
+    except ValueError as exc:
+        print(f"edgefleet deploy: {exc}")
+        return 2
+    reply = _call(args, OpDeploy(tenant=spec, device_id=args.device))
+    if reply is None:
+        return 1
+    if not reply.ok:
+        return _failed(args, reply)
+    print(reply.message or f"{spec.name} running on {reply.device_id}")
+    return 0
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    from edgefleet.wire import OpUndeploy
+
+    reply = _call(args, OpUndeploy(tenant=args.name))
+    if reply is None:
+        return 1
+    if not reply.ok:
+        return _failed(args, reply)
+    print(reply.message or f"{args.name} removed")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edgefleet.wire import OpStatus
+
+    reply = _call(args, OpStatus())
+    if reply is None:
+        return 1
+    if not reply.ok or reply.status is None:
+        return _failed(args, reply)
+    if args.json:
+        import msgspec
+
+        print(json.dumps(msgspec.to_builtins(reply.status), indent=2))
+    else:
+        print(format_status(reply.status))
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def format_status(status: FleetStatus) -> str:
+    """The two tables ``edgefleet status`` prints: devices, then tenants."""
+    devices: list[tuple[str, ...]] = [("DEVICE", "ONLINE", "KIND", "RUNTIMES", "MODEL MEM MB", "TENANTS")]
+    for d in status.devices:
+        devices.append((
+            d.device_id, "yes" if d.online else "no", d.device_kind or "-", ",".join(d.runtimes) or "-",
+            f"{d.memory_used_bytes / MB:.1f}/{d.memory_budget_bytes / MB:.1f}", ",".join(d.tenants) or "-",
+        ))
+    tenants: list[tuple[str, ...]] = [
+        ("TENANT", "MODEL", "DEVICE", "STATE", "RPS", "P50/P95 MS", "SLO MS", "ERRORS", "DETAIL")
+    ]
+    for t in status.tenants:
+        tenants.append((
+            t.name, f"{t.model}:{t.variant}", t.device_id or "-", t.state, f"{t.arrival_rps:.1f}",
+            f"{t.latency_p50_ms:.1f}/{t.latency_p95_ms:.1f}" if t.latency_p95_ms else "-", f"{t.slo_ms:g}", str(t.errors),
+            (t.detail[:60] + "...") if len(t.detail) > 63 else t.detail,
+        ))
+    parts = [_table(devices) if status.devices else "no devices",
+             _table(tenants) if status.tenants else "no tenants"]
+    return "\n\n".join(parts)

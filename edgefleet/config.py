@@ -1,0 +1,100 @@
+"""Helpers shared by the agent's and coordinator's TOML config loaders: typed, validated, field-named.
+
+A config error names the file, the table and the field (``agent.toml: [agent] memory_budget_mb must be
+> 0, got -5``), so an operator can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from edgefleet.mqtt import MqttSettings
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or has a field with a wrong value."""
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+
+
+class Section:
+    """Typed access to one table of a config file, with errors that name the field."""
+
+    def __init__(self, source: str, name: str, data: Mapping[str, Any] | None, known: set[str]) -> None:
+        self.source, self.name, self.data = source, name, dict(data or {})
+        unknown = set(self.data) - known
+        if unknown:
+            raise ConfigError(f"{source}: [{name}] unknown field(s): {', '.join(sorted(unknown))}")
+
+    def _err(self, field: builtins.str, what: builtins.str, value: object) -> ConfigError:
+        return ConfigError(f"{self.source}: [{self.name}] {field} {what}, got {value!r}")
+
+    def str(self, field: builtins.str, default: builtins.str | None = None) -> builtins.str:
+        value = self.data.get(field, default)
+        if not isinstance(value, str) or not value:
+            raise self._err(field, "must be a non-empty string", value)
+        return value
+
+    def opt_str(self, field: builtins.str) -> builtins.str | None:
+        value = self.data.get(field)
+        if value is not None and not isinstance(value, str):
+            raise self._err(field, "must be a string", value)
+        return value
+
+    def num(self, field: builtins.str, default: float, *, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False) -> float:
+        value = self.data.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._err(field, "must be a number", value)
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise self._err(field, f"must be {'>' if lo_open else '>='} {lo}", value)
+        if hi is not None and value > hi:
+            raise self._err(field, f"must be <= {hi}", value)
+        return float(value)
+
+    def int(self, field: builtins.str, default: builtins.int, *, lo: builtins.int | None = None,
+            hi: builtins.int | None = None) -> builtins.int:
+        value = self.data.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._err(field, "must be an integer", value)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise self._err(field, f"must be in [{lo}, {hi}]", value)
+        return value
+
+
+MQTT_FIELDS = {"host", "port", "keepalive_s", "username", "password", "tls_ca", "tls_cert", "tls_key"}
+
+
+def mqtt_settings(source: str, data: Mapping[str, Any] | None) -> MqttSettings:
+    s = Section(source, "mqtt", data, MQTT_FIELDS)
+    try:
+        return MqttSettings(
+            host=s.str("host", "127.0.0.1"),
+            port=s.int("port", 1883, lo=1, hi=65535),
+            keepalive_s=s.int("keepalive_s", 10, lo=2, hi=3600),
+            username=s.opt_str("username"),
+            password=s.opt_str("password"),
+            tls_ca=s.opt_str("tls_ca"),
+            tls_cert=s.opt_str("tls_cert"),
+            tls_key=s.opt_str("tls_key"),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

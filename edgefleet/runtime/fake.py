@@ -1,0 +1,175 @@
+"""A deterministic stand-in runtime for tests and simulations of edge boxes without real models.
+
+A fake model is a :class:`FakeModel`: input and output specs, a pure numpy function and a service
+time (a fixed part plus a part per batch row, spent in ``time.sleep``). Models are given to
+:class:`FakeRuntime` in its constructor, keyed by the path that ``open`` will be asked for, or
+described in a small JSON file that ``open`` reads::
+
+    {"inputs":  [{"name": "x", "dtype": "float32", "shape": [null, 4]}],
+     "outputs": [{"name": "y", "dtype": "float32", "shape": [null, 1]}],
+     "function": "sum", "service_time_s": 0.005, "per_row_s": 0.001, "memory_bytes": 1048576}
+
+Built-in functions: ``identity`` (each output is the input of the same position, cast), ``sum`` (the
+per-row sum of the first input, broadcast into every output) and ``zeros``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefleet.runtime.base import DEFAULT_OPTIONS, Feeds, Outputs, SessionOptions, TensorSpec, check_feeds
+from edgefleet.runtime.errors import ModelLoadError, SessionClosed
+
+NAME = "fake"
+
+FakeFunction = Callable[[Feeds, tuple[TensorSpec, ...]], Outputs]
+
+
+def _out_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
+    return tuple(
+        batch if (i == 0 and d is None) else (d if d is not None else 1) for i, d in enumerate(spec.shape)
+    )
+
+
+def _batch(feeds: Feeds) -> int:
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def identity(feeds: Feeds, outputs: tuple[TensorSpec, ...]) -> Outputs:
+    values = list(feeds.values())
+    return {
+        spec.name: values[i % len(values)].astype(spec.dtype, copy=True) for i, spec in enumerate(outputs)
+    }
+
+
+def row_sum(feeds: Feeds, outputs: tuple[TensorSpec, ...]) -> Outputs:
+    first = next(iter(feeds.values()))
+    batch = _batch(feeds)
+    sums = first.reshape(batch, -1).astype(np.float64).sum(axis=1)
+    result: Outputs = {}
+    for spec in outputs:
+        shape = _out_shape(spec, batch)
+        result[spec.name] = np.broadcast_to(sums.reshape((batch,) + (1,) * (len(shape) - 1)), shape).astype(
+            spec.dtype
+        )
+    return result
+
+
+def zeros(feeds: Feeds, outputs: tuple[TensorSpec, ...]) -> Outputs:
+    batch = _batch(feeds)
+    return {spec.name: np.zeros(_out_shape(spec, batch), dtype=spec.dtype) for spec in outputs}
+
+
+FUNCTIONS: dict[str, FakeFunction] = {"identity": identity, "sum": row_sum, "zeros": zeros}
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    """What a fake session serves: specs, a pure function of the feeds and a service time."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    function: FakeFunction = field(default=row_sum)
+    service_time_s: float = 0.0
+    per_row_s: float = 0.0
+    memory_bytes: int = 1 << 20
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FakeModel:
+        """Build a model from the JSON description documented in this module."""
+
+        def specs(key: str) -> tuple[TensorSpec, ...]:
+            return tuple(
+                TensorSpec(
+                    str(s["name"]), str(s["dtype"]), tuple(None if d is None else int(d) for d in s["shape"])
+                )
+                for s in data[key]
+            )
+
+        name = str(data.get("function", "sum"))
+        if name not in FUNCTIONS:
+            raise ValueError(f"unknown fake function {name!r}; choose from {sorted(FUNCTIONS)}")
+        return cls(
+            inputs=specs("inputs"),
+            outputs=specs("outputs"),
+            function=FUNCTIONS[name],
+            service_time_s=float(data.get("service_time_s", 0.0)),
+            per_row_s=float(data.get("per_row_s", 0.0)),
+            memory_bytes=int(data.get("memory_bytes", 1 << 20)),
+        )
+
+
+class FakeSession:
+    """A loaded fake model; validates feeds exactly like the real runtimes do."""
+
+    runtime = NAME
+
+    def __init__(self, model: FakeModel, path: Path) -> None:
+        self.model = model
+        self.path = path
+        self.inputs = model.inputs
+        self.outputs = model.outputs
+        self.memory_bytes = model.memory_bytes
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, feeds: Feeds) -> Outputs:
+        if self._closed:
+            raise SessionClosed(f"session for {self.path} is closed")
+        batch = check_feeds(self.inputs, feeds)
+        with self._lock:
+            self.calls += 1
+        delay = self.model.service_time_s + self.model.per_row_s * batch
+        if delay > 0:
+            time.sleep(delay)
+        return self.model.function(feeds, self.outputs)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class FakeRuntime:
+    """Opens fake models given in the constructor (keyed by path) or described by a JSON file."""
+
+    name = NAME
+
+    def __init__(self, models: Mapping[str | Path, FakeModel] | None = None) -> None:
+        self._models = {str(k): v for k, v in (models or {}).items()}
+        self.opened: list[Path] = []
+
+    def open(self, path: Path, options: SessionOptions = DEFAULT_OPTIONS) -> FakeSession:
+        path = Path(path)
+        model = self._models.get(str(path))
+        if model is None:
+            try:
+                model = FakeModel.from_json(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ModelLoadError(f"fake runtime could not load {path}: {exc}") from exc
+        self.opened.append(path)
+        return FakeSession(model, path)
+
+
+def describe(model: FakeModel, function: str = "sum") -> dict[str, Any]:
+    """The JSON description of ``model`` (with ``function`` named), the inverse of ``from_json``."""
+
+    def specs(items: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+        return [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in items]
+
+    return {
+        "inputs": specs(model.inputs),
+        "outputs": specs(model.outputs),
+        "function": function,
+        "service_time_s": model.service_time_s,
+        "per_row_s": model.per_row_s,
+        "memory_bytes": model.memory_bytes,
+    }

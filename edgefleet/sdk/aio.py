@@ -1,0 +1,128 @@
+"""The asyncio client: the same calls as InferenceClient, awaited, with thousands in flight on one loop.
+
+Each call is an asyncio future in the pending table plus one loop timer for its timeout; no thread and
+no task per call. Replies arrive on paho's network thread, which hands them to the loop with
+``call_soon_threadsafe``; the loop resolves the future and the awaiting coroutine decodes the frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from types import TracebackType
+
+import numpy as np
+
+from edgefleet.mqtt import Inbound, MqttSettings
+from edgefleet.sdk._core import ClientCore, Prepared, Result, closed_error, parse_reply, prepare
+from edgefleet.sdk.errors import NoReply
+
+
+class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
+    """Asyncio client for a fleet's tenants. Use as ``async with AsyncInferenceClient(settings) as c:``.
+
+    Arguments as for InferenceClient. All calls must be made from the event loop that opened it.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        prefix: str = "ef",
+        client_id: str | None = None,
+        qos: int = 1,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(
+            settings, prefix=prefix, client_id=client_id, qos=qos, connect_timeout_s=connect_timeout_s
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def open(self) -> AsyncInferenceClient:
+        """Connect and subscribe to the reply topic; raise BrokerUnavailable after the connect timeout."""
+        link = self._start_link()
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, link.wait_connected, self.connect_timeout_s):
+            await self.aclose()
+            raise self._unreachable(f"no connection within {self.connect_timeout_s:g} s")
+        return self
+
+    async def aclose(self) -> None:
+        """Disconnect. Calls still waiting raise ClientClosed."""
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_link)
+
+    async def __aenter__(self) -> AsyncInferenceClient:
+        return await self.open()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- calls ----------------------------------------------------------------------------------
+    async def infer(
+        self,
+        tenant: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout_s: float = 1.0,
+        min_fidelity: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run ``tenant``'s model on ``inputs`` and return its outputs by name (see InferenceClient)."""
+        result = await self.infer_with_meta(tenant, inputs, timeout_s=timeout_s, min_fidelity=min_fidelity)
+        return result.outputs
+
+    async def infer_with_meta(
+        self,
+        tenant: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout_s: float = 1.0,
+        min_fidelity: float | None = None,
+    ) -> Result:
+        """Like ``infer``, and also say which device and variant answered and how long it took."""
+        prepared = prepare(self.topics, tenant, inputs, timeout_s=timeout_s, min_fidelity=min_fidelity)
+        link = self._require_link()
+        loop = asyncio.get_running_loop()
+        if not link.connected:
+            wait_s = min(self.connect_timeout_s, prepared.timeout_s)
+            if not await loop.run_in_executor(None, link.wait_connected, wait_s):
+                raise self._unreachable("not connected")
+        fut: asyncio.Future[Inbound | None] = loop.create_future()
+        cid = self._register(fut)
+        timer = loop.call_later(prepared.timeout_s, self._expire, cid, fut, prepared)
+        sent_at = time.monotonic()
+        try:
+            self._publish(prepared, cid)
+            reply = await fut
+        finally:
+            timer.cancel()
+            self._forget(cid)  # a no-op unless the caller was cancelled or publishing failed
+        if reply is None:
+            raise closed_error()
+        return parse_reply(reply, prepared.tenant, sent_at)
+
+    def _expire(self, cid: bytes, fut: asyncio.Future[Inbound | None], prepared: Prepared) -> None:
+        # If the reply was already taken off the table it is on its way through call_soon_threadsafe.
+        if self._forget(cid) and not fut.done():
+            fut.set_exception(NoReply(prepared.tenant, prepared.timeout_s))
+
+    # -- hand-offs from paho's thread -------------------------------------------------------------
+    def _deliver(self, pending: asyncio.Future[Inbound | None], msg: Inbound) -> None:
+        try:
+            pending.get_loop().call_soon_threadsafe(self._resolve, pending, msg)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            self._count_late()
+
+    def _abandon(self, pending: asyncio.Future[Inbound | None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            pending.get_loop().call_soon_threadsafe(self._resolve, pending, None)
+
+    def _resolve(self, fut: asyncio.Future[Inbound | None], msg: Inbound | None) -> None:
+        if fut.done():  # the caller was cancelled between the pop and now
+            if msg is not None:
+                self._count_late()
+            return
+        fut.set_result(msg)

@@ -1,0 +1,234 @@
+"""Typed, versioned control messages: device status, telemetry, commands, acks and operator calls.
+
+Every control message is a JSON object with a ``type`` tag and a schema version ``v``. Messages are
+frozen msgspec Structs, so decoding validates types and ranges and says where a payload is wrong.
+Units are in the field names (``_ms``, ``_bytes``, ``_rps``); times are Unix seconds (float).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from edgefleet.wire.names import NAME_RE
+
+VARIANTS = ("fp32", "fp16", "int8")
+
+
+def _name(kind: str, value: str) -> None:
+    if not NAME_RE.match(value):
+        raise ValueError(f"invalid {kind} {value!r}: must match {NAME_RE.pattern}")
+
+
+class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    v: int = 1
+
+
+class _Plain(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+# -- tenants -------------------------------------------------------------------------------------
+class TenantSpec(_Plain, frozen=True):
+    """What an operator asks for: a named tenant running one zoo model under a latency objective."""
+
+    name: str
+    model: str
+    slo_ms: float  # p95 latency objective, milliseconds, end to end at the device
+    variant: str = "fp32"  # fp32 | fp16 | int8
+    min_fidelity: float = 0.0  # lowest fidelity vs fp32 the tenant accepts, in [0, 1]
+    max_batch: int = 8  # largest batch the device may form for this tenant
+
+    def __post_init__(self) -> None:
+        _name("tenant name", self.name)
+        _name("model name", self.model)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if not (0.0 < self.slo_ms <= 600_000.0):
+            raise ValueError(f"slo_ms must be in (0, 600000], got {self.slo_ms}")
+        if not (0.0 <= self.min_fidelity <= 1.0):
+            raise ValueError(f"min_fidelity must be in [0, 1], got {self.min_fidelity}")
+        if not (1 <= self.max_batch <= 1024):
+            raise ValueError(f"max_batch must be in [1, 1024], got {self.max_batch}")
+
+
+# -- device status (retained on {prefix}/v1/devices/{id}/status) -----------------------------------
+class Capabilities(_Plain, frozen=True):
+    device_kind: str  # e.g. "x86-cpu", "jetson-orin-nano", "coral-usb"
+    runtimes: list[str]  # runtimes that import and run here: "onnxruntime", "litert", ...
+    accelerators: list[str]  # "cpu", "cuda:0", "edgetpu:usb:0", ...
+    cpu_count: int
+    memory_total_bytes: int
+    memory_budget_bytes: int  # bytes the agent may spend on resident models
+    max_payload_bytes: int  # largest inference request accepted
+    cached_models: list[str]  # "name:variant" available on local disk
+    arch: str = ""
+    python: str = ""
+
+
+class Birth(_Msg, frozen=True, tag="birth"):
+    device_id: str
+    boot_id: str  # changes at every agent start
+    capabilities: Capabilities
+    tenants: list[str]  # tenants hosted right now
+    agent_version: str
+    ts: float
+
+    def __post_init__(self) -> None:
+        _name("device id", self.device_id)
+
+
+class Death(_Msg, frozen=True, tag="death"):
+    device_id: str
+    reason: Literal["lost", "shutdown"]  # "lost" is the broker-sent last will
+    boot_id: str = ""
+    ts: float = 0.0
+
+    def __post_init__(self) -> None:
+        _name("device id", self.device_id)
+
+
+Status = Birth | Death
+
+
+# -- telemetry -----------------------------------------------------------------------------------
+class TenantWindow(_Plain, frozen=True):
+    """One tenant's counters and latency quantiles over one telemetry window."""
+
+    tenant: str
+    model: str
+    variant: str
+    slo_ms: float
+    arrivals: int = 0
+    completions: int = 0
+    errors: int = 0  # answered with an error other than shed/deadline
+    shed: int = 0  # refused at admission (overloaded)
+    deadline_misses: int = 0  # answered deadline_exceeded
+    slo_misses: int = 0  # completed later than slo_ms
+    warm_starts: int = 0
+    cold_starts: int = 0
+    batches: int = 0
+    batch_size_mean: float = 0.0
+    service_ms_mean: float = 0.0  # runtime time per batch
+    queue_ms_mean: float = 0.0  # receipt to start of service
+    latency_p50_ms: float = 0.0  # receipt to reply
+    latency_p95_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    arrival_rps: float = 0.0
+    service_ms_by_batch: dict[int, float] = msgspec.field(default_factory=dict)  # rows -> mean ms per batch
+    batches_by_size: dict[int, int] = msgspec.field(default_factory=dict)  # rows -> batches run
+    colocated: list[str] = msgspec.field(default_factory=list)  # other tenants resident in the window
+    resident: bool = True  # the model was resident at the end of the window
+
+
+class DeviceWindow(_Plain, frozen=True):
+    cpu_percent: float
+    memory_used_bytes: int  # the agent process's resident memory
+    memory_budget_bytes: int
+    model_memory_bytes: int  # what resident model sessions take
+    gpu_percent: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+
+class Telemetry(_Msg, frozen=True, tag="telemetry"):
+    device_id: str
+    boot_id: str
+    seq: int  # increases by one per window within a boot; (device_id, boot_id, seq) is unique
+    window_start: float
+    window_end: float
+    device: DeviceWindow
+    tenants: list[TenantWindow]
+
+    def __post_init__(self) -> None:
+        _name("device id", self.device_id)
+        if self.seq < 0 or self.window_end < self.window_start:
+            raise ValueError("seq must be >= 0 and window_end >= window_start")
+
+
+# -- commands (coordinator -> agent) and acks -------------------------------------------------------
+class Deploy(_Msg, frozen=True, tag="deploy"):
+    command_id: str
+    device_id: str
+    tenant: TenantSpec
+    issued_at: float = 0.0
+
+
+class Undeploy(_Msg, frozen=True, tag="undeploy"):
+    command_id: str
+    device_id: str
+    tenant: str
+    issued_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        _name("tenant name", self.tenant)
+
+
+Command = Deploy | Undeploy
+
+
+class Ack(_Msg, frozen=True, tag="ack"):
+    command_id: str
+    device_id: str
+    ok: bool
+    result: Literal["applied", "duplicate", "failed", "rejected"]
+    code: str = ""  # an ErrorCode value or a load failure class when not ok
+    message: str = ""
+    ts: float = 0.0
+
+
+# -- operator calls (edgefleet deploy|undeploy|status -> coordinator) ----------------------------
+class OpDeploy(_Msg, frozen=True, tag="op.deploy"):
+    tenant: TenantSpec
+    device_id: str | None = None  # pin to a device; otherwise placement chooses
+
+
+class OpUndeploy(_Msg, frozen=True, tag="op.undeploy"):
+    tenant: str
+
+
+class OpStatus(_Msg, frozen=True, tag="op.status"):
+    pass
+
+
+Op = OpDeploy | OpUndeploy | OpStatus
+
+
+class DeviceView(_Plain, frozen=True):
+    device_id: str
+    online: bool
+    device_kind: str
+    runtimes: list[str]
+    memory_budget_bytes: int
+    memory_used_bytes: int  # model memory the device reported last
+    tenants: list[str]
+    last_seen: float
+
+
+class TenantView(_Plain, frozen=True):
+    name: str
+    model: str
+    variant: str
+    slo_ms: float
+    state: str  # pending | deploying | running | moving | unplaced | removing
+    device_id: str | None
+    arrival_rps: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+    errors: int = 0
+    detail: str = ""
+
+
+class FleetStatus(_Plain, frozen=True):
+    devices: list[DeviceView]
+    tenants: list[TenantView]
+    ts: float
+
+
+class OpReply(_Msg, frozen=True, tag="op.reply"):
+    ok: bool
+    code: str = ""
+    message: str = ""
+    device_id: str | None = None
+    status: FleetStatus | None = None

@@ -1,0 +1,249 @@
+"""The binary tensor frame used for inference requests, results and errors.
+
+Tensors travel as raw little-endian bytes described by a small JSON header, never as JSON lists of
+floats. Layout (all integers little-endian)::
+
+    bytes 0..3   magic  b"EFT1"
+    bytes 4..7   uint32 H, the length of the header
+    bytes 8..8+H UTF-8 JSON header
+    padding      zero bytes up to the next multiple of 8 (so arrays can be viewed without copying)
+    data         the tensors' bytes, at the offsets the header gives (relative to the data start)
+
+Header: ``{"v": 1, "kind": "request"|"result"|"error", "tensors": [{"name", "dtype", "shape",
+"offset", "nbytes"}], "meta": {...}}``. A request's meta may hold ``timeout_ms`` (the caller's budget,
+counted from when the device receives the request) and ``min_fidelity``; a result's meta says which
+device and variant served it and how long it queued and ran; an error's meta holds ``code`` and
+``message`` and it has no tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgefleet.wire.errors import ErrorCode, WireError
+
+MAGIC = b"EFT1"
+FRAME_VERSION = 1
+MAX_HEADER_BYTES = 64 * 1024
+MAX_TENSORS = 32
+MAX_RANK = 8
+MAX_DIM = 2**31 - 1  # largest size of one dimension
+CONTENT_TYPE = "application/vnd.edgefleet.tensors.v1"
+# dtype names on the wire -> numpy dtypes (always little-endian on the wire).
+DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(name).newbyteorder("<")
+    for name in (
+        "float16",
+        "float32",
+        "float64",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "bool",
+    )
+}
+_PREFIX = struct.Struct("<4sI")
+
+
+@dataclass(frozen=True)
+class RequestFrame:
+    tensors: dict[str, np.ndarray]
+    timeout_ms: float | None = None
+    min_fidelity: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResultFrame:
+    tensors: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ErrorFrame:
+    code: ErrorCode
+    message: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Frame = RequestFrame | ResultFrame | ErrorFrame
+
+
+def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
+    if len(tensors) > MAX_TENSORS:
+        raise WireError(ErrorCode.BAD_REQUEST, f"at most {MAX_TENSORS} tensors per frame")
+    specs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    offset = 0
+    for name, value in tensors.items():
+        arr = np.asarray(value)
+        wire_dtype = DTYPES.get(arr.dtype.name)
+        if wire_dtype is None:
+            raise WireError(ErrorCode.BAD_DTYPE, f"tensor {name!r}: dtype {arr.dtype} cannot be sent")
+        data = np.ascontiguousarray(arr, dtype=wire_dtype).tobytes()
+        specs.append(
+            {
+                "name": name,
+                "dtype": arr.dtype.name,
+                "shape": list(arr.shape),
+                "offset": offset,
+                "nbytes": len(data),
+            }
+        )
+        pad = (-len(data)) % 8
+        blobs.append(data + b"\x00" * pad)
+        offset += len(data) + pad
+    header = json.dumps(
+        {"v": FRAME_VERSION, "kind": kind, "tensors": specs, "meta": dict(meta)},
+        separators=(",", ":"),
+        allow_nan=False,
+    ).encode()
+    if len(header) > MAX_HEADER_BYTES:
+        raise WireError(ErrorCode.BAD_REQUEST, "frame header too large")
+    head = _PREFIX.pack(MAGIC, len(header)) + header
+    head += b"\x00" * ((-len(head)) % 8)
+    return head + b"".join(blobs)
+
+
+def encode_request(
+    tensors: Mapping[str, np.ndarray],
+    *,
+    timeout_ms: float | None = None,
+    min_fidelity: float | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> bytes:
+    m: dict[str, Any] = dict(meta or {})
+    if timeout_ms is not None:
+        m["timeout_ms"] = float(timeout_ms)
+    if min_fidelity is not None:
+        m["min_fidelity"] = float(min_fidelity)
+    return _pack("request", tensors, m)
+
+
+def encode_result(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:
+    return _pack("result", tensors, meta or {})
+
+
+def encode_error(code: ErrorCode, message: str, meta: Mapping[str, Any] | None = None) -> bytes:
+    m = dict(meta or {})
+    m["code"] = code.value
+    m["message"] = message
+    return _pack("error", {}, m)
+
+
+def _bad(message: str) -> WireError:
+    return WireError(ErrorCode.BAD_REQUEST, message)
+
+
+def _parse_specs(header: Mapping[str, Any], data: memoryview) -> dict[str, np.ndarray]:
+    specs = header.get("tensors", [])
+    if not isinstance(specs, list) or len(specs) > MAX_TENSORS:
+        raise _bad(f"'tensors' must be a list of at most {MAX_TENSORS} entries")
+    out: dict[str, np.ndarray] = {}
+    end_prev = 0
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            raise _bad(f"tensors[{i}] must be an object")
+        name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
+        offset, nbytes = spec.get("offset"), spec.get("nbytes")
+        if not isinstance(name, str) or not name or len(name) > 256 or name in out:
+            raise _bad(f"tensors[{i}].name must be a unique non-empty string")
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise WireError(ErrorCode.BAD_DTYPE, f"tensor {name!r}: unsupported dtype {dtype!r}")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_RANK
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape)
+        ):
+            raise WireError(
+                ErrorCode.BAD_SHAPE, f"tensor {name!r}: shape must be <= {MAX_RANK} ints in [0, {MAX_DIM}]"
+            )
+        for key, val in (("offset", offset), ("nbytes", nbytes)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < 0:
+                raise _bad(f"tensor {name!r}: {key} must be an int >= 0")
+        assert isinstance(offset, int) and isinstance(nbytes, int)
+        wire_dtype = DTYPES[dtype]
+        expected = math.prod(shape) * wire_dtype.itemsize
+        if nbytes != expected:
+            raise WireError(
+                ErrorCode.BAD_SHAPE,
+                f"tensor {name!r}: shape {shape} of {dtype} needs {expected} bytes, header says {nbytes}",
+            )
+        if offset < end_prev or offset + nbytes > len(data):
+            raise _bad(f"tensor {name!r}: bytes {offset}..{offset + nbytes} overlap or run past the frame")
+        end_prev = offset + nbytes
+        arr = np.frombuffer(data[offset : offset + nbytes], dtype=wire_dtype).reshape(shape)
+        out[name] = arr.astype(wire_dtype.newbyteorder("="), copy=False)
+    return out
+
+
+def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
+    """Parse a frame. Raises WireError with a code and a message that says what is wrong."""
+    buf = memoryview(payload).cast("B") if not isinstance(payload, bytes) else memoryview(payload)
+    if len(buf) < _PREFIX.size:
+        raise _bad(f"frame too short ({len(buf)} bytes); expected magic {MAGIC!r} and a header length")
+    magic, hlen = _PREFIX.unpack_from(buf, 0)
+    if magic != MAGIC:
+        if magic[:3] == MAGIC[:3]:
+            raise WireError(ErrorCode.UNSUPPORTED_VERSION, f"frame magic {magic!r}: this peer speaks EFT1")
+        raise _bad(f"not a tensor frame: magic {magic!r}, expected {MAGIC!r}")
+    if hlen > MAX_HEADER_BYTES or _PREFIX.size + hlen > len(buf):
+        raise _bad(f"header length {hlen} runs past the frame or the {MAX_HEADER_BYTES}-byte limit")
+    try:
+        header = json.loads(bytes(buf[_PREFIX.size : _PREFIX.size + hlen]))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad(f"frame header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise _bad("frame header must be a JSON object")
+    version = header.get("v")
+    if isinstance(version, bool) or version != FRAME_VERSION:
+        raise WireError(ErrorCode.UNSUPPORTED_VERSION, f"frame version {version!r}; this peer speaks 1")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise _bad("'meta' must be an object")
+    start = _PREFIX.size + hlen
+    start += (-start) % 8
+    data = buf[start:] if start <= len(buf) else memoryview(b"")
+    kind = header.get("kind")
+    if kind == "request":
+        tensors = _parse_specs(header, data)
+        return RequestFrame(
+            tensors=tensors,
+            timeout_ms=_opt_number(meta, "timeout_ms", lo=0.0, hi=3.6e6),
+            min_fidelity=_opt_number(meta, "min_fidelity", lo=0.0, hi=1.0),
+            meta=meta,
+        )
+    if kind == "result":
+        return ResultFrame(tensors=_parse_specs(header, data), meta=meta)
+    if kind == "error":
+        raw_code = meta.get("code")
+        try:
+            code = ErrorCode(raw_code)
+        except ValueError:
+            code = ErrorCode.INTERNAL
+        message = meta.get("message")
+        return ErrorFrame(
+            code=code, message=str(message) if message is not None else str(raw_code), meta=meta
+        )
+    raise _bad(f"frame kind {kind!r}: expected request, result or error")
+
+
+def _opt_number(meta: Mapping[str, Any], key: str, *, lo: float, hi: float) -> float | None:
+    value = meta.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
+        raise _bad(f"meta.{key} must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)

@@ -1,0 +1,78 @@
+"""Coordinator config: defaults, the example file, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.config import CommandPolicy, ConfigError, config_from_dict, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "coordinator.example.toml"
+
+
+def test_example_file_loads() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.prefix == "ef"
+    assert cfg.commands == CommandPolicy(ack_timeout_s=5.0, max_attempts=5, backoff_s=1.0, backoff_max_s=30.0)
+    assert cfg.topics.ops() == "ef/v1/coordinator/ops"
+
+
+def test_defaults_and_relative_db(tmp_path: Path) -> None:
+    path = tmp_path / "coordinator.toml"
+    path.write_text('[coordinator]\ndb = "state/c.db"\n[mqtt]\nport = 1884\n')
+    cfg = load_config(path)
+    assert cfg.db_path == tmp_path / "state" / "c.db"  # relative to the config file
+    assert cfg.mqtt.port == 1884
+    assert (cfg.commands.ack_timeout_s, cfg.commands.max_attempts) == (5.0, 5)
+    assert cfg.coordinator_id == "coordinator" and cfg.prefix == "ef"
+
+
+def test_prefix_in_either_place() -> None:
+    assert config_from_dict({"prefix": "lab"}).prefix == "lab"
+    assert config_from_dict({"coordinator": {"prefix": "lab"}}).prefix == "lab"
+    with pytest.raises(ConfigError, match="prefix is given twice"):
+        config_from_dict({"prefix": "a", "coordinator": {"prefix": "b"}})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"commands": {"ack_timeout_s": -1}}, "c.toml: [commands] ack_timeout_s must be > 0, got -1"),
+        ({"commands": {"max_attempts": 0}}, "[commands] max_attempts must be in [1, 1000], got 0"),
+        ({"commands": {"backoff_s": "fast"}}, "[commands] backoff_s must be a number, got 'fast'"),
+        ({"commands": {"backoff_s": 10, "backoff_max_s": 5}}, "[commands] backoff_max_s must be >= 10"),
+        ({"coordinator": {"device_timeout_s": 0}}, "[coordinator] device_timeout_s must be > 0, got 0"),
+        ({"coordinator": {"db": ""}}, "[coordinator] db must be a non-empty string"),
+        ({"coordinator": {"id": "a/b"}}, "[coordinator] id must match"),
+        ({"coordinator": {"colour": "red"}}, "[coordinator] unknown field(s): colour"),
+        ({"mqtt": {"port": 70000}}, "[mqtt] port must be in [1, 65535], got 70000"),
+        ({"mqtt": {"tls_cert": "c.pem"}}, "tls_cert and mqtt.tls_key must be given together"),
+        ({"prefix": "a/+/b"}, "prefix: invalid topic prefix"),
+        ({"prefix": 3}, "prefix must be a non-empty string, got 3"),
+        ({"agent": {}}, "unknown table(s) or key(s): agent"),
+    ],
+)
+def test_errors_name_the_field(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, "c.toml")
+    assert message in str(info.value)
+    assert str(info.value).startswith("c.toml: ")
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[commands\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_retry_delays_double_and_cap() -> None:
+    p = CommandPolicy(ack_timeout_s=5.0, backoff_s=1.0, backoff_max_s=3.0)
+    # after send 1: 5 + 1; send 2: 5 + 2; send 3: 5 + min(4, 3); send 4: 5 + min(8, 3)
+    assert [p.retry_delay_s(n) for n in (1, 2, 3, 4)] == [6.0, 7.0, 8.0, 8.0]
+    with pytest.raises(ValueError, match="ack_timeout_s"):
+        CommandPolicy(ack_timeout_s=0)

@@ -1,0 +1,324 @@
+"""The coordinator's state machine driven directly: a fake clock, a real SQLite store, captured sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from coordinator.commands import Outbox
+from coordinator.config import CommandPolicy
+from coordinator.engine import Engine
+from coordinator.fleet import MB, ModelFacts
+from coordinator.models import StaticModels
+from coordinator.placement import MostFreeMemory
+from coordinator.store import Store
+from edgefleet.wire import (
+    Ack,
+    Birth,
+    Capabilities,
+    Death,
+    Deploy,
+    DeviceWindow,
+    OpReply,
+    Telemetry,
+    TenantSpec,
+    TenantWindow,
+    Topics,
+    Undeploy,
+    decode_command,
+)
+
+MODELS = StaticModels({
+    ("ocr-rec", "fp32"): ModelFacts("ocr-rec", "fp32", "onnxruntime", 10_857_958),
+    ("face-detect", "fp32"): ModelFacts("face-detect", "fp32", "litert", 229_714),
+})
+# sends at t, then t + 1 + 0.5, then + 1 + 1, then declared failed at + 1 + 2
+POLICY = CommandPolicy(ack_timeout_s=1.0, max_attempts=3, backoff_s=0.5, backoff_max_s=2.0)
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.now = 1000.0
+        self.sent: list[tuple[str, Deploy | Undeploy]] = []
+        self.settled: list[tuple[str, str, OpReply]] = []
+        self.store = Store(tmp_path / "c.db")
+        self.topics = Topics("ef")
+        self.outbox = Outbox(self.store, self.topics, POLICY,
+                             lambda topic, payload: self.sent.append((topic, decode_command(payload))))
+        self.engine = Engine(store=self.store, outbox=self.outbox, models=MODELS, placement=MostFreeMemory(),
+                             clock=lambda: self.now, device_timeout_s=30.0,
+                             settled=lambda *a: self.settled.append(a))
+        self.boots: dict[str, int] = {}
+
+    def tick(self, advance: float = 0.0) -> list[Deploy | Undeploy]:
+        """Advance the clock, run the timer duties, return what was sent."""
+        self.now += advance
+        before = len(self.sent)
+        self.engine.check_liveness()
+        online = {d.device_id for d in self.store.devices() if d.online}
+        self.engine.send_due(online)
+        return [c for _, c in self.sent[before:]]
+
+    def birth(self, device: str, budget_mb: float = 100, runtimes: tuple[str, ...] = ("onnxruntime",),
+              tenants: tuple[str, ...] = (), new_boot: bool = False) -> None:
+        if new_boot or device not in self.boots:
+            self.boots[device] = self.boots.get(device, 0) + 1
+        caps = Capabilities(device_kind="x86_64-cpu", runtimes=list(runtimes), accelerators=["cpu"], cpu_count=4,
+                            memory_total_bytes=8 << 30, memory_budget_bytes=int(budget_mb * MB),
+                            max_payload_bytes=1 << 20, cached_models=[])
+        self.engine.birth(Birth(device_id=device, boot_id=f"boot{self.boots[device]}", capabilities=caps,
+                                tenants=list(tenants), agent_version="test", ts=self.now))
+
+    def ack(self, cmd: Deploy | Undeploy, ok: bool = True, result: Literal["applied", "duplicate"] = "applied",
+            message: str = "") -> None:
+        self.engine.ack(Ack(command_id=cmd.command_id, device_id=cmd.device_id, ok=ok,
+                            result=result if ok else "failed", code="" if ok else "load_failed",
+                            message=message), cmd.device_id)
+
+    def state(self, name: str) -> tuple[str, str | None]:
+        t = self.store.tenant(name)
+        assert t is not None
+        return t.state, t.device_id
+
+
+def spec(name: str = "t1", model: str = "ocr-rec") -> TenantSpec:
+    return TenantSpec(name=name, model=model, slo_ms=50.0)
+
+
+@pytest.fixture()
+def rig(tmp_path: Path) -> Rig:
+    return Rig(tmp_path)
+
+
+def test_deploy_places_and_ack_makes_it_running(rig: Rig) -> None:
+    rig.birth("d1", budget_mb=50)
+    rig.birth("d2", budget_mb=100)
+    assert rig.engine.deploy(spec()) is None  # the answer comes with the ack
+    [cmd] = rig.tick()
+    assert isinstance(cmd, Deploy) and cmd.device_id == "d2" and len(cmd.command_id) == 32
+    assert rig.sent[-1][0] == "ef/v1/devices/d2/commands"
+    assert rig.state("t1") == ("deploying", "d2")
+    rig.ack(cmd, message="serving")
+    assert rig.state("t1") == ("running", "d2")
+    assert rig.settled[-1][:2] == ("t1", "deploy") and rig.settled[-1][2].ok
+    assert rig.tick(10) == []  # acked: never sent again
+
+
+def test_retries_resend_same_id_with_backoff_then_try_another_device(rig: Rig) -> None:
+    rig.birth("d1", budget_mb=100)
+    rig.birth("d2", budget_mb=50)
+    rig.engine.deploy(spec())
+    [first] = rig.tick()
+    assert first.device_id == "d1"
+    assert rig.tick(1.4) == []  # 1 s ack timeout + 0.5 s backoff not over yet
+    [second] = rig.tick(0.1)  # t + 1.5
+    assert second == first  # same command id, same bytes
+    assert rig.tick(1.9) == []
+    [third] = rig.tick(0.1)  # + 1 + 1
+    assert third.command_id == first.command_id
+    # no ack after 3 sends (+ 1 + 2): failed on d1, so the tenant is tried once on d2
+    [moved] = rig.tick(3.0)
+    assert isinstance(moved, Deploy) and moved.device_id == "d2" and moved.command_id != first.command_id
+    assert rig.state("t1") == ("deploying", "d2")
+    assert "d1: no ack after 3 attempts" in rig.store.tenant("t1").detail  # type: ignore[union-attr]
+    rig.ack(moved, result="duplicate")  # a duplicate is a success
+    assert rig.state("t1") == ("running", "d2")
+
+
+def test_failed_ack_tries_another_device_once_then_unplaced(rig: Rig) -> None:
+    rig.birth("d1")
+    rig.birth("d2")
+    rig.birth("d3")
+    rig.engine.deploy(spec())
+    [a] = rig.tick()
+    rig.ack(a, ok=False, message="out of memory")
+    [b] = rig.tick()
+    assert b.device_id != a.device_id
+    rig.ack(b, ok=False, message="out of memory again")
+    assert rig.tick() == []  # only one other device is tried
+    state, device = rig.state("t1")
+    assert (state, device) == ("unplaced", None)
+    assert rig.store.tenant("t1").detail == f"{b.device_id}: load_failed: out of memory again"  # type: ignore[union-attr]
+    name, kind, reply = rig.settled[-1]
+    assert (name, kind, reply.ok, reply.code) == ("t1", "deploy", False, "deploy_failed")
+
+
+def test_birth_reconciles_missing_and_stray_tenants(rig: Rig) -> None:
+    rig.birth("d1")
+    rig.engine.deploy(spec())
+    [cmd] = rig.tick()
+    rig.ack(cmd)
+    # the device restarts and lists a tenant the coordinator never assigned, but not t1
+    rig.birth("d1", tenants=("stray",), new_boot=True)
+    sent = rig.tick()
+    kinds = sorted((type(c).__name__, c.tenant if isinstance(c, Undeploy) else c.tenant.name) for c in sent)
+    assert kinds == [("Deploy", "t1"), ("Undeploy", "stray")]
+    redeploy = next(c for c in sent if isinstance(c, Deploy))
+    assert redeploy.command_id != cmd.command_id  # a fresh id: the old one was applied already
+    assert rig.state("t1") == ("deploying", "d1")
+    # the same birth again (the agent republishes after every change) sends nothing new
+    rig.birth("d1", tenants=("stray",))
+    assert rig.tick() == []
+
+
+def test_death_moves_tenants_to_another_device(rig: Rig) -> None:
+    rig.birth("d1", budget_mb=100)
+    rig.birth("d2", budget_mb=50)
+    rig.engine.deploy(spec())
+    [cmd] = rig.tick()
+    rig.ack(cmd)
+    rig.engine.death(Death(device_id="d1", reason="lost", boot_id="boot1"))
+    [moved] = rig.tick()
+    assert isinstance(moved, Deploy) and moved.device_id == "d2"
+    assert rig.state("t1") == ("deploying", "d2")
+    assert rig.store.device("d1").online is False  # type: ignore[union-attr]
+    # a retained death replayed later changes nothing
+    rig.engine.death(Death(device_id="d1", reason="lost", boot_id="boot1"))
+    assert rig.tick() == []
+
+
+def test_death_without_room_leaves_unplaced_until_capacity_appears(rig: Rig) -> None:
+    rig.birth("d1")
+    rig.engine.deploy(spec())
+    rig.ack(rig.tick()[0])
+    rig.engine.death(Death(device_id="d1", reason="shutdown"))
+    assert rig.state("t1") == ("unplaced", None)
+    assert "d1 offline (shut down); no device fits" in rig.store.tenant("t1").detail  # type: ignore[union-attr]
+    rig.birth("d9")
+    [cmd] = rig.tick()
+    assert isinstance(cmd, Deploy) and cmd.device_id == "d9"
+
+
+def test_silent_device_is_declared_dead(rig: Rig) -> None:
+    rig.birth("d1", budget_mb=100)
+    rig.birth("d2", budget_mb=50)
+    rig.engine.deploy(spec())
+    rig.ack(rig.tick()[0])
+    rig.now += 20
+    rig.birth("d2")  # d2 keeps talking, d1 does not
+    [moved] = rig.tick(11)  # d1 silent for 31 s > 30 s
+    assert moved.device_id == "d2"
+    assert rig.store.device("d1").detail.startswith("silent for")  # type: ignore[union-attr]
+
+
+def test_commands_to_an_offline_device_wait(rig: Rig) -> None:
+    rig.birth("d1")
+    rig.engine.deploy(spec())
+    rig.ack(rig.tick()[0])
+    assert rig.engine.undeploy("t1") is None  # Undeploy queued, not sent yet
+    rig.engine.death(Death(device_id="d1", reason="lost"))
+    assert rig.store.tenant("t1") is None  # removed from the plan; the device is told when back
+    assert rig.settled[-1][:2] == ("t1", "undeploy")
+    assert rig.tick(5) == []  # offline: nothing sent, no attempt spent
+    [pending] = rig.outbox.outstanding(device_id="d1")
+    assert pending.attempts == 0
+    rig.birth("d1", tenants=("t1",), new_boot=True)  # back, still hosting t1
+    [cmd] = rig.tick()
+    assert isinstance(cmd, Undeploy) and cmd.command_id == pending.command_id  # no second Undeploy
+    rig.birth("d1", tenants=("t1",))
+    assert rig.tick() == []
+
+
+def test_undeploy_waits_for_ack_and_orders_after_deploy(rig: Rig) -> None:
+    rig.birth("d1")
+    rig.engine.deploy(spec())
+    [dep] = rig.tick()
+    assert rig.engine.undeploy("t1") is None  # removing: answered on the ack
+    assert rig.settled[-1][:2] == ("t1", "deploy") and rig.settled[-1][2].code == "cancelled"
+    [und] = rig.tick()
+    assert isinstance(und, Undeploy)
+    assert rig.state("t1") == ("removing", "d1")
+    rig.ack(und)
+    assert rig.store.tenant("t1") is None
+    assert rig.settled[-1][:2] == ("t1", "undeploy") and rig.settled[-1][2].ok
+    assert dep.command_id != und.command_id
+
+
+def test_deploy_conflicts_and_idempotence(rig: Rig) -> None:
+    rig.birth("d1")
+    assert rig.engine.deploy(spec()) is None
+    rig.ack(rig.tick()[0])
+    same = rig.engine.deploy(spec())
+    assert same is not None and same.ok and same.device_id == "d1"
+    other = rig.engine.deploy(TenantSpec(name="t1", model="ocr-rec", slo_ms=99.0))
+    assert other is not None and (other.ok, other.code) == (False, "conflict")
+    unknown = rig.engine.deploy(spec("t2", model="nope"))
+    assert unknown is not None and unknown.code == "unknown_model"
+    nofit = rig.engine.deploy(spec("t3", model="face-detect"))
+    assert nofit is not None and nofit.code == "no_fit" and "d1: no runtime litert" in nofit.message
+    pinned = rig.engine.deploy(spec("t4"), pinned="d7")
+    assert pinned is not None and "d7: unknown device" in pinned.message
+    gone = rig.engine.undeploy("never")
+    assert gone is not None and gone.code == "unknown_tenant"
+
+
+def test_placement_counts_memory_of_assigned_tenants(rig: Rig) -> None:
+    rig.birth("d1", budget_mb=25)  # room for two 10.9 MB tenants, not three
+    assert rig.engine.deploy(spec("a")) is None
+    assert rig.engine.deploy(spec("b")) is None
+    third = rig.engine.deploy(spec("c"))
+    # 25 MB - 2 x 10.9 MB = 3.3 MB free < 10.9 MB
+    assert third is not None and third.message.endswith("d1: needs 10.9 MB, 3.3 MB free")
+
+
+def window(device: str, seq: int, boot: str = "boot1", rps: float = 5.0) -> Telemetry:
+    return Telemetry(
+        device_id=device, boot_id=boot, seq=seq, window_start=seq * 5.0, window_end=seq * 5.0 + 5.0,
+        device=DeviceWindow(cpu_percent=10.0, memory_used_bytes=1, memory_budget_bytes=2,
+                            model_memory_bytes=11 * MB),
+        tenants=[TenantWindow(tenant="t1", model="ocr-rec", variant="fp32", slo_ms=50.0, arrivals=25, errors=2,
+                              arrival_rps=rps, latency_p50_ms=7.5, latency_p95_ms=20.0)],
+    )
+
+
+def test_telemetry_stored_once_and_summarised(rig: Rig) -> None:
+    rig.birth("d1")
+    rig.engine.deploy(spec())
+    rig.ack(rig.tick()[0])
+    rig.engine.telemetry(window("d1", 0))
+    rig.engine.telemetry(window("d1", 0, rps=99.0))  # a QoS 1 redelivery
+    rig.engine.telemetry(window("d1", 1, rps=6.0))
+    assert rig.store.telemetry_count("d1") == 2
+    assert rig.engine.duplicate_windows == 1
+    t = rig.store.tenant("t1")
+    assert t is not None and (t.arrival_rps, t.latency_p50_ms, t.latency_p95_ms, t.errors) == (6.0, 7.5, 20.0, 2)
+    assert rig.store.device("d1").model_memory_bytes == 11 * MB  # type: ignore[union-attr]
+
+
+def test_stray_acks_are_ignored(rig: Rig) -> None:
+    rig.birth("d1")
+    rig.engine.deploy(spec())
+    [cmd] = rig.tick()
+    rig.engine.ack(Ack(command_id="0" * 32, device_id="d1", ok=True, result="applied"), "d1")
+    rig.engine.ack(Ack(command_id=cmd.command_id, device_id="d1", ok=True, result="applied"), "d2")
+    assert rig.engine.stray_acks == 2
+    assert rig.state("t1") == ("deploying", "d1")
+
+
+def test_restart_resumes_outstanding_commands(tmp_path: Path) -> None:
+    first = Rig(tmp_path)
+    first.birth("d1")
+    first.engine.deploy(spec())
+    [cmd] = first.tick()
+    first.store.close()
+    again = Rig(tmp_path)  # same database file
+    again.now = first.now + 60
+    again.birth("d1")  # the retained birth arrives again after the restart
+    [resent] = again.tick()
+    assert resent == cmd
+
+
+def test_store_transaction_rolls_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(RuntimeError), store.atomic():
+        store.add_command(command_id="c1", device_id="d1", tenant="t1", kind="deploy", payload=b"x", now=1.0)
+        with store.atomic():  # nested blocks join the outer transaction
+            store.add_command(command_id="c2", device_id="d1", tenant="t1", kind="deploy", payload=b"y", now=1.0)
+        raise RuntimeError("boom")
+    assert store.commands() == []
+    with store.atomic():
+        store.add_command(command_id="c3", device_id="d1", tenant="t1", kind="deploy", payload=b"z", now=1.0)
+    store.close()
+    assert [c.command_id for c in Store(tmp_path / "s.db").commands()] == ["c3"]

@@ -1,0 +1,677 @@
+"""Properties of the wire contract: frames and control messages round-trip, and bad input only ever
+raises WireError with the code the contract promises.
+
+Peers in other languages parse these payloads from untrusted senders, so the Python decoders are held
+to the same standard: any byte string, however mangled, yields a value or a WireError, never another
+exception that would kill a handler.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hypothesis.extra.numpy as hnp
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgefleet.wire import (
+    Ack,
+    Deploy,
+    DeviceWindow,
+    ErrorCode,
+    ErrorFrame,
+    OpDeploy,
+    OpReply,
+    OpStatus,
+    OpUndeploy,
+    ParsedTopic,
+    RequestFrame,
+    ResultFrame,
+    Telemetry,
+    TenantSpec,
+    TenantWindow,
+    TopicKind,
+    Topics,
+    Undeploy,
+    WireError,
+    decode,
+    decode_command,
+    decode_frame,
+    decode_op,
+    decode_status,
+    encode,
+    encode_error,
+    encode_request,
+    encode_result,
+)
+from edgefleet.wire.codec import MAX_CONTROL_BYTES, decode_ack, decode_telemetry
+from edgefleet.wire.names import NAME_RE
+from edgefleet.wire.tensors import DTYPES, MAGIC, MAX_HEADER_BYTES
+
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# -- strategies ----------------------------------------------------------------------------------------
+names = st.from_regex(NAME_RE, fullmatch=True)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+nonneg = st.floats(min_value=0.0, max_value=1e12, allow_nan=False)
+counts = st.integers(min_value=0, max_value=2**53)
+
+
+@st.composite
+def arrays(draw: st.DrawFn) -> np.ndarray:
+    name = draw(st.sampled_from(sorted(DTYPES)))
+    dtype = np.dtype(name)
+    if dtype.itemsize > 1 and draw(st.booleans()):
+        dtype = dtype.newbyteorder(">")  # big-endian arrays go out little-endian and come back equal
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))
+    return draw(hnp.arrays(dtype, shape))
+
+
+tensor_maps = st.dictionaries(st.text(min_size=1, max_size=12), arrays(), max_size=5)
+json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64) | finite | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def same_tensors(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """Equal names, dtypes, shapes and bytes; NaNs (including their payload bits) compare equal."""
+    assert list(a) == list(b)
+    for name, x in a.items():
+        y = b[name]
+        assert y.dtype == x.dtype.newbyteorder("=") and y.shape == x.shape, name
+        assert x.astype(x.dtype.newbyteorder("<")).tobytes() == y.astype(y.dtype.newbyteorder("<")).tobytes()
+        np.testing.assert_array_equal(x, y)  # equal_nan by default
+
+
+# -- frame round trip ------------------------------------------------------------------------------------
+@SETTINGS
+@given(
+    tensor_maps,
+    st.none() | st.floats(min_value=0.0, max_value=3.6e6),
+    st.none() | st.floats(min_value=0.0, max_value=1.0),
+)
+def test_request_round_trip(
+    tensors: dict[str, np.ndarray], timeout_ms: float | None, min_fidelity: float | None
+) -> None:
+    payload = encode_request(tensors, timeout_ms=timeout_ms, min_fidelity=min_fidelity)
+    assert payload[:4] == MAGIC
+    frame = decode_frame(payload)
+    assert isinstance(frame, RequestFrame)
+    same_tensors(tensors, frame.tensors)
+    assert frame.timeout_ms == timeout_ms and frame.min_fidelity == min_fidelity
+
+
+@SETTINGS
+@given(tensor_maps, st.dictionaries(st.text(max_size=10), json_values, max_size=4))
+def test_result_round_trip(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    frame = decode_frame(encode_result(tensors, meta))
+    assert isinstance(frame, ResultFrame)
+    same_tensors(tensors, frame.tensors)
+    assert frame.meta == meta
+
+
+@SETTINGS
+@given(tensor_maps)
+def test_frame_decodes_from_any_buffer_type(tensors: dict[str, np.ndarray]) -> None:
+    payload = encode_result(tensors)
+    for buf in (bytearray(payload), memoryview(payload)):
+        frame = decode_frame(buf)
+        assert isinstance(frame, ResultFrame)
+        same_tensors(tensors, frame.tensors)
+
+
+@SETTINGS
+@given(st.sampled_from(list(ErrorCode)), st.text(max_size=200))
+def test_error_round_trip(code: ErrorCode, message: str) -> None:
+    frame = decode_frame(encode_error(code, message, {"device": "d1"}))
+    assert isinstance(frame, ErrorFrame)
+    assert (frame.code, frame.message, frame.meta["device"]) == (code, message, "d1")
+
+
+@SETTINGS
+@given(tensor_maps)
+def test_frame_layout(tensors: dict[str, np.ndarray]) -> None:
+    """The byte layout docs/protocol.md promises: magic, length, JSON header, pad to 8, aligned data."""
+    payload = encode_result(tensors)
+    (hlen,) = struct.unpack_from("<I", payload, 4)
+    header = json.loads(payload[8 : 8 + hlen])
+    start = 8 + hlen + (-(8 + hlen)) % 8
+    assert set(payload[8 + hlen : start]) <= {0}
+    for spec in header["tensors"]:
+        assert spec["offset"] % 8 == 0
+        arr = tensors[spec["name"]]
+        raw = payload[start + spec["offset"] : start + spec["offset"] + spec["nbytes"]]
+        assert raw == arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+
+
+# -- control message round trip ----------------------------------------------------------------------
+tenant_specs = st.builds(
+    TenantSpec,
+    name=names,
+    model=names,
+    slo_ms=st.floats(min_value=0.001, max_value=600_000.0),
+    variant=st.sampled_from(["fp32", "fp16", "int8"]),
+    min_fidelity=st.floats(min_value=0.0, max_value=1.0),
+    max_batch=st.integers(1, 1024),
+)
+tenant_windows = st.builds(
+    TenantWindow,
+    tenant=names,
+    model=names,
+    variant=st.sampled_from(["fp32", "fp16", "int8"]),
+    slo_ms=nonneg,
+    arrivals=counts,
+    completions=counts,
+    errors=counts,
+    shed=counts,
+    deadline_misses=counts,
+    slo_misses=counts,
+    warm_starts=counts,
+    cold_starts=counts,
+    batches=counts,
+    batch_size_mean=nonneg,
+    service_ms_mean=nonneg,
+    queue_ms_mean=nonneg,
+    latency_p50_ms=nonneg,
+    latency_p95_ms=nonneg,
+    latency_p99_ms=nonneg,
+    arrival_rps=nonneg,
+)
+device_windows = st.builds(
+    DeviceWindow,
+    cpu_percent=nonneg,
+    memory_used_bytes=counts,
+    memory_budget_bytes=counts,
+    model_memory_bytes=counts,
+    gpu_percent=st.none() | nonneg,
+    temperature_c=st.none() | finite,
+    power_w=st.none() | nonneg,
+)
+
+
+@st.composite
+def telemetry(draw: st.DrawFn) -> Telemetry:
+    start = draw(st.floats(min_value=0.0, max_value=4e9))
+    return Telemetry(
+        device_id=draw(names),
+        boot_id=draw(st.text(max_size=40)),
+        seq=draw(counts),
+        window_start=start,
+        window_end=start + draw(st.floats(min_value=0.0, max_value=3600.0)),
+        device=draw(device_windows),
+        tenants=draw(st.lists(tenant_windows, max_size=3)),
+    )
+
+
+deploys = st.builds(
+    Deploy, command_id=st.text(max_size=40), device_id=names, tenant=tenant_specs, issued_at=nonneg
+)
+undeploys = st.builds(
+    Undeploy, command_id=st.text(max_size=40), device_id=names, tenant=names, issued_at=nonneg
+)
+acks = st.builds(
+    Ack,
+    command_id=st.text(max_size=40),
+    device_id=names,
+    ok=st.booleans(),
+    result=st.sampled_from(["applied", "duplicate", "failed", "rejected"]),
+    code=st.sampled_from([""] + [c.value for c in ErrorCode]),
+    message=st.text(max_size=80),
+    ts=nonneg,
+)
+ops = st.one_of(
+    st.builds(OpDeploy, tenant=tenant_specs, device_id=st.none() | names),
+    st.builds(OpUndeploy, tenant=st.text(max_size=20)),
+    st.just(OpStatus()),
+)
+
+
+@SETTINGS
+@given(deploys | undeploys)
+def test_command_round_trip(cmd: Deploy | Undeploy) -> None:
+    data = encode(cmd)
+    assert json.loads(data)["type"] in ("deploy", "undeploy") and json.loads(data)["v"] == 1
+    assert decode_command(data) == cmd
+
+
+@SETTINGS
+@given(telemetry())
+def test_telemetry_round_trip(msg: Telemetry) -> None:
+    assert decode_telemetry(encode(msg)) == msg
+
+
+@SETTINGS
+@given(acks)
+def test_ack_round_trip(msg: Ack) -> None:
+    assert decode_ack(encode(msg)) == msg
+
+
+@SETTINGS
+@given(ops)
+def test_op_round_trip(msg: OpDeploy | OpUndeploy | OpStatus) -> None:
+    assert decode_op(encode(msg)) == msg
+
+
+@SETTINGS
+@given(tenant_specs)
+def test_tenant_spec_round_trip(spec: TenantSpec) -> None:
+    assert decode(encode(spec), TenantSpec) == spec
+
+
+@SETTINGS
+@given(deploys, st.integers().filter(lambda v: v != 1))
+def test_other_versions_are_refused(cmd: Deploy, version: int) -> None:
+    doc = json.loads(encode(cmd))
+    doc["v"] = version
+    with pytest.raises(WireError) as info:
+        decode_command(json.dumps(doc).encode())
+    assert info.value.code in (ErrorCode.UNSUPPORTED_VERSION, ErrorCode.BAD_REQUEST)
+    if -(2**63) <= version < 2**63:
+        assert info.value.code is ErrorCode.UNSUPPORTED_VERSION
+
+
+# -- fuzz: nothing but WireError ----------------------------------------------------------------------
+DECODERS: list[Callable[[bytes], object]] = [decode_frame, decode_command, decode_status, decode_op]
+CONTROL_DECODERS = DECODERS[1:]
+
+
+def only_wire_errors(fn: Callable[[Any], object], data: Any) -> None:
+    try:
+        fn(data)
+    except WireError as exc:
+        assert isinstance(exc.code, ErrorCode) and exc.message
+    # Any other exception propagates and fails the property.
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_decoders_on_arbitrary_bytes(data: bytes) -> None:
+    for fn in DECODERS:
+        only_wire_errors(fn, data)
+
+
+@FUZZ
+@given(st.binary(max_size=64))
+def test_decoders_on_bytes_behind_a_valid_prefix(tail: bytes) -> None:
+    for head in (MAGIC, MAGIC + struct.pack("<I", len(tail)), b'{"type":"deploy","v":1,', b'{"type":'):
+        for fn in DECODERS:
+            only_wire_errors(fn, head + tail)
+
+
+@FUZZ
+@given(st.text(max_size=200) | st.from_regex(r"\At[a-z0-9]{0,4}/v1/[a-z/+#$]{0,40}\Z"))
+def test_topic_parse_on_arbitrary_strings(topic: str) -> None:
+    only_wire_errors(Topics("t").parse, topic)
+
+
+def test_topic_parse_on_non_strings() -> None:
+    for value in (None, b"t/v1/coordinator/ops", 3, ["t"]):
+        only_wire_errors(Topics("t").parse, value)
+
+
+valid_frames = st.one_of(
+    st.builds(lambda t: encode_request(t, timeout_ms=100.0), tensor_maps),
+    st.builds(encode_result, tensor_maps),
+    st.builds(lambda c, m: encode_error(c, m), st.sampled_from(list(ErrorCode)), st.text(max_size=20)),
+)
+
+
+@FUZZ
+@given(valid_frames, st.data())
+def test_mutated_frames(payload: bytes, data: st.DataObject) -> None:
+    mutation = data.draw(st.sampled_from(["truncate", "flip", "length", "splice"]))
+    buf = bytearray(payload)
+    if mutation == "truncate":
+        buf = buf[: data.draw(st.integers(0, max(0, len(buf) - 1)))]
+    elif mutation == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, len(buf) - 1))
+            buf[i] ^= data.draw(st.integers(1, 255))
+    elif mutation == "length":
+        edges = st.sampled_from([0, 2**32 - 1, MAX_HEADER_BYTES + 1])
+        declared = data.draw(st.integers(0, 2**32 - 1) | edges)
+        struct.pack_into("<I", buf, 4, declared)
+    else:
+        i = data.draw(st.integers(0, len(buf)))
+        buf[i:i] = data.draw(st.binary(min_size=1, max_size=16))
+    only_wire_errors(decode_frame, bytes(buf))
+
+
+# Shape entries stay small: numpy itself refuses zero-size arrays whose other dims overflow, which
+# test_known_decoder_escapes pins separately.
+shape_values = st.lists(st.integers(-2, 128) | st.booleans() | finite, max_size=10)
+header_values: dict[str, st.SearchStrategy[Any]] = {
+    "v": json_values,
+    "kind": json_values | st.sampled_from(["request", "result", "error"]),
+    "tensors": json_values,
+    "meta": json_values,
+    "name": json_values,
+    "dtype": json_values | st.sampled_from(sorted(DTYPES)),
+    "shape": shape_values,
+    "offset": st.integers(-(2**64), 2**64) | json_values,
+    "nbytes": st.integers(-(2**64), 2**64) | json_values,
+    "code": json_values,
+    "timeout_ms": json_values,
+    "min_fidelity": json_values,
+}
+
+
+def reframe(header: dict[str, Any], data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    head = MAGIC + struct.pack("<I", len(raw)) + raw
+    return head + b"\x00" * ((-len(head)) % 8) + data
+
+
+def split(payload: bytes) -> tuple[dict[str, Any], bytes]:
+    (hlen,) = struct.unpack_from("<I", payload, 4)
+    start = 8 + hlen + (-(8 + hlen)) % 8
+    return json.loads(payload[8 : 8 + hlen]), payload[start:]
+
+
+@FUZZ
+@given(valid_frames, st.data())
+def test_mutated_headers(payload: bytes, data: st.DataObject) -> None:
+    header, body = split(payload)
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(header_values)))
+        value = data.draw(header_values[key])
+        if key in ("v", "kind", "tensors", "meta"):
+            header[key] = value
+        elif key in ("code", "timeout_ms", "min_fidelity"):
+            if isinstance(header.get("meta"), dict):
+                header["meta"][key] = value
+        elif isinstance(header.get("tensors"), list) and header["tensors"]:
+            spec = data.draw(st.sampled_from(header["tensors"]))
+            if isinstance(spec, dict):
+                spec[key] = value
+    only_wire_errors(decode_frame, reframe(header, body))
+
+
+control_samples = st.one_of(deploys.map(encode), undeploys.map(encode), acks.map(encode), ops.map(encode))
+
+
+@FUZZ
+@given(control_samples, st.data())
+def test_mutated_control_messages(payload: bytes, data: st.DataObject) -> None:
+    doc = json.loads(payload)
+    key = data.draw(st.sampled_from([*doc.keys(), "type", "v", "extra"]))
+    doc[key] = data.draw(json_values | st.sampled_from(["deploy", "undeploy", "op.deploy", "birth", "ack"]))
+    mutated = json.dumps(doc).encode()
+    cut = data.draw(st.integers(0, len(mutated)))
+    for blob in (mutated, mutated[:cut]):
+        for fn in CONTROL_DECODERS:
+            only_wire_errors(fn, blob)
+
+
+# -- specific malformed frames and their codes ----------------------------------------------------------
+def spec(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"name": "x", "dtype": "float32", "shape": [2], "offset": 0, "nbytes": 8}
+    base.update(over)
+    return base
+
+
+def hdr(tensors: list[Any] | None = None, **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "v": 1,
+        "kind": "request",
+        "tensors": [spec()] if tensors is None else tensors,
+        "meta": {},
+    }
+    base.update(over)
+    return base
+
+
+DATA8 = b"\x00" * 8
+BAD = ErrorCode.BAD_REQUEST
+MALFORMED: list[tuple[str, bytes, ErrorCode]] = [
+    ("empty", b"", BAD),
+    ("three bytes", b"EFT", BAD),
+    ("wrong magic", b"XXXX\x02\x00\x00\x00{}", BAD),
+    ("json instead of a frame", b'{"v":1,"kind":"request"}', BAD),
+    ("future frame version in magic", b"EFT2\x02\x00\x00\x00{}", ErrorCode.UNSUPPORTED_VERSION),
+    ("header length past the end", MAGIC + struct.pack("<I", 100) + b"{}", BAD),
+    ("header length 4 GiB", MAGIC + struct.pack("<I", 2**32 - 1) + b"{}", BAD),
+    (
+        "header over the limit",
+        MAGIC + struct.pack("<I", MAX_HEADER_BYTES + 1) + b" " * (MAX_HEADER_BYTES + 1),
+        BAD,
+    ),
+    ("header not json", MAGIC + struct.pack("<I", 3) + b"{x}", BAD),
+    ("header not utf-8", MAGIC + struct.pack("<I", 2) + b"\xff\xfe", BAD),
+    ("header a list", reframe([], b""), BAD),  # type: ignore[arg-type]
+    ("no version", reframe({"kind": "request", "tensors": []}, b""), ErrorCode.UNSUPPORTED_VERSION),
+    ("version 2", reframe(hdr(v=2), DATA8), ErrorCode.UNSUPPORTED_VERSION),
+    ("version as string", reframe(hdr(v="1"), DATA8), ErrorCode.UNSUPPORTED_VERSION),
+    ("unknown kind", reframe(hdr(kind="query"), DATA8), BAD),
+    ("no kind", reframe({"v": 1, "tensors": []}, b""), BAD),
+    ("meta a list", reframe(hdr(meta=[]), DATA8), BAD),
+    ("tensors an object", reframe(hdr(tensors={"x": 1}), DATA8), BAD),  # type: ignore[arg-type]
+    ("33 tensors", reframe(hdr([spec(name=f"t{i}", shape=[0], nbytes=0) for i in range(33)]), b""), BAD),
+    ("spec not an object", reframe(hdr(["x"]), DATA8), BAD),
+    ("empty name", reframe(hdr([spec(name="")]), DATA8), BAD),
+    ("name too long", reframe(hdr([spec(name="n" * 257)]), DATA8), BAD),
+    ("duplicate names", reframe(hdr([spec(), spec(offset=8)]), DATA8 * 2), BAD),
+    ("complex dtype", reframe(hdr([spec(dtype="complex64", nbytes=16)]), DATA8 * 2), ErrorCode.BAD_DTYPE),
+    ("object dtype", reframe(hdr([spec(dtype="object")]), DATA8), ErrorCode.BAD_DTYPE),
+    ("big-endian dtype name", reframe(hdr([spec(dtype=">f4")]), DATA8), ErrorCode.BAD_DTYPE),
+    ("no dtype", reframe(hdr([spec(dtype=None)]), DATA8), ErrorCode.BAD_DTYPE),
+    ("rank 9", reframe(hdr([spec(shape=[1] * 9, nbytes=4)]), DATA8), ErrorCode.BAD_SHAPE),
+    ("negative dim", reframe(hdr([spec(shape=[-2], nbytes=8)]), DATA8), ErrorCode.BAD_SHAPE),
+    ("bool dim", reframe(hdr([spec(shape=[True, True], nbytes=4)]), DATA8), ErrorCode.BAD_SHAPE),
+    ("float dim", reframe(hdr([spec(shape=[2.0])]), DATA8), ErrorCode.BAD_SHAPE),
+    ("shape a string", reframe(hdr([spec(shape="2")]), DATA8), ErrorCode.BAD_SHAPE),
+    ("nbytes short of the shape", reframe(hdr([spec(nbytes=4)]), DATA8), ErrorCode.BAD_SHAPE),
+    ("nbytes huge", reframe(hdr([spec(nbytes=2**62)]), DATA8), ErrorCode.BAD_SHAPE),
+    (
+        "huge shape and nbytes",
+        reframe(hdr([spec(dtype="float64", shape=[2**59], nbytes=2**62)]), DATA8),
+        ErrorCode.BAD_SHAPE,
+    ),
+    ("data missing", reframe(hdr(), b""), BAD),
+    ("data short", reframe(hdr(), b"\x00" * 7), BAD),
+    ("offset past the end", reframe(hdr([spec(offset=8)]), DATA8), BAD),
+    ("offset huge", reframe(hdr([spec(offset=2**64)]), DATA8), BAD),
+    ("negative offset", reframe(hdr([spec(offset=-8)]), DATA8), BAD),
+    ("offset a float", reframe(hdr([spec(offset=0.0)]), DATA8), BAD),
+    ("nbytes a bool", reframe(hdr([spec(shape=[], dtype="uint8", nbytes=True)]), DATA8), BAD),
+    ("overlapping tensors", reframe(hdr([spec(), spec(name="y", offset=4)]), DATA8 * 2), BAD),
+    ("tensors out of order", reframe(hdr([spec(offset=8), spec(name="y")]), DATA8 * 2), BAD),
+    ("negative timeout", reframe(hdr(meta={"timeout_ms": -1}), DATA8), BAD),
+    ("timeout over an hour", reframe(hdr(meta={"timeout_ms": 3.6e6 + 1}), DATA8), BAD),
+    ("timeout a string", reframe(hdr(meta={"timeout_ms": "100"}), DATA8), BAD),
+    ("timeout a bool", reframe(hdr(meta={"timeout_ms": True}), DATA8), BAD),
+    ("timeout NaN", reframe(hdr([], meta={"timeout_ms": float("nan")}), b""), BAD),
+    ("min_fidelity above 1", reframe(hdr(meta={"min_fidelity": 1.5}), DATA8), BAD),
+    (
+        "result with a bad tensor",
+        reframe(hdr(kind="result", tensors=[spec(dtype="str")]), DATA8),
+        ErrorCode.BAD_DTYPE,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"), [(p, c) for _, p, c in MALFORMED], ids=[n for n, _, _ in MALFORMED]
+)
+def test_malformed_frames(payload: bytes, code: ErrorCode) -> None:
+    with pytest.raises(WireError) as info:
+        decode_frame(payload)
+    assert info.value.code is code, info.value.message
+
+
+def test_error_frame_with_unknown_code_reads_as_internal() -> None:
+    frame = decode_frame(reframe({"v": 1, "kind": "error", "tensors": [], "meta": {"code": "meltdown"}}, b""))
+    assert isinstance(frame, ErrorFrame)
+    assert frame.code is ErrorCode.INTERNAL and frame.message == "meltdown"
+
+
+def test_zero_size_and_scalar_tensors() -> None:
+    tensors: dict[str, np.ndarray] = {"empty": np.zeros((0, 3), np.float32), "scalar": np.array(5, np.int16)}
+    frame = decode_frame(encode_result(tensors))
+    assert isinstance(frame, ResultFrame)
+    same_tensors(tensors, frame.tensors)
+
+
+def test_encoder_refuses_what_cannot_be_sent() -> None:
+    with pytest.raises(WireError) as info:
+        encode_request({"x": np.zeros(2, np.complex64)})
+    assert info.value.code is ErrorCode.BAD_DTYPE
+    with pytest.raises(WireError):
+        encode_request({f"t{i}": np.zeros(1) for i in range(33)})
+
+
+@pytest.mark.parametrize(
+    ("fn", "payload"),
+    [
+        pytest.param(
+            decode_frame,
+            reframe(hdr([spec(shape=[0, 10**30], nbytes=0)]), b""),
+            id="zero-size-shape-with-huge-dim",
+        ),
+        pytest.param(
+            decode_command,
+            b'{"type":"deploy","a":' * 2000,
+            id="deeply-nested-control-json",
+        ),
+        pytest.param(
+            decode_command,
+            b'{"type":"\x80"}',
+            id="invalid-utf8-type-tag",
+        ),
+    ],
+)
+def test_decoder_escapes_found_by_fuzzing_are_wire_errors(
+    fn: Callable[[bytes], object], payload: bytes
+) -> None:
+    with pytest.raises(WireError):
+        fn(payload)
+
+
+# -- control messages: specific cases --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fn", "payload", "code"),
+    [
+        (decode_command, b"", BAD),
+        (decode_command, b"[]", BAD),
+        (decode_command, b'{"type":"reboot","v":1}', BAD),
+        (
+            decode_command,
+            b'{"type":"undeploy","v":1,"command_id":"c","device_id":"d","tenant":"Bad/Name"}',
+            BAD,
+        ),
+        (
+            decode_command,
+            b'{"type":"undeploy","v":2,"command_id":"c","device_id":"d","tenant":"t"}',
+            ErrorCode.UNSUPPORTED_VERSION,
+        ),
+        (decode_status, b'{"type":"death","v":1,"device_id":"d","reason":"exploded"}', BAD),
+        (decode_op, b'{"type":"op.status","v":"1"}', BAD),
+        (decode_op, b" " * (MAX_CONTROL_BYTES + 1), ErrorCode.PAYLOAD_TOO_LARGE),
+    ],
+)
+def test_malformed_control_messages(fn: Callable[[bytes], object], payload: bytes, code: ErrorCode) -> None:
+    with pytest.raises(WireError) as info:
+        fn(payload)
+    assert info.value.code is code
+
+
+# -- topics -------------------------------------------------------------------------------------------------
+@SETTINGS
+@given(names, st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z"))
+def test_topics_round_trip(name: str, client: str) -> None:
+    t = Topics("ef")
+    assert t.parse(t.infer(name)) == ParsedTopic(TopicKind.INFER, name)
+    assert t.parse(t.status(name)) == ParsedTopic(TopicKind.STATUS, name)
+    assert t.parse(t.telemetry(name)) == ParsedTopic(TopicKind.TELEMETRY, name)
+    assert t.parse(t.commands(name)) == ParsedTopic(TopicKind.COMMANDS, name)
+    assert t.parse(t.acks(name)) == ParsedTopic(TopicKind.ACKS, name)
+    assert t.parse(t.replies(client)) == ParsedTopic(TopicKind.REPLIES, client)
+    assert t.parse(t.ops()) == ParsedTopic(TopicKind.OPS, "")
+    assert t.infer_shared(name) == f"$share/ef-{name}/ef/v1/tenants/{name}/infer"
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "",
+        "ef",
+        "ef/v1",
+        "ef/v2/tenants/a/infer",
+        "other/v1/tenants/a/infer",
+        "ef/v1/tenants/A/infer",
+        "ef/v1/tenants/a/b/infer",
+        "ef/v1/tenants/+/infer",
+        "ef/v1/devices/d/reboot",
+        "ef/v1/clients/a b/replies",
+        "ef/v1/coordinator/ops/x",
+        "ef/v1/tenants//infer",
+    ],
+)
+def test_topic_parse_refuses(topic: str) -> None:
+    with pytest.raises(WireError) as info:
+        Topics("ef").parse(topic)
+    assert info.value.code is ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize("prefix", ["", "$sys", "a/+/b", "a//b", "#", "a\x00"])
+def test_bad_prefixes(prefix: str) -> None:
+    with pytest.raises(WireError):
+        Topics(prefix)
+
+
+def test_arbitrary_text_tensor_names_survive() -> None:
+    tensors = {"ünïcode/name with spaces": np.ones(1, np.uint8), '"quoted"': np.zeros(1, np.bool_)}
+    frame = decode_frame(encode_request(tensors))
+    assert isinstance(frame, RequestFrame)
+    same_tensors(tensors, frame.tensors)
+
+
+# -- docs/protocol.md shows real bytes and messages ------------------------------------------------------
+PROTOCOL_MD = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+
+
+def test_protocol_worked_example_is_what_the_encoder_writes() -> None:
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    dump = re.search(r"```\n(0000  45 46 54 31.*?)```", text, re.S)
+    assert dump, "hex dump not found in docs/protocol.md"
+    documented = bytes.fromhex("".join(line[6:53] for line in dump.group(1).splitlines()))
+    assert documented == encode_request({"x": np.array([[1.0, 2.0]], np.float32)}, timeout_ms=500)
+
+
+def test_protocol_json_examples_decode() -> None:
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)\n```", text, re.S)
+    decoders: dict[str, Callable[[bytes], msgspec.Struct]] = {
+        "birth": decode_status,
+        "death": decode_status,
+        "telemetry": decode_telemetry,
+        "deploy": decode_command,
+        "undeploy": decode_command,
+        "ack": decode_ack,
+        "op.deploy": decode_op,
+        "op.undeploy": decode_op,
+        "op.status": decode_op,
+        "op.reply": lambda b: decode(b, OpReply),
+    }
+    seen = set()
+    for block in blocks:
+        doc = json.loads(block) if block.lstrip().startswith('{"type"') else None
+        if doc is None:
+            continue
+        decoded = decoders[doc["type"]](block.encode())
+        assert json.loads(encode(decoded)) == {**doc, "v": 1}, doc["type"]  # every field shown, none invented
+        seen.add(doc["type"])
+    assert seen == set(decoders)

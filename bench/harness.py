@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from edgefleet import localfleet
 from edgefleet.broker import PrivateBroker
+from edgefleet.localfleet import AgentPlan
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
 from edgefleet.wire import Ack, Deploy, TenantSpec, Topics, decode, encode
 
@@ -58,19 +60,8 @@ def agent_toml(
     period_s: float = 1.0,
     data_dir: str | None = None,
 ) -> str:
-    lines = [
-        "[agent]",
-        f'device_id = "{device_id}"',
-        f'state_dir = "{state_dir}"',
-        f'prefix = "{prefix}"',
-        f"memory_budget_mb = {budget_mb}",
-        f"telemetry_period_s = {period_s}",
-        f"workers = {workers}",
-    ]
-    if data_dir:
-        lines.append(f'data_dir = "{data_dir}"')
-    lines += ["", "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "keepalive_s = 5", ""]
-    return "\n".join(lines)
+    plan = AgentPlan(device_id, budget_mb=budget_mb, telemetry_period_s=period_s, workers=workers)
+    return localfleet.agent_toml(plan, port, state_dir, prefix=prefix, data_dir=data_dir)
 
 
 @dataclass

@@ -109,3 +109,14 @@ def test_ctrl_c_ends_the_demo_cleanly_with_a_summary(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "edgefleet demo summary" in out
     assert _leftovers(tmp_path / "run") == []
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.timeout(400)
+def test_soak_the_default_demo_at_twice_its_load(tmp_path: Path) -> None:
+    """Outside make test: the full-length demo at double rate still fails no request."""
+    proc = _demo(tmp_path / "run", "--load-scale", "2")
+    out, _ = proc.communicate(timeout=380)
+    assert proc.returncode == 0 and " 0 failed" in out, out
+    assert _leftovers(tmp_path / "run") == []

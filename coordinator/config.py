@@ -52,6 +52,7 @@ class CoordinatorConfig:
     op_timeout_s: float = 8.0  # an operator call gets an answer at the latest after this long
     telemetry_retention_s: float = 86_400.0  # telemetry windows older than this are pruned
     commands: CommandPolicy = field(default_factory=CommandPolicy)
+    metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
 
     @property
     def topics(self) -> Topics:
@@ -65,6 +66,7 @@ _COORDINATOR_FIELDS = {
     "device_timeout_s",
     "op_timeout_s",
     "telemetry_retention_s",
+    "metrics_port",
 }
 _COMMAND_FIELDS = {"ack_timeout_s", "max_attempts", "backoff_s", "backoff_max_s"}
 _TABLES = {"prefix", "coordinator", "commands", "mqtt"}
@@ -107,6 +109,7 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
         device_timeout_s=c.num("device_timeout_s", 30.0, lo=0, lo_open=True, hi=86_400.0),
         op_timeout_s=c.num("op_timeout_s", 8.0, lo=0, lo_open=True, hi=3600.0),
         telemetry_retention_s=c.num("telemetry_retention_s", 86_400.0, lo=60.0),
+        metrics_port=c.int("metrics_port", 0, lo=0, hi=65535),
         commands=CommandPolicy(
             ack_timeout_s=ack_timeout_s,
             max_attempts=max_attempts,

@@ -24,6 +24,7 @@ from coordinator.models import ModelLookup, ZooModels
 from coordinator.ops import OpsDesk, fleet_status
 from coordinator.placement import MostFreeMemory, Placement
 from coordinator.store import Store
+from edgefleet.metrics import MetricsServer, Sample, TelemetryMetrics, start_metrics
 from edgefleet.mqtt import Inbound, MqttLink
 from edgefleet.wire import Birth, ErrorCode, FleetStatus, OpReply, TopicKind, WireError, encode
 from edgefleet.wire.codec import decode_ack, decode_status, decode_telemetry
@@ -66,6 +67,10 @@ class Coordinator:
         self.placement: Placement = placement if placement is not None else MostFreeMemory()
         self.clock = clock
         self.counters = Counters()
+        self.metrics = TelemetryMetrics()  # every device's windows, served on config.metrics_port (0: off)
+        self._fleet_gauges: list[Sample] = []  # rebuilt by the worker after each message or timer tick
+        self._metrics_server: MetricsServer | None = None
+        self._gauges_at = 0.0
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -83,6 +88,7 @@ class Coordinator:
         self._ready.wait(timeout_s)
         if self._start_error is not None:
             raise self._start_error
+        self._metrics_server = start_metrics(self._samples, self.config.metrics_port)
         self.link.start()
         if not self.link.wait_connected(timeout_s):
             log.warning("not connected to %s:%d yet; retrying in the background",
@@ -95,6 +101,23 @@ class Coordinator:
             self._thread.join(10)
             self._thread = None
         self.link.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
+
+    def _samples(self) -> list[Sample]:
+        """What ``GET /metrics`` serves (metrics thread): telemetry totals, fleet gauges, message counts."""
+        c = self.counters
+        out = self.metrics.samples() + list(self._fleet_gauges)
+        for channel, n in sorted(dict(c.received).items()):
+            out.append(Sample("edgefleet_coordinator_messages_total", n, {"channel": channel}, "counter",
+                              "Messages the coordinator received, by channel"))
+        for channel, n in sorted(dict(c.malformed).items()):
+            out.append(Sample("edgefleet_coordinator_malformed_total", n, {"channel": channel}, "counter",
+                              "Messages refused as malformed, by channel"))
+        out.append(Sample("edgefleet_coordinator_handler_errors_total", c.errors, {}, "counter",
+                          "Handler failures caught by the coordinator's worker (state rolled back)"))
+        return out
 
     def call(self, fn: Callable[[Engine], T], timeout_s: float = 10.0) -> T:
         """Run ``fn(engine)`` on the worker thread (which owns the database) and return its result."""
@@ -185,6 +208,9 @@ class Coordinator:
 
     def _tick(self, engine: Engine, desk: OpsDesk) -> None:
         engine.check_liveness()
+        if self._metrics_server is not None and self.clock() - self._gauges_at >= 1.0:
+            self._gauges_at = self.clock()
+            self._fleet_gauges = _fleet_gauges(engine)
         if self.link.connected:
             online = {d.device_id for d in engine.store.devices() if d.online}
             engine.send_due(online)
@@ -215,6 +241,7 @@ class Coordinator:
                 window = decode_telemetry(msg.payload)
                 self._same_device(window.device_id, device)
                 engine.telemetry(window)
+                self.metrics.observe(window)
             elif channel == "acks" and parsed.kind is TopicKind.ACKS:
                 engine.ack(decode_ack(msg.payload), device)
             else:
@@ -234,3 +261,20 @@ class Coordinator:
 
     def _reply(self, topic: str, corr: bytes | None, reply: OpReply) -> None:
         self.link.publish(topic, encode(reply), qos=1, correlation_data=corr)
+
+
+def _fleet_gauges(engine: Engine) -> list[Sample]:
+    """Devices online and tenants by state, from the store (worker thread)."""
+    devices = engine.store.devices()
+    states: dict[str, int] = {}
+    for t in engine.store.tenants():
+        states[t.state] = states.get(t.state, 0) + 1
+    out = [
+        Sample("edgefleet_devices", sum(1 for d in devices if d.online), {"online": "true"}, "gauge",
+               "Devices the coordinator knows, by liveness"),
+        Sample("edgefleet_devices", sum(1 for d in devices if not d.online), {"online": "false"}, "gauge",
+               "Devices the coordinator knows, by liveness"),
+    ]
+    for state, n in sorted(states.items()):
+        out.append(Sample("edgefleet_tenants", n, {"state": state}, "gauge", "Tenants by placement state"))
+    return out

@@ -261,6 +261,63 @@ def test_telemetry_duplicates_are_stored_once(
     assert device.memory_used_bytes == 12 * MB
 
 
+def test_metrics_endpoint_serves_fleet_gauges_and_every_devices_telemetry(
+    tmp_path: Path, agents: list[FakeAgent], mqtt_settings: MqttSettings, topics: Topics, prefix: str
+) -> None:
+    import dataclasses
+    import urllib.request
+
+    from edgefleet.broker import free_port
+
+    port = free_port()
+    config = dataclasses.replace(make_config(tmp_path, mqtt_settings, prefix), metrics_port=port)
+    coordinator = Coordinator(config)
+    coordinator.start()
+    try:
+        agent = FakeAgent(mqtt_settings, topics, "scraped").start()
+        agents.append(agent)
+        wait_for(device_known(coordinator, "scraped"), what="birth seen")
+        assert call_ops(mqtt_settings, topics, OpDeploy(tenant=spec("t1"))).ok
+        for seq in (0, 1, 1):  # the redelivered window is counted once
+            agent.link.publish(topics.telemetry("scraped"), agent.telemetry(seq, "t1", 3.0), qos=1)
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                return str(reply.read().decode())
+
+        wait_for(lambda: 'edgefleet_tenants{state="running"} 1' in scrape(), what="fleet gauges")
+        # two windows with errors=1 each -> a running total of 2 for the tenant on that device
+        wait_for(lambda: any(line.startswith("edgefleet_tenant_errors_total{") and 'tenant="t1"' in line
+                             and line.endswith(" 2") for line in scrape().splitlines()), what="totals")
+        text = scrape()
+        rc, out = cli("top", "--once", "--port", str(mqtt_settings.port), "--prefix", prefix)
+        assert rc == 0 and "1/1 devices online, 1 tenants, 0 over SLO" in out and "4.0/9.0" in out, out
+        assert 'edgefleet_devices{online="true"} 1' in text
+        assert 'edgefleet_coordinator_messages_total{channel="telemetry"} 3' in text
+    finally:
+        coordinator.stop()
+
+
+def test_top_flags_tenants_over_their_slo() -> None:
+    from edgefleet.cli.top import frame
+    from edgefleet.wire import DeviceView, FleetStatus, TenantView
+
+    status = FleetStatus(
+        devices=[DeviceView(device_id="d1", online=True, device_kind="x86_64-cpu", runtimes=["onnxruntime"],
+                            memory_budget_bytes=100 * MB, memory_used_bytes=10 * MB, tenants=["fast", "slow"],
+                            last_seen=0.0),
+                 DeviceView(device_id="d2", online=False, device_kind="x86_64-cpu", runtimes=[],
+                            memory_budget_bytes=MB, memory_used_bytes=0, tenants=[], last_seen=0.0)],
+        tenants=[TenantView(name="fast", model="vad", variant="fp32", slo_ms=50, state="running", device_id="d1",
+                            latency_p95_ms=12.0),
+                 TenantView(name="slow", model="ocr-rec", variant="fp32", slo_ms=50, state="running",
+                            device_id="d1", latency_p95_ms=80.0)],
+        ts=0.0)
+    text = frame(status, clock=0.0, where="here")
+    assert "1/2 devices online, 2 tenants, 1 over SLO" in text
+    assert text.endswith("over SLO (last p95 > SLO): slow")
+
+
 def test_malformed_payloads_do_not_crash(
     coordinator: Coordinator, agents: list[FakeAgent], mqtt_settings: MqttSettings, topics: Topics
 ) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 _AREAS = (
     "edgefleet.cli.models",
     "edgefleet.cli.fleet",
+    "edgefleet.cli.top",
     "edgefleet.cli.demo",
     "edgefleet.cli.bench",
 )

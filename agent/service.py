@@ -230,8 +230,9 @@ class Agent:
         self._publish_birth()
 
     def _remove(self, name: str) -> None:
-        # Stop taking new requests first; answer what is queued; then free the model.
-        self.link.unsubscribe(self.topics.infer_shared(name))
+        # Stop taking new requests first (after the broker's UNSUBACK, plus a moment for deliveries it
+        # had already started); answer what is queued; then free the model. A planned move loses nothing.
+        self.link.unsubscribe(self.topics.infer_shared(name), wait_s=2.0, linger_s=0.2)
         self.scheduler.wait_drained(name, timeout=5.0)
         self.server.reject(
             self.scheduler.remove_tenant(name),

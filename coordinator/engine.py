@@ -54,6 +54,9 @@ class Engine:
     def undeploy(self, name: str) -> OpReply | None:
         return self.tenants.undeploy(name)
 
+    def migrate(self, name: str, target: str | None = None) -> OpReply | None:
+        return self.tenants.migrate(name, target)
+
     def ack(self, a: Ack, topic_device: str) -> None:
         self.tenants.ack(a, topic_device)
 
@@ -92,6 +95,9 @@ class Engine:
                 self.store.put_tenant(replace(t, state="running"), now)
         names = {t.name for t in assigned}
         for name in sorted(listed - names):
+            row = self.store.tenant(name)
+            if row is not None and row.state == "moving" and row.moving_from == device_id:
+                continue  # the source of a planned move keeps serving until the target acks
             if not self.outbox.outstanding(device_id=device_id, tenant=name, kind="undeploy"):
                 log.info("device %s hosts %s, which is not assigned to it: undeploying", device_id, name)
                 self.outbox.undeploy(device_id, name, now)
@@ -114,6 +120,8 @@ class Engine:
             if t.state == "removing":
                 gone = f"{t.name} removed; {device_id} went offline before acking"
                 self.tenants.removed(t, OpReply(ok=True, device_id=device_id, message=gone))
+            elif t.state == "moving":
+                self.tenants.move_back(t, f"{device_id} went offline ({why})")
             else:
                 self.tenants.move_off(t, f"{device_id} offline ({why})")
 

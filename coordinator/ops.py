@@ -1,8 +1,8 @@
-"""The operator API: MQTT 5 request/response calls (deploy, undeploy, status) answered on the worker.
+"""The operator API: MQTT 5 request/response calls (deploy, undeploy, migrate, status) answered on the worker.
 
 A request carries a ResponseTopic and CorrelationData; the answer is one ``OpReply`` published to that
-topic with the same correlation data. Deploy and undeploy are answered when the agent's Ack settles
-them, or after ``timeout_s`` with the state so far, so the worker thread never blocks on an agent.
+topic with the same correlation data. Deploy, undeploy and migrate are answered when the agent's Ack
+settles them, or after ``timeout_s`` with the state so far, so the worker thread never blocks on an agent.
 A request that does not decode gets ``bad_request`` if it said where to answer; it never raises.
 """
 
@@ -17,6 +17,7 @@ from edgefleet.wire import (
     DeviceView,
     FleetStatus,
     OpDeploy,
+    OpMigrate,
     OpReply,
     OpStatus,
     OpUndeploy,
@@ -33,7 +34,7 @@ Reply = Callable[[str, bytes | None, OpReply], None]  # (response topic, correla
 @dataclass(frozen=True)
 class Waiter:
     tenant: str
-    kind: str  # "deploy" | "undeploy"
+    kind: str  # "deploy" | "undeploy" | "migrate"
     response_topic: str
     correlation_data: bytes | None
     deadline: float  # clock seconds
@@ -114,7 +115,10 @@ class OpsDesk:
             elif isinstance(op, OpUndeploy):
                 name, kind = op.tenant, "undeploy"
                 reply = self.engine.undeploy(op.tenant)
-            else:  # pragma: no cover - decode_op returns one of the three
+            elif isinstance(op, OpMigrate):
+                name, kind = op.tenant, "migrate"
+                reply = self.engine.migrate(op.tenant, op.device_id)
+            else:  # pragma: no cover - decode_op returns one of the four
                 return
         except Exception as exc:  # a bug: the caller hears about it, the worker rolls back and goes on
             self._send(response_topic, corr, OpReply(ok=False, code="internal",

@@ -23,7 +23,7 @@ from edgefleet.wire.codec import decode
 
 SCHEMA_VERSION = 1
 
-TENANT_STATES = ("pending", "deploying", "running", "unplaced", "removing")
+TENANT_STATES = ("pending", "deploying", "running", "moving", "unplaced", "removing")
 COMMAND_STATES = ("pending", "sent", "acked", "failed", "cancelled")
 OUTSTANDING = ("pending", "sent")
 
@@ -53,6 +53,7 @@ class TenantRow:
     detail: str
     tried: tuple[str, ...]  # devices tried in the current placement round
     pinned: str | None = None  # the operator asked for this device; the tenant never moves elsewhere
+    moving_from: str | None = None  # state "moving": the device still serving it until the new one acks
     arrival_rps: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
@@ -118,6 +119,8 @@ class Store:
              "latency_p95_ms": float, "errors": int, "updated_at": float},
             pk="name", if_not_exists=True,
         )
+        if "moving_from" not in db.table("tenants").columns_dict:
+            db.table("tenants").add_column("moving_from", str)  # databases from before planned moves
         db.table("commands").create(
             {"seq": int, "command_id": str, "device_id": str, "tenant": str, "kind": str, "payload": bytes,
              "state": str, "attempts": int, "next_attempt_at": float, "created_at": float, "result": str},
@@ -233,7 +236,7 @@ class Store:
         return TenantRow(
             spec=decode(r["spec"].encode(), TenantSpec), runtime=r["runtime"], size_bytes=int(r["size_bytes"]),
             device_id=r["device_id"], state=r["state"], detail=r["detail"] or "",
-            tried=tuple(json.loads(r["tried"] or "[]")), pinned=r["pinned"],
+            tried=tuple(json.loads(r["tried"] or "[]")), pinned=r["pinned"], moving_from=r.get("moving_from"),
             arrival_rps=r["arrival_rps"] or 0.0,
             latency_p50_ms=r["latency_p50_ms"] or 0.0, latency_p95_ms=r["latency_p95_ms"] or 0.0,
             errors=int(r["errors"] or 0),
@@ -255,7 +258,8 @@ class Store:
             "tenants",
             {"name": t.name, "spec": encode(t.spec).decode(), "runtime": t.runtime, "size_bytes": t.size_bytes,
              "device_id": t.device_id, "state": t.state, "detail": t.detail, "tried": json.dumps(list(t.tried)),
-             "pinned": t.pinned, "arrival_rps": t.arrival_rps, "latency_p50_ms": t.latency_p50_ms,
+             "pinned": t.pinned, "moving_from": t.moving_from, "arrival_rps": t.arrival_rps,
+             "latency_p50_ms": t.latency_p50_ms,
              "latency_p95_ms": t.latency_p95_ms, "errors": t.errors, "updated_at": now},
             "name",
         )

@@ -4,6 +4,9 @@ Placement decisions are taken here (through the ``Placement`` seam, on a snapsho
 store), Deploy/Undeploy commands are queued in the outbox, and Acks move tenants along:
 ``deploying`` -> ``running`` when acked; a failed Deploy is tried on one other device, then the tenant
 is ``unplaced`` with the reason in ``detail``; ``removing`` rows are deleted once the Undeploy is done.
+A planned move is make-before-break: ``running`` on A -> ``moving`` (Deploy to B; A keeps serving) ->
+``running`` on B when B acks (B is loaded, warm and subscribed), and only then the Undeploy to A; a move
+whose Deploy fails goes back to ``running`` on A.
 Operator calls waiting on a tenant are told through the ``on_settled`` callback.
 """
 
@@ -23,7 +26,7 @@ from edgefleet.wire import Ack, OpReply, TenantSpec
 log = logging.getLogger(__name__)
 
 MAX_DEVICES_PER_ROUND = 2  # a failed Deploy is tried on one other device, once
-CHARGED_STATES = ("pending", "deploying", "running", "removing")  # states that hold memory on a device
+CHARGED_STATES = ("pending", "deploying", "running", "moving", "removing")  # states that hold memory on a device
 
 # (tenant, "deploy" | "undeploy", reply): an operator call about ``tenant`` has its final answer.
 Settled = Callable[[str, str, OpReply], None]
@@ -100,6 +103,9 @@ class Tenants:
 
     def deploy_failed(self, cmd: CommandRow, why: str) -> None:
         t = self.store.tenant(cmd.tenant)
+        if t is not None and t.device_id == cmd.device_id and t.state == "moving":
+            self.move_back(t, f"{cmd.device_id}: {why}")
+            return
         if t is None or t.device_id != cmd.device_id or t.state != "deploying":
             return  # the tenant moved on since this command was issued
         detail = f"{cmd.device_id}: {why}"
@@ -149,6 +155,46 @@ class Tenants:
         self._assign(row, decision, (decision.device_id,), decision.reason)
         return None
 
+    def migrate(self, name: str, target: str | None = None) -> OpReply | None:
+        """Start a make-before-break move of running tenant ``name`` to ``target`` (or where placement
+        says, among the other devices); the reply now, or None when it comes through ``settled``."""
+        t = self.store.tenant(name)
+        if t is None:
+            return OpReply(ok=False, code="unknown_tenant", message=f"no tenant {name}")
+        if t.state != "running" or t.device_id is None:
+            return OpReply(ok=False, code="conflict", message=f"{name} is {t.state}; only a running tenant moves")
+        if target == t.device_id:
+            return OpReply(ok=True, device_id=target, message=f"{name} already runs on {target}")
+        if t.pinned is not None and target != t.pinned:
+            return OpReply(ok=False, code="conflict", message=f"{name} is pinned to {t.pinned}")
+        source = t.device_id
+        decision = self._decide(t.spec, self.facts_of(t), exclude=(source,), pinned=target)
+        if isinstance(decision, NoFit):
+            return OpReply(ok=False, code="no_fit", message=f"no device fits {name}: {decision.reason}")
+        now = self.clock()
+        row = replace(t, device_id=decision.device_id, state="moving", moving_from=source,
+                      tried=(decision.device_id,), detail=f"moving from {source}: {decision.reason}")
+        self.store.put_tenant(row, now)
+        self.outbox.deploy(decision.device_id, t.spec, now)
+        log.info("tenant %s moving %s -> %s (%s)", name, source, decision.device_id, decision.reason)
+        return None
+
+    def move_back(self, t: TenantRow, why: str) -> None:
+        """A move failed before the new device acked: the tenant stays where it still runs."""
+        target = t.device_id
+        if target is not None:
+            self.outbox.cancel(tenant=t.name, kind="deploy", device_id=target, why="move abandoned")
+            self.outbox.undeploy(target, t.name, self.clock())  # whatever it loaded is released
+        source = t.moving_from
+        device = self.store.device(source) if source is not None else None
+        if source is None or device is None or not device.online:
+            self.move_off(replace(t, moving_from=None), f"move failed ({why}) and {source} is offline")
+        else:
+            self.store.put_tenant(replace(t, device_id=source, state="running", moving_from=None, tried=(),
+                                          detail=f"move to {target} failed: {why}"), self.clock())
+        self.on_settled(t.name, "migrate", OpReply(ok=False, code="move_failed", device_id=source,
+                                                   message=f"{t.name} stays on {source}: {why}"))
+
     def undeploy(self, name: str) -> OpReply | None:
         t = self.store.tenant(name)
         if t is None:
@@ -158,6 +204,9 @@ class Tenants:
         if t.state != "running":
             self.on_settled(name, "deploy", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
         self.outbox.cancel(tenant=name, kind="deploy", why="tenant undeployed")
+        if t.state == "moving" and t.moving_from is not None:
+            self.outbox.undeploy(t.moving_from, name, self.clock())
+            self.on_settled(name, "migrate", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
         if t.device_id is None:
             self.store.delete_tenant(name)
             return OpReply(ok=True, message=f"{name} removed (it was not placed)")
@@ -191,6 +240,14 @@ class Tenants:
         if cmd.kind == "deploy":
             if not a.ok:
                 self.deploy_failed(cmd, f"{a.code or a.result}: {a.message}")
+            elif t is not None and here and t.state == "moving":
+                source = t.moving_from
+                self.store.put_tenant(replace(t, state="running", moving_from=None,
+                                              detail=f"moved from {source}"), self.clock())
+                if source is not None:
+                    self.outbox.undeploy(source, t.name, self.clock())  # break only after make
+                self.on_settled(t.name, "migrate", OpReply(ok=True, device_id=cmd.device_id,
+                                                           message=f"{t.name} moved from {source} to {cmd.device_id}"))
             elif t is not None and here and t.state == "deploying":
                 self.store.put_tenant(replace(t, state="running"), self.clock())  # detail: how it got here
                 why = f" ({t.detail})" if t.detail else ""

@@ -24,7 +24,7 @@ from types import TracebackType
 
 from edgefleet.broker import PrivateBroker
 from edgefleet.mqtt import MqttSettings
-from edgefleet.wire import FleetStatus, OpDeploy, OpReply, OpStatus, OpUndeploy, TenantSpec, Topics
+from edgefleet.wire import FleetStatus, OpDeploy, OpMigrate, OpReply, OpStatus, OpUndeploy, TenantSpec, Topics
 
 MB = 1_000_000
 
@@ -222,7 +222,7 @@ class LocalFleet:
         self.stop()
 
     # -- operator calls ---------------------------------------------------------------------------
-    def call(self, op: OpDeploy | OpUndeploy | OpStatus, timeout_s: float | None = None) -> OpReply:
+    def call(self, op: OpDeploy | OpUndeploy | OpStatus | OpMigrate, timeout_s: float | None = None) -> OpReply:
         from edgefleet.cli.opsclient import call_ops
 
         return call_ops(self.settings, self.topics, op, timeout=timeout_s or self.op_timeout_s + 5.0)
@@ -236,6 +236,10 @@ class LocalFleet:
 
     def undeploy(self, name: str) -> OpReply:
         return self.call(OpUndeploy(tenant=name))
+
+    def migrate(self, name: str, device_id: str | None = None) -> OpReply:
+        """Make-before-break move through the coordinator; the reply says where it runs now."""
+        return self.call(OpMigrate(tenant=name, device_id=device_id))
 
     def status(self) -> FleetStatus:
         reply = self.call(OpStatus(), timeout_s=10.0)

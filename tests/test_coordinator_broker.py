@@ -28,6 +28,7 @@ from edgefleet.wire import (
     Deploy,
     DeviceWindow,
     OpDeploy,
+    OpMigrate,
     OpStatus,
     OpUndeploy,
     Telemetry,
@@ -65,6 +66,7 @@ class FakeAgent:
         self.ignore_deploys = ignore_deploys  # drop this many Deploy messages without an answer
         self.tenants: set[str] = set(tenants)
         self.received: list[Deploy | Undeploy] = []
+        self.received_at: list[float] = []  # monotonic time of each received command
         self.applied: dict[str, bool] = {}
         self._lock = threading.Lock()
         death = Death(device_id=device_id, reason="lost", boot_id=self.boot_id)
@@ -92,6 +94,7 @@ class FakeAgent:
         cmd = decode_command(msg.payload)
         with self._lock:
             self.received.append(cmd)
+            self.received_at.append(time.monotonic())
             if isinstance(cmd, Deploy) and self.ignore_deploys > 0:
                 self.ignore_deploys -= 1
                 return
@@ -296,6 +299,51 @@ def test_metrics_endpoint_serves_fleet_gauges_and_every_devices_telemetry(
         assert 'edgefleet_coordinator_messages_total{channel="telemetry"} 3' in text
     finally:
         coordinator.stop()
+
+
+def _first(agent: FakeAgent, kind: type, tenant: str) -> float:
+    for cmd, at in zip(agent.received, agent.received_at, strict=True):
+        if isinstance(cmd, kind) and (cmd.tenant.name if isinstance(cmd, Deploy) else cmd.tenant) == tenant:
+            return at
+    raise AssertionError(f"{agent.device_id} got no {kind.__name__} for {tenant}")
+
+
+def test_planned_migration_makes_before_it_breaks(
+    coordinator: Coordinator, agents: list[FakeAgent], mqtt_settings: MqttSettings, topics: Topics, prefix: str
+) -> None:
+    a = FakeAgent(mqtt_settings, topics, "mig-a", budget_mb=500).start()
+    b = FakeAgent(mqtt_settings, topics, "mig-b", budget_mb=100, ignore_deploys=1).start()
+    agents.extend([a, b])
+    wait_for(lambda: device_known(coordinator, "mig-a")() and device_known(coordinator, "mig-b")(), what="births")
+    assert call_ops(mqtt_settings, topics, OpDeploy(tenant=spec("t1"))).device_id == "mig-a"
+    rc, out = cli("migrate", "t1", "--port", str(mqtt_settings.port), "--prefix", prefix, "--timeout", "10")
+    assert rc == 0 and "t1 moved from mig-a to mig-b" in out, out
+    # b ignored the first Deploy: a kept serving (no Undeploy yet) until b acked the resent one
+    deploy_b = [at for cmd, at in zip(b.received, b.received_at, strict=True) if isinstance(cmd, Deploy)]
+    assert len(deploy_b) == 2
+    wait_for(lambda: "t1" not in a.tenants, what="undeploy on the source")
+    assert _first(a, Undeploy, "t1") > deploy_b[1]
+    [view] = coordinator.status().tenants
+    assert (view.device_id, view.state) == ("mig-b", "running")
+
+
+def test_a_move_whose_target_never_acks_stays_on_the_source(
+    coordinator: Coordinator, agents: list[FakeAgent], mqtt_settings: MqttSettings, topics: Topics
+) -> None:
+    a = FakeAgent(mqtt_settings, topics, "stay-a", budget_mb=500).start()
+    b = FakeAgent(mqtt_settings, topics, "stay-b", budget_mb=100, ignore_deploys=100).start()
+    agents.extend([a, b])
+    wait_for(lambda: device_known(coordinator, "stay-a")() and device_known(coordinator, "stay-b")(),
+             what="births")
+    assert call_ops(mqtt_settings, topics, OpDeploy(tenant=spec("t1"))).device_id == "stay-a"
+    reply = call_ops(mqtt_settings, topics, OpMigrate(tenant="t1", device_id="stay-b"), timeout=15)
+    assert (reply.ok, reply.code, reply.device_id) == (False, "move_failed", "stay-a"), reply
+    assert "t1" in a.tenants and not any(isinstance(c, Undeploy) for c in a.received)
+    [view] = coordinator.status().tenants
+    assert (view.device_id, view.state) == ("stay-a", "running") and "move to stay-b failed" in view.detail
+    # moving a tenant that does not run, or to where it is, is answered at once
+    assert call_ops(mqtt_settings, topics, OpMigrate(tenant="nope")).code == "unknown_tenant"
+    assert call_ops(mqtt_settings, topics, OpMigrate(tenant="t1", device_id="stay-a")).ok
 
 
 def test_top_flags_tenants_over_their_slo() -> None:

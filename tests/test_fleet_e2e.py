@@ -70,6 +70,45 @@ def test_deploy_infer_telemetry_undeploy(fleet: LocalFleet, model: str, runtime:
             app.infer(name, feeds, timeout_s=2.0)
 
 
+def test_planned_migration_under_load_loses_no_request(fleet: LocalFleet) -> None:
+    import threading
+
+    name = "app-moved"
+    source = fleet.deploy(TenantSpec(name=name, model="ocr-cls", slo_ms=500)).device_id
+    target = ({"dev-a", "dev-b"} - {source}).pop()
+    feeds = dict(sample_inputs("ocr-cls"))
+    answered: list[str] = []
+    failed: list[str] = []
+    stop = threading.Event()
+
+    def app() -> None:  # a closed-loop caller that never pauses while the tenant moves
+        with InferenceClient(fleet.settings, prefix=fleet.prefix) as client:
+            while not stop.is_set():
+                try:
+                    answered.append(client.infer_with_meta(name, feeds, timeout_s=5.0).device or "?")
+                except InferenceError as exc:
+                    failed.append(exc.code.value)
+
+    callers = [threading.Thread(target=app) for _ in range(4)]  # four requests in flight at any time
+    for caller in callers:
+        caller.start()
+    try:
+        wait_for(lambda: len(answered) > 20, 20, "calls before the move")
+        reply = fleet.migrate(name, target)
+        assert reply.ok and reply.device_id == target, reply
+        n = len(answered)
+        wait_for(lambda: len(answered) > n + 50, 20, "calls after the move")
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(15)
+    assert failed == []
+    assert answered[0] == source and answered[-1] == target
+    # once the target answered, the old replica may still finish what it had; it takes no new work
+    assert set(answered[answered.index(target):][-40:]) == {target}
+    assert fleet.undeploy(name).ok
+
+
 def test_killed_agent_tenants_are_replaced_and_calls_succeed(fleet: LocalFleet) -> None:
     name = "app-rescued"
     reply = fleet.deploy(TenantSpec(name=name, model="vad", slo_ms=200))

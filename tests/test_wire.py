@@ -663,6 +663,7 @@ def test_protocol_json_examples_decode() -> None:
         "ack": decode_ack,
         "op.deploy": decode_op,
         "op.undeploy": decode_op,
+        "op.migrate": decode_op,
         "op.status": decode_op,
         "op.reply": lambda b: decode(b, OpReply),
     }

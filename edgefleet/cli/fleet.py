@@ -1,4 +1,4 @@
-"""The ``edgefleet deploy | undeploy | status`` sub-commands: operator calls to the coordinator.
+"""The ``edgefleet deploy | undeploy | migrate | status`` sub-commands: operator calls to the coordinator.
 
 Each sends one request over MQTT 5 request/response (see ``edgefleet.cli.opsclient``) and prints the
 answer for people (or JSON with ``status --json``). Exit status: 0 done, 1 refused or failed, 2 usage.
@@ -40,6 +40,14 @@ def register(subparsers: Any) -> None:
     undeploy.add_argument("name")
     _common(undeploy)
     undeploy.set_defaults(func=cmd_undeploy)
+
+    migrate = subparsers.add_parser(
+        "migrate", help="move a running tenant, make-before-break (the new replica is warm before the old leaves)"
+    )
+    migrate.add_argument("name")
+    migrate.add_argument("--to", default=None, metavar="DEVICE", help="target device (default: placement chooses)")
+    _common(migrate)
+    migrate.set_defaults(func=cmd_migrate)
 
     status = subparsers.add_parser("status", help="devices and tenants as the coordinator sees them")
     status.add_argument("--json", action="store_true", help="print the FleetStatus as JSON")
@@ -94,6 +102,18 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
     if not reply.ok:
         return _failed(args, reply)
     print(reply.message or f"{args.name} removed")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from edgefleet.wire import OpMigrate
+
+    reply = _call(args, OpMigrate(tenant=args.name, device_id=args.to))
+    if reply is None:
+        return 1
+    if not reply.ok:
+        return _failed(args, reply)
+    print(reply.message or f"{args.name} runs on {reply.device_id}")
     return 0
 
 

@@ -13,10 +13,10 @@ import uuid
 from types import TracebackType
 
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
-from edgefleet.wire import OpDeploy, OpReply, OpStatus, OpUndeploy, Topics, WireError, encode
+from edgefleet.wire import OpDeploy, OpMigrate, OpReply, OpStatus, OpUndeploy, Topics, WireError, encode
 from edgefleet.wire.codec import decode_reply
 
-Op = OpDeploy | OpUndeploy | OpStatus
+Op = OpDeploy | OpUndeploy | OpStatus | OpMigrate
 
 
 class OpsError(RuntimeError):

@@ -112,6 +112,7 @@ class MqttLink:
         self._connected = threading.Event()  # CONNACK received and initial subscriptions acknowledged
         self._pending_subs: set[int] = set()
         self._sub_waiters: dict[int, threading.Event] = {}
+        self._unsub_waiters: dict[int, threading.Event] = {}
         self._stopping = False
         self.handler_errors = 0
         self.connects = 0
@@ -130,6 +131,7 @@ class MqttLink:
         c.on_disconnect = self._guard(self._handle_disconnect)
         c.on_message = self._guard(self._handle_message)
         c.on_subscribe = self._guard(self._handle_subscribe)
+        c.on_unsubscribe = self._guard(self._handle_unsubscribe)
         self._client = c
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -187,11 +189,25 @@ class MqttLink:
             self._sub_waiters.pop(mid, None)
         return ok
 
-    def unsubscribe(self, filter_: str) -> None:
+    def unsubscribe(self, filter_: str, *, wait_s: float = 0.0, linger_s: float = 0.0) -> bool:
+        """Stop routing ``filter_``. With ``wait_s`` > 0, wait that long for the broker's UNSUBACK and keep
+        the route ``linger_s`` longer, so that messages the broker had already sent (MQTT lets it finish
+        deliveries it started) still reach the handler; returns whether the UNSUBACK came."""
+        acked_in_time = False
+        if self._connected.is_set():
+            _, mid = self._client.unsubscribe(filter_)
+            if wait_s > 0 and mid is not None:
+                acked = threading.Event()
+                with self._lock:
+                    self._unsub_waiters[mid] = acked
+                acked_in_time = acked.wait(wait_s)
+                with self._lock:
+                    self._unsub_waiters.pop(mid, None)
+                if linger_s > 0:
+                    time.sleep(linger_s)
         with self._lock:
             self._routes.pop(filter_, None)
-        if self._connected.is_set():
-            self._client.unsubscribe(filter_)
+        return acked_in_time
 
     # -- publishing --------------------------------------------------------------------------------
     def publish(
@@ -270,6 +286,13 @@ class MqttLink:
                 ready = False
         if ready:
             self._ready()
+        if waiter is not None:
+            waiter.set()
+
+    def _handle_unsubscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any,
+                            props: Properties | None = None) -> None:
+        with self._lock:
+            waiter = self._unsub_waiters.get(mid)
         if waiter is not None:
             waiter.set()
 

@@ -192,7 +192,15 @@ class OpStatus(_Msg, frozen=True, tag="op.status"):
     pass
 
 
-Op = OpDeploy | OpUndeploy | OpStatus
+class OpMigrate(_Msg, frozen=True, tag="op.migrate"):
+    """Move a running tenant, make-before-break: the new replica is loaded, warm and subscribed before
+    the old one leaves. ``device_id`` is the target; None lets placement choose among the others."""
+
+    tenant: str
+    device_id: str | None = None
+
+
+Op = OpDeploy | OpUndeploy | OpStatus | OpMigrate
 
 
 class DeviceView(_Plain, frozen=True):

@@ -18,6 +18,7 @@ BENCHMARKS = {
     "batching": "bench.batching",
     "multitenancy": "bench.multitenancy",
     "memory": "bench.memory",
+    "failover": "bench.failover",
 }
 
 
@@ -38,7 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.name == "serving":
         kwargs["zoo_model"] = args.model
     data = module.run(path, **kwargs)
-    summary = {k: v for k, v in data.items() if k not in ("machine", "models", "mixes", "policies", "loads")}
+    summary = {k: v for k, v in data.items()
+               if k not in ("machine", "models", "mixes", "policies", "loads", "trials")}
     print(json.dumps(summary, indent=2, default=str))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0

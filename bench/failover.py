@@ -1,0 +1,226 @@
+"""``edgefleet bench failover``: how long a tenant is unreachable when its device fails, and what a
+planned migration loses.
+
+A real fleet on this machine (``LocalFleet``: private Mosquitto, coordinator, two agent processes),
+one tenant on a real zoo model, and apps calling it in closed loops through the SDK. Faults:
+
+- ``crash``: SIGKILL of the agent process. The kernel closes its socket, so the broker publishes the
+  agent's last will at once.
+- ``hang``: SIGSTOP of the agent process (a hung box or a cut cable): the socket stays open and the
+  broker only notices when 1.5 keepalive periods pass without a packet.
+
+``recovery_seconds`` runs from the fault to the first answer from the other device; the goal is at most
+2 x keepalive + 1 s. ``lost_requests_planned_migration`` counts failed calls while the tenant is moved
+back and forth, make-before-break, under the same load (goal 0).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import machine, write_json
+from edgefleet.localfleet import AgentPlan, LocalFleet
+from edgefleet.wire import TenantSpec
+
+KEEPALIVE_S = 5.0  # what LocalFleet gives its agents ([mqtt] keepalive_s)
+MODEL = "ocr-cls"
+CALLERS = 4
+TIMEOUT_S = 0.5  # the apps' patience per call (also the resolution of recovery_seconds)
+
+
+@dataclass
+class Calls:
+    """Every call's end time, outcome and answering device, from several caller threads."""
+
+    records: list[tuple[float, bool, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, at: float, ok: bool, device: str) -> None:
+        with self.lock:
+            self.records.append((at, ok, device))
+
+    def snapshot(self) -> list[tuple[float, bool, str]]:
+        with self.lock:
+            return list(self.records)
+
+
+class Load:
+    """``CALLERS`` closed-loop apps calling ``tenant`` until stopped."""
+
+    def __init__(self, fleet: LocalFleet, tenant: str) -> None:
+        from edgefleet.zoo import sample_inputs
+
+        self.fleet, self.tenant = fleet, tenant
+        self.feeds = dict(sample_inputs(MODEL))
+        self.calls = Calls()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._app, name=f"app-{i}") for i in range(CALLERS)]
+
+    def _app(self) -> None:
+        from edgefleet.sdk import InferenceClient, InferenceError
+
+        with InferenceClient(self.fleet.settings, prefix=self.fleet.prefix) as client:
+            while not self.stop.is_set():
+                try:
+                    result = client.infer_with_meta(self.tenant, self.feeds, timeout_s=TIMEOUT_S)
+                    self.calls.add(time.monotonic(), True, result.device or "?")
+                except InferenceError as exc:
+                    self.calls.add(time.monotonic(), False, exc.code.value)
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(TIMEOUT_S + 10)
+
+
+def _wait(cond: Any, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _fault(fleet: LocalFleet, kind: str, settle_s: float) -> dict[str, Any]:
+    name = f"fo-{kind}"
+    source = fleet.deploy(TenantSpec(name=name, model=MODEL, slo_ms=200.0)).device_id
+    assert source is not None
+    survivor = next(p.device_id for p in fleet.agents if p.device_id != source)
+    child = fleet.children[source]
+    assert child.proc is not None
+    with Load(fleet, name) as load:
+        _wait(lambda: sum(ok for _, ok, _ in load.calls.snapshot()) > 50, 30)
+        t_fault = time.monotonic()
+        child.proc.send_signal(signal.SIGKILL if kind == "crash" else signal.SIGSTOP)
+        recovered = _wait(lambda: any(at > t_fault and ok and dev == survivor
+                                      for at, ok, dev in load.calls.snapshot()), 60)
+        time.sleep(settle_s)
+    records = load.calls.snapshot()
+    first = min((at for at, ok, dev in records if at > t_fault and ok and dev == survivor), default=None)
+    failed_after = [at for at, ok, _ in records if at > t_fault and not ok]
+    # bring the failed device back and clear the stage for the next trial
+    if kind == "hang":
+        child.proc.send_signal(signal.SIGCONT)
+    else:
+        fleet.start_agent(next(p for p in fleet.agents if p.device_id == source))
+    fleet.wait_online([source], 60)
+    fleet.undeploy(name)
+    return {
+        "fault": kind,
+        "source": source,
+        "survivor": survivor,
+        "recovered": recovered,
+        "recovery_seconds": (first - t_fault) if first is not None else None,
+        "failed_requests": len(failed_after),
+        "ok_requests": sum(1 for _, ok, _ in records if ok),
+        "timeline": [(round(at - t_fault, 4), ok, dev) for at, ok, dev in records],
+    }
+
+
+def _planned(fleet: LocalFleet, moves: int) -> dict[str, Any]:
+    name = "fo-planned"
+    first = fleet.deploy(TenantSpec(name=name, model=MODEL, slo_ms=200.0)).device_id
+    devices = [p.device_id for p in fleet.agents]
+    t0 = time.monotonic()
+    move_times: list[float] = []
+    move_seconds: list[float] = []
+    with Load(fleet, name) as load:
+        _wait(lambda: len(load.calls.snapshot()) > 50, 30)
+        here = first
+        for _ in range(moves):
+            target = next(d for d in devices if d != here)
+            started = time.monotonic()
+            reply = fleet.migrate(name, target)
+            move_seconds.append(time.monotonic() - started)
+            move_times.append(started - t0)
+            if reply.ok:
+                here = target
+            time.sleep(1.0)
+    records = load.calls.snapshot()
+    fleet.undeploy(name)
+    return {
+        "moves": moves,
+        "move_seconds": move_seconds,
+        "lost_requests": sum(1 for _, ok, _ in records if not ok),
+        "ok_requests": sum(1 for _, ok, _ in records if ok),
+        "move_times": move_times,
+        "timeline": [(round(at - t0, 4), ok, dev) for at, ok, dev in records],
+    }
+
+
+def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str, Any]:
+    plans = [AgentPlan("fo-a", budget_mb=128, telemetry_period_s=1.0),
+             AgentPlan("fo-b", budget_mb=128, telemetry_period_s=1.0)]
+    with LocalFleet(agents=plans, prefix=f"fo{time.monotonic_ns() % 10**8}", device_timeout_s=30.0) as fleet:
+        crash = _fault(fleet, "crash", settle_s=1.0)
+        hang = _fault(fleet, "hang", settle_s=1.0)
+        planned = _planned(fleet, moves=2 if quick else 6)
+    goal = 2 * KEEPALIVE_S + 1.0
+    data: dict[str, Any] = {
+        "benchmark": "failover",
+        "quick": quick,
+        "model": MODEL,
+        "callers": CALLERS,
+        "call_timeout_s": TIMEOUT_S,
+        "keepalive_seconds": KEEPALIVE_S,
+        "recovery_goal_seconds": goal,
+        "recovery_seconds": hang["recovery_seconds"],  # the slower, keepalive-bound case
+        "recovery_seconds_crash": crash["recovery_seconds"],
+        "recovery_seconds_hang": hang["recovery_seconds"],
+        "lost_requests_planned_migration": planned["lost_requests"],
+        "planned_migration_requests_ok": planned["ok_requests"],
+        "planned_move_seconds": planned["move_seconds"],
+        "failed_requests_crash": crash["failed_requests"],
+        "failed_requests_hang": hang["failed_requests"],
+        "trials": {"crash": crash, "hang": hang, "planned": planned},
+        "machine": machine(),
+    }
+    write_json(json_path, data)
+    if plot:
+        _plot(data, json_path.with_suffix(".png"))
+    return data
+
+
+def _plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=False)
+    for ax, key, title in zip(axes, ("crash", "hang", "planned"),
+                              ("agent SIGKILLed at t=0", "agent SIGSTOPped at t=0 (hang)",
+                               "planned migrations (dashed: move started)"), strict=True):
+        trial = data["trials"][key]
+        devices = sorted({dev for _, ok, dev in trial["timeline"] if ok})
+        for i, dev in enumerate(devices):
+            xs = [t for t, ok, d in trial["timeline"] if ok and d == dev]
+            ax.plot(xs, [i] * len(xs), "|", markersize=12, label=f"answered by {dev}")
+        fails = [t for t, ok, _ in trial["timeline"] if not ok]
+        ax.plot(fails, [-1] * len(fails), "rx", label="failed call")
+        if key == "planned":
+            for t in trial["move_times"]:
+                ax.axvline(t, linestyle="--", color="grey")
+        else:
+            ax.axvline(0, color="red")
+        ax.set_yticks([])
+        ax.set_title(title)
+        ax.legend(loc="upper right", fontsize=7)
+    axes[-1].set_xlabel("seconds")
+    fig.suptitle(f"failover: recovery {data['recovery_seconds_crash'] or float('nan'):.2f} s (crash), "
+                 f"{data['recovery_seconds_hang'] or float('nan'):.2f} s (hang), goal <= "
+                 f"{data['recovery_goal_seconds']:g} s; planned moves lost {data['lost_requests_planned_migration']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -34,6 +34,7 @@ class AgentConfig:
     max_queue: int = 1024  # requests queued per tenant before shedding
     default_timeout_ms: float = 0.0  # deadline for requests that carry none; 0: 4x the tenant's SLO
     outbox_max_bytes: int = 64 * MB  # telemetry outbox bound; oldest telemetry dropped first
+    telemetry_resend_s: float = 15.0  # a window the coordinator has not confirmed this long is sent again
     metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
     memory_policy: str = "predictive"  # predictive | lru | static (see agent.memory.manager)
     batch_policy: str = "adaptive"  # adaptive | fixed:N | delay:MS (see agent.batching.BatchPolicy)
@@ -69,6 +70,7 @@ _AGENT_FIELDS = {
     "max_queue",
     "default_timeout_ms",
     "outbox_max_mb",
+    "telemetry_resend_s",
     "memory_policy",
     "batch_policy",
     "metrics_port",
@@ -103,6 +105,7 @@ def config_from_dict(data: dict[str, Any], source: str = "agent config") -> Agen
         max_queue=s.int("max_queue", 1024, lo=1, hi=1_000_000),
         default_timeout_ms=s.num("default_timeout_ms", 0.0, lo=0, hi=3.6e6),
         outbox_max_bytes=int(s.num("outbox_max_mb", 64, lo=0, lo_open=True) * MB),
+        telemetry_resend_s=s.num("telemetry_resend_s", 15.0, lo=0.1, hi=86_400),
         memory_policy=_policy(s),
         metrics_port=s.int("metrics_port", 0, lo=0, hi=65535),
     )

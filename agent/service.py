@@ -44,7 +44,10 @@ from edgefleet.wire import (
     DeviceWindow,
     ErrorCode,
     Telemetry,
+    TelemetryAck,
     TenantSpec,
+    WireError,
+    decode_to_device,
     encode,
 )
 
@@ -89,7 +92,8 @@ class Agent:
             max_payload_bytes=config.max_payload_bytes,
             default_timeout_ms=config.default_timeout_ms,
         )
-        self.outbox = Outbox(self.state, self.link, max_bytes=config.outbox_max_bytes)
+        self.outbox = Outbox(self.state, self.link, max_bytes=config.outbox_max_bytes,
+                             resend_after_s=config.telemetry_resend_s)
         self.commands = CommandRunner(
             device_id=self.device_id,
             state=self.state,
@@ -246,6 +250,14 @@ class Agent:
         self.server.on_request(msg.topic, msg.payload, msg.response_topic, msg.correlation_data, msg.qos)
 
     def _on_command(self, msg: Inbound) -> None:
+        try:
+            inbound = decode_to_device(msg.payload)
+        except WireError:
+            inbound = None  # the command runner reports malformed commands
+        if isinstance(inbound, TelemetryAck):
+            if inbound.device_id == self.device_id:
+                self.outbox.confirm(inbound.boot_id, inbound.seqs)
+            return
         self.commands.submit(msg.payload)
 
     def _send_ack(self, ack: Ack) -> None:
@@ -256,11 +268,16 @@ class Agent:
         period = self.config.telemetry_period_s
         while not self._stop.wait(period):
             try:
-                self.outbox.put(
-                    self.topics.telemetry(self.device_id), encode(self.roll_window()), kind="telemetry"
-                )
+                window = self.roll_window()
+                self.outbox.put(self.topics.telemetry(self.device_id), encode(window), kind="telemetry",
+                                boot_id=window.boot_id, seq=window.seq)
             except Exception:
                 log.exception("telemetry window failed")
+
+    @property
+    def windows_produced(self) -> int:
+        """Telemetry windows made in this boot (their seqs are 0 .. windows_produced - 1)."""
+        return self._seq
 
     def roll_window(self) -> Telemetry:
         now = time.time()

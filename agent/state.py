@@ -78,6 +78,10 @@ class AgentState:
                     },
                     pk="id",
                 )
+            columns = db.table("outbox").columns_dict
+            for column, kind in (("boot_id", str), ("seq", int), ("sent_at", float)):
+                if column not in columns:  # outboxes from before end-to-end telemetry confirmation
+                    db.table("outbox").add_column(column, kind)
             if "meta" not in db.table_names():
                 db.table("meta").create({"key": str, "value": str}, pk="key")
                 db.table("meta").insert({"key": "schema", "value": str(SCHEMA_VERSION)})
@@ -128,26 +132,54 @@ class AgentState:
             )
 
     # -- outbox -------------------------------------------------------------------------------------
-    def enqueue(self, topic: str, payload: bytes, *, qos: int, retain: bool, kind: str) -> int:
+    def enqueue(self, topic: str, payload: bytes, *, qos: int, retain: bool, kind: str,
+                boot_id: str | None = None, seq: int | None = None) -> int:
+        """Add a row; telemetry carries its (boot_id, seq) so the coordinator's confirmation can find it."""
         with self._lock:
             cur = self._db.conn.execute(
-                "INSERT INTO outbox (topic, payload, qos, retain, kind, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (topic, payload, qos, int(retain), kind, time.time()),
+                "INSERT INTO outbox (topic, payload, qos, retain, kind, created, boot_id, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (topic, payload, qos, int(retain), kind, time.time(), boot_id, seq),
             )
             return int(cur.lastrowid or 0)
 
-    def pending(self, limit: int = 100) -> list[OutboxRow]:
+    def pending(self, limit: int = 100, *, resend_before: float = 0.0) -> list[OutboxRow]:
+        """Rows to publish, oldest first: never sent, or telemetry sent before ``resend_before`` (a
+        wall-clock time) whose confirmation has not come."""
         with self._lock:
             rows = self._db.conn.execute(
-                "SELECT id, topic, payload, qos, retain, kind FROM outbox ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, topic, payload, qos, retain, kind FROM outbox"
+                " WHERE sent_at IS NULL OR sent_at < ? ORDER BY id LIMIT ?",
+                (resend_before, limit),
             ).fetchall()
         return [OutboxRow(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5]) for r in rows]
 
     def delivered(self, ids: list[int]) -> None:
+        """The broker acknowledged these rows: acks are done; telemetry waits for the coordinator."""
         if not ids:
             return
+        now = time.time()
         with self._lock:
-            self._db.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            self._db.conn.executemany(
+                "DELETE FROM outbox WHERE id = ? AND (kind != 'telemetry' OR seq IS NULL)", [(i,) for i in ids]
+            )
+            self._db.conn.executemany("UPDATE outbox SET sent_at = ? WHERE id = ?", [(now, i) for i in ids])
+
+    def confirmed(self, boot_id: str, seqs: list[int]) -> int:
+        """The coordinator stored these telemetry windows; returns how many rows that removed."""
+        if not seqs:
+            return 0
+        with self._lock:
+            cur = self._db.conn.executemany(
+                "DELETE FROM outbox WHERE kind = 'telemetry' AND boot_id = ? AND seq = ?",
+                [(boot_id, s) for s in seqs],
+            )
+            return int(cur.rowcount)
+
+    def outbox_rows(self) -> int:
+        with self._lock:
+            row = self._db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(row[0])
 
     def outbox_bytes(self) -> int:
         with self._lock:

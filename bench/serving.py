@@ -10,6 +10,7 @@ formed; ``efficiency`` = agent_rps / direct_rps, measured in the same run.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -65,6 +66,26 @@ def direct(
     return {"direct_rps": len(all_lat) / elapsed, "direct_p50_ms": percentiles(all_lat)["p50_ms"]}
 
 
+class CpuMeter:
+    """CPU time (user + system) of named processes from construction to ``percent()``."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        import psutil
+
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.start = {name: self._cpu(p) for name, p in self.procs.items()}
+        self.t0 = time.perf_counter()
+
+    @staticmethod
+    def _cpu(p: Any) -> float:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+
+    def percent(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        return {name: 100.0 * (self._cpu(p) - self.start[name]) / wall for name, p in self.procs.items()}
+
+
 def run(
     json_path: Path, *, quick: bool = False, zoo_model: str = "ocr-cls", plot: bool = True
 ) -> dict[str, Any]:
@@ -108,7 +129,9 @@ def run(
 
                             return await closed_loop(one, concurrency=c, duration_s=duration)
 
+                    cpu = CpuMeter({"agent": agent.proc.pid, "client": os.getpid(), "broker": broker.pid})
                     load = asyncio.run(drive())
+                    cpu_percent = cpu.percent()
                     p = percentiles(load.latencies_s)
                     per_c[str(c)] = {
                         **d,
@@ -118,6 +141,10 @@ def run(
                         "batch_mean": float(np.mean(load.batch_sizes)) if load.batch_sizes else 0.0,
                         "errors": load.errors,
                         "efficiency": load.rps / d["direct_rps"] if d["direct_rps"] else 0.0,
+                        # CPU of each process over the agent run (100 = one core): where the time goes
+                        "cpu_percent": cpu_percent,
+                        "cpu_ms_per_request": {k: v * 10 / load.rps if load.rps else 0.0
+                                               for k, v in cpu_percent.items()},
                     }
                 results[name] = per_c
         finally:

@@ -26,7 +26,16 @@ from coordinator.placement import MostFreeMemory, Placement
 from coordinator.store import Store
 from edgefleet.metrics import MetricsServer, Sample, TelemetryMetrics, start_metrics
 from edgefleet.mqtt import Inbound, MqttLink
-from edgefleet.wire import Birth, ErrorCode, FleetStatus, OpReply, TopicKind, WireError, encode
+from edgefleet.wire import (
+    Birth,
+    ErrorCode,
+    FleetStatus,
+    OpReply,
+    TelemetryAck,
+    TopicKind,
+    WireError,
+    encode,
+)
 from edgefleet.wire.codec import decode_ack, decode_status, decode_telemetry
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,7 @@ class Coordinator:
         self._fleet_gauges: list[Sample] = []  # rebuilt by the worker after each message or timer tick
         self._metrics_server: MetricsServer | None = None
         self._gauges_at = 0.0
+        self._stored: list[tuple[str, str, int]] = []  # (device, boot, seq) held by the open transaction
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -167,7 +177,9 @@ class Coordinator:
                     self._do_call(engine, item)
                 elif item is not None:
                     channel, msg = item
-                    self._guarded(store, functools.partial(self._dispatch, engine, desk, channel, msg))
+                    if self._guarded(store, functools.partial(self._dispatch, engine, desk, channel, msg)):
+                        self._confirm_telemetry()  # only after the commit: the agent then forgets them
+                    self._stored.clear()
                 self._guarded(store, lambda: self._tick(engine, desk))
                 if self.clock() - last_prune > PRUNE_EVERY_S:
                     last_prune = self.clock()
@@ -190,13 +202,24 @@ class Coordinator:
             log.exception("coordinator worker: computing the next wake-up failed")
             return MAX_WAIT_S
 
-    def _guarded(self, store: Store, fn: Callable[[], object]) -> None:
+    def _guarded(self, store: Store, fn: Callable[[], object]) -> bool:
         try:
             with store.atomic():
                 fn()
+            return True
         except Exception:
             self.counters.errors += 1
             log.exception("coordinator worker: handling failed (state rolled back, service continues)")
+            return False
+
+    def _confirm_telemetry(self) -> None:
+        """Tell each device which of its windows the database now holds (stored now or before)."""
+        by_boot: dict[tuple[str, str], list[int]] = {}
+        for device, boot, seq in self._stored:
+            by_boot.setdefault((device, boot), []).append(seq)
+        for (device, boot), seqs in by_boot.items():
+            ack = TelemetryAck(device_id=device, boot_id=boot, seqs=seqs)
+            self.link.publish(self.topics.commands(device), encode(ack), qos=1)
 
     @staticmethod
     def _do_call(engine: Engine, item: _Call) -> None:
@@ -241,6 +264,7 @@ class Coordinator:
                 window = decode_telemetry(msg.payload)
                 self._same_device(window.device_id, device)
                 engine.telemetry(window)
+                self._stored.append((device, window.boot_id, window.seq))
                 self.metrics.observe(window)
             elif channel == "acks" and parsed.kind is TopicKind.ACKS:
                 engine.ack(decode_ack(msg.payload), device)

@@ -83,6 +83,11 @@ class PrivateBroker:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (for measuring it), else None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 

@@ -52,7 +52,7 @@ from edgefleet.wire import (
     encode_request,
     encode_result,
 )
-from edgefleet.wire.codec import MAX_CONTROL_BYTES, decode_ack, decode_telemetry
+from edgefleet.wire.codec import MAX_CONTROL_BYTES, decode_ack, decode_telemetry, decode_to_device
 from edgefleet.wire.names import NAME_RE
 from edgefleet.wire.tensors import DTYPES, MAGIC, MAX_HEADER_BYTES
 
@@ -664,6 +664,7 @@ def test_protocol_json_examples_decode() -> None:
         "op.deploy": decode_op,
         "op.undeploy": decode_op,
         "op.migrate": decode_op,
+        "telemetry.ack": decode_to_device,
         "op.status": decode_op,
         "op.reply": lambda b: decode(b, OpReply),
     }

@@ -5,7 +5,15 @@ transport (no paho), so it can be read, tested and ported on its own. docs/proto
 same contract for people who write apps in other languages.
 """
 
-from edgefleet.wire.codec import WIRE_VERSION, decode, decode_command, decode_op, decode_status, encode
+from edgefleet.wire.codec import (
+    WIRE_VERSION,
+    decode,
+    decode_command,
+    decode_op,
+    decode_status,
+    decode_to_device,
+    encode,
+)
 from edgefleet.wire.errors import ErrorCode, WireError
 from edgefleet.wire.messages import (
     Ack,
@@ -23,6 +31,7 @@ from edgefleet.wire.messages import (
     OpStatus,
     OpUndeploy,
     Telemetry,
+    TelemetryAck,
     TenantSpec,
     TenantView,
     TenantWindow,
@@ -62,6 +71,7 @@ __all__ = [
     "RequestFrame",
     "ResultFrame",
     "Telemetry",
+    "TelemetryAck",
     "TenantSpec",
     "TenantView",
     "TenantWindow",
@@ -74,6 +84,7 @@ __all__ = [
     "decode_frame",
     "decode_op",
     "decode_status",
+    "decode_to_device",
     "encode",
     "encode_error",
     "encode_request",

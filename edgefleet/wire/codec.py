@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from edgefleet.wire.errors import ErrorCode, WireError
-from edgefleet.wire.messages import Ack, Command, Op, OpReply, Status, Telemetry
+from edgefleet.wire.messages import Ack, Command, Op, OpReply, Status, Telemetry, ToDevice
 
 WIRE_VERSION = 1
 MAX_CONTROL_BYTES = 1 << 20  # 1 MiB: larger control messages are refused before parsing
@@ -59,6 +59,11 @@ def decode_telemetry(data: bytes) -> Telemetry:
 
 def decode_command(data: bytes) -> Command:
     return decode(data, Command)  # type: ignore[no-any-return]
+
+
+def decode_to_device(data: bytes) -> ToDevice:
+    """Anything on a device's command topic: a command, or the coordinator's telemetry confirmation."""
+    return decode(data, ToDevice)  # type: ignore[no-any-return]
 
 
 def decode_ack(data: bytes) -> Ack:

@@ -168,6 +168,23 @@ class Undeploy(_Msg, frozen=True, tag="undeploy"):
 Command = Deploy | Undeploy
 
 
+class TelemetryAck(_Msg, frozen=True, tag="telemetry.ack"):
+    """The coordinator has stored these windows of ``boot_id`` (sent on the device's command topic after
+    the database commit); the agent may now drop them from its outbox. Not a command: no Ack."""
+
+    device_id: str
+    boot_id: str
+    seqs: list[int]
+
+    def __post_init__(self) -> None:
+        _name("device id", self.device_id)
+        if len(self.seqs) > 10_000 or any(s < 0 for s in self.seqs):
+            raise ValueError("seqs must be at most 10000 non-negative window numbers")
+
+
+ToDevice = Deploy | Undeploy | TelemetryAck  # everything on a device's command topic
+
+
 class Ack(_Msg, frozen=True, tag="ack"):
     command_id: str
     device_id: str

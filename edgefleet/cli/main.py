@@ -19,6 +19,7 @@ _AREAS = (
     "edgefleet.cli.top",
     "edgefleet.cli.demo",
     "edgefleet.cli.bench",
+    "edgefleet.cli.security",
 )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
+import io
 import os
 import re
 import ssl
@@ -728,6 +730,17 @@ def test_coordinator_and_operator_work_under_the_acl(fleet: Fleet, tmp_path: Pat
                 break
             time.sleep(0.05)
         assert [d.device_id for d in reply.status.devices] == ["edge-01"]
+        # The operator commands read the same generated file: TLS, username and password, no flags.
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = cli_main(["status", "--mqtt-config", str(fleet.dir / "clients" / "operator.toml"),
+                           "--host", "127.0.0.1", "--prefix", fleet.prefix])
+        assert rc == 0 and "edge-01" in out.getvalue(), out.getvalue()
+        # Without credentials the broker refuses the connection and the command says so.
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = cli_main(["status", "--port", str(fleet.port), "--prefix", fleet.prefix, "--timeout", "2"])
+        assert rc == 1 and "cannot reach the MQTT broker" in out.getvalue(), out.getvalue()
     finally:
         device.close()
         coordinator.stop()

@@ -16,11 +16,9 @@ MB = 1_000_000
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("broker")
-    g.add_argument("--host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
-    g.add_argument("--port", type=int, default=1883, help="MQTT broker port (default 1883)")
-    g.add_argument("--prefix", default="ef", help="topic prefix of the fleet (default ef)")
-    g.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
+    from edgefleet.cli.brokerargs import add_broker_args
+
+    add_broker_args(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -56,12 +54,12 @@ def register(subparsers: Any) -> None:
 
 
 def _call(args: argparse.Namespace, op: Any) -> OpReply | None:
+    from edgefleet.cli.brokerargs import settings_from_args
     from edgefleet.cli.opsclient import OpsError, call_ops
-    from edgefleet.mqtt import MqttSettings
     from edgefleet.wire import Topics, WireError
 
     try:
-        settings = MqttSettings(host=args.host, port=args.port)
+        settings = settings_from_args(args)
         topics = Topics(args.prefix)
         return call_ops(settings, topics, op, timeout=args.timeout)
     except (OpsError, WireError, ValueError) as exc:

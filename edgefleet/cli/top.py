@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from edgefleet.cli.brokerargs import add_broker_args
 from edgefleet.wire import FleetStatus
 
 
@@ -19,11 +20,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("top", help="live view of devices and tenants (rates, p50/p95 vs SLO)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
-    g = p.add_argument_group("broker")
-    g.add_argument("--host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
-    g.add_argument("--port", type=int, default=1883, help="MQTT broker port (default 1883)")
-    g.add_argument("--prefix", default="ef", help="topic prefix of the fleet (default ef)")
-    g.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
+    add_broker_args(p)
     p.set_defaults(func=run)
 
 
@@ -42,18 +39,23 @@ def frame(status: FleetStatus, *, clock: float, where: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgefleet.cli.brokerargs import settings_from_args
     from edgefleet.cli.opsclient import OpsClient, OpsError
-    from edgefleet.mqtt import MqttSettings
+    from edgefleet.config import ConfigError
     from edgefleet.wire import OpStatus, Topics
 
     if args.interval <= 0:
         print("edgefleet top: --interval must be > 0")
         return 2
-    where = f"{args.host}:{args.port} prefix {args.prefix!r}"
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"edgefleet top: {exc}")
+        return 2
+    where = f"{settings.host}:{settings.port} prefix {args.prefix!r}"
     live = sys.stdout.isatty() and not args.once
     try:
-        with OpsClient(MqttSettings(host=args.host, port=args.port), Topics(args.prefix),
-                       connect_timeout_s=args.timeout) as ops:
+        with OpsClient(settings, Topics(args.prefix), connect_timeout_s=args.timeout) as ops:
             while True:
                 try:
                     reply = ops.call(OpStatus(), args.timeout)

@@ -55,6 +55,9 @@ class Admission:
     reason: str = ""
 
 
+ADMISSION_SAFETY = 1.2  # expected finish times are stretched by this much before comparing to deadlines
+
+
 def admit(
     *,
     now: float,
@@ -64,17 +67,20 @@ def admit(
     queued_work_s: float,
     service_s: float,
     workers: int,
+    safety: float = 1.0,
 ) -> Admission:
-    """Admit a request unless it provably cannot finish by its deadline.
+    """Admit a request unless it cannot be expected to finish by its deadline.
 
-    Expected finish = now + queued_work_s / workers + service_s. Example: 30 ms of queued work over
-    2 workers + 5 ms service = now + 20 ms; with a deadline 15 ms away it is shed.
+    Expected finish = now + safety * (queued_work_s / workers + service_s). Example: 30 ms of queued
+    work over 2 workers + 5 ms service = now + 20 ms; with a deadline 15 ms away it is shed. ``safety``
+    (>= 1) covers the spread of service times around their mean: a request admitted on the mean alone
+    misses its deadline about half the times the estimate is exactly at the edge.
     """
     if now >= deadline:
         return Admission(False, "deadline already passed on arrival")
     if queue_len >= max_queue:
         return Admission(False, f"queue full ({queue_len} requests)")
-    finish = now + queued_work_s / max(1, workers) + service_s
+    finish = now + safety * (queued_work_s / max(1, workers) + service_s)
     if finish > deadline:
         return Admission(
             False,
@@ -224,15 +230,19 @@ class Scheduler:
             q = self._queues.get(req.tenant)
             if q is None or self._closed:
                 return Admission(False, "tenant not hosted here")
-            work = sum(len(qq) * self._cost(t) for t, qq in self._queues.items())
+            # queued and running requests, at the best measured cost per request; the new one then
+            # needs at least a batch-1 run of its own model
+            work = sum((len(qq) + self._inflight.get(t, 0)) * self._cost(t) for t, qq in self._queues.items())
+            model = self._models.get(req.tenant)
             decision = admit(
                 now=self.clock(),
                 deadline=req.deadline,
                 queue_len=len(q),
                 max_queue=self.max_queue,
                 queued_work_s=work,
-                service_s=self._cost(req.tenant),
+                service_s=model.estimate(1) if model is not None else 0.0,
                 workers=self.workers,
+                safety=ADMISSION_SAFETY,
             )
             if decision.ok:
                 q.append(req)

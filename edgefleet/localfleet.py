@@ -199,6 +199,20 @@ class LocalFleet:
         self.children[plan.device_id] = child
         return child
 
+    def restart_coordinator(self, *, kill: bool = True) -> None:
+        """Stop the coordinator (SIGKILL by default: no goodbye) and start it again on the same database."""
+        if self.coordinator is not None:
+            self.coordinator.stop(kill=kill)
+        self._start_coordinator()
+
+    def restart_broker(self, *, kill: bool = True, down_s: float = 0.0) -> None:
+        """Stop the broker (SIGKILL by default: what it held in memory is lost), wait, start it again on
+        the same port; every client reconnects by itself."""
+        assert self.broker is not None
+        self.broker.stop(kill=kill)
+        time.sleep(down_s)
+        self.broker.start()
+
     def kill_agent(self, device_id: str) -> None:
         """SIGKILL one agent: no goodbye, the broker publishes its last will."""
         self.children[device_id].stop(kill=True)

@@ -11,22 +11,26 @@ from agent.scheduler import Request, Scheduler, admit, pick_tenant
 
 
 @pytest.mark.parametrize(
-    ("now", "deadline", "qlen", "work", "service", "workers", "ok"),
+    ("now", "deadline", "qlen", "work", "service", "workers", "ok", "safety"),
     [
         # finish = 0 + 0/1 + 0.005 = 5 ms <= 10 ms deadline -> admitted
-        (0.0, 0.010, 0, 0.0, 0.005, 1, True),
+        (0.0, 0.010, 0, 0.0, 0.005, 1, True, 1.0),
         # finish = 0 + 0.030/2 + 0.005 = 20 ms > 15 ms deadline -> shed
-        (0.0, 0.015, 3, 0.030, 0.005, 2, False),
+        (0.0, 0.015, 3, 0.030, 0.005, 2, False, 1.0),
         # finish = 0 + 0.030/2 + 0.005 = 20 ms <= 25 ms deadline -> admitted
-        (0.0, 0.025, 3, 0.030, 0.005, 2, True),
+        (0.0, 0.025, 3, 0.030, 0.005, 2, True, 1.0),
+        # with safety 1.2: finish = 0 + 1.2 * (0.030/2 + 0.005) = 24 ms <= 25 ms -> admitted
+        (0.0, 0.025, 3, 0.030, 0.005, 2, True, 1.2),
+        # with safety 1.5: finish = 1.5 * 20 ms = 30 ms > 25 ms -> shed
+        (0.0, 0.025, 3, 0.030, 0.005, 2, False, 1.5),
         # deadline already passed on arrival -> shed
-        (1.0, 0.5, 0, 0.0, 0.0, 1, False),
+        (1.0, 0.5, 0, 0.0, 0.0, 1, False, 1.0),
         # queue full (1024 of 1024) -> shed even with time to spare
-        (0.0, 10.0, 1024, 0.0, 0.001, 1, False),
+        (0.0, 10.0, 1024, 0.0, 0.001, 1, False, 1.0),
     ],
 )
 def test_admit_table(
-    now: float, deadline: float, qlen: int, work: float, service: float, workers: int, ok: bool
+    now: float, deadline: float, qlen: int, work: float, service: float, workers: int, ok: bool, safety: float
 ) -> None:
     d = admit(
         now=now,
@@ -36,6 +40,7 @@ def test_admit_table(
         queued_work_s=work,
         service_s=service,
         workers=workers,
+        safety=safety,
     )
     assert d.ok is ok
     assert d.ok or d.reason

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "multitenancy": "bench.multitenancy",
     "memory": "bench.memory",
     "failover": "bench.failover",
+    "chaos": "bench.chaos",
 }
 
 
@@ -40,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["zoo_model"] = args.model
     data = module.run(path, **kwargs)
     summary = {k: v for k, v in data.items()
-               if k not in ("machine", "models", "mixes", "policies", "loads", "trials")}
+               if k not in ("machine", "models", "mixes", "policies", "loads", "trials", "faults")}
     print(json.dumps(summary, indent=2, default=str))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0

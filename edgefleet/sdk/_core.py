@@ -76,8 +76,19 @@ class Prepared:
     tenant: str
     topic: str
     payload: bytes
-    timeout_s: float
+    timeout_s: float  # the deadline the device must meet, counted from its receipt of the request
     expiry_s: int
+
+    @property
+    def wait_s(self) -> float:
+        """How long the client waits for the answer: the deadline plus a grace for the trip back, so a
+        device that answers ``deadline_exceeded`` or ``overloaded`` at its deadline is heard."""
+        return self.timeout_s + reply_grace_s(self.timeout_s)
+
+
+def reply_grace_s(timeout_s: float) -> float:
+    """10% of the deadline, at least 50 ms and at most 500 ms."""
+    return min(0.5, max(0.05, 0.1 * timeout_s))
 
 
 def closed_error() -> ClientClosed:

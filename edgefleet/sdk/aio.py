@@ -92,7 +92,7 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
                 raise self._unreachable("not connected")
         fut: asyncio.Future[Inbound | None] = loop.create_future()
         cid = self._register(fut)
-        timer = loop.call_later(prepared.timeout_s, self._expire, cid, fut, prepared)
+        timer = loop.call_later(prepared.wait_s, self._expire, cid, fut, prepared)
         sent_at = time.monotonic()
         try:
             self._publish(prepared, cid)

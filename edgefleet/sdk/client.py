@@ -97,7 +97,7 @@ class InferenceClient(ClientCore[_Waiter]):
         """Like ``infer``, and also say which device and variant answered and how long it took."""
         prepared = prepare(self.topics, tenant, inputs, timeout_s=timeout_s, min_fidelity=min_fidelity)
         link = self._require_link()
-        deadline = time.monotonic() + prepared.timeout_s
+        deadline = time.monotonic() + prepared.wait_s
         if not link.connected and not link.wait_connected(min(self.connect_timeout_s, prepared.timeout_s)):
             raise self._unreachable("not connected")
         waiter = _Waiter()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -44,7 +44,14 @@ class AgentPlan:
     extra_toml: str = ""  # appended to the [agent] table, e.g. 'memory_policy = "lru"'
 
 
-def agent_toml(plan: AgentPlan, port: int, state_dir: Path, *, prefix: str, data_dir: str | None) -> str:
+def _credentials(username: str | None, password: str | None) -> list[str]:
+    if username is None:
+        return []
+    return [f'username = "{username}"', f'password = "{password}"']
+
+
+def agent_toml(plan: AgentPlan, port: int, state_dir: Path, *, prefix: str, data_dir: str | None,
+               password: str | None = None) -> str:
     lines = [
         "[agent]",
         f'device_id = "{plan.device_id}"',
@@ -58,11 +65,13 @@ def agent_toml(plan: AgentPlan, port: int, state_dir: Path, *, prefix: str, data
         lines.append(f'data_dir = "{data_dir}"')
     if plan.extra_toml:
         lines.append(plan.extra_toml)
-    lines += ["", "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "keepalive_s = 5", ""]
+    lines += ["", "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "keepalive_s = 5",
+              *_credentials(plan.device_id if password else None, password), ""]
     return "\n".join(lines)
 
 
-def coordinator_toml(port: int, db: Path, *, prefix: str, device_timeout_s: float, op_timeout_s: float) -> str:
+def coordinator_toml(port: int, db: Path, *, prefix: str, device_timeout_s: float, op_timeout_s: float,
+                     password: str | None = None) -> str:
     return "\n".join([
         f'prefix = "{prefix}"',
         "",
@@ -82,6 +91,7 @@ def coordinator_toml(port: int, db: Path, *, prefix: str, device_timeout_s: floa
         'host = "127.0.0.1"',
         f"port = {port}",
         "keepalive_s = 5",
+        *_credentials("coordinator" if password else None, password),
         "",
     ])
 
@@ -136,10 +146,13 @@ class LocalFleet:
     op_timeout_s: float = 30.0
     log_level: str = "INFO"
     keep_workdir: bool = False
+    secure: bool = False  # passwords and ACLs from `edgefleet security init`: every process its own account
+    apps: Mapping[str, Sequence[str]] = field(default_factory=dict)  # secure: app name -> tenants granted
     broker: PrivateBroker | None = field(default=None, init=False)
     coordinator: Child | None = field(default=None, init=False)
     children: dict[str, Child] = field(default_factory=dict, init=False)
     _own_workdir: bool = field(default=False, init=False)
+    _passwords: dict[str, str] = field(default_factory=dict, init=False)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> None:
@@ -150,9 +163,9 @@ class LocalFleet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.topics = Topics(self.prefix)
         try:
-            self.broker = PrivateBroker(workdir=self.workdir / "broker")
+            self.broker = PrivateBroker(workdir=self.workdir / "broker", extra_config=self._security())
             self.broker.start()
-            self.settings = MqttSettings(host="127.0.0.1", port=self.broker.port)
+            self.settings = self.client_settings("operator")
             self._start_coordinator()
             for plan in self.agents:
                 self.start_agent(plan)
@@ -160,6 +173,36 @@ class LocalFleet:
         except BaseException:
             self.stop()
             raise
+
+    def _security(self) -> str:
+        """In secure mode: write the credentials and ACL, return the broker's configuration lines."""
+        if not self.secure:
+            return ""
+        from edgefleet.security import AppGrant, SecurityPlan
+        from edgefleet.security.bundle.build import build_bundle
+        from edgefleet.security.bundle.layout import BROKER_CONF
+        from edgefleet.security.bundle.options import BundleOptions
+        from edgefleet.security.bundle.write import write_bundle
+
+        assert self.workdir is not None
+        folder = (self.workdir / "security").resolve()
+        plan = SecurityPlan(prefix=self.prefix, devices=tuple(p.device_id for p in self.agents),
+                            apps=tuple(AppGrant(name, tuple(ts)) for name, ts in self.apps.items()))
+        bundle = build_bundle(plan, BundleOptions(install_dir=folder))
+        write_bundle(bundle, folder)
+        self._passwords = dict(bundle.passwords)
+        # Started as root, Mosquitto would drop to the 'mosquitto' user, who may not read our 0600 files.
+        run_as = "user root\n" if os.geteuid() == 0 else ""
+        return run_as + bundle.file(BROKER_CONF).content.decode()
+
+    def client_settings(self, username: str) -> MqttSettings:
+        """Broker settings for ``username`` (an app, "operator", ...); plain ones when not secure."""
+        assert self.broker is not None
+        password = self._passwords.get(username) if self.secure else None
+        if self.secure and password is None:
+            raise FleetError(f"no account {username!r} in this fleet (apps: {sorted(self.apps)})")
+        return MqttSettings(host="127.0.0.1", port=self.broker.port,
+                            username=username if self.secure else None, password=password)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -175,7 +218,9 @@ class LocalFleet:
         folder.mkdir(exist_ok=True)
         cfg = folder / "coordinator.toml"
         cfg.write_text(coordinator_toml(self.broker.port, folder / "coordinator.db", prefix=self.prefix,
-                                        device_timeout_s=self.device_timeout_s, op_timeout_s=self.op_timeout_s))
+                                        device_timeout_s=self.device_timeout_s, op_timeout_s=self.op_timeout_s,
+                                        password=self._passwords.get("coordinator")))
+        cfg.chmod(0o600)  # it may hold a password
         child = Child("coordinator", [sys.executable, "-m", "coordinator.main", "--config", str(cfg),
                                       "--log-level", self.log_level], folder / "coordinator.log")
         child.start(self._env())
@@ -189,7 +234,9 @@ class LocalFleet:
         folder.mkdir(exist_ok=True)
         cfg = folder / "agent.toml"
         cfg.write_text(agent_toml(plan, self.broker.port, folder, prefix=self.prefix,
-                                  data_dir=self.data_dir or os.environ.get("EDGEFLEET_DATA_DIR")))
+                                  data_dir=self.data_dir or os.environ.get("EDGEFLEET_DATA_DIR"),
+                                  password=self._passwords.get(plan.device_id)))
+        cfg.chmod(0o600)  # it may hold a password
         old = self.children.get(plan.device_id)
         if old is not None:
             old.stop()

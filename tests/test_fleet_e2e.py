@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,33 @@ def test_killed_agent_tenants_are_replaced_and_calls_succeed(fleet: LocalFleet) 
         wait_for(only_survivor, 30, f"stale {name} removed from the restarted {victim}")
     view = _tenant(fleet.status(), name)
     assert view is not None and view.device_id == survivor
+
+
+def test_a_secured_fleet_serves_granted_apps_and_refuses_the_others(tmp_path: Path) -> None:
+    """Every process with its own account under the generated ACL: the real agent and coordinator work,
+    an app reaches its own tenant, and a call to a tenant it was not granted never reaches a device."""
+    with LocalFleet(agents=[AgentPlan("sec-a", budget_mb=64, telemetry_period_s=0.5)], prefix="sec",
+                    secure=True, apps={"app-one": ["one"], "app-two": ["two"]}, workdir=tmp_path) as fleet:
+        assert oct((tmp_path / "sec-a" / "agent.toml").stat().st_mode & 0o777) == "0o600"
+        fleet.deploy(TenantSpec(name="one", model="ocr-cls", slo_ms=500))
+        fleet.deploy(TenantSpec(name="two", model="ocr-cls", slo_ms=500))
+        feeds = dict(sample_inputs("ocr-cls"))
+        with InferenceClient(fleet.client_settings("app-one"), prefix="sec", client_id="app-one") as one:
+            assert one.infer_with_meta("one", feeds, timeout_s=5.0).device == "sec-a"
+            with pytest.raises(NoReply):  # the broker drops the publish: not granted
+                one.infer("two", feeds, timeout_s=1.0)
+
+            def telemetry_flows() -> bool:  # the agent's telemetry reaches the coordinator under the ACL
+                for _ in range(10):
+                    one.infer("one", feeds, timeout_s=5.0)
+                view = _tenant(fleet.status(), "one")
+                return view is not None and view.arrival_rps > 0
+
+            wait_for(telemetry_flows, 15, "telemetry under the ACL")
+        with InferenceClient(fleet.client_settings("app-two"), prefix="sec", client_id="app-two") as two:
+            assert two.infer_with_meta("two", feeds, timeout_s=5.0).device == "sec-a"
+        # the coordinator's telemetry confirmations reach the agent too: its outbox holds only the newest
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "sec-a" / "agent.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] < 10

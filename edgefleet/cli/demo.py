@@ -30,10 +30,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--refresh", type=float, default=1.0, help="seconds between table updates (default 1)")
     p.add_argument("--plain", action="store_true",
                    help="print the table every 10 s instead of redrawing the screen (default when not a TTY)")
+    p.add_argument("--secure", action="store_true",
+                   help="run with `edgefleet security init` credentials and ACLs: every process and app its "
+                        "own account, each app allowed to call only its own tenant")
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep configs, SQLite state and logs of every process here (default: a temp folder, "
                         "removed at the end)")
     p.set_defaults(func=run)
+
+
+def app_name(tenant: str) -> str:
+    """The app (MQTT username and client id) that calls ``tenant``."""
+    return f"app-{tenant}"
 
 
 def _zoo_ready() -> str | None:
@@ -69,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgefleet demo: {problem}; run `edgefleet models fetch` (or `make demo`) first")
         return 2
     fleet = LocalFleet(agents=DEVICES, prefix=f"demo{os.getpid()}", workdir=args.workdir,
-                       keep_workdir=args.workdir is not None)
-    print(f"edgefleet demo: starting a private Mosquitto, a coordinator and {len(DEVICES)} agents "
+                       keep_workdir=args.workdir is not None, secure=args.secure,
+                       apps={app_name(t.spec.name): [t.spec.name] for t in loads})
+    print(f"edgefleet demo: starting a private Mosquitto{' (passwords and ACLs)' if args.secure else ''}, "
+          f"a coordinator and {len(DEVICES)} agents "
           f"({', '.join(f'{d.device_id} {d.budget_mb} MiB' for d in DEVICES)})", flush=True)
     try:
         fleet.start()
@@ -109,7 +119,8 @@ async def _serve(fleet: Any, loads: Any, args: argparse.Namespace) -> Any:
         loop.add_signal_handler(sig, stop.set)
     live = sys.stdout.isatty() and not args.plain
     stats = [TenantStats(t.spec.name, t.spec.model, t.runtime, t.spec.slo_ms, t.rate_rps) for t in loads]
-    clients = [AsyncInferenceClient(fleet.settings, prefix=fleet.prefix, client_id=f"app-{t.spec.name}")
+    clients = [AsyncInferenceClient(fleet.client_settings(app_name(t.spec.name)), prefix=fleet.prefix,
+                                    client_id=app_name(t.spec.name))  # with ACLs: client id = username
                for t in loads]
     placement: dict[str, str] = {}
 

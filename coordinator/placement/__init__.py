@@ -1,6 +1,21 @@
 """Where tenants run: the ``Placement`` seam and the policies behind it."""
 
+from coordinator.placement.knapsack import BestFit, FirstFit, SpreadFit, WorstFit
 from coordinator.placement.memory import MostFreeMemory, rejection
+from coordinator.placement.model import Demand, PredictedLatency
 from coordinator.placement.seam import Decision, NoFit, Placed, Placement
 
-__all__ = ["Decision", "MostFreeMemory", "NoFit", "Placed", "Placement", "rejection"]
+__all__ = [
+    "BestFit",
+    "Decision",
+    "Demand",
+    "FirstFit",
+    "MostFreeMemory",
+    "NoFit",
+    "Placed",
+    "Placement",
+    "PredictedLatency",
+    "SpreadFit",
+    "WorstFit",
+    "rejection",
+]

@@ -20,6 +20,8 @@ BENCHMARKS = {
     "memory": "bench.memory",
     "failover": "bench.failover",
     "chaos": "bench.chaos",
+    "planning": "bench.planning",
+    "placement": "bench.placement",
 }
 
 

@@ -1,0 +1,28 @@
+"""The performance model: service-time curves learnt online, hardware sharing and queueing on top.
+
+Placement asks it one question — given these tenants with these arrival rates on this device, what are
+their mean and p95 latencies? — and the coordinator feeds it telemetry and records how wrong it was.
+"""
+
+from coordinator.perf.book import KindSpec, PerfBook, Profile, ProfileKey
+from coordinator.perf.errors import ErrorBook, ErrorStat
+from coordinator.perf.learner import Learner
+from coordinator.perf.service import RlsEstimator, ServiceCurve, fit_profile
+from coordinator.perf.sharing import Load, Outlook, Processor, predict
+
+__all__ = [
+    "ErrorBook",
+    "ErrorStat",
+    "KindSpec",
+    "Learner",
+    "Load",
+    "Outlook",
+    "PerfBook",
+    "Processor",
+    "Profile",
+    "ProfileKey",
+    "RlsEstimator",
+    "ServiceCurve",
+    "fit_profile",
+    "predict",
+]

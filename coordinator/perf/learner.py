@@ -1,0 +1,64 @@
+"""Learning from telemetry: the book's service curves follow what agents measure, and its error is kept.
+
+One call per telemetry message of a device (whose kind the coordinator knows). The tenants' windows give
+their arrival rates; with the book as it stands, the sharing model predicts every tenant's p95 and its
+time in service under this co-location. The predicted p95 is recorded against the p95 the agent
+measured (``ErrorBook``: the model's own error, to publish). The measured per-batch service times,
+divided by the predicted co-location slowdown (time in service with the others / alone), update the
+recursive least-squares estimator of that (model, variant, kind), whose curve replaces the book's.
+Windows without arrivals predict nothing; windows without completions carry no p95 to compare.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from coordinator.perf.book import PerfBook, ProfileKey
+from coordinator.perf.errors import ErrorBook
+from coordinator.perf.service import RlsEstimator
+from coordinator.perf.sharing import Load, predict
+from edgefleet.wire import Telemetry, TenantWindow
+
+
+@dataclass(frozen=True)
+class Learner:
+    book: PerfBook
+    estimators: Mapping[ProfileKey, RlsEstimator] = field(default_factory=lambda: MappingProxyType({}))
+    errors: ErrorBook = field(default_factory=ErrorBook)
+
+    def observe(self, kind: str, telemetry: Telemetry) -> Learner:
+        """The learner after one telemetry window of a device of ``kind``."""
+        per: dict[str, list[tuple[TenantWindow, Load]]] = {}
+        for w in telemetry.tenants:
+            if w.arrival_rps <= 0.0:
+                continue
+            got = self.book.load(
+                tenant=w.tenant,
+                model=w.model,
+                variant=w.variant,
+                kind=kind,
+                rate_rps=w.arrival_rps,
+                slo_ms=w.slo_ms,
+            )
+            if not isinstance(got, str):
+                per.setdefault(got[0], []).append((w, got[1]))
+        book, errors, estimators = self.book, self.errors, dict(self.estimators)
+        processors = self.book.kinds[kind].processors if per else {}
+        for pname, items in per.items():
+            out = predict(processors[pname], [ld for _, ld in items])
+            for (w, ld), p95, in_service in zip(items, out.p95_ms, out.service_ms, strict=True):
+                if w.completions > 0:
+                    errors = errors.record(w.tenant, p95, w.latency_p95_ms)
+                key = (w.model, w.variant, kind)
+                prof = book.profile(*key)
+                if prof is None or not w.service_ms_by_batch or not math.isfinite(in_service):
+                    continue
+                est = estimators.get(key) or RlsEstimator.from_profile(
+                    {1: prof.curve.at(1), 8: prof.curve.at(8)}
+                )
+                est = estimators[key] = est.observe(w, slowdown=in_service / ld.service_ms)
+                book = book.with_curve(key, est.curve)
+        return Learner(book, MappingProxyType(estimators), errors)

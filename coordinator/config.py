@@ -53,6 +53,7 @@ class CoordinatorConfig:
     telemetry_retention_s: float = 86_400.0  # telemetry windows older than this are pruned
     commands: CommandPolicy = field(default_factory=CommandPolicy)
     metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
+    placement: str = "most-free-memory"  # or "predicted-latency": the performance model, learnt online
 
     @property
     def topics(self) -> Topics:
@@ -67,9 +68,19 @@ _COORDINATOR_FIELDS = {
     "op_timeout_s",
     "telemetry_retention_s",
     "metrics_port",
+    "placement",
 }
 _COMMAND_FIELDS = {"ack_timeout_s", "max_attempts", "backoff_s", "backoff_max_s"}
 _TABLES = {"prefix", "coordinator", "commands", "mqtt"}
+
+
+PLACEMENTS = ("most-free-memory", "predicted-latency")
+
+
+def _placement(source: str, value: str) -> str:
+    if value not in PLACEMENTS:
+        raise ConfigError(f"{source}: [coordinator] placement must be one of {', '.join(PLACEMENTS)}, got {value!r}")
+    return value
 
 
 def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -> CoordinatorConfig:
@@ -110,6 +121,7 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
         op_timeout_s=c.num("op_timeout_s", 8.0, lo=0, lo_open=True, hi=3600.0),
         telemetry_retention_s=c.num("telemetry_retention_s", 86_400.0, lo=60.0),
         metrics_port=c.int("metrics_port", 0, lo=0, hi=65535),
+        placement=_placement(source, c.str("placement", "most-free-memory")),
         commands=CommandPolicy(
             ack_timeout_s=ack_timeout_s,
             max_attempts=max_attempts,

@@ -23,6 +23,7 @@ from coordinator.engine import Engine
 from coordinator.models import ModelLookup, ZooModels
 from coordinator.ops import OpsDesk, fleet_status
 from coordinator.placement import MostFreeMemory, Placement
+from coordinator.placement.live import LivePredictedLatency
 from coordinator.store import Store
 from edgefleet.metrics import MetricsServer, Sample, TelemetryMetrics, start_metrics
 from edgefleet.mqtt import Inbound, MqttLink
@@ -73,7 +74,7 @@ class Coordinator:
         self.config = config
         self.topics = config.topics
         self.models: ModelLookup = models if models is not None else ZooModels()
-        self.placement: Placement = placement if placement is not None else MostFreeMemory()
+        self.placement: Placement = placement if placement is not None else _placement(config.placement)
         self.clock = clock
         self.counters = Counters()
         self.metrics = TelemetryMetrics()  # every device's windows, served on config.metrics_port (0: off)
@@ -119,6 +120,12 @@ class Coordinator:
         """What ``GET /metrics`` serves (metrics thread): telemetry totals, fleet gauges, message counts."""
         c = self.counters
         out = self.metrics.samples() + list(self._fleet_gauges)
+        if isinstance(self.placement, LivePredictedLatency):
+            for tenant, stat in sorted(self.placement.errors.stats.items()):
+                out.append(Sample("edgefleet_model_p95_error_ratio", stat.ape, {"tenant": tenant}, "gauge",
+                                  "EWMA of |predicted - measured| / measured p95 latency, per tenant"))
+                out.append(Sample("edgefleet_model_p95_bias_ratio", stat.bias, {"tenant": tenant}, "gauge",
+                                  "EWMA of (predicted - measured) / measured p95: < 0 means optimistic"))
         for channel, n in sorted(dict(c.received).items()):
             out.append(Sample("edgefleet_coordinator_messages_total", n, {"channel": channel}, "counter",
                               "Messages the coordinator received, by channel"))
@@ -265,6 +272,9 @@ class Coordinator:
                 self._same_device(window.device_id, device)
                 engine.telemetry(window)
                 self._stored.append((device, window.boot_id, window.seq))
+                if isinstance(self.placement, LivePredictedLatency):
+                    known = engine.store.device(device)
+                    self.placement.observe(known.kind if known is not None else "", window)
                 self.metrics.observe(window)
             elif channel == "acks" and parsed.kind is TopicKind.ACKS:
                 engine.ack(decode_ack(msg.payload), device)
@@ -285,6 +295,14 @@ class Coordinator:
 
     def _reply(self, topic: str, corr: bytes | None, reply: OpReply) -> None:
         self.link.publish(topic, encode(reply), qos=1, correlation_data=corr)
+
+
+def _placement(name: str) -> Placement:
+    if name == "predicted-latency":
+        from coordinator.perf.calibration import build_book
+
+        return LivePredictedLatency(build_book())
+    return MostFreeMemory()
 
 
 def _fleet_gauges(engine: Engine) -> list[Sample]:

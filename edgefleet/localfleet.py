@@ -71,7 +71,7 @@ def agent_toml(plan: AgentPlan, port: int, state_dir: Path, *, prefix: str, data
 
 
 def coordinator_toml(port: int, db: Path, *, prefix: str, device_timeout_s: float, op_timeout_s: float,
-                     password: str | None = None) -> str:
+                     password: str | None = None, placement: str = "most-free-memory") -> str:
     return "\n".join([
         f'prefix = "{prefix}"',
         "",
@@ -80,6 +80,7 @@ def coordinator_toml(port: int, db: Path, *, prefix: str, device_timeout_s: floa
         f'db = "{db}"',
         f"device_timeout_s = {device_timeout_s}",
         f"op_timeout_s = {op_timeout_s}",
+        f'placement = "{placement}"',
         "",
         "[commands]",
         "ack_timeout_s = 5.0",
@@ -146,6 +147,7 @@ class LocalFleet:
     op_timeout_s: float = 30.0
     log_level: str = "INFO"
     keep_workdir: bool = False
+    placement: str = "most-free-memory"  # the coordinator's policy: or "predicted-latency"
     secure: bool = False  # passwords and ACLs from `edgefleet security init`: every process its own account
     apps: Mapping[str, Sequence[str]] = field(default_factory=dict)  # secure: app name -> tenants granted
     broker: PrivateBroker | None = field(default=None, init=False)
@@ -219,7 +221,7 @@ class LocalFleet:
         cfg = folder / "coordinator.toml"
         cfg.write_text(coordinator_toml(self.broker.port, folder / "coordinator.db", prefix=self.prefix,
                                         device_timeout_s=self.device_timeout_s, op_timeout_s=self.op_timeout_s,
-                                        password=self._passwords.get("coordinator")))
+                                        password=self._passwords.get("coordinator"), placement=self.placement))
         cfg.chmod(0o600)  # it may hold a password
         child = Child("coordinator", [sys.executable, "-m", "coordinator.main", "--config", str(cfg),
                                       "--log-level", self.log_level], folder / "coordinator.log")

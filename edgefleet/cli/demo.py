@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--refresh", type=float, default=1.0, help="seconds between table updates (default 1)")
     p.add_argument("--plain", action="store_true",
                    help="print the table every 10 s instead of redrawing the screen (default when not a TTY)")
+    p.add_argument("--placement", choices=["most-free-memory", "predicted-latency"], default="most-free-memory",
+                   help="the coordinator's placement policy (default most-free-memory; predicted-latency uses "
+                        "the performance model, learnt from telemetry as the demo runs)")
     p.add_argument("--secure", action="store_true",
                    help="run with `edgefleet security init` credentials and ACLs: every process and app its "
                         "own account, each app allowed to call only its own tenant")
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgefleet demo: {problem}; run `edgefleet models fetch` (or `make demo`) first")
         return 2
     fleet = LocalFleet(agents=DEVICES, prefix=f"demo{os.getpid()}", workdir=args.workdir,
-                       keep_workdir=args.workdir is not None, secure=args.secure,
+                       keep_workdir=args.workdir is not None, secure=args.secure, placement=args.placement,
                        apps={app_name(t.spec.name): [t.spec.name] for t in loads})
     print(f"edgefleet demo: starting a private Mosquitto{' (passwords and ACLs)' if args.secure else ''}, "
           f"a coordinator and {len(DEVICES)} agents "

@@ -1,0 +1,73 @@
+"""Model-driven placement that learns from the fleet: ``PredictedLatency`` fed by every telemetry window.
+
+The coordinator's worker owns one ``LivePredictedLatency``. Each telemetry window updates, in order,
+the performance model (``coordinator.perf.learner``: the service curves follow what the agents measure,
+and the predicted p95 is scored against the measured one) and the expected demand (the tenant's last
+arrival rate and its SLO). A placement decision is then ``PredictedLatency.place`` over the current
+book and demand — a pure function of that state, which changes only between decisions on the same
+thread. Device kinds that agents report (``x86_64-cpu``, ``jetson-orin-nano``, ``coral-usb``...) are
+mapped onto the calibrated kinds of the book (``x86-cpu``, ``jetson-gpu``, ``coral-tpu``, ``arm-cpu``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from coordinator.fleet import FleetSnapshot, ModelFacts
+from coordinator.perf import ErrorBook, PerfBook
+from coordinator.perf.learner import Learner
+from coordinator.placement.model import PredictedLatency
+from coordinator.placement.planner import Demand
+from coordinator.placement.seam import Decision
+from edgefleet.wire import Telemetry, TenantSpec
+
+
+def book_kind(device_kind: str) -> str:
+    """The calibrated kind closest to a device kind an agent reported ("" when none fits)."""
+    k = device_kind.lower()
+    if "jetson" in k:
+        return "jetson-gpu"
+    if "coral" in k or "edgetpu" in k:
+        return "coral-tpu"
+    if k.startswith(("x86_64", "amd64", "x86")):
+        return "x86-cpu"
+    if k.startswith(("aarch64", "arm")):
+        return "arm-cpu"
+    return ""
+
+
+class LivePredictedLatency:
+    """The ``Placement`` the coordinator uses with ``placement = "predicted-latency"``."""
+
+    name = "predicted-latency"
+
+    def __init__(self, book: PerfBook, *, default_rps: float = 1.0, headroom: float = 0.8) -> None:
+        self.learner = Learner(book)
+        self.demand: dict[str, Demand] = {}
+        self.default_rps = default_rps
+        self.headroom = headroom
+
+    @property
+    def errors(self) -> ErrorBook:
+        return self.learner.errors
+
+    def observe(self, device_kind: str, telemetry: Telemetry) -> None:
+        """Learn from one window of a device (worker thread)."""
+        kind = book_kind(device_kind)
+        if kind in self.learner.book.kinds:
+            self.learner = self.learner.observe(kind, telemetry)
+        for w in telemetry.tenants:
+            if w.arrivals > 0 or w.tenant not in self.demand:
+                self.demand[w.tenant] = Demand(max(w.arrival_rps, 1e-3), w.slo_ms)
+
+    def forget(self, tenant: str) -> None:
+        self.demand.pop(tenant, None)
+        self.learner = dataclasses.replace(self.learner, errors=self.learner.errors.forget(tenant))
+
+    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
+        mapped = FleetSnapshot(tuple(
+            dataclasses.replace(d, device_kind=book_kind(d.device_kind) or d.device_kind) for d in fleet.devices
+        ), fleet.ts)
+        policy = PredictedLatency(self.learner.book, demand=self.demand, default_rps=self.default_rps,
+                                  headroom=self.headroom, probe=None)
+        return policy.place(spec, model, mapped)

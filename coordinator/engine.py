@@ -57,6 +57,9 @@ class Engine:
     def migrate(self, name: str, target: str | None = None) -> OpReply | None:
         return self.tenants.migrate(name, target)
 
+    def plan(self, spec: TenantSpec, rate_rps: float) -> OpReply:
+        return self.tenants.plan(spec, rate_rps)
+
     def ack(self, a: Ack, topic_device: str) -> None:
         self.tenants.ack(a, topic_device)
 

@@ -1,4 +1,4 @@
-"""The operator API: MQTT 5 request/response calls (deploy, undeploy, migrate, status) answered on the worker.
+"""The operator API: MQTT 5 request/response calls (deploy, undeploy, migrate, plan, status) answered on the worker.
 
 A request carries a ResponseTopic and CorrelationData; the answer is one ``OpReply`` published to that
 topic with the same correlation data. Deploy, undeploy and migrate are answered when the agent's Ack
@@ -18,6 +18,7 @@ from edgefleet.wire import (
     FleetStatus,
     OpDeploy,
     OpMigrate,
+    OpPlan,
     OpReply,
     OpStatus,
     OpUndeploy,
@@ -108,6 +109,9 @@ class OpsDesk:
         try:
             if isinstance(op, OpStatus):
                 self._send(response_topic, corr, OpReply(ok=True, status=fleet_status(self.engine)))
+                return
+            if isinstance(op, OpPlan):
+                self._send(response_topic, corr, self.engine.plan(op.tenant, op.rate_rps))
                 return
             if isinstance(op, OpDeploy):
                 name, kind = op.tenant.name, "deploy"

@@ -155,6 +155,23 @@ class Tenants:
         self._assign(row, decision, (decision.device_id,), decision.reason)
         return None
 
+    def plan(self, spec: TenantSpec, rate_rps: float) -> OpReply:
+        """Where ``spec`` would go at ``rate_rps``, without deploying anything."""
+        try:
+            facts = self.models.facts(spec.model, spec.variant)
+        except UnknownModel as exc:
+            return OpReply(ok=False, code="unknown_model", message=str(exc))
+        if self.store.tenant(spec.name) is not None:
+            return OpReply(ok=False, code="conflict", message=f"tenant {spec.name} exists; plan under a new name")
+        fleet = self.snapshot()
+        place_at = getattr(self.placement, "place_at", None)
+        decision = (place_at(spec, facts, fleet, rate_rps) if place_at is not None
+                    else self.placement.place(spec, facts, fleet))
+        if isinstance(decision, NoFit):
+            return OpReply(ok=False, code="no_fit", message=f"{spec.name} would not fit: {decision.reason}")
+        return OpReply(ok=True, device_id=decision.device_id,
+                       message=f"{spec.name} would run on {decision.device_id}: {decision.reason}")
+
     def migrate(self, name: str, target: str | None = None) -> OpReply | None:
         """Start a make-before-break move of running tenant ``name`` to ``target`` (or where placement
         says, among the other devices); the reply now, or None when it comes through ``settled``."""

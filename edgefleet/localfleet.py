@@ -24,7 +24,17 @@ from types import TracebackType
 
 from edgefleet.broker import PrivateBroker
 from edgefleet.mqtt import MqttSettings
-from edgefleet.wire import FleetStatus, OpDeploy, OpMigrate, OpReply, OpStatus, OpUndeploy, TenantSpec, Topics
+from edgefleet.wire import (
+    FleetStatus,
+    OpDeploy,
+    OpMigrate,
+    OpPlan,
+    OpReply,
+    OpStatus,
+    OpUndeploy,
+    TenantSpec,
+    Topics,
+)
 
 MB = 1_000_000
 
@@ -285,7 +295,7 @@ class LocalFleet:
         self.stop()
 
     # -- operator calls ---------------------------------------------------------------------------
-    def call(self, op: OpDeploy | OpUndeploy | OpStatus | OpMigrate, timeout_s: float | None = None) -> OpReply:
+    def call(self, op: OpDeploy | OpUndeploy | OpStatus | OpMigrate | OpPlan, timeout_s: float | None = None) -> OpReply:
         from edgefleet.cli.opsclient import call_ops
 
         return call_ops(self.settings, self.topics, op, timeout=timeout_s or self.op_timeout_s + 5.0)

@@ -346,6 +346,24 @@ def test_a_move_whose_target_never_acks_stays_on_the_source(
     assert call_ops(mqtt_settings, topics, OpMigrate(tenant="t1", device_id="stay-a")).ok
 
 
+def test_plan_answers_where_a_tenant_would_go_without_deploying(
+    coordinator: Coordinator, agents: list[FakeAgent], mqtt_settings: MqttSettings, topics: Topics, prefix: str
+) -> None:
+    agent = FakeAgent(mqtt_settings, topics, "plan-a", budget_mb=20).start()
+    agents.append(agent)
+    wait_for(device_known(coordinator, "plan-a"), what="birth seen")
+    port = ["--port", str(mqtt_settings.port), "--prefix", prefix]
+    rc, out = cli("plan", "--add", "maybe", "--model", "ocr-rec", "--slo-ms", "100", "--rate", "5", *port)
+    assert rc == 0 and "maybe would run on plan-a" in out, out
+    assert agent.deploys() == [] and coordinator.status().tenants == []  # nothing deployed
+    # ocr-rec fp32 needs 10.9 MB; once "big" holds it, 20 - 10.9 = 9.1 MB are left: no room for another
+    assert call_ops(mqtt_settings, topics, OpDeploy(tenant=spec("big"))).ok
+    rc, out = cli("plan", "--add", "more", "--model", "ocr-rec", "--slo-ms", "100", *port)
+    assert rc == 1 and "no_fit" in out and "plan-a" in out, out
+    rc, out = cli("plan", "--add", "big", "--model", "ocr-rec", "--slo-ms", "100", *port)
+    assert rc == 1 and "conflict" in out
+
+
 def test_top_flags_tenants_over_their_slo() -> None:
     from edgefleet.cli.top import frame
     from edgefleet.wire import DeviceView, FleetStatus, TenantView

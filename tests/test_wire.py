@@ -664,6 +664,7 @@ def test_protocol_json_examples_decode() -> None:
         "op.deploy": decode_op,
         "op.undeploy": decode_op,
         "op.migrate": decode_op,
+        "op.plan": decode_op,
         "telemetry.ack": decode_to_device,
         "op.status": decode_op,
         "op.reply": lambda b: decode(b, OpReply),

@@ -64,6 +64,18 @@ class LivePredictedLatency:
         self.demand.pop(tenant, None)
         self.learner = dataclasses.replace(self.learner, errors=self.learner.errors.forget(tenant))
 
+    def place_at(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot, rate_rps: float) -> Decision:
+        """``place`` for a tenant expected at ``rate_rps`` (what ``edgefleet plan`` asks)."""
+        saved = self.demand.get(spec.name)
+        self.demand[spec.name] = Demand(rate_rps, spec.slo_ms)
+        try:
+            return self.place(spec, model, fleet)
+        finally:
+            if saved is None:
+                del self.demand[spec.name]
+            else:
+                self.demand[spec.name] = saved
+
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
         mapped = FleetSnapshot(tuple(
             dataclasses.replace(d, device_kind=book_kind(d.device_kind) or d.device_kind) for d in fleet.devices

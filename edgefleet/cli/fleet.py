@@ -47,6 +47,17 @@ def register(subparsers: Any) -> None:
     _common(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
+    plan = subparsers.add_parser(
+        "plan", help="would a new tenant fit, where, with what SLO margin? (nothing is deployed)"
+    )
+    plan.add_argument("--add", required=True, metavar="NAME", help="the new tenant's name")
+    plan.add_argument("--model", required=True, help="zoo model name")
+    plan.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8"])
+    plan.add_argument("--slo-ms", type=float, required=True, help="p95 latency objective, milliseconds")
+    plan.add_argument("--rate", type=float, default=1.0, help="expected requests per second (default 1)")
+    _common(plan)
+    plan.set_defaults(func=cmd_plan)
+
     status = subparsers.add_parser("status", help="devices and tenants as the coordinator sees them")
     status.add_argument("--json", action="store_true", help="print the FleetStatus as JSON")
     _common(status)
@@ -112,6 +123,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if not reply.ok:
         return _failed(args, reply)
     print(reply.message or f"{args.name} runs on {reply.device_id}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from edgefleet.wire import OpPlan, TenantSpec
+
+    try:
+        op = OpPlan(tenant=TenantSpec(name=args.add, model=args.model, variant=args.variant, slo_ms=args.slo_ms),
+                    rate_rps=args.rate)
+    except ValueError as exc:
+        print(f"edgefleet plan: {exc}")
+        return 2
+    reply = _call(args, op)
+    if reply is None:
+        return 1
+    if not reply.ok:
+        return _failed(args, reply)
+    print(reply.message)
     return 0
 
 

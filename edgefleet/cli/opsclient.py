@@ -13,10 +13,20 @@ import uuid
 from types import TracebackType
 
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
-from edgefleet.wire import OpDeploy, OpMigrate, OpReply, OpStatus, OpUndeploy, Topics, WireError, encode
+from edgefleet.wire import (
+    OpDeploy,
+    OpMigrate,
+    OpPlan,
+    OpReply,
+    OpStatus,
+    OpUndeploy,
+    Topics,
+    WireError,
+    encode,
+)
 from edgefleet.wire.codec import decode_reply
 
-Op = OpDeploy | OpUndeploy | OpStatus | OpMigrate
+Op = OpDeploy | OpUndeploy | OpStatus | OpMigrate | OpPlan
 
 
 class OpsError(RuntimeError):

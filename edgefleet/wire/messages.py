@@ -7,17 +7,20 @@ Units are in the field names (``_ms``, ``_bytes``, ``_rps``); times are Unix sec
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from edgefleet.wire.names import NAME_RE
 
 VARIANTS = ("fp32", "fp16", "int8")
+# Integers are signed 64-bit on the wire: what SQLite stores and every JSON peer can hold (msgspec alone
+# would accept a thousand digits, which no database column or size arithmetic downstream survives).
+Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 def _name(kind: str, value: str) -> None:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):  # not match(): '$' also matches before a trailing newline
         raise ValueError(f"invalid {kind} {value!r}: must match {NAME_RE.pattern}")
 
 
@@ -58,10 +61,10 @@ class Capabilities(_Plain, frozen=True):
     device_kind: str  # e.g. "x86-cpu", "jetson-orin-nano", "coral-usb"
     runtimes: list[str]  # runtimes that import and run here: "onnxruntime", "litert", ...
     accelerators: list[str]  # "cpu", "cuda:0", "edgetpu:usb:0", ...
-    cpu_count: int
-    memory_total_bytes: int
-    memory_budget_bytes: int  # bytes the agent may spend on resident models
-    max_payload_bytes: int  # largest inference request accepted
+    cpu_count: Int
+    memory_total_bytes: Int
+    memory_budget_bytes: Int  # bytes the agent may spend on resident models
+    max_payload_bytes: Int  # largest inference request accepted
     cached_models: list[str]  # "name:variant" available on local disk
     arch: str = ""
     python: str = ""
@@ -100,15 +103,15 @@ class TenantWindow(_Plain, frozen=True):
     model: str
     variant: str
     slo_ms: float
-    arrivals: int = 0
-    completions: int = 0
-    errors: int = 0  # answered with an error other than shed/deadline
-    shed: int = 0  # refused at admission (overloaded)
-    deadline_misses: int = 0  # answered deadline_exceeded
-    slo_misses: int = 0  # completed later than slo_ms
-    warm_starts: int = 0
-    cold_starts: int = 0
-    batches: int = 0
+    arrivals: Int = 0
+    completions: Int = 0
+    errors: Int = 0  # answered with an error other than shed/deadline
+    shed: Int = 0  # refused at admission (overloaded)
+    deadline_misses: Int = 0  # answered deadline_exceeded
+    slo_misses: Int = 0  # completed later than slo_ms
+    warm_starts: Int = 0
+    cold_starts: Int = 0
+    batches: Int = 0
     batch_size_mean: float = 0.0
     service_ms_mean: float = 0.0  # runtime time per batch
     queue_ms_mean: float = 0.0  # receipt to start of service
@@ -116,17 +119,17 @@ class TenantWindow(_Plain, frozen=True):
     latency_p95_ms: float = 0.0
     latency_p99_ms: float = 0.0
     arrival_rps: float = 0.0
-    service_ms_by_batch: dict[int, float] = msgspec.field(default_factory=dict)  # rows -> mean ms per batch
-    batches_by_size: dict[int, int] = msgspec.field(default_factory=dict)  # rows -> batches run
+    service_ms_by_batch: dict[Int, float] = msgspec.field(default_factory=dict)  # rows -> mean ms per batch
+    batches_by_size: dict[Int, Int] = msgspec.field(default_factory=dict)  # rows -> batches run
     colocated: list[str] = msgspec.field(default_factory=list)  # other tenants resident in the window
     resident: bool = True  # the model was resident at the end of the window
 
 
 class DeviceWindow(_Plain, frozen=True):
     cpu_percent: float
-    memory_used_bytes: int  # the agent process's resident memory
-    memory_budget_bytes: int
-    model_memory_bytes: int  # what resident model sessions take
+    memory_used_bytes: Int  # the agent process's resident memory
+    memory_budget_bytes: Int
+    model_memory_bytes: Int  # what resident model sessions take
     gpu_percent: float | None = None
     temperature_c: float | None = None
     power_w: float | None = None
@@ -135,7 +138,7 @@ class DeviceWindow(_Plain, frozen=True):
 class Telemetry(_Msg, frozen=True, tag="telemetry"):
     device_id: str
     boot_id: str
-    seq: int  # increases by one per window within a boot; (device_id, boot_id, seq) is unique
+    seq: Int  # increases by one per window within a boot; (device_id, boot_id, seq) is unique
     window_start: float
     window_end: float
     device: DeviceWindow
@@ -174,7 +177,7 @@ class TelemetryAck(_Msg, frozen=True, tag="telemetry.ack"):
 
     device_id: str
     boot_id: str
-    seqs: list[int]
+    seqs: list[Int]
 
     def __post_init__(self) -> None:
         _name("device id", self.device_id)
@@ -217,7 +220,19 @@ class OpMigrate(_Msg, frozen=True, tag="op.migrate"):
     device_id: str | None = None
 
 
-Op = OpDeploy | OpUndeploy | OpStatus | OpMigrate
+class OpPlan(_Msg, frozen=True, tag="op.plan"):
+    """Would ``tenant`` fit, where, and with what margin, at ``rate_rps`` requests per second? Nothing is
+    deployed; the answer is the placement's decision on the fleet as the coordinator sees it now."""
+
+    tenant: TenantSpec
+    rate_rps: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.rate_rps < 1e6):
+            raise ValueError(f"rate_rps must be in (0, 1e6), got {self.rate_rps}")
+
+
+Op = OpDeploy | OpUndeploy | OpStatus | OpMigrate | OpPlan
 
 
 class DeviceView(_Plain, frozen=True):
@@ -225,8 +240,8 @@ class DeviceView(_Plain, frozen=True):
     online: bool
     device_kind: str
     runtimes: list[str]
-    memory_budget_bytes: int
-    memory_used_bytes: int  # model memory the device reported last
+    memory_budget_bytes: Int
+    memory_used_bytes: Int  # model memory the device reported last
     tenants: list[str]
     last_seen: float
 
@@ -241,7 +256,7 @@ class TenantView(_Plain, frozen=True):
     arrival_rps: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
-    errors: int = 0
+    errors: Int = 0
     detail: str = ""
 
 

@@ -17,7 +17,8 @@ CLIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def _check(kind: str, value: object, pattern: re.Pattern[str]) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    # fullmatch, not match: '$' also matches before a trailing newline, which no topic may contain
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise WireError(
             ErrorCode.BAD_REQUEST,
             f"invalid {kind} {value!r}: must match {pattern.pattern}",

@@ -35,6 +35,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_TENSORS = 32
 MAX_RANK = 8
 MAX_DIM = 2**31 - 1  # largest size of one dimension
+MAX_ERROR_MESSAGE_CHARS = 2048  # an error's message may quote what the requester sent: longer ones are cut
 CONTENT_TYPE = "application/vnd.edgefleet.tensors.v1"
 # dtype names on the wire -> numpy dtypes (always little-endian on the wire).
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -139,6 +140,8 @@ def encode_result(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any] | N
 def encode_error(code: ErrorCode, message: str, meta: Mapping[str, Any] | None = None) -> bytes:
     m = dict(meta or {})
     m["code"] = code.value
+    if len(message) > MAX_ERROR_MESSAGE_CHARS:  # so that the header always fits MAX_HEADER_BYTES
+        message = f"{message[:MAX_ERROR_MESSAGE_CHARS]}... ({len(message)} characters)"
     m["message"] = message
     return _pack("error", {}, m)
 
@@ -205,6 +208,8 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
         header = json.loads(bytes(buf[_PREFIX.size : _PREFIX.size + hlen]))
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad(f"frame header is not JSON: {exc}") from None
+    except RecursionError:
+        raise _bad("frame header is not JSON: nested too deeply") from None
     if not isinstance(header, dict):
         raise _bad("frame header must be a JSON object")
     version = header.get("v")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coordinator.rebalance import RebalancePolicy
 from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
 from edgefleet.mqtt import MqttSettings
 from edgefleet.wire import Topics, WireError
@@ -54,6 +55,7 @@ class CoordinatorConfig:
     commands: CommandPolicy = field(default_factory=CommandPolicy)
     metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
     placement: str = "most-free-memory"  # or "predicted-latency": the performance model, learnt online
+    rebalance: RebalancePolicy = field(default_factory=RebalancePolicy)
 
     @property
     def topics(self) -> Topics:
@@ -71,7 +73,8 @@ _COORDINATOR_FIELDS = {
     "placement",
 }
 _COMMAND_FIELDS = {"ack_timeout_s", "max_attempts", "backoff_s", "backoff_max_s"}
-_TABLES = {"prefix", "coordinator", "commands", "mqtt"}
+_TABLES = {"prefix", "coordinator", "commands", "mqtt", "rebalance"}
+_REBALANCE_FIELDS = {"enabled", "windows", "ratio", "cooldown_s"}
 
 
 PLACEMENTS = ("most-free-memory", "predicted-latency")
@@ -108,6 +111,7 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
     if not db_path.is_absolute() and source.endswith(".toml"):
         db_path = Path(source).parent / db_path  # relative to the config file, not the working directory
     k = Section(source, "commands", data.get("commands"), _COMMAND_FIELDS)
+    r = Section(source, "rebalance", data.get("rebalance"), _REBALANCE_FIELDS)
     ack_timeout_s = k.num("ack_timeout_s", 5.0, lo=0, lo_open=True, hi=3600.0)
     max_attempts = k.int("max_attempts", 5, lo=1, hi=1000)
     backoff_s = k.num("backoff_s", 1.0, lo=0, hi=3600.0)
@@ -127,6 +131,12 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
             max_attempts=max_attempts,
             backoff_s=backoff_s,
             backoff_max_s=backoff_max_s,
+        ),
+        rebalance=RebalancePolicy(
+            enabled=r.bool("enabled", True),
+            windows=r.int("windows", 3, lo=1, hi=1000),
+            ratio=r.num("ratio", 1.0, lo=0, lo_open=True, hi=100.0),
+            cooldown_s=r.num("cooldown_s", 60.0, lo=0, hi=86_400.0),
         ),
     )
 

@@ -12,10 +12,12 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
+from coordinator import rebalance
 from coordinator.commands import Outbox
 from coordinator.fleet import FleetSnapshot
 from coordinator.models import ModelLookup
 from coordinator.placement import Placement
+from coordinator.rebalance import RebalancePolicy, Streak
 from coordinator.store import Store
 from coordinator.tenants import Settled, Tenants
 from edgefleet.wire import Ack, Birth, Death, OpReply, Telemetry, TenantSpec
@@ -27,7 +29,8 @@ SILENT = "silent for"  # prefix of the offline detail of a device declared dead 
 
 class Engine:
     def __init__(self, *, store: Store, outbox: Outbox, models: ModelLookup, placement: Placement,
-                 clock: Callable[[], float], device_timeout_s: float, settled: Settled | None = None) -> None:
+                 clock: Callable[[], float], device_timeout_s: float, settled: Settled | None = None,
+                 rebalance: RebalancePolicy | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.clock = clock
@@ -36,6 +39,9 @@ class Engine:
                                settled=settled)
         self._started_at = clock()  # liveness counts from here: devices get a chance to re-announce
         self.duplicate_windows = 0
+        self.rebalance = rebalance or RebalancePolicy()
+        self.streaks: dict[str, Streak] = {}  # per tenant, in memory: a restarted coordinator starts afresh
+        self.rebalance_moves: list[tuple[float, str, str]] = []  # (clock, tenant, outcome), for status and tests
 
     # -- what operators and the timer ask (see Tenants) ---------------------------------------------
     @property
@@ -152,7 +158,24 @@ class Engine:
             self.reconcile(t.device_id, set(listed))
             self.store.expedite(t.device_id, now)
             self.tenants.place_unplaced()
-        hosted = {r.name for r in self.store.tenants_on(t.device_id)}
+        rows = self.store.tenants_on(t.device_id)
+        hosted = {r.name for r in rows}
         for w in t.tenants:
             if w.tenant in hosted:
                 self.store.record_tenant_window(w.tenant, w, now)
+        running = [r.name for r in rows if r.state == "running" and r.pinned is None]
+        self.streaks = rebalance.observe(self.streaks, t.tenants, self.rebalance, running)
+        self._rebalance(now)
+
+    def _rebalance(self, now: float) -> None:
+        """Move the tenants whose SLO misses persist (see coordinator.rebalance), make-before-break."""
+        for name in rebalance.due(self.streaks, self.rebalance, now):
+            row = self.store.tenant(name)
+            self.streaks = rebalance.moved(self.streaks, name, now)
+            if row is None or row.state != "running":
+                continue
+            reply = self.tenants.migrate(name, None)
+            outcome = "moving" if reply is None else f"{reply.code or 'stays'}: {reply.message}"
+            log.warning("tenant %s missed its SLO in %d windows in a row: %s", name, self.rebalance.windows,
+                        outcome)
+            self.rebalance_moves.append((now, name, outcome))

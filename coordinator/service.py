@@ -163,7 +163,8 @@ class Coordinator:
             outbox = Outbox(store, self.topics, self.config.commands,
                             lambda topic, payload: self._publish(topic, payload))
             engine = Engine(store=store, outbox=outbox, models=self.models, placement=self.placement,
-                            clock=self.clock, device_timeout_s=self.config.device_timeout_s)
+                            clock=self.clock, device_timeout_s=self.config.device_timeout_s,
+                            rebalance=self.config.rebalance)
             desk = OpsDesk(engine, self._reply, self.clock, self.config.op_timeout_s)
             engine.set_settled(desk.settled)
         except BaseException as exc:

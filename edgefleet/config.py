@@ -71,6 +71,12 @@ class Section:
             raise self._err(field, f"must be <= {hi}", value)
         return float(value)
 
+    def bool(self, field: builtins.str, default: builtins.bool) -> builtins.bool:
+        value = self.data.get(field, default)
+        if not isinstance(value, builtins.bool):
+            raise self._err(field, "must be true or false", value)
+        return value
+
     def int(self, field: builtins.str, default: builtins.int, *, lo: builtins.int | None = None,
             hi: builtins.int | None = None) -> builtins.int:
         value = self.data.get(field, default)

@@ -117,13 +117,14 @@ class FakeAgent:
         with self._lock:
             return [c for c in self.received if isinstance(c, Deploy)]
 
-    def telemetry(self, seq: int, tenant: str, rps: float) -> bytes:
+    def telemetry(self, seq: int, tenant: str, rps: float, p95_ms: float = 9.0, completions: int = 0) -> bytes:
         t = Telemetry(device_id=self.device_id, boot_id=self.boot_id, seq=seq, window_start=seq * 1.0,
                       window_end=seq + 1.0,
                       device=DeviceWindow(cpu_percent=5.0, memory_used_bytes=1, memory_budget_bytes=1,
                                           model_memory_bytes=12 * MB),
                       tenants=[TenantWindow(tenant=tenant, model="ocr-rec", variant="fp32", slo_ms=50.0,
-                                            arrival_rps=rps, latency_p50_ms=4.0, latency_p95_ms=9.0, errors=1)])
+                                            arrival_rps=rps, latency_p50_ms=4.0, latency_p95_ms=p95_ms, errors=1,
+                                            completions=completions)])
         return encode(t)
 
     def shutdown(self) -> None:
@@ -362,6 +363,38 @@ def test_plan_answers_where_a_tenant_would_go_without_deploying(
     assert rc == 1 and "no_fit" in out and "plan-a" in out, out
     rc, out = cli("plan", "--add", "big", "--model", "ocr-rec", "--slo-ms", "100", *port)
     assert rc == 1 and "conflict" in out
+
+
+def test_persistent_slo_misses_move_the_tenant_and_one_bad_window_does_not(
+    tmp_path: Path, agents: list[FakeAgent], mqtt_settings: MqttSettings, topics: Topics, prefix: str
+) -> None:
+    import dataclasses
+
+    from coordinator.rebalance import RebalancePolicy
+
+    config = dataclasses.replace(make_config(tmp_path, mqtt_settings, prefix),
+                                 rebalance=RebalancePolicy(windows=3, cooldown_s=0.0))
+    coordinator = Coordinator(config)
+    coordinator.start()
+    try:
+        slow = FakeAgent(mqtt_settings, topics, "slow", budget_mb=500).start()
+        fast = FakeAgent(mqtt_settings, topics, "fast", budget_mb=100).start()
+        agents.extend([slow, fast])
+        wait_for(lambda: device_known(coordinator, "slow")() and device_known(coordinator, "fast")(), what="births")
+        assert call_ops(mqtt_settings, topics, OpDeploy(tenant=spec("t1"))).device_id == "slow"  # SLO 50 ms
+        # p95 80 ms in two windows, then 20 ms, then 80 ms twice: never three in a row -> it stays
+        for seq, p95 in enumerate((80.0, 80.0, 20.0, 80.0, 80.0)):
+            slow.link.publish(topics.telemetry("slow"), slow.telemetry(seq, "t1", 5.0, p95, 25), qos=1)
+        wait_for(lambda: coordinator.call(lambda e: e.store.telemetry_count("slow")) == 5, what="5 windows")
+        assert fast.deploys() == [] and coordinator.call(lambda e: e.rebalance_moves) == []
+        # a third bad window in a row: moved, make-before-break, to the device that keeps its SLO
+        slow.link.publish(topics.telemetry("slow"), slow.telemetry(5, "t1", 5.0, 80.0, 25), qos=1)
+        wait_for(lambda: "t1" in fast.tenants and "t1" not in slow.tenants, what="t1 moved to fast")
+        [view] = coordinator.status().tenants
+        assert (view.device_id, view.state) == ("fast", "running")
+        assert [m[1:] for m in coordinator.call(lambda e: e.rebalance_moves)] == [("t1", "moving")]
+    finally:
+        coordinator.stop()
 
 
 def test_top_flags_tenants_over_their_slo() -> None:

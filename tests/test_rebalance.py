@@ -1,0 +1,49 @@
+"""The rebalancer's hysteresis, table-driven: streaks of windows over SLO, cooldown between moves."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.rebalance import RebalancePolicy, Streak, due, moved, observe
+from edgefleet.wire import TenantWindow
+
+POLICY = RebalancePolicy(windows=3, ratio=1.0, cooldown_s=60.0)
+
+
+def w(p95: float, *, tenant: str = "t", completions: int = 10, slo: float = 50.0) -> TenantWindow:
+    return TenantWindow(tenant=tenant, model="m", variant="fp32", slo_ms=slo, completions=completions,
+                        latency_p95_ms=p95)
+
+
+@pytest.mark.parametrize(("p95s", "over"), [
+    ((80, 80, 80), 3),          # three bad windows in a row
+    ((80, 80, 20, 80), 1),      # a good window breaks the streak
+    ((80, 50, 80), 1),          # 50 ms is not over a 50 ms SLO (p95 > 1.0 x SLO is bad)
+    ((), 0),
+])
+def test_streaks_count_consecutive_windows_over_slo(p95s: tuple[float, ...], over: int) -> None:
+    streaks: dict[str, Streak] = {}
+    for p in p95s:
+        streaks = observe(streaks, [w(p)], POLICY, hosted=["t"])
+    assert streaks.get("t", Streak()).over == over
+
+
+def test_idle_windows_and_tenants_elsewhere_do_not_count() -> None:
+    streaks = observe({}, [w(80), w(80, tenant="other")], POLICY, hosted=["t"])
+    streaks = observe(streaks, [w(0, completions=0)], POLICY, hosted=["t"])  # idle: neither bad nor good
+    assert streaks["t"].over == 1 and "other" not in streaks
+
+
+def test_due_after_the_streak_and_not_again_within_the_cooldown() -> None:
+    streaks = {"t": Streak(over=3), "u": Streak(over=2)}
+    assert due(streaks, POLICY, now=1000.0) == ["t"]  # u: 2 < 3 windows
+    streaks = moved(streaks, "t", now=1000.0)
+    streaks["t"] = Streak(over=5, last_move_at=1000.0)
+    assert due(streaks, POLICY, now=1059.0) == []  # 59 s < 60 s cooldown
+    assert due(streaks, POLICY, now=1060.0) == ["t"]
+    assert due(streaks, RebalancePolicy(enabled=False), now=1e9) == []
+
+
+def test_policy_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        RebalancePolicy(windows=0)

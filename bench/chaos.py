@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import sqlite3
 import threading
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import machine, write_json
+from bench.serving import CpuMeter
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.mqtt import Inbound, MqttLink
 from edgefleet.wire import Ack, Birth, OpDeploy, OpMigrate, TenantSpec, decode, decode_status
@@ -278,7 +280,10 @@ def _overload(quick: bool) -> dict[str, Any]:
         agent = psutil.Process(fleet.children["ov-a"].proc.pid)  # type: ignore[union-attr]
         capacity = asyncio.run(_closed(fleet.settings, fleet.prefix, "ov", feeds, 8, seconds / 2))
         rss_before = agent.memory_info().rss
+        cpu = CpuMeter({"agent": agent.pid, "client": os.getpid(),
+                        "broker": fleet.broker.pid if fleet.broker is not None else None})
         res = asyncio.run(_open(fleet.settings, fleet.prefix, "ov", feeds, 5 * capacity, seconds, 1.0))
+        cpu_percent = cpu.percent()  # where the two cores went while offered 5x
         rss_after = agent.memory_info().rss
     goodput = res["ok_within_deadline"] / seconds
     return {
@@ -288,6 +293,7 @@ def _overload(quick: bool) -> dict[str, Any]:
         "goodput_rps": goodput,
         "goodput_ratio": goodput / capacity if capacity else 0.0,
         "outcomes": res["outcomes"],
+        "cpu_percent_during_overload": cpu_percent,
         "agent_rss_mb_before": rss_before / 2**20,
         "agent_rss_mb_after": rss_after / 2**20,
     }

@@ -8,6 +8,7 @@ windows 0..n-1 per boot, and the coordinator's database must hold each of them o
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -165,3 +166,88 @@ def test_coordinator_away_loses_no_telemetry(stage: Stage) -> None:
     assert s.agent.outbox.confirmed >= produced - 1
     # confirmed windows leave the outbox: only the newest few, not yet confirmed, remain
     assert s.agent.state.outbox_rows() < 10
+
+
+def _hosts(fleet: object) -> dict[str, list[str]]:
+    """Which tenants each agent process says it hosts (its latest retained birth)."""
+    import msgspec
+
+    from edgefleet.localfleet import LocalFleet
+    from edgefleet.wire import Birth, decode_status
+
+    assert isinstance(fleet, LocalFleet)
+    births: dict[str, list[str]] = {}
+    done = threading.Event()
+    link = MqttLink(fleet.settings, client_id=f"hosts-{uuid.uuid4().hex[:6]}")
+
+    def on_status(msg: object) -> None:
+        from edgefleet.mqtt import Inbound
+
+        assert isinstance(msg, Inbound)
+        try:
+            status = decode_status(msg.payload)
+        except (msgspec.DecodeError, ValueError):
+            return
+        if isinstance(status, Birth):
+            births[status.device_id] = sorted(status.tenants)
+        if len(births) == len(fleet.agents):
+            done.set()
+
+    link.subscribe(fleet.topics.all_status, on_status, qos=1)
+    link.start()
+    done.wait(5)
+    link.stop()
+    return births
+
+
+def test_agent_and_coordinator_killed_mid_command_converge_with_no_tenant_twice(tmp_path: Path) -> None:
+    """SIGKILL an agent 0.1 s after a deploy was sent to it, and the coordinator 0.1 s into a migration:
+    after restarts the fleet runs every tenant exactly once, where the coordinator's database says."""
+    from edgefleet.localfleet import AgentPlan, LocalFleet
+    from edgefleet.wire import OpMigrate
+
+    plans = [AgentPlan("k-a", budget_mb=64, telemetry_period_s=0.5), AgentPlan("k-b", budget_mb=64,
+                                                                               telemetry_period_s=0.5)]
+    with LocalFleet(agents=plans, prefix="kill" + uuid.uuid4().hex[:6], workdir=tmp_path) as fleet:
+        fleet.deploy(TenantSpec(name="stay", model="vad", slo_ms=500))
+
+        def fire(op: object) -> threading.Thread:
+            def call() -> None:
+                with contextlib.suppress(Exception):  # the answer may never come: we kill its recipient
+                    fleet.call(op, timeout_s=3.0)  # type: ignore[arg-type]
+
+            t = threading.Thread(target=call)
+            t.start()
+            return t
+
+        from edgefleet.wire import OpDeploy
+
+        sent = fire(OpDeploy(tenant=TenantSpec(name="late", model="ocr-cls", slo_ms=500), device_id="k-b"))
+        time.sleep(0.1)
+        fleet.kill_agent("k-b")
+        time.sleep(1.0)
+        fleet.start_agent(plans[1])
+        sent.join(10)
+        wait_for(lambda: {t.name: t.state for t in fleet.status().tenants}.get("late") == "running", 60,
+                 "the deploy finished on the restarted agent")
+
+        moving = fire(OpMigrate(tenant="stay"))
+        time.sleep(0.1)
+        fleet.restart_coordinator(kill=True)
+        moving.join(10)
+
+        def converged() -> bool:
+            status = fleet.status()
+            if any(t.state != "running" for t in status.tenants):
+                return False
+            planned = {t.name: t.device_id for t in status.tenants}
+            hosts = _hosts(fleet)
+            where: dict[str, list[str]] = {}
+            for device, tenants in hosts.items():
+                for t in tenants:
+                    where.setdefault(t, []).append(device)
+            return where == {name: [device] for name, device in planned.items()}
+
+        wait_for(converged, 60, "every tenant running exactly once, where the database says")
+        assert {t.name for t in fleet.status().tenants} == {"stay", "late"}
+        assert all(c.alive for c in fleet.children.values())

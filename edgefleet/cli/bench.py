@@ -20,6 +20,7 @@ BENCHMARKS = {
     "memory": "bench.memory",
     "failover": "bench.failover",
     "chaos": "bench.chaos",
+    "perfmodel": "bench.perfmodel",
     "planning": "bench.planning",
     "placement": "bench.placement",
 }
@@ -43,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["zoo_model"] = args.model
     data = module.run(path, **kwargs)
     summary = {k: v for k, v in data.items()
-               if k not in ("machine", "models", "mixes", "policies", "loads", "trials", "faults")}
+               if k not in ("machine", "models", "mixes", "policies", "loads", "trials", "faults", "runs")}
     print(json.dumps(summary, indent=2, default=str))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0

@@ -87,6 +87,7 @@ def build_book(path: Path = CALIBRATION) -> PerfBook:
     data = read(path)
     d = derive(data)
     contention = float(data["cpu_contention"]["value"])
+    overhead = float(data.get("cpu_overhead_ms", {}).get("value", 0.0))
     scv = float(data["service_scv"]["value"])
     kinds: dict[str, KindSpec] = {}
     profiles: dict[tuple[str, str, str], Profile] = {}
@@ -94,7 +95,8 @@ def build_book(path: Path = CALIBRATION) -> PerfBook:
         if kind.startswith("_"):
             continue
         procs = {
-            name: Processor(p["kind"], int(p["servers"]), contention if p["kind"] == "cpu" else 0.0)
+            name: Processor(p["kind"], int(p["servers"]), contention if p["kind"] == "cpu" else 0.0,
+                            overhead if p["kind"] == "cpu" else 0.0)
             for name, p in spec["processors"].items()
         }
         kinds[kind] = KindSpec(kind, procs, dict(spec["runtimes"]))

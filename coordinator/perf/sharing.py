@@ -30,6 +30,7 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,9 +46,10 @@ class Processor:
     kind: str  # "cpu" | "gpu" | "tpu"
     servers: int = 1  # cpu: workers = cores used; gpu: requests in service at once; tpu: 1
     contention: float = 0.0  # cpu: fractional slowdown per other busy core
+    overhead_ms: float = 0.0  # cpu: CPU time per request outside the model (MQTT, decoding, replying)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS or self.servers < 1 or self.contention < 0.0:
+        if self.kind not in KINDS or self.servers < 1 or self.contention < 0.0 or self.overhead_ms < 0.0:
             raise ValueError(f"bad processor {self}")
 
 
@@ -78,6 +80,8 @@ def predict(proc: Processor, loads: Sequence[Load]) -> Outlook:
     if not loads:
         return Outlook(0.0, (), (), ())
     if proc.kind == "cpu":
+        if proc.overhead_ms > 0.0:  # the cores also spend this on every request: count it as work
+            loads = [dataclasses.replace(ld, service_ms=ld.service_ms + proc.overhead_ms) for ld in loads]
         return _cpu(proc, loads)
     if proc.kind == "gpu":
         return _gpu(proc, loads)

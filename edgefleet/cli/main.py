@@ -20,6 +20,7 @@ _AREAS = (
     "edgefleet.cli.demo",
     "edgefleet.cli.bench",
     "edgefleet.cli.security",
+    "edgefleet.cli.sim",
 )
 
 

@@ -7,6 +7,7 @@ Runs on its own thread (``ef-commands``) because loading a model takes long enou
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -18,6 +19,7 @@ from agent.state import AgentState, AppliedCommand
 from edgefleet.wire import Ack, Command, Deploy, TenantSpec, Undeploy, WireError, decode_command
 
 log = logging.getLogger(__name__)
+MAX_ID_CHARS = 128  # longest command id echoed back in a rejection
 
 
 class CommandRunner:
@@ -65,8 +67,8 @@ class CommandRunner:
             cmd = decode_command(payload)
         except WireError as exc:
             self.malformed += 1
-            log.warning("ignoring malformed command: %s", exc.message)
-            return None
+            log.warning("refusing malformed command: %s", exc.message)
+            return self._reject_unreadable(payload, exc)
         if cmd.device_id != self.device_id:
             ack = Ack(
                 command_id=cmd.command_id,
@@ -105,6 +107,27 @@ class CommandRunner:
             message=message,
             ts=time.time(),
         )
+        self._send_ack(ack)
+        return ack
+
+    def _reject_unreadable(self, payload: bytes, exc: WireError) -> Ack | None:
+        """A command that does not decode is answered "rejected" when its id and device can still be read
+        (so its sender stops resending it and learns why); otherwise nobody can be answered. Nothing is
+        recorded: the same id sent again, corrected, is applied."""
+        try:
+            raw = json.loads(payload)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(raw, dict):
+            return None
+        cid, device = raw.get("command_id"), raw.get("device_id")
+        if not (isinstance(cid, str) and 0 < len(cid) <= MAX_ID_CHARS and device == self.device_id):
+            return None
+        try:
+            ack = Ack(command_id=cid, device_id=self.device_id, ok=False, result="rejected", code=exc.code.value,
+                      message=exc.message[:MAX_ID_CHARS * 4], ts=time.time())
+        except (ValueError, TypeError):
+            return None
         self._send_ack(ack)
         return ack
 

@@ -1222,9 +1222,13 @@ def test_deploy_commands_naming_paths_or_tampered_models_load_nothing(
                                      tenant=TenantSpec(name="victim", model="ocr-cls", slo_ms=50.0)))
         assert (ack.ok, ack.result) == (False, "failed"), ack
         assert "sha256" in ack.message and "differs from the catalog" in ack.message
-        # commands are handled in order: the ones that named paths were refused as malformed, unanswered
+        # commands are handled in order: the ones that named paths were refused as malformed, and their
+        # senders told so ("rejected", bad_request) since their ids were readable; nothing was applied
         assert agent.commands.malformed - malformed == len(payloads)
-        assert not any(cid in watcher.acks for cid in refused_ids)
+        for cid in refused_ids:
+            wait_for(lambda cid=cid: cid in watcher.acks, 10, f"rejection of {cid}")
+            [rejection] = watcher.acks[cid]
+            assert (rejection.ok, rejection.result, rejection.code) == (False, "rejected", "bad_request")
         assert agent.host.tenants() == {} and agent.state.tenants() == []
         assert agent.link.handler_errors == 0 and agent.link.connects == connects and agent.link.connected
         # and the agent still deploys what is real

@@ -37,7 +37,7 @@ class CommandRunner:
         self._deploy = deploy
         self._undeploy = undeploy
         self._send_ack = send_ack
-        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[bytes, Command | None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="ef-commands", daemon=True)
         self.malformed = 0
 
@@ -48,27 +48,30 @@ class CommandRunner:
         self._queue.put(None)
         self._thread.join(10)
 
-    def submit(self, payload: bytes) -> None:
-        """Called on the MQTT thread: only enqueue."""
-        self._queue.put(payload)
+    def submit(self, payload: bytes, decoded: Command | None = None) -> None:
+        """Called on the MQTT thread: only enqueue (with the command when the caller decoded it)."""
+        self._queue.put((payload, decoded))
 
     def _loop(self) -> None:
         while True:
-            payload = self._queue.get()
-            if payload is None:
+            item = self._queue.get()
+            if item is None:
                 return
             try:
-                self.handle(payload)
+                self.handle(*item)
             except Exception:
                 log.exception("command handling failed")
 
-    def handle(self, payload: bytes) -> Ack | None:
-        try:
-            cmd = decode_command(payload)
-        except WireError as exc:
-            self.malformed += 1
-            log.warning("refusing malformed command: %s", exc.message)
-            return self._reject_unreadable(payload, exc)
+    def handle(self, payload: bytes, decoded: Command | None = None) -> Ack | None:
+        if decoded is not None:
+            cmd = decoded
+        else:
+            try:
+                cmd = decode_command(payload)
+            except WireError as exc:
+                self.malformed += 1
+                log.warning("refusing malformed command: %s", exc.message)
+                return self._reject_unreadable(payload, exc)
         if cmd.device_id != self.device_id:
             ack = Ack(
                 command_id=cmd.command_id,

@@ -258,7 +258,7 @@ class Agent:
             if inbound.device_id == self.device_id:
                 self.outbox.confirm(inbound.boot_id, inbound.seqs)
             return
-        self.commands.submit(msg.payload)
+        self.commands.submit(msg.payload, inbound)  # decoded once; None: the runner reports why
 
     def _send_ack(self, ack: Ack) -> None:
         self.outbox.put(self.topics.acks(self.device_id), encode(ack), kind="ack")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import machine, write_json
+from bench.harness import finish, machine, pyplot
 from bench.inproc import build_core, poisson_load
 from edgefleet.wire import TenantSpec
 
@@ -119,17 +119,11 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         else None,
         "goals": {"utility_gain_vs_best_fixed": 1.376, "min_slo_attainment_adaptive": 0.99},
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, _plot if plot else None)
 
 
 def _plot(data: dict[str, Any], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = list(data["models"])
     fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models), 7), squeeze=False)

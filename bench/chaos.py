@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import machine, write_json
-from bench.serving import CpuMeter
+from bench.harness import Apps, CpuMeter, finish, machine, pyplot
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.mqtt import Inbound, MqttLink
 from edgefleet.wire import Ack, Birth, OpDeploy, OpMigrate, TenantSpec, decode, decode_status
@@ -64,41 +63,6 @@ class Watch:
             if isinstance(status, Birth):
                 with self.lock:
                     self.births[status.device_id] = status
-
-
-class Callers:
-    """Closed-loop apps on several tenants; failures during outages are counted, not fatal."""
-
-    def __init__(self, fleet: LocalFleet, tenants: dict[str, str]) -> None:
-        self.fleet, self.tenants = fleet, tenants
-        self.ok = 0
-        self.failed = 0
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._app, args=(t, m)) for t, m in tenants.items()]
-
-    def _app(self, tenant: str, model: str) -> None:
-        from edgefleet.sdk import InferenceClient, InferenceError
-        from edgefleet.zoo import sample_inputs
-
-        feeds = dict(sample_inputs(model))
-        with InferenceClient(self.fleet.settings, prefix=self.fleet.prefix, connect_timeout_s=30) as client:
-            while not self.stop.is_set():
-                try:
-                    client.infer(tenant, feeds, timeout_s=0.5)
-                    self.ok += 1
-                except (InferenceError, ConnectionError):
-                    self.failed += 1
-                    time.sleep(0.05)
-
-    def __enter__(self) -> Callers:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
 
 
 def _wait(cond: Any, timeout_s: float) -> bool:
@@ -149,7 +113,8 @@ def _faults(quick: bool) -> dict[str, Any]:
         fleet.deploy(TenantSpec(name="cx-cls", model="ocr-cls", slo_ms=500.0))
         fleet.deploy(TenantSpec(name="cx-vad", model="vad", slo_ms=500.0))
         killed: set[str] = set()
-        with Callers(fleet, {"cx-cls": "ocr-cls", "cx-vad": "vad"}) as apps:
+        with Apps(fleet.settings, fleet.prefix, {"cx-cls": "ocr-cls", "cx-vad": "vad"},
+                  pause_after_failure_s=0.05) as apps:
             time.sleep(2.0)
             t0 = time.monotonic()
             fleet.restart_broker(kill=True, down_s=2.0)
@@ -318,17 +283,11 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "overload": overload,
         "machine": machine(),
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, _plot if plot else None)
 
 
 def _plot(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = ["telemetry_lost", "telemetry_duplicated", "commands_duplicated", "crashes"]

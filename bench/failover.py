@@ -17,13 +17,11 @@ back and forth, make-before-break, under the same load (goal 0).
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import machine, write_json
+from bench.harness import Apps, finish, machine, pyplot
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.wire import TenantSpec
 
@@ -31,56 +29,6 @@ KEEPALIVE_S = 5.0  # what LocalFleet gives its agents ([mqtt] keepalive_s)
 MODEL = "ocr-cls"
 CALLERS = 4
 TIMEOUT_S = 0.5  # the apps' patience per call (also the resolution of recovery_seconds)
-
-
-@dataclass
-class Calls:
-    """Every call's end time, outcome and answering device, from several caller threads."""
-
-    records: list[tuple[float, bool, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, at: float, ok: bool, device: str) -> None:
-        with self.lock:
-            self.records.append((at, ok, device))
-
-    def snapshot(self) -> list[tuple[float, bool, str]]:
-        with self.lock:
-            return list(self.records)
-
-
-class Load:
-    """``CALLERS`` closed-loop apps calling ``tenant`` until stopped."""
-
-    def __init__(self, fleet: LocalFleet, tenant: str) -> None:
-        from edgefleet.zoo import sample_inputs
-
-        self.fleet, self.tenant = fleet, tenant
-        self.feeds = dict(sample_inputs(MODEL))
-        self.calls = Calls()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._app, name=f"app-{i}") for i in range(CALLERS)]
-
-    def _app(self) -> None:
-        from edgefleet.sdk import InferenceClient, InferenceError
-
-        with InferenceClient(self.fleet.settings, prefix=self.fleet.prefix) as client:
-            while not self.stop.is_set():
-                try:
-                    result = client.infer_with_meta(self.tenant, self.feeds, timeout_s=TIMEOUT_S)
-                    self.calls.add(time.monotonic(), True, result.device or "?")
-                except InferenceError as exc:
-                    self.calls.add(time.monotonic(), False, exc.code.value)
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(TIMEOUT_S + 10)
 
 
 def _wait(cond: Any, timeout_s: float) -> bool:
@@ -99,14 +47,14 @@ def _fault(fleet: LocalFleet, kind: str, settle_s: float) -> dict[str, Any]:
     survivor = next(p.device_id for p in fleet.agents if p.device_id != source)
     child = fleet.children[source]
     assert child.proc is not None
-    with Load(fleet, name) as load:
-        _wait(lambda: sum(ok for _, ok, _ in load.calls.snapshot()) > 50, 30)
+    with Apps(fleet.settings, fleet.prefix, {name: MODEL}, callers=CALLERS, timeout_s=TIMEOUT_S) as load:
+        _wait(lambda: load.ok > 50, 30)
         t_fault = time.monotonic()
         child.proc.send_signal(signal.SIGKILL if kind == "crash" else signal.SIGSTOP)
         recovered = _wait(lambda: any(at > t_fault and ok and dev == survivor
-                                      for at, ok, dev in load.calls.snapshot()), 60)
+                                      for at, ok, dev in load.snapshot()), 60)
         time.sleep(settle_s)
-    records = load.calls.snapshot()
+    records = load.snapshot()
     first = min((at for at, ok, dev in records if at > t_fault and ok and dev == survivor), default=None)
     failed_after = [at for at, ok, _ in records if at > t_fault and not ok]
     # bring the failed device back and clear the stage for the next trial
@@ -135,8 +83,8 @@ def _planned(fleet: LocalFleet, moves: int) -> dict[str, Any]:
     t0 = time.monotonic()
     move_times: list[float] = []
     move_seconds: list[float] = []
-    with Load(fleet, name) as load:
-        _wait(lambda: len(load.calls.snapshot()) > 50, 30)
+    with Apps(fleet.settings, fleet.prefix, {name: MODEL}, callers=CALLERS, timeout_s=TIMEOUT_S) as load:
+        _wait(lambda: len(load.snapshot()) > 50, 30)
         here = first
         for _ in range(moves):
             target = next(d for d in devices if d != here)
@@ -147,7 +95,7 @@ def _planned(fleet: LocalFleet, moves: int) -> dict[str, Any]:
             if reply.ok:
                 here = target
             time.sleep(1.0)
-    records = load.calls.snapshot()
+    records = load.snapshot()
     fleet.undeploy(name)
     return {
         "moves": moves,
@@ -186,17 +134,11 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "trials": {"crash": crash, "hang": hang, "planned": planned},
         "machine": machine(),
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, _plot if plot else None)
 
 
 def _plot(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=False)
     for ax, key, title in zip(axes, ("crash", "hang", "planned"),

@@ -10,9 +10,9 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,25 +64,6 @@ def agent_toml(
     return localfleet.agent_toml(plan, port, state_dir, prefix=prefix, data_dir=data_dir)
 
 
-@dataclass
-class AgentProcess:
-    device_id: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 def spawn_agent(
     device_id: str,
     port: int,
@@ -91,7 +72,9 @@ def spawn_agent(
     prefix: str,
     models: Mapping[str, Path] | None = None,
     **toml_kw: Any,
-) -> AgentProcess:
+) -> localfleet.Child:
+    """One agent process outside a LocalFleet (benchmarks that need no coordinator), with extra local
+    models (``--model name=path``); ``stop()`` ends it."""
     state = workdir / device_id
     state.mkdir(parents=True, exist_ok=True)
     cfg = workdir / f"{device_id}.toml"
@@ -99,10 +82,104 @@ def spawn_agent(
     cmd = [sys.executable, "-m", "agent.main", "--config", str(cfg), "--log-level", "INFO"]
     for name, path in (models or {}).items():
         cmd += ["--model", f"{name}={path}"]
-    log_path = workdir / f"{device_id}.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return AgentProcess(device_id, proc, log_path)
+    child = localfleet.Child(device_id, cmd, workdir / f"{device_id}.log")
+    child.start(dict(os.environ))
+    return child
+
+
+class CpuMeter:
+    """CPU time (user + system) of named processes from construction to ``percent()`` (100 = one core)."""
+
+    def __init__(self, pids: Mapping[str, int | None]) -> None:
+        import psutil
+
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.start = {name: self._cpu(p) for name, p in self.procs.items()}
+        self.t0 = time.perf_counter()
+
+    @staticmethod
+    def _cpu(p: Any) -> float:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+
+    def percent(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        return {name: 100.0 * (self._cpu(p) - self.start[name]) / wall for name, p in self.procs.items()}
+
+
+class Apps:
+    """Closed-loop apps calling tenants through the SDK until the ``with`` block ends, one thread per
+    caller (``callers`` per tenant): every call's end time (monotonic), outcome and answering device (or
+    error code). Failures are expected (faults, outages) and recorded; after one a caller pauses
+    ``pause_after_failure_s`` before its next call."""
+
+    def __init__(self, settings: MqttSettings, prefix: str, tenants: Mapping[str, str], *, callers: int = 1,
+                 timeout_s: float = 0.5, pause_after_failure_s: float = 0.0) -> None:
+        self.settings, self.prefix, self.tenants = settings, prefix, dict(tenants)  # tenant -> zoo model
+        self.timeout_s, self.pause_s = timeout_s, pause_after_failure_s
+        self.records: list[tuple[float, bool, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._app, args=(t, m), name=f"app-{t}-{i}")
+                         for t, m in self.tenants.items() for i in range(callers)]
+
+    def _app(self, tenant: str, model: str) -> None:
+        from edgefleet.sdk import InferenceClient, InferenceError
+        from edgefleet.zoo import sample_inputs
+
+        feeds = dict(sample_inputs(model))
+        with InferenceClient(self.settings, prefix=self.prefix, connect_timeout_s=30) as client:
+            while not self._stop.is_set():
+                try:
+                    result = client.infer_with_meta(tenant, feeds, timeout_s=self.timeout_s)
+                    record = (time.monotonic(), True, result.device or "?")
+                except (InferenceError, ConnectionError) as exc:
+                    code = exc.code.value if isinstance(exc, InferenceError) else type(exc).__name__
+                    record = (time.monotonic(), False, code)
+                with self._lock:
+                    self.records.append(record)
+                if not record[1] and self.pause_s > 0:
+                    time.sleep(self.pause_s)
+
+    def snapshot(self) -> list[tuple[float, bool, str]]:
+        with self._lock:
+            return list(self.records)
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for _, ok, _ in self.snapshot() if ok)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for _, ok, _ in self.snapshot() if not ok)
+
+    def __enter__(self) -> Apps:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout_s + 10)
+
+
+def finish(json_path: Path, data: dict[str, Any], draw: Callable[[dict[str, Any], Path], None] | None) -> dict[str, Any]:
+    """Write the benchmark's JSON and, unless ``draw`` is None, its plot beside it (same name, .png)."""
+    write_json(json_path, data)
+    if draw is not None:
+        draw(data, json_path.with_suffix(".png"))
+    return data
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 class CommandClient:
@@ -214,13 +291,16 @@ def temp_workdir(prefix: str) -> Path:
 
 
 __all__ = [
-    "AgentProcess",
+    "Apps",
     "CommandClient",
+    "CpuMeter",
     "LoadResult",
     "PrivateBroker",
     "closed_loop",
+    "finish",
     "machine",
     "percentiles",
+    "pyplot",
     "spawn_agent",
     "temp_workdir",
     "write_json",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.memory import ArrivalPredictor, Candidate, VariantOption, lru_admit, plan_residency
-from bench.harness import machine, write_json
+from bench.harness import finish, machine, pyplot
 
 MB = 1024 * 1024
 
@@ -256,17 +256,11 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "fidelity_loss": pred["fidelity_loss"],
         "goals": {"warm_start_gain_vs_lru": 1.6, "resident_gain_vs_fp32": 2.0, "fidelity_loss_max": 0.01},
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, _plot if plot else None)
 
 
 def _plot(data: dict[str, Any], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pol = list(data["policies"])
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bench.harness import machine, write_json
+from bench.harness import finish, machine, pyplot
 from bench.inproc import Sample, build_core, poisson_load
 from edgefleet.wire import TenantSpec
 
@@ -122,17 +122,11 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "normalized_throughput_gain_4": mixes["4"]["normalized_throughput_gain"],
         "goal": {"normalized_throughput_gain": 1.6, "raw_runtime_reference": 1.69},
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, _plot if plot else None)
 
 
 def _plot(data: dict[str, Any], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(data["mixes"]), figsize=(11, 4))
     for ax, (key, mix) in zip(axes, data["mixes"].items(), strict=True):

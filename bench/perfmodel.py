@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import machine, write_json
+from bench.harness import finish, machine, pyplot
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.wire import TenantSpec
 
@@ -158,17 +158,11 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "runs": runs,
         "machine": machine(),
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, _plot if plot else None)
 
 
 def _plot(data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 6))
     xs = [r["measured_p95_ms"] for r in data["runs"]]

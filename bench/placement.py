@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import machine, write_json
+from bench.harness import finish, machine, pyplot
 from bench.planning import DEVICES, KINDS, MENU, SEED, TENANTS, Tenant, fleet, policy, stream
 from coordinator.fleet import FleetSnapshot
 from coordinator.perf import Load, PerfBook, Processor
@@ -227,17 +227,11 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "seconds": time.perf_counter() - t0,
         "goal": {"gain_vs_best_knapsack": 2.3},
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, _plot if plot else None)
 
 
 def _plot(data: dict[str, Any], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = list(data["policies"])

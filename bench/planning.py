@@ -15,13 +15,14 @@ the median of ``repeats`` runs; the goal is <= 1 s. ``--quick`` changes nothing:
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import machine, write_json
+from bench.harness import finish, machine, pyplot
 from coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts
 from coordinator.perf import PerfBook
 from coordinator.perf.calibration import build_book, read
@@ -112,17 +113,11 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True, repeats: int
         "us_per_decision": statistics.median(runs) / len(tenants) * 1e6,
         "goal": {"seconds": 1.0},
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(trace, data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, functools.partial(_plot, trace) if plot else None)
 
 
 def _plot(trace: list[float], data: dict[str, Any], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(range(1, len(trace) + 1), trace)

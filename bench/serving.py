@@ -20,13 +20,15 @@ import numpy as np
 
 from bench.harness import (
     CommandClient,
+    CpuMeter,
     PrivateBroker,
     closed_loop,
+    finish,
     machine,
     percentiles,
+    pyplot,
     spawn_agent,
     temp_workdir,
-    write_json,
 )
 from bench.mlp import build_mlp
 from edgefleet.mqtt import MqttSettings
@@ -64,26 +66,6 @@ def direct(
     all_lat = [x for xs in lat for x in xs]
     session.close()
     return {"direct_rps": len(all_lat) / elapsed, "direct_p50_ms": percentiles(all_lat)["p50_ms"]}
-
-
-class CpuMeter:
-    """CPU time (user + system) of named processes from construction to ``percent()``."""
-
-    def __init__(self, pids: dict[str, int | None]) -> None:
-        import psutil
-
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
-        self.start = {name: self._cpu(p) for name, p in self.procs.items()}
-        self.t0 = time.perf_counter()
-
-    @staticmethod
-    def _cpu(p: Any) -> float:
-        t = p.cpu_times()
-        return float(t.user + t.system)
-
-    def percent(self) -> dict[str, float]:
-        wall = time.perf_counter() - self.t0
-        return {name: 100.0 * (self._cpu(p) - self.start[name]) / wall for name, p in self.procs.items()}
 
 
 def run(
@@ -129,7 +111,7 @@ def run(
 
                             return await closed_loop(one, concurrency=c, duration_s=duration)
 
-                    cpu = CpuMeter({"agent": agent.proc.pid, "client": os.getpid(), "broker": broker.pid})
+                    cpu = CpuMeter({"agent": agent.proc.pid if agent.proc else None, "client": os.getpid(), "broker": broker.pid})
                     load = asyncio.run(drive())
                     cpu_percent = cpu.percent()
                     p = percentiles(load.latencies_s)
@@ -163,17 +145,11 @@ def run(
         },
         "models": results,
     }
-    write_json(json_path, data)
-    if plot:
-        _plot(data, json_path.with_suffix(".png"))
-    return data
+    return finish(json_path, data, _plot if plot else None)
 
 
 def _plot(data: dict[str, Any], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = list(data["models"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

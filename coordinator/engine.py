@@ -17,6 +17,7 @@ from coordinator.commands import Outbox
 from coordinator.fleet import FleetSnapshot
 from coordinator.models import ModelLookup
 from coordinator.placement import Placement
+from coordinator.placement.live import LivePredictedLatency
 from coordinator.rebalance import RebalancePolicy, Streak
 from coordinator.store import Store
 from coordinator.tenants import Settled, Tenants
@@ -24,7 +25,8 @@ from edgefleet.wire import Ack, Birth, Death, OpReply, Telemetry, TenantSpec
 
 log = logging.getLogger(__name__)
 
-SILENT = "silent for"  # prefix of the offline detail of a device declared dead by the liveness timer
+SILENT = "silent for"
+MOVES_KEPT = 100  # rebalancer decisions remembered for inspection  # prefix of the offline detail of a device declared dead by the liveness timer
 
 
 class Engine:
@@ -41,7 +43,7 @@ class Engine:
         self.duplicate_windows = 0
         self.rebalance = rebalance or RebalancePolicy()
         self.streaks: dict[str, Streak] = {}  # per tenant, in memory: a restarted coordinator starts afresh
-        self.rebalance_moves: list[tuple[float, str, str]] = []  # (clock, tenant, outcome), for status and tests
+        self.rebalance_moves: list[tuple[float, str, str]] = []  # the last MOVES_KEPT (clock, tenant, outcome)
 
     # -- what operators and the timer ask (see Tenants) ---------------------------------------------
     @property
@@ -148,6 +150,9 @@ class Engine:
             self.duplicate_windows += 1
             return
         device = self.store.device(t.device_id)
+        placement = self.tenants.placement
+        if isinstance(placement, LivePredictedLatency):  # learns from each window once, duplicates not
+            placement.observe(device.kind if device is not None else "", t)
         if device is None or device.boot_id != t.boot_id:
             return  # stored, but from a boot whose birth we have not seen (or an old one)
         self.store.record_window(t, now)
@@ -179,3 +184,4 @@ class Engine:
             log.warning("tenant %s missed its SLO in %d windows in a row: %s", name, self.rebalance.windows,
                         outcome)
             self.rebalance_moves.append((now, name, outcome))
+            del self.rebalance_moves[:-MOVES_KEPT]

@@ -273,9 +273,6 @@ class Coordinator:
                 self._same_device(window.device_id, device)
                 engine.telemetry(window)
                 self._stored.append((device, window.boot_id, window.seq))
-                if isinstance(self.placement, LivePredictedLatency):
-                    known = engine.store.device(device)
-                    self.placement.observe(known.kind if known is not None else "", window)
                 self.metrics.observe(window)
             elif channel == "acks" and parsed.kind is TopicKind.ACKS:
                 engine.ack(decode_ack(msg.payload), device)

@@ -19,7 +19,7 @@ from dataclasses import replace
 from coordinator.commands import Exhausted, Outbox
 from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
 from coordinator.models import ModelLookup, UnknownModel
-from coordinator.placement import Decision, NoFit, Placed, Placement
+from coordinator.placement import Decision, NoFit, Placed, Placement, RatedPlacement
 from coordinator.store import CommandRow, Store, TenantRow
 from edgefleet.wire import Ack, OpReply, TenantSpec
 
@@ -164,9 +164,8 @@ class Tenants:
         if self.store.tenant(spec.name) is not None:
             return OpReply(ok=False, code="conflict", message=f"tenant {spec.name} exists; plan under a new name")
         fleet = self.snapshot()
-        place_at = getattr(self.placement, "place_at", None)
-        decision = (place_at(spec, facts, fleet, rate_rps) if place_at is not None
-                    else self.placement.place(spec, facts, fleet))
+        decision = (self.placement.place_at(spec, facts, fleet, rate_rps)
+                    if isinstance(self.placement, RatedPlacement) else self.placement.place(spec, facts, fleet))
         if isinstance(decision, NoFit):
             return OpReply(ok=False, code="no_fit", message=f"{spec.name} would not fit: {decision.reason}")
         return OpReply(ok=True, device_id=decision.device_id,

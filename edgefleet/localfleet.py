@@ -16,11 +16,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from edgefleet.broker import PrivateBroker
 from edgefleet.mqtt import MqttSettings
@@ -35,6 +37,9 @@ from edgefleet.wire import (
     TenantSpec,
     Topics,
 )
+
+if TYPE_CHECKING:
+    from edgefleet.cli.opsclient import OpsClient
 
 MB = 1_000_000
 
@@ -165,6 +170,8 @@ class LocalFleet:
     children: dict[str, Child] = field(default_factory=dict, init=False)
     _own_workdir: bool = field(default=False, init=False)
     _passwords: dict[str, str] = field(default_factory=dict, init=False)
+    _ops: OpsClient | None = field(default=None, init=False)
+    _ops_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> None:
@@ -278,6 +285,9 @@ class LocalFleet:
 
     def stop(self) -> None:
         """Stop agents, then the coordinator, then the broker; only processes this fleet started."""
+        if self._ops is not None:
+            self._ops.close()
+            self._ops = None
         for child in self.children.values():
             child.stop()
         if self.coordinator is not None:
@@ -296,9 +306,14 @@ class LocalFleet:
 
     # -- operator calls ---------------------------------------------------------------------------
     def call(self, op: OpDeploy | OpUndeploy | OpStatus | OpMigrate | OpPlan, timeout_s: float | None = None) -> OpReply:
-        from edgefleet.cli.opsclient import call_ops
+        """One operator call on the fleet's operator connection (opened at the first call, kept)."""
+        from edgefleet.cli.opsclient import OpsClient
 
-        return call_ops(self.settings, self.topics, op, timeout=timeout_s or self.op_timeout_s + 5.0)
+        with self._ops_lock:
+            if self._ops is None:
+                self._ops = OpsClient(self.settings, self.topics)
+            ops = self._ops
+        return ops.call(op, timeout_s or self.op_timeout_s + 5.0)
 
     def deploy(self, spec: TenantSpec, device_id: str | None = None) -> OpReply:
         """Deploy through the coordinator; FleetError when it is refused or fails."""

@@ -14,12 +14,14 @@ from edgefleet.wire import Ack, Command, Topics, decode, decode_frame, encode, e
 from edgefleet.wire.tensors import Frame
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition",
+             interval: float = 0.01) -> None:
+    """Poll ``cond`` every ``interval`` seconds until it is true; AssertionError after ``timeout``."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():
             return
-        time.sleep(0.01)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -20,23 +20,19 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.service import Agent
+from bench.harness import Apps
 from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
 from edgefleet.broker import PrivateBroker
 from edgefleet.mqtt import MqttLink, MqttSettings
-from edgefleet.sdk import InferenceClient, InferenceError
 from edgefleet.wire import OpDeploy, TenantSpec, Topics, encode
-from edgefleet.zoo import sample_inputs
+from tests import fleetkit
 
 pytestmark = pytest.mark.broker
 
 
+
 def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    fleetkit.wait_for(cond, timeout, what, interval=0.05)  # each poll may be an operator call
 
 
 @dataclass
@@ -84,36 +80,6 @@ def stage(tmp_path: Path) -> Iterator[Stage]:
     broker.stop()
 
 
-class App:
-    """Calls a tenant in a loop; failures during an outage are expected and counted."""
-
-    def __init__(self, settings: MqttSettings, prefix: str, tenant: str, model: str) -> None:
-        self.ok = 0
-        self.failed = 0
-        self._stop = threading.Event()
-        self._args = (settings, prefix, tenant, dict(sample_inputs(model)))
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        settings, prefix, tenant, feeds = self._args
-        with InferenceClient(settings, prefix=prefix, connect_timeout_s=20) as client:
-            while not self._stop.is_set():
-                try:
-                    client.infer(tenant, feeds, timeout_s=0.5)
-                    self.ok += 1
-                except (InferenceError, ConnectionError):
-                    self.failed += 1
-                    time.sleep(0.05)
-
-    def __enter__(self) -> App:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 def _deploy_without_waiting(s: Stage, spec: TenantSpec) -> None:
     link = MqttLink(s.settings, client_id=f"op-{uuid.uuid4().hex[:6]}")
     link.start()
@@ -130,7 +96,7 @@ def test_broker_killed_mid_load_loses_no_telemetry_and_completes_the_command_in_
     s = stage
     assert s.coordinator.call(lambda e: e.deploy(TenantSpec(name="steady", model="ocr-cls", slo_ms=500))) is None
     wait_for(lambda: _tenant_state(s, "steady") == "running", 30, "first tenant running")
-    with App(s.settings, s.topics.prefix, "steady", "ocr-cls") as app:
+    with Apps(s.settings, s.topics.prefix, {"steady": "ocr-cls"}, pause_after_failure_s=0.05) as app:
         wait_for(lambda: app.ok > 20, 20, "calls before the fault")
         _deploy_without_waiting(s, TenantSpec(name="in-flight", model="vad", slo_ms=500))
         wait_for(lambda: _tenant_state(s, "in-flight") is not None, 10, "the deploy accepted")

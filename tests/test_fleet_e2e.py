@@ -18,17 +18,14 @@ from edgefleet.runtime import SessionOptions, get_runtime
 from edgefleet.sdk import InferenceClient, InferenceError, NoReply, UnknownTenant
 from edgefleet.wire import FleetStatus, TenantSpec, TenantView
 from edgefleet.zoo import model_path, sample_inputs
+from tests import fleetkit
 
 pytestmark = pytest.mark.broker
 
 
+
 def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    fleetkit.wait_for(cond, timeout, what, interval=0.2)  # each poll may be an operator call
 
 
 @pytest.fixture(scope="module")

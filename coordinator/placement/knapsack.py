@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from coordinator.fleet import FleetSnapshot, ModelFacts, mb
-from coordinator.placement.memory import rejection
+from coordinator.placement.memory import feasible
 from coordinator.placement.seam import Decision, NoFit, Placed
 from edgefleet.wire import TenantSpec
 
@@ -45,19 +45,11 @@ class _Knapsack:
     choose: Chooser = staticmethod(_first)
 
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
-        if not fleet.devices:
-            return NoFit("no devices known")
-        feasible, reasons = [], []
-        for d in fleet.devices:
-            why = rejection(d, model)
-            if why is None:
-                feasible.append(d)
-            else:
-                reasons.append(f"{d.device_id}: {why}")
-        if not feasible:
-            return NoFit("; ".join(reasons))
-        frees, budgets = [d.free_bytes for d in feasible], [d.memory_budget_bytes for d in feasible]
-        best = feasible[self.choose(frees, budgets, model.size_bytes)]
+        fits = feasible(fleet, model)
+        if isinstance(fits, NoFit):
+            return fits
+        frees, budgets = [d.free_bytes for d in fits], [d.memory_budget_bytes for d in fits]
+        best = fits[self.choose(frees, budgets, model.size_bytes)]
         after = best.free_bytes - model.size_bytes
         return Placed(
             best.device_id,

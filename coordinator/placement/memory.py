@@ -25,25 +25,31 @@ def rejection(device: DeviceSnapshot, model: ModelFacts) -> str | None:
     return None
 
 
+def feasible(fleet: FleetSnapshot, model: ModelFacts) -> list[DeviceSnapshot] | NoFit:
+    """The devices of ``fleet`` that can take ``model``, in id order, or why none can (per device)."""
+    if not fleet.devices:
+        return NoFit("no devices known")
+    fits: list[DeviceSnapshot] = []
+    reasons: list[str] = []
+    for device in fleet.devices:
+        why = rejection(device, model)
+        if why is None:
+            fits.append(device)
+        else:
+            reasons.append(f"{device.device_id}: {why}")
+    return fits if fits else NoFit("; ".join(reasons))
+
+
 class MostFreeMemory:
     """Place on the feasible device with the most free model memory."""
 
     name = "most-free-memory"
 
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
-        if not fleet.devices:
-            return NoFit("no devices known")
-        feasible: list[DeviceSnapshot] = []
-        reasons: list[str] = []
-        for device in fleet.devices:
-            why = rejection(device, model)
-            if why is None:
-                feasible.append(device)
-            else:
-                reasons.append(f"{device.device_id}: {why}")
-        if not feasible:
-            return NoFit("; ".join(reasons))
-        best = min(feasible, key=lambda d: (-d.free_bytes, len(d.tenants), d.device_id))
+        fits = feasible(fleet, model)
+        if isinstance(fits, NoFit):
+            return fits
+        best = min(fits, key=lambda d: (-d.free_bytes, len(d.tenants), d.device_id))
         after = best.free_bytes - model.size_bytes
         return Placed(
             device_id=best.device_id,

@@ -8,7 +8,7 @@ values (``NoFit``), never exceptions, so the caller handles them in the same bra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
 from edgefleet.wire import TenantSpec
@@ -33,3 +33,10 @@ class Placement(Protocol):
     """Chooses a device for one tenant. Must be pure: same inputs, same answer, no I/O."""
 
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision: ...
+
+
+@runtime_checkable
+class RatedPlacement(Placement, Protocol):
+    """A placement that can also answer for a tenant expected at a given request rate."""
+
+    def place_at(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot, rate_rps: float) -> Decision: ...

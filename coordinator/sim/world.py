@@ -19,7 +19,6 @@ from coordinator.config import CommandPolicy
 from coordinator.engine import Engine
 from coordinator.models import ModelLookup
 from coordinator.placement import Placement
-from coordinator.placement.live import LivePredictedLatency
 from coordinator.rebalance import RebalancePolicy
 from coordinator.sim.agents import SimAgent
 from coordinator.sim.clock import EventQueue
@@ -116,10 +115,7 @@ class World:
         self.queue.after(phase, publish)
 
     def _telemetry(self, window: Telemetry) -> None:
-        self.engine.telemetry(window)
-        if isinstance(self.placement, LivePredictedLatency):  # as the service feeds its learner
-            known = self.store.device(window.device_id)
-            self.placement.observe(known.kind if known is not None else "", window)
+        self.engine.telemetry(window)  # which also feeds a learning placement, as in the service
         for hook in self.window_hooks:
             hook(window)
 

@@ -161,11 +161,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
 def format_status(status: FleetStatus) -> str:
     """The two tables ``edgefleet status`` prints: devices, then tenants."""
     devices: list[tuple[str, ...]] = [("DEVICE", "ONLINE", "KIND", "RUNTIMES", "MODEL MEM MB", "TENANTS")]
@@ -183,6 +178,8 @@ def format_status(status: FleetStatus) -> str:
             f"{t.latency_p50_ms:.1f}/{t.latency_p95_ms:.1f}" if t.latency_p95_ms else "-", f"{t.slo_ms:g}", str(t.errors),
             (t.detail[:60] + "...") if len(t.detail) > 63 else t.detail,
         ))
-    parts = [_table(devices) if status.devices else "no devices",
-             _table(tenants) if status.tenants else "no tenants"]
+    from edgefleet.cli.table import format_table
+
+    parts = [format_table(devices) if status.devices else "no devices",
+             format_table(tenants) if status.tenants else "no tenants"]
     return "\n\n".join(parts)

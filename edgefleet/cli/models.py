@@ -66,9 +66,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             else:
                 cells.append(f"{_mib(v.size_bytes)} fid={v.fidelity:.3f}")
         rows.append((entry.name, entry.runtime, *cells, entry.source.license))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    from edgefleet.cli.table import format_table
+
+    print(format_table(rows))
     return 0
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgefleet.cli.table import format_table
+
 WINDOW_S = 10.0  # the live table's rates and percentiles cover this many recent seconds
 MAX_SAMPLES = 500_000  # the summary keeps at most this many latencies per tenant (bounded memory)
 
@@ -104,8 +106,7 @@ def render_table(rows: Sequence[LiveRow], *, elapsed_s: float, duration_s: float
         flag = "" if r.within_slo else "over SLO"
         lines.append((r.tenant, r.model, r.runtime, device, f"{r.rps:.1f}", _ms(r.p50_ms), _ms(r.p95_ms),
                       f"{r.slo_ms:.0f}", str(r.ok), str(r.failed), flag))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    body = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+    body = format_table(lines)
     title = (f"edgefleet demo — {elapsed_s:5.1f} s of {duration_s:g} s; rates and percentiles over the last "
              f"{WINDOW_S:g} s, measured by the apps (Ctrl-C ends early)")
     return f"{title}\n{body}"
@@ -137,8 +138,7 @@ def summarise(stats: Sequence[TenantStats], *, elapsed_s: float, devices: Mappin
             within += 1
         lines.append((s.name, s.model, s.device or "-", str(n), str(s.failed), f"{n / max(elapsed_s, 1e-9):.1f}",
                       _ms(p50), _ms(p95), f"{s.slo_ms:.0f}", "-" if share != share else f"{share:.1%}"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+    table = format_table(lines)
     errs: dict[str, int] = {}
     for s in stats:
         for code, count in s.errors.items():

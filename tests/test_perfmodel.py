@@ -4,6 +4,7 @@ calibration's derived numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -89,6 +90,36 @@ SHARING = [
         0.4 / 0.96 / 2,
         None,
     ),
+    # cpu, the agent's request path: one ONNX tenant (concurrency 2 = c, so nobody waits for the pool),
+    # λ = 0.1/ms, s = 1, path g = 2 ms -> ρ_g = 0.2, Wg = λ·g²/(2·(1 - ρ_g)) = 0.4/1.6 = 0.25; other
+    # processes 3 ms per request -> X = ρ_g + 0.3 = 0.5 cores aside; no other worker busy, k = 0.5, so
+    # f = max(1, 1.5/2) = 1; own M/D/2 wait C(2, 0.1)·s/(2 - 0.1)/2 with C = 0.0047619;
+    # utilisation (0.1 + 0.5)/2 = 0.3; mean 1 + 0.0047619/1.9/2 + 0.25
+    (
+        "cpu request path",
+        Processor("cpu", 2, 0.0, path_ms=2.0, background_ms=3.0),
+        [Load("a", 100.0, 1.0, scv=0.0, concurrency=2)],
+        0.3,
+        1.0 + 0.004761904761904762 / 1.9 / 2 + 0.25,
+    ),
+    # cpu, cores time-shared: one LiteRT tenant, λ = 0.1/ms, s = 1, other processes 15 ms per request
+    # -> X = 1.5 cores aside, k = 1.5 others busy, f = max(1, 2.5/2) = 1.25; own M/D/1 at ρ = 0.125:
+    # Wq = 0.125·1.25/(1 - 0.125)/2 = 0.0892857; utilisation (0.125 + 1.5)/2 = 0.8125
+    (
+        "cpu time-shared",
+        Processor("cpu", 2, 0.0, background_ms=15.0),
+        [Load("a", 100.0, 1.0, scv=0.0)],
+        0.8125,
+        1.25 + 0.125 * 1.25 / 0.875 / 2,
+    ),
+    # the path's cost grows with the request: 1 ms + 2 ms/MB at 0.5 MB = 2 ms, the same as above
+    (
+        "cpu path per MB",
+        Processor("cpu", 2, 0.0, path_ms=1.0, path_ms_per_mb=2.0, background_ms=3.0),
+        [Load("a", 100.0, 1.0, scv=0.0, concurrency=2, request_mb=0.5)],
+        0.3,
+        1.0 + 0.004761904761904762 / 1.9 / 2 + 0.25,
+    ),
     # gpu, one tenant, 4 slots: ρ = 0.2; shares with min(N, 3): mean s·(1 + 0.2 + 0.04 + 0.008) = 12.48;
     # all slots taken with 0.2^4 = 0.0016, then waits θ = s·(1+Cs²)/(1-ρ) = 12.5: + 0.02 -> 12.5
     ("gpu alone", Processor("gpu", 4), [Load("a", 20.0, 10.0, scv=0.0, concurrency=4)], 0.2, 12.5),
@@ -126,6 +157,15 @@ def test_unstable_and_monotone() -> None:
     # two tenants at 120 req/s · 10 ms = 2.4 workers' worth on 2 workers: unstable
     out = predict(cpu, [Load("a", 120.0, 10.0, concurrency=2), Load("b", 120.0, 10.0, concurrency=2)])
     assert out.utilisation >= 1.0 and math.isinf(out.p95_ms[0])
+    # the request path alone: 600 req/s x 2 ms of serial work = 1.2 > 1, unstable however many cores
+    out = predict(Processor("cpu", 8, path_ms=2.0), [Load("a", 600.0, 0.1, concurrency=8)])
+    assert out.utilisation >= 1.0 and math.isinf(out.mean_ms[0])
+    # a woken worker waits for a core when every core is taken: the slice only adds latency
+    sliced = Processor("cpu", 2, background_ms=10.0, slice_ms=4.0)
+    base = dataclasses.replace(sliced, slice_ms=0.0)
+    ld = [Load("a", 50.0, 5.0)]
+    assert predict(sliced, ld).utilisation == predict(base, ld).utilisation
+    assert predict(sliced, ld).mean_ms[0] > predict(base, ld).mean_ms[0]
     # the same model shares the TPU's parameters: no reload between tenants of one group
     same = predict(
         Processor("tpu"),

@@ -40,6 +40,7 @@ class Profile:
     runtime: str  # the runtime that serves this variant on this kind (so: which processor)
     scv: float = 0.04  # squared coefficient of variation of the service time
     switch_ms: float = 0.0  # tpu: parameter reload when the previous request was another model
+    request_mb: float = 0.0  # one request's payload, MB (the agent's request path grows with it)
 
 
 def _frozen(m: Mapping[ProfileKey, Profile]) -> Mapping[ProfileKey, Profile]:
@@ -77,5 +78,6 @@ class PerfBook:
         name, proc = where
         conc = 1 if prof.runtime in SINGLE_FLIGHT_RUNTIMES else proc.servers
         return name, Load(
-            tenant, rate_rps, prof.curve.at(1), slo_ms, prof.scv, conc, prof.switch_ms, f"{model}:{variant}"
+            tenant, rate_rps, prof.curve.at(1), slo_ms, prof.scv, conc, prof.switch_ms, f"{model}:{variant}",
+            prof.request_mb,
         )

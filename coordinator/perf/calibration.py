@@ -10,6 +10,9 @@ public or assumed):
   applied to the x86 curve (a' = t0 + r·a, c' = r·c); parameter reload = int8 parameter bytes / USB
   transfer rate.
 - GPU: Arm curve times the GPU/CPU ratio of the nearest model in the OpenCV Zoo Jetson Nano table.
+- The agent's request path (its Python work per request outside the model, a single server under the
+  interpreter lock): measured here on x86 as a fixed part plus a part per MB of request; on every CPU
+  processor of an Arm kind the same times the Arm factor. Only CPU processors model it.
 """
 
 from __future__ import annotations
@@ -82,28 +85,34 @@ def _scaled(rule: str, model: str, base: ServiceCurve, d: dict[str, Any]) -> tup
     raise ValueError(f"unknown speed rule {rule!r}")
 
 
+def _processor(p: dict[str, Any], contention: float, path_ms: float, path_per_mb: float,
+               d: dict[str, Any]) -> Processor:
+    if p["kind"] != "cpu":
+        return Processor(p["kind"], int(p["servers"]))
+    scale = 1.0 if p["speed"] == "reference" else float(d["arm_factor"])
+    return Processor("cpu", int(p["servers"]), contention, path_ms * scale, path_per_mb * scale)
+
+
 def build_book(path: Path = CALIBRATION) -> PerfBook:
     """The book for every kind in the calibration file and every model whose runtime the kind has."""
     data = read(path)
     d = derive(data)
     contention = float(data["cpu_contention"]["value"])
-    overhead = float(data.get("cpu_overhead_ms", {}).get("value", 0.0))
+    req = data.get("cpu_request_path", {})
+    path_ms, path_per_mb = float(req.get("ms", 0.0)), float(req.get("ms_per_mb", 0.0))
     scv = float(data["service_scv"]["value"])
     kinds: dict[str, KindSpec] = {}
     profiles: dict[tuple[str, str, str], Profile] = {}
     for kind, spec in data["kinds"].items():
         if kind.startswith("_"):
             continue
-        procs = {
-            name: Processor(p["kind"], int(p["servers"]), contention if p["kind"] == "cpu" else 0.0,
-                            overhead if p["kind"] == "cpu" else 0.0)
-            for name, p in spec["processors"].items()
-        }
+        procs = {name: _processor(p, contention, path_ms, path_per_mb, d) for name, p in spec["processors"].items()}
         kinds[kind] = KindSpec(kind, procs, dict(spec["runtimes"]))
         for model, entry in data["models"].items():
             if model.startswith("_") or entry["runtime"] not in spec["runtimes"]:
                 continue
             rule = spec["processors"][spec["runtimes"][entry["runtime"]]]["speed"]
             curve, switch = _scaled(rule, model, x86_curve(entry), d)
-            profiles[(model, VARIANT, kind)] = Profile(curve, entry["runtime"], scv, switch)
+            mb = float(entry.get("request_bytes", 0)) / 1e6
+            profiles[(model, VARIANT, kind)] = Profile(curve, entry["runtime"], scv, switch, mb)
     return PerfBook(kinds, profiles)

@@ -15,6 +15,19 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
   tenant whose concurrency m < c, or any tenant when nobody waits for the pool, also queues behind its
   own requests (M/G/m of its own, utilisation ρ): a request finds them running with probability ρ and
   then waits for them, else for the pool, so W = W_own + (1 - ρ)·W_pool, P(W > 0) = P_own + (1 - ρ)·P_pool.
+  The agent's own work per request outside the model (reading the MQTT packet, decoding, encoding and
+  publishing the reply: ``path_ms`` + ``path_ms_per_mb`` x the request's size) runs in Python under one
+  interpreter lock, so it is a single server of its own, utilisation ρ_g = Σλ·g: a request's worker
+  waits for it once, an M/G/1 wait (Pollaczek–Khinchine, P(W > 0) = ρ_g) combined with the pool's
+  (means add, P(W > 0) = 1 - (1 - P)(1 - ρ_g)); it is not in the tenants' service time. That work,
+  and the CPU other processes spend per request on the same cores (``background_ms`` +
+  ``background_ms_per_mb`` x size: a broker or an app on the box), keep X cores busy on average
+  besides the workers: they count among the others busy for the contention, and when the workers and
+  X together exceed the cores the workers are time-shared, so f = (1 + contention·min(k, c-1)) ·
+  max(1, (k + 1)/c) for k others busy (workers and X); the cores are full when B + X >= c. A worker
+  woken for a request finds every core taken with probability u^c (u = (B + X)/c, cores taken
+  independently) and then waits for the operating system to give it one, an exponential wait of mean
+  ``slice_ms`` (the scheduler's time slice); this wait joins the others like the path's.
 - ``gpu``: processor sharing among the requests in service (time-slicing kernels of concurrent
   sessions), at most w = ``servers`` at once. The others present on arrival N follow the M/M/1 law
   P(N >= n) = ρ^n; a job of size s shares with min(N, w-1) of them, so it takes s·(1 + min(N, w-1)):
@@ -30,7 +43,6 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,11 +58,25 @@ class Processor:
     kind: str  # "cpu" | "gpu" | "tpu"
     servers: int = 1  # cpu: workers = cores used; gpu: requests in service at once; tpu: 1
     contention: float = 0.0  # cpu: fractional slowdown per other busy core
-    overhead_ms: float = 0.0  # cpu: CPU time per request outside the model (MQTT, decoding, replying)
+    path_ms: float = 0.0  # cpu: the agent's serial (interpreter-lock) work per request outside the model
+    path_ms_per_mb: float = 0.0  # cpu: ... and per MB of request payload
+    background_ms: float = 0.0  # cpu: CPU per request spent by other processes on these cores
+    background_ms_per_mb: float = 0.0  # cpu: ... and per MB of request payload
+    slice_ms: float = 0.0  # cpu: mean wait of a woken worker for a core when every core is taken
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS or self.servers < 1 or self.contention < 0.0 or self.overhead_ms < 0.0:
+        costs = (self.contention, self.path_ms, self.path_ms_per_mb, self.background_ms, self.background_ms_per_mb,
+                 self.slice_ms)
+        if self.kind not in KINDS or self.servers < 1 or min(costs) < 0.0:
             raise ValueError(f"bad processor {self}")
+
+    def path_of(self, load: Load) -> float:
+        """ms of the agent's serial request path one request of ``load`` costs."""
+        return self.path_ms + self.path_ms_per_mb * load.request_mb
+
+    def background_of(self, load: Load) -> float:
+        """ms of other processes' CPU one request of ``load`` costs on these cores."""
+        return self.background_ms + self.background_ms_per_mb * load.request_mb
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +91,7 @@ class Load:
     concurrency: int = 1  # requests of this tenant that may run at once (LiteRT 1, ONNX the workers)
     switch_ms: float = 0.0  # tpu: parameter reload when the previous request was another model
     group: str = ""  # tpu: tenants of one group share the model's parameters (no reload between them)
+    request_mb: float = 0.0  # size of one request's payload in MB (10^6 bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +107,6 @@ def predict(proc: Processor, loads: Sequence[Load]) -> Outlook:
     if not loads:
         return Outlook(0.0, (), (), ())
     if proc.kind == "cpu":
-        if proc.overhead_ms > 0.0:  # the cores also spend this on every request: count it as work
-            loads = [dataclasses.replace(ld, service_ms=ld.service_ms + proc.overhead_ms) for ld in loads]
         return _cpu(proc, loads)
     if proc.kind == "gpu":
         return _gpu(proc, loads)
@@ -112,32 +137,44 @@ def _others_busy(c: int, offered: float) -> tuple[float, float]:
 def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
     c, kappa = proc.servers, proc.contention
     demand = total = m2 = own = own2 = 0.0  # Σλs, Σλ, Σλs²(1+Cs²), Σλ²s, Σ(λs)²/m
+    path = path2 = extra = 0.0  # Σλg, Σλg², Σλ·background (g: serial path ms per request)
     slots = 0
     for ld in loads:
-        r, s = ld.rate_rps / 1000.0, ld.service_ms
+        r, s, g = ld.rate_rps / 1000.0, ld.service_ms, proc.path_of(ld)
         demand += r * s
         total += r
         m2 += r * s * s * (1.0 + ld.scv)
         own += r * r * s
         own2 += (r * s) ** 2 / min(ld.concurrency, c)
         slots += min(ld.concurrency, c)
+        path += r * g
+        path2 += r * g * g
+        extra += r * proc.background_of(ld)
+    if path >= 1.0:
+        return _unstable(path, len(loads))
+    aside = path + extra  # cores kept busy outside the workers, on average
     pooled = slots > c  # else every request in service has a worker: nobody waits for the pool
     busy, slow, spread = demand, 1.0, 0.0
     for _ in range(CONTENTION_ROUNDS):
-        if busy >= c:
-            return _unstable(busy / c, len(loads))
+        if busy + aside >= c:
+            return _unstable((busy + aside) / c, len(loads))
         if pooled:
             mean, var = _others_busy(c, busy)
         else:  # the other tenants' busy workers, each tenant busy independently
             mean, var = slow * (demand - own / total), max(0.0, busy - slow * slow * own2)
-        slow = 1.0 + kappa * mean
+        others = mean + aside
+        slow = (1.0 + kappa * min(others, c - 1.0)) * max(1.0, (others + 1.0) / c)
         spread = kappa * kappa * var / (slow * slow)  # squared CV of the slowdown
         busy = demand * slow
-    if busy >= c:
-        return _unstable(busy / c, len(loads))
+    if busy + aside >= c:
+        return _unstable((busy + aside) / c, len(loads))
     es = busy / total
     es2 = m2 * slow * slow * (1.0 + spread) / total
     p_pool, w_pool = mgc_wait(c, total, es, es2 / (es * es) - 1.0) if pooled else (0.0, 0.0)
+    w_path = path2 / (2.0 * (1.0 - path))  # Pollaczek–Khinchine, M/G/1 of the serial request path
+    p_core = ((busy + aside) / c) ** c if proc.slice_ms > 0.0 else 0.0  # every core taken when a worker wakes
+    p_aside = 1.0 - (1.0 - path) * (1.0 - p_core)
+    w_aside = w_path + p_core * proc.slice_ms
     means: list[float] = []
     p95s: list[float] = []
     for ld in loads:
@@ -150,9 +187,10 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
             rho = ld.rate_rps / 1000.0 * s / m
             p_own, w_own = mgc_wait(m, ld.rate_rps / 1000.0, s, scv)
             p, w = p_own + (1.0 - rho) * p_pool, w_own + (1.0 - rho) * w_pool
+        p, w = 1.0 - (1.0 - min(p, 1.0)) * (1.0 - p_aside), w + w_aside
         means.append(s + w)
         p95s.append(latency_p95(s, service_p95(s, scv), p, w))
-    return Outlook(busy / c, tuple(means), tuple(p95s), tuple(ld.service_ms * slow for ld in loads))
+    return Outlook((busy + aside) / c, tuple(means), tuple(p95s), tuple(ld.service_ms * slow for ld in loads))
 
 
 def _gpu(proc: Processor, loads: Sequence[Load]) -> Outlook:

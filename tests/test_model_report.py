@@ -19,14 +19,23 @@ import pytest
 from coordinator import Coordinator
 from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
 from coordinator.placement.live import LivePredictedLatency
+from edgefleet.cli.fleet import format_status
 from edgefleet.cli.opsclient import call_ops
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
-from edgefleet.wire import Birth, ModelReport, OpDeploy, OpStatus, TenantSpec, Topics
+from edgefleet.wire import (
+    Birth,
+    FleetStatus,
+    ModelReport,
+    OpDeploy,
+    OpStatus,
+    TenantModelError,
+    TenantSpec,
+    TenantView,
+    Topics,
+)
 from edgefleet.wire.codec import decode_model_report
 from tests.fleetkit import wait_for
 from tests.test_coordinator_broker import FakeAgent, cli, device_known, make_config
-
-pytestmark = pytest.mark.broker
 
 # One x86 kind with one worker and no contention, where ocr-rec fp32 takes exactly 10 ms every time
 # (Cs² = 0): the model's p95 is then a one-line calculation.
@@ -81,6 +90,7 @@ def fleet(tmp_path: Path, mqtt_settings: MqttSettings, prefix: str) -> Iterator[
     coordinator.stop()
 
 
+@pytest.mark.broker
 def test_the_retained_model_report_carries_the_errors_the_arithmetic_says(
     fleet: tuple[Coordinator, list[FakeAgent]], mqtt_settings: MqttSettings, topics: Topics, prefix: str
 ) -> None:
@@ -158,6 +168,7 @@ def test_the_retained_model_report_carries_the_errors_the_arithmetic_says(
         early.link.stop()
 
 
+@pytest.mark.broker
 def test_a_coordinator_without_the_model_publishes_no_report(
     tmp_path: Path, mqtt_settings: MqttSettings, topics: Topics, prefix: str
 ) -> None:
@@ -173,3 +184,20 @@ def test_a_coordinator_without_the_model_publishes_no_report(
     finally:
         reports.link.stop()
         coordinator.stop()
+
+
+def test_status_table_shows_the_model_columns_only_with_a_report() -> None:
+    views = [TenantView(name=n, model="vad", variant="fp32", slo_ms=50, state="running", device_id="d1",
+                        latency_p95_ms=12.0) for n in ("new", "old")]
+    entry = TenantModelError(tenant="old", device_id="d1", device_kind="x86-cpu", model="vad", variant="fp32",
+                             predicted_p95_ms=11.04, observed_p95_ms=12.0, arrival_rps=5.0, ape_ratio=0.08,
+                             bias_ratio=-0.08, windows=3)
+    plain = format_status(FleetStatus(devices=[], tenants=views, ts=0.0))
+    assert "PRED P95" not in plain and "performance model" not in plain
+    text = format_status(FleetStatus(devices=[], tenants=views, ts=0.0,
+                                     model=ModelReport(tenants=[entry], mean_ape_ratio=0.08)))
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith(("new", "old"))}
+    # "old" was scored: predicted 11.0 ms, error 8 % and optimistic by 8 %; "new" not yet: dashes
+    assert rows["old"][-3:] == ["11.0", "8%", "(-8%)"] and rows["new"][-2:] == ["-", "-"]
+    assert text.endswith("performance model: mean p95 error 8% over 1 tenant (EWMA of |predicted - measured| / "
+                         "measured; bias < 0: optimistic)")

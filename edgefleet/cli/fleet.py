@@ -185,9 +185,9 @@ def format_status(status: FleetStatus) -> str:
     parts = [format_table(devices) if status.devices else "no devices",
              format_table(tenants) if status.tenants else "no tenants"]
     if status.model is not None and status.model.mean_ape_ratio is not None:
-        parts.append(f"performance model: mean p95 error {status.model.mean_ape_ratio:.0%} "
-                     f"over {len(status.model.tenants)} tenants (error: EWMA |predicted - measured| / measured; "
-                     "bias < 0: optimistic)")
+        n = len(status.model.tenants)
+        parts.append(f"performance model: mean p95 error {status.model.mean_ape_ratio:.0%} over {n} "
+                     f"tenant{'' if n == 1 else 's'} (EWMA of |predicted - measured| / measured; bias < 0: optimistic)")
     return "\n\n".join(parts)
 
 

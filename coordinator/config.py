@@ -56,6 +56,9 @@ class CoordinatorConfig:
     metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
     placement: str = "most-free-memory"  # or "predicted-latency": the performance model, learnt online
     rebalance: RebalancePolicy = field(default_factory=RebalancePolicy)
+    # [model] report_period_s: the model's error report (predicted-latency placement) is published on
+    # {prefix}/v1/coordinator/model, retained, at most once per this many seconds and only when it changed; 0: off
+    model_report_period_s: float = 10.0
 
     @property
     def topics(self) -> Topics:
@@ -73,7 +76,8 @@ _COORDINATOR_FIELDS = {
     "placement",
 }
 _COMMAND_FIELDS = {"ack_timeout_s", "max_attempts", "backoff_s", "backoff_max_s"}
-_TABLES = {"prefix", "coordinator", "commands", "mqtt", "rebalance"}
+_TABLES = {"prefix", "coordinator", "commands", "mqtt", "rebalance", "model"}
+_MODEL_FIELDS = {"report_period_s"}
 _REBALANCE_FIELDS = {"enabled", "windows", "ratio", "cooldown_s"}
 
 
@@ -112,6 +116,7 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
         db_path = Path(source).parent / db_path  # relative to the config file, not the working directory
     k = Section(source, "commands", data.get("commands"), _COMMAND_FIELDS)
     r = Section(source, "rebalance", data.get("rebalance"), _REBALANCE_FIELDS)
+    m = Section(source, "model", data.get("model"), _MODEL_FIELDS)
     ack_timeout_s = k.num("ack_timeout_s", 5.0, lo=0, lo_open=True, hi=3600.0)
     max_attempts = k.int("max_attempts", 5, lo=1, hi=1000)
     backoff_s = k.num("backoff_s", 1.0, lo=0, hi=3600.0)
@@ -138,6 +143,7 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
             ratio=r.num("ratio", 1.0, lo=0, lo_open=True, hi=100.0),
             cooldown_s=r.num("cooldown_s", 60.0, lo=0, hi=86_400.0),
         ),
+        model_report_period_s=m.num("report_period_s", 10.0, lo=0, hi=86_400.0),
     )
 
 

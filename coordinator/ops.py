@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coordinator.engine import Engine
+from coordinator.placement.live import LivePredictedLatency
 from edgefleet.wire import (
     DeviceView,
     FleetStatus,
+    ModelReport,
     OpDeploy,
     OpMigrate,
     OpPlan,
@@ -46,7 +48,7 @@ def usable_response_topic(topic: str | None) -> bool:
 
 
 def fleet_status(engine: Engine) -> FleetStatus:
-    """What ``edgefleet status`` shows, from the database."""
+    """What ``edgefleet status`` shows, from the database, with the performance model's report."""
     store = engine.store
     tenants = store.tenants()
     assigned: dict[str, list[str]] = {}
@@ -71,7 +73,17 @@ def fleet_status(engine: Engine) -> FleetStatus:
         )
         for t in tenants
     ]
-    return FleetStatus(devices=devices, tenants=views, ts=engine.clock())
+    now = engine.clock()
+    return FleetStatus(devices=devices, tenants=views, ts=now, model=model_report(engine, now))
+
+
+def model_report(engine: Engine, now: float) -> ModelReport | None:
+    """The performance model's error on the tenants the coordinator manages: what it publishes on
+    ``{prefix}/v1/coordinator/model`` and what ``op.status`` carries. None when placement has no model."""
+    placement = engine.tenants.placement
+    if not isinstance(placement, LivePredictedLatency):
+        return None
+    return placement.report(now, {t.name for t in engine.store.tenants()})
 
 
 class OpsDesk:

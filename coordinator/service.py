@@ -2,8 +2,9 @@
 
 paho's network thread only enqueues what arrives. The worker takes one message at a time, applies it
 in a database transaction, then runs the timer duties (send due commands, declare silent devices dead,
-answer operator calls whose time ran out). ``queue.get(timeout=...)`` is the timer, so nothing needs a
-lock. Every message is handled defensively: a malformed payload is logged and counted, never fatal.
+answer operator calls whose time ran out, publish the performance model's report when it is due).
+``queue.get(timeout=...)`` is the timer, so nothing needs a lock. Every message is handled
+defensively: a malformed payload is logged and counted, never fatal.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from coordinator.commands import Outbox
 from coordinator.config import CoordinatorConfig
 from coordinator.engine import Engine
 from coordinator.models import ModelLookup, ZooModels
-from coordinator.ops import OpsDesk, fleet_status
+from coordinator.ops import OpsDesk, fleet_status, model_report
+from coordinator.perf.report import ReportSchedule
 from coordinator.placement import MostFreeMemory, Placement
 from coordinator.placement.live import LivePredictedLatency
 from coordinator.store import Store
@@ -82,6 +84,7 @@ class Coordinator:
         self._metrics_server: MetricsServer | None = None
         self._gauges_at = 0.0
         self._stored: list[tuple[str, str, int]] = []  # (device, boot, seq) held by the open transaction
+        self._reports = ReportSchedule(config.model_report_period_s)  # the model's retained error report
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -245,7 +248,18 @@ class Coordinator:
         if self.link.connected:
             online = {d.device_id for d in engine.store.devices() if d.online}
             engine.send_due(online)
+            self._publish_model_report(engine)
         desk.expire()
+
+    def _publish_model_report(self, engine: Engine) -> None:
+        """The performance model's error per tenant, retained, when due (see coordinator.perf.report)."""
+        now = self.clock()
+        if not self._reports.ready(now):
+            return
+        report = model_report(engine, now)
+        if report is not None and self._reports.due(report, now):
+            self._publish(self.topics.model(), encode(report), retain=True)
+            self._reports = self._reports.published(report, now)
 
     def _dispatch(self, engine: Engine, desk: OpsDesk, channel: str, msg: Inbound) -> None:
         c = self.counters
@@ -288,8 +302,8 @@ class Coordinator:
             raise WireError(ErrorCode.BAD_REQUEST, f"payload is from {in_payload!r}, topic names {in_topic!r}")
 
     # -- publishing (worker thread) ----------------------------------------------------------------
-    def _publish(self, topic: str, payload: bytes) -> None:
-        self.link.publish(topic, payload, qos=1)
+    def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.link.publish(topic, payload, qos=1, retain=retain)
 
     def _reply(self, topic: str, corr: bytes | None, reply: OpReply) -> None:
         self.link.publish(topic, encode(reply), qos=1, correlation_data=corr)

@@ -71,6 +71,8 @@ def build(topics: Topics, parsed: ParsedTopic) -> str:
     }
     if parsed.kind is TopicKind.OPS:
         return topics.ops()
+    if parsed.kind is TopicKind.MODEL:
+        return topics.model()
     return builders[parsed.kind](parsed.name)
 
 

@@ -17,6 +17,13 @@ def test_example_file_loads() -> None:
     assert cfg.prefix == "ef"
     assert cfg.commands == CommandPolicy(ack_timeout_s=5.0, max_attempts=5, backoff_s=1.0, backoff_max_s=30.0)
     assert cfg.topics.ops() == "ef/v1/coordinator/ops"
+    assert cfg.model_report_period_s == 10.0
+
+
+def test_model_report_period() -> None:
+    assert config_from_dict({}).model_report_period_s == 10.0  # the default
+    assert config_from_dict({"model": {"report_period_s": 0}}).model_report_period_s == 0.0  # off
+    assert config_from_dict({"model": {"report_period_s": 2.5}}).model_report_period_s == 2.5
 
 
 def test_defaults_and_relative_db(tmp_path: Path) -> None:
@@ -52,6 +59,9 @@ def test_prefix_in_either_place() -> None:
         ({"prefix": "a/+/b"}, "prefix: invalid topic prefix"),
         ({"prefix": 3}, "prefix must be a non-empty string, got 3"),
         ({"agent": {}}, "unknown table(s) or key(s): agent"),
+        ({"model": {"report_period_s": -1}}, "[model] report_period_s must be >= 0, got -1"),
+        ({"model": {"report_period_s": "often"}}, "[model] report_period_s must be a number"),
+        ({"model": {"period_s": 5}}, "[model] unknown field(s): period_s"),
     ],
 )
 def test_errors_name_the_field(data: dict[str, Any], message: str) -> None:

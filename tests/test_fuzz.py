@@ -58,6 +58,8 @@ from edgefleet.wire import (
     DeviceWindow,
     ErrorCode,
     ErrorFrame,
+    FleetStatus,
+    ModelReport,
     OpDeploy,
     OpMigrate,
     OpPlan,
@@ -68,6 +70,7 @@ from edgefleet.wire import (
     ResultFrame,
     Telemetry,
     TelemetryAck,
+    TenantModelError,
     TenantSpec,
     TenantWindow,
     Topics,
@@ -75,6 +78,7 @@ from edgefleet.wire import (
     WireError,
     decode_command,
     decode_frame,
+    decode_model_report,
     decode_op,
     decode_status,
     decode_to_device,
@@ -142,10 +146,18 @@ CONTROL: dict[str, list[bytes]] = {
         encode(TelemetryAck(device_id=DEVICE, boot_id="old-boot", seqs=[1, 2, 3])),
     ],
 }
-REPLIES = [encode(OpReply(ok=False, code="conflict", message="m", device_id="d"))]
-ALL_CONTROL = [p for ps in CONTROL.values() for p in ps] + REPLIES
+# What the coordinator publishes for operators: the model report (retained) and op.status carrying it.
+_REPORT = ModelReport(tenants=[TenantModelError(tenant="fz-t", device_id=FUZZ_DEVICE, device_kind="x86-cpu",
+                                                model="vad", variant="fp32", predicted_p95_ms=2.5,
+                                                observed_p95_ms=3.0, arrival_rps=20.0, ape_ratio=0.17,
+                                                bias_ratio=-0.17, windows=4)],
+                      mean_ape_ratio=0.17, ts=1.0)
+REPORTS = [encode(_REPORT), encode(ModelReport(tenants=[], ts=2.0))]
+REPLIES = [encode(OpReply(ok=False, code="conflict", message="m", device_id="d")),
+           encode(OpReply(ok=True, status=FleetStatus(devices=[], tenants=[], ts=1.0, model=_REPORT)))]
+ALL_CONTROL = [p for ps in CONTROL.values() for p in ps] + REPLIES + REPORTS
 TAGS = ["birth", "death", "telemetry", "deploy", "undeploy", "telemetry.ack", "ack", "op.deploy",
-        "op.undeploy", "op.status", "op.migrate", "op.plan", "op.reply", "op.nuke", "", "DEPLOY"]
+        "op.undeploy", "op.status", "op.migrate", "op.plan", "op.reply", "model.report", "op.nuke", "", "DEPLOY"]
 _DEEP = "\x00deep\x00"  # placeholder replaced by deeply nested JSON after serialising
 
 
@@ -422,7 +434,8 @@ def fuzz_frame(rng: random.Random) -> bytes:
 HYPOTHESIS = settings(max_examples=300, deadline=None, database=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CONTROL_DECODERS: list[Callable[[bytes], object]] = [decode_status, decode_telemetry, decode_to_device,
-                                                     decode_command, decode_ack, decode_op, decode_reply]
+                                                     decode_command, decode_ack, decode_op, decode_reply,
+                                                     decode_model_report]
 
 
 INT64 = range(-(2**63), 2**63)

@@ -10,10 +10,21 @@ import random
 
 import pytest
 
-from coordinator.perf import ErrorBook, Load, Processor, RlsEstimator, ServiceCurve, fit_profile, predict
+from coordinator.perf import (
+    ErrorBook,
+    Load,
+    Processor,
+    RlsEstimator,
+    Scored,
+    ServiceCurve,
+    fit_profile,
+    predict,
+)
 from coordinator.perf.calibration import build_book, derive, read
 from coordinator.perf.queueing import erlang_c, latency_p95, mg1_wait, mgc_wait, service_p95, wait_p95
-from edgefleet.wire import TenantWindow
+from coordinator.perf.report import ReportSchedule, model_report
+from edgefleet.wire import TenantWindow, encode
+from edgefleet.wire.codec import decode_model_report
 
 ERLANG_C = [
     # c = 1: C(1, A) = A (M/M/1 waits with probability ρ)
@@ -232,17 +243,93 @@ def test_estimator_deflates_colocated_measurements_and_ignores_empty_windows() -
     assert est.p11 + est.p22 <= est.trace_cap * (1 + 1e-9)
 
 
-def test_error_book_ewma() -> None:
-    book = ErrorBook(alpha=0.5)
-    # window 1: predicted 12, observed 10: rel = +0.2 -> ape 0.2, bias 0.2
-    book = book.record("t", 12.0, 10.0)
-    # window 2: predicted 8, observed 10: rel = -0.2
-    #   -> ape 0.5·0.2 + 0.5·0.2 = 0.2, bias 0.5·0.2 - 0.5·0.2 = 0
-    book = book.record("t", 8.0, 10.0)
-    assert book.stats["t"].ape == pytest.approx(0.2) and book.stats["t"].bias == pytest.approx(0.0)
-    assert book.record("t", 5.0, 0.0) is book  # no completions, no p95: skipped
-    assert book.mean_ape() == pytest.approx(0.2)
-    assert math.isnan(book.forget("t").mean_ape())
+ERROR_BOOK = [
+    # (case, alpha, windows as (predicted p95, observed p95), ape, bias, windows counted)
+    # one window: predicted 12, observed 10: rel = (12-10)/10 = +0.2 -> ape 0.2, bias 0.2
+    ("one pessimistic window", 0.5, [(12.0, 10.0)], 0.2, 0.2, 1),
+    # then predicted 8, observed 10: rel = -0.2 -> ape 0.5·0.2 + 0.5·0.2 = 0.2, bias 0.5·0.2 - 0.5·0.2 = 0
+    ("errors of both signs", 0.5, [(12.0, 10.0), (8.0, 10.0)], 0.2, 0.0, 2),
+    # 10 vs 8: rel = +0.25; 10 vs 12.5: rel = -0.2 -> ape 0.8·0.25 + 0.2·0.2 = 0.24,
+    # bias 0.8·0.25 - 0.2·0.2 = 0.16
+    ("default alpha", 0.2, [(10.0, 8.0), (10.0, 12.5)], 0.24, 0.16, 2),
+    # no completions (observed 0) and an unstable prediction (inf) are skipped: only 15 vs 10 counts
+    ("unusable windows skipped", 0.2, [(5.0, 0.0), (math.inf, 10.0), (15.0, 10.0)], 0.5, 0.5, 1),
+]
+
+
+@pytest.mark.parametrize(("case", "alpha", "windows", "ape", "bias", "n"), ERROR_BOOK,
+                         ids=[e[0] for e in ERROR_BOOK])
+def test_error_book_ewma(case: str, alpha: float, windows: list[tuple[float, float]], ape: float, bias: float,
+                         n: int) -> None:
+    book = ErrorBook(alpha=alpha).record_all(
+        ("t", Scored(pred, obs, rate_rps=float(i + 1), device="d1")) for i, (pred, obs) in enumerate(windows)
+    )
+    stat = book.stats["t"]
+    assert (stat.ape, stat.bias, stat.windows) == (pytest.approx(ape), pytest.approx(bias), n)
+    usable = [(i, p, o) for i, (p, o) in enumerate(windows) if o > 0 and math.isfinite(p)]
+    i, pred, obs = usable[-1]  # the last usable window is the one kept, with the rate it was for
+    assert (stat.last.predicted_ms, stat.last.observed_ms, stat.last.rate_rps) == (pred, obs, i + 1)
+
+
+def test_error_book_is_frozen_and_forgets() -> None:
+    book = ErrorBook().record("a", Scored(12.0, 10.0)).record("b", Scored(10.0, 10.0))
+    assert book.record("a", Scored(5.0, 0.0)) is book  # no completions, no p95: the same book
+    # mean APE over tenants: (0.2 + 0) / 2
+    assert book.mean_ape() == pytest.approx(0.1)
+    assert book.forget("a").mean_ape() == pytest.approx(0.0) and "a" in book.stats  # the old book is unchanged
+    assert math.isnan(book.forget("a").forget("b").mean_ape())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        book.stats["a"].last.predicted_ms = 1.0  # type: ignore[misc]
+
+
+def _report_book() -> ErrorBook:
+    # b: 10 vs 8 (rel +0.25) then 10 vs 12.5 (rel -0.2): ape 0.24, bias 0.16 (the "default alpha" row)
+    # a: 9 vs 10: rel -0.1 -> ape 0.1, bias -0.1 (optimistic)
+    return ErrorBook().record_all([
+        ("b", Scored(10.0, 8.0, 2.0, "d2", "x86-cpu", "vad", "fp32")),
+        ("b", Scored(10.0, 12.5, 3.0, "d2", "x86-cpu", "vad", "fp32")),
+        ("a", Scored(9.0, 10.0, 20.0, "d1", "coral-tpu", "face-detect", "int8")),
+    ])
+
+
+def test_model_report_lists_each_tenant_by_name_with_its_last_window() -> None:
+    report = model_report(_report_book(), 100.0)
+    assert [t.tenant for t in report.tenants] == ["a", "b"]
+    a, b = report.tenants
+    assert (a.device_id, a.device_kind, a.model, a.variant, a.windows) == ("d1", "coral-tpu", "face-detect", "int8", 1)
+    assert (a.predicted_p95_ms, a.observed_p95_ms, a.arrival_rps) == (9.0, 10.0, 20.0)
+    assert (a.ape_ratio, a.bias_ratio) == (pytest.approx(0.1), pytest.approx(-0.1))
+    assert (b.predicted_p95_ms, b.observed_p95_ms, b.arrival_rps, b.windows) == (10.0, 12.5, 3.0, 2)
+    # mean APE (0.1 + 0.24) / 2 = 0.17; only "b": 0.24; nobody: None (not NaN, which JSON cannot carry)
+    assert report.mean_ape_ratio == pytest.approx(0.17) and report.ts == 100.0
+    only_b = model_report(_report_book(), 100.0, only={"b", "gone"})
+    assert [t.tenant for t in only_b.tenants] == ["b"] and only_b.mean_ape_ratio == pytest.approx(0.24)
+    empty = model_report(ErrorBook(), 5.0)
+    assert (empty.tenants, empty.mean_ape_ratio) == ([], None)
+    assert decode_model_report(encode(report)) == report
+
+
+SCHEDULE = [
+    # (case, period s, last published at, with the same content?, now, publish?)
+    ("never published", 10.0, None, False, 0.0, True),
+    ("period not over", 10.0, 100.0, False, 109.9, False),
+    ("period over, changed", 10.0, 100.0, False, 110.0, True),
+    ("period over, unchanged", 10.0, 100.0, True, 500.0, False),
+    ("clock went back", 10.0, 100.0, False, 50.0, True),
+    ("disabled", 0.0, None, False, 1e9, False),
+]
+
+
+@pytest.mark.parametrize(("case", "period", "at", "same", "now", "publish"), SCHEDULE, ids=[c[0] for c in SCHEDULE])
+def test_report_schedule(case: str, period: float, at: float | None, same: bool, now: float, publish: bool) -> None:
+    report = model_report(_report_book(), now)  # built now: only its time differs from the same one
+    schedule = ReportSchedule(period)
+    if at is not None:
+        sent = model_report(_report_book() if same else _report_book().forget("a"), at)
+        schedule = schedule.published(sent, at)
+    assert schedule.due(report, now) is publish
+    after = schedule.published(report, now)
+    assert after.due(model_report(_report_book(), now + 3 * max(period, 1.0)), now + 3 * max(period, 1.0)) is False
 
 
 def test_calibration_derivations() -> None:
@@ -350,6 +437,11 @@ def test_learner_follows_telemetry_and_records_its_error() -> None:
     assert learnt is not None and learnt.curve.at(1) == pytest.approx(48.6, rel=0.03)
     before = book.profile("ocr-rec", "fp32", "x86-cpu")
     assert before is not None and before.curve.at(1) == pytest.approx(24.3)  # the old book is unchanged
-    assert learner.errors.stats["t"].windows == 40
+    stat = learner.errors.stats["t"]
+    assert stat.windows == 40
+    # the last window scored is kept with what the prediction was for: device, kind, model, rate
+    assert (stat.last.device, stat.last.kind, stat.last.model, stat.last.variant, stat.last.rate_rps) == (
+        "d1", "x86-cpu", "ocr-rec", "fp32", 5.0)
+    assert stat.last.observed_ms == 80.0 and stat.last.predicted_ms > 0
     # late windows: predicted p95 near the measured 80 ms once the curve has moved (first ones were far off)
     assert learner.errors.stats["t"].ape < 0.5

@@ -152,6 +152,8 @@ ACL_TABLE = [
     ("coordinator", R, T.infer("cam-a"), False),
     ("coordinator", W, T.infer("cam-a"), False),
     ("coordinator", W, T.ops(), False),
+    ("coordinator", W, T.model(), True),  # its retained model report
+    ("coordinator", R, T.model(), False),
     # operator: the ops topic and the reply topics its random client ids use
     ("operator", W, T.ops(), True),
     ("operator", R, T.replies("efops-0123"), True),
@@ -159,6 +161,11 @@ ACL_TABLE = [
     ("operator", W, T.commands("edge-01"), False),
     ("operator", W, T.infer("cam-a"), False),
     ("operator", R, T.telemetry("edge-01"), False),
+    ("operator", R, T.model(), True),  # the model report names every tenant's device: the operator only
+    ("operator", W, T.model(), False),
+    ("edge-01", W, T.model(), False),
+    ("edge-01", R, T.model(), False),
+    ("shop", R, T.model(), False),
     # apps: granted tenants only, own reply topic only
     ("shop", W, T.infer("cam-a"), True),
     ("shop", W, T.infer("cam-b"), True),
@@ -203,6 +210,7 @@ def test_acl_file_text() -> None:
         "topic write p/v1/devices/+/commands",
         "topic read p/v1/coordinator/ops",
         "topic write p/v1/clients/+/replies",
+        "topic write p/v1/coordinator/model",
         "user d1",
         "topic read p/v1/devices/d1/commands",
         "topic write p/v1/devices/d1/status",
@@ -569,6 +577,8 @@ BROKER_CASES = [
          "coordinator", "coordinator/ops", True, "operator", "coordinator/ops"),
     Case("coordinator-answers-operator", "coordinator", "clients/efops-1234/replies", True,
          "operator", "clients/+/replies", True, "edge-01", "clients/efops-1234/replies"),
+    Case("coordinator-reports-model-to-operator", "coordinator", "coordinator/model", True,
+         "operator", "coordinator/model", True, "coordinator", "coordinator/model"),
     # a device publishing as another device, or as the coordinator
     Case("device-forges-telemetry", "edge-01", "devices/edge-02/telemetry", False,
          "coordinator", "devices/+/telemetry", False, "edge-01", "devices/edge-01/telemetry"),
@@ -582,6 +592,8 @@ BROKER_CASES = [
          "edge-01", "devices/edge-01/commands", False, "coordinator", "devices/edge-01/commands"),
     Case("device-calls-ops", "edge-01", "coordinator/ops", False,
          "coordinator", "coordinator/ops", False, "operator", "coordinator/ops"),
+    Case("device-forges-model-report", "edge-01", "coordinator/model", False,
+         "operator", "coordinator/model", False, "coordinator", "coordinator/model"),
     # an app beyond its grant
     Case("app-calls-tenant-not-granted", "other", "tenants/cam-a/infer", False,
          "edge-01", "$share/ef-cam-a/{r}/tenants/cam-a/infer", False, "shop", "tenants/cam-a/infer"),
@@ -604,6 +616,8 @@ BROKER_CASES = [
          "edge-02", "{r}/#", False, "coordinator", "devices/edge-02/commands"),
     Case("coordinator-reads-inference-requests", "shop", "tenants/cam-a/infer", True,
          "coordinator", "tenants/+/infer", False, "edge-01", "devices/edge-01/telemetry"),
+    Case("app-reads-model-report", "coordinator", "coordinator/model", True,
+         "shop", "coordinator/model", False, "edge-01", "clients/shop/replies"),
 ]
 
 

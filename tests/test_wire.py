@@ -28,6 +28,8 @@ from edgefleet.wire import (
     DeviceWindow,
     ErrorCode,
     ErrorFrame,
+    FleetStatus,
+    ModelReport,
     OpDeploy,
     OpReply,
     OpStatus,
@@ -36,6 +38,7 @@ from edgefleet.wire import (
     RequestFrame,
     ResultFrame,
     Telemetry,
+    TenantModelError,
     TenantSpec,
     TenantWindow,
     TopicKind,
@@ -52,7 +55,14 @@ from edgefleet.wire import (
     encode_request,
     encode_result,
 )
-from edgefleet.wire.codec import MAX_CONTROL_BYTES, decode_ack, decode_telemetry, decode_to_device
+from edgefleet.wire.codec import (
+    MAX_CONTROL_BYTES,
+    decode_ack,
+    decode_model_report,
+    decode_reply,
+    decode_telemetry,
+    decode_to_device,
+)
 from edgefleet.wire.names import NAME_RE
 from edgefleet.wire.tensors import DTYPES, MAGIC, MAX_HEADER_BYTES
 
@@ -265,6 +275,81 @@ def test_op_round_trip(msg: OpDeploy | OpUndeploy | OpStatus) -> None:
     assert decode_op(encode(msg)) == msg
 
 
+model_errors = st.builds(
+    TenantModelError,
+    tenant=names,
+    device_id=names,
+    device_kind=st.sampled_from(["x86-cpu", "arm-cpu", "jetson-gpu", "coral-tpu", ""]),
+    model=names,
+    variant=st.sampled_from(["fp32", "fp16", "int8"]),
+    predicted_p95_ms=nonneg,
+    observed_p95_ms=st.floats(min_value=1e-6, max_value=1e9),
+    arrival_rps=nonneg,
+    ape_ratio=st.floats(min_value=0.0, max_value=1e6),
+    bias_ratio=st.floats(min_value=-1.0, max_value=1e6),
+    windows=st.integers(1, 2**53),
+)
+
+
+@st.composite
+def model_reports(draw: st.DrawFn) -> ModelReport:
+    entries = draw(st.lists(model_errors, max_size=4, unique_by=lambda e: e.tenant))
+    mean = sum(e.ape_ratio for e in entries) / len(entries) if entries else None
+    return ModelReport(tenants=entries, mean_ape_ratio=mean, ts=draw(nonneg))
+
+
+@SETTINGS
+@given(model_reports())
+def test_model_report_round_trip(report: ModelReport) -> None:
+    data = encode(report)
+    assert json.loads(data)["type"] == "model.report" and json.loads(data)["v"] == 1
+    assert decode_model_report(data) == report
+    # op.status carries the same report in its FleetStatus
+    reply = OpReply(ok=True, status=FleetStatus(devices=[], tenants=[], ts=report.ts, model=report))
+    assert decode_reply(encode(reply)) == reply
+
+
+_ENTRY = {"tenant": "t", "device_id": "d", "device_kind": "x86-cpu", "model": "m", "variant": "fp32",
+          "predicted_p95_ms": 10.0, "observed_p95_ms": 8.0, "arrival_rps": 2.0, "ape_ratio": 0.25,
+          "bias_ratio": 0.25, "windows": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"windows": 0}, "windows must be >= 1"),
+        ({"observed_p95_ms": 0.0}, "observed_p95_ms > 0"),
+        ({"ape_ratio": -0.1}, "ape_ratio must be >= 0"),
+        ({"predicted_p95_ms": 1e999}, "Number out of range"),  # JSON 1e999 would be inf
+        ({"variant": "fp64"}, "variant must be one of"),
+        ({"tenant": "Bad/Name"}, "invalid tenant name"),
+        ({"device_id": "a b"}, "invalid device id"),
+        ({"windows": "1"}, "Expected `int`"),
+    ],
+)
+def test_malformed_model_reports_are_wire_errors(change: dict[str, Any], why: str) -> None:
+    doc = {"type": "model.report", "v": 1, "tenants": [{**_ENTRY, **change}], "mean_ape_ratio": 0.25, "ts": 1.0}
+    payload = json.dumps(doc).replace("Infinity", "1e999").encode()
+    with pytest.raises(WireError) as info:
+        decode_model_report(payload)
+    assert info.value.code is BAD and why in info.value.message
+
+
+def test_model_report_refuses_a_tenant_twice_a_negative_mean_and_other_versions() -> None:
+    twice = {"type": "model.report", "v": 1, "tenants": [_ENTRY, _ENTRY], "ts": 1.0}
+    with pytest.raises(WireError, match="appears twice"):
+        decode_model_report(json.dumps(twice).encode())
+    with pytest.raises(WireError, match="mean_ape_ratio"):
+        decode_model_report(b'{"type":"model.report","v":1,"tenants":[],"mean_ape_ratio":-1}')
+    with pytest.raises(WireError) as info:
+        decode_model_report(b'{"type":"model.report","v":2,"tenants":[]}')
+    assert info.value.code is ErrorCode.UNSUPPORTED_VERSION
+    with pytest.raises(ValueError, match="must be finite"):  # the coordinator cannot build one with inf
+        TenantModelError(**{**_ENTRY, "predicted_p95_ms": float("inf")})
+    # defaults: no mean when nobody was scored, time 0
+    assert decode_model_report(b'{"type":"model.report","v":1,"tenants":[]}') == ModelReport(tenants=[])
+
+
 @SETTINGS
 @given(tenant_specs)
 def test_tenant_spec_round_trip(spec: TenantSpec) -> None:
@@ -284,7 +369,8 @@ def test_other_versions_are_refused(cmd: Deploy, version: int) -> None:
 
 
 # -- fuzz: nothing but WireError ----------------------------------------------------------------------
-DECODERS: list[Callable[[bytes], object]] = [decode_frame, decode_command, decode_status, decode_op]
+DECODERS: list[Callable[[bytes], object]] = [decode_frame, decode_command, decode_status, decode_op,
+                                              decode_model_report]
 CONTROL_DECODERS = DECODERS[1:]
 
 
@@ -600,6 +686,7 @@ def test_topics_round_trip(name: str, client: str) -> None:
     assert t.parse(t.acks(name)) == ParsedTopic(TopicKind.ACKS, name)
     assert t.parse(t.replies(client)) == ParsedTopic(TopicKind.REPLIES, client)
     assert t.parse(t.ops()) == ParsedTopic(TopicKind.OPS, "")
+    assert t.parse(t.model()) == ParsedTopic(TopicKind.MODEL, "") and t.model() == "ef/v1/coordinator/model"
     assert t.infer_shared(name) == f"$share/ef-{name}/ef/v1/tenants/{name}/infer"
 
 
@@ -617,6 +704,8 @@ def test_topics_round_trip(name: str, client: str) -> None:
         "ef/v1/devices/d/reboot",
         "ef/v1/clients/a b/replies",
         "ef/v1/coordinator/ops/x",
+        "ef/v1/coordinator/model/x",
+        "ef/v1/coordinator/models",
         "ef/v1/tenants//infer",
     ],
 )
@@ -668,6 +757,7 @@ def test_protocol_json_examples_decode() -> None:
         "telemetry.ack": decode_to_device,
         "op.status": decode_op,
         "op.reply": lambda b: decode(b, OpReply),
+        "model.report": decode_model_report,
     }
     seen = set()
     for block in blocks:

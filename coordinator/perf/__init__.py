@@ -5,7 +5,7 @@ their mean and p95 latencies? — and the coordinator feeds it telemetry and rec
 """
 
 from coordinator.perf.book import KindSpec, PerfBook, Profile, ProfileKey
-from coordinator.perf.errors import ErrorBook, ErrorStat
+from coordinator.perf.errors import ErrorBook, ErrorStat, Scored
 from coordinator.perf.learner import Learner
 from coordinator.perf.service import RlsEstimator, ServiceCurve, fit_profile
 from coordinator.perf.sharing import Load, Outlook, Processor, predict
@@ -22,6 +22,7 @@ __all__ = [
     "Profile",
     "ProfileKey",
     "RlsEstimator",
+    "Scored",
     "ServiceCurve",
     "fit_profile",
     "predict",

@@ -5,7 +5,9 @@ window, the p95 it predicted for the tenant's device and load against the p95 th
 publishes the error. Two exponentially weighted moving averages per tenant (weight ``alpha`` on the
 newest window): the absolute percentage error |pred - obs| / obs, and the signed ratio error
 (pred - obs) / obs whose sign says whether the model is optimistic (< 0, dangerous: SLOs will be missed)
-or pessimistic (> 0, wasteful). Windows with no completions carry no p95 and are skipped.
+or pessimistic (> 0, wasteful). Windows with no completions carry no p95 and are skipped. Each tenant's
+last scored window (``Scored``: where it ran, at which rate, predicted against observed) is kept with
+its averages, so the report the coordinator publishes (``coordinator.perf.report``) can show both.
 """
 
 from __future__ import annotations
@@ -17,10 +19,24 @@ from types import MappingProxyType
 
 
 @dataclass(frozen=True, slots=True)
+class Scored:
+    """One window the model was scored on: what it predicted, what the agent measured, and for what."""
+
+    predicted_ms: float  # predicted p95
+    observed_ms: float  # measured p95
+    rate_rps: float = 0.0  # the arrival rate the prediction was made for
+    device: str = ""  # the device that served the window
+    kind: str = ""  # the book's device kind the prediction used
+    model: str = ""
+    variant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorStat:
     ape: float  # EWMA of |pred - obs| / obs
     bias: float  # EWMA of (pred - obs) / obs
     windows: int
+    last: Scored  # the latest window scored
 
 
 @dataclass(frozen=True)
@@ -28,25 +44,27 @@ class ErrorBook:
     alpha: float = 0.2
     stats: Mapping[str, ErrorStat] = field(default_factory=lambda: MappingProxyType({}))
 
-    def record(self, tenant: str, predicted_ms: float, observed_ms: float) -> ErrorBook:
-        """The book after one window of ``tenant``; unchanged when either figure is unusable."""
-        if not (observed_ms > 0.0 and math.isfinite(observed_ms) and math.isfinite(predicted_ms)):
+    def record(self, tenant: str, scored: Scored) -> ErrorBook:
+        """The book after one window of ``tenant``; unchanged when either p95 is unusable."""
+        obs, pred = scored.observed_ms, scored.predicted_ms
+        if not (obs > 0.0 and math.isfinite(obs) and math.isfinite(pred)):
             return self
-        rel = (predicted_ms - observed_ms) / observed_ms
+        rel = (pred - obs) / obs
         old = self.stats.get(tenant)
         if old is None:
-            new = ErrorStat(abs(rel), rel, 1)
+            new = ErrorStat(abs(rel), rel, 1, scored)
         else:
             a = self.alpha
-            new = ErrorStat((1 - a) * old.ape + a * abs(rel), (1 - a) * old.bias + a * rel, old.windows + 1)
+            new = ErrorStat((1 - a) * old.ape + a * abs(rel), (1 - a) * old.bias + a * rel, old.windows + 1,
+                            scored)
         stats = dict(self.stats)
         stats[tenant] = new
         return ErrorBook(self.alpha, MappingProxyType(stats))
 
-    def record_all(self, pairs: Iterable[tuple[str, float, float]]) -> ErrorBook:
+    def record_all(self, windows: Iterable[tuple[str, Scored]]) -> ErrorBook:
         book = self
-        for tenant, pred, obs in pairs:
-            book = book.record(tenant, pred, obs)
+        for tenant, scored in windows:
+            book = book.record(tenant, scored)
         return book
 
     def forget(self, tenant: str) -> ErrorBook:

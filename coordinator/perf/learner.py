@@ -3,9 +3,10 @@
 One call per telemetry message of a device (whose kind the coordinator knows). The tenants' windows give
 their arrival rates; with the book as it stands, the sharing model predicts every tenant's p95 and its
 time in service under this co-location. The predicted p95 is recorded against the p95 the agent
-measured (``ErrorBook``: the model's own error, to publish). The measured per-batch service times,
-divided by the predicted co-location slowdown (time in service with the others / alone), update the
-recursive least-squares estimator of that (model, variant, kind), whose curve replaces the book's.
+measured (``ErrorBook``: the model's own error, to publish, with the device, kind and rate it was made
+for). The measured per-batch service times, divided by the predicted co-location slowdown (time in
+service with the others / alone), update the recursive least-squares estimator of that (model,
+variant, kind), whose curve replaces the book's.
 Windows without arrivals predict nothing; windows without completions carry no p95 to compare.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from coordinator.perf.book import PerfBook, ProfileKey
-from coordinator.perf.errors import ErrorBook
+from coordinator.perf.errors import ErrorBook, Scored
 from coordinator.perf.service import RlsEstimator
 from coordinator.perf.sharing import Load, predict
 from edgefleet.wire import Telemetry, TenantWindow
@@ -51,7 +52,8 @@ class Learner:
             out = predict(processors[pname], [ld for _, ld in items])
             for (w, ld), p95, in_service in zip(items, out.p95_ms, out.service_ms, strict=True):
                 if w.completions > 0:
-                    errors = errors.record(w.tenant, p95, w.latency_p95_ms)
+                    errors = errors.record(w.tenant, Scored(p95, w.latency_p95_ms, w.arrival_rps,
+                                                            telemetry.device_id, kind, w.model, w.variant))
                 key = (w.model, w.variant, kind)
                 prof = book.profile(*key)
                 if prof is None or not w.service_ms_by_batch or not math.isfinite(in_service):

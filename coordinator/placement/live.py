@@ -12,14 +12,16 @@ mapped onto the calibrated kinds of the book (``x86-cpu``, ``jetson-gpu``, ``cor
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.perf import ErrorBook, PerfBook
 from coordinator.perf.learner import Learner
+from coordinator.perf.report import model_report
 from coordinator.placement.model import PredictedLatency
 from coordinator.placement.planner import Demand
 from coordinator.placement.seam import Decision
-from edgefleet.wire import Telemetry, TenantSpec
+from edgefleet.wire import ModelReport, Telemetry, TenantSpec
 
 
 def book_kind(device_kind: str) -> str:
@@ -50,6 +52,11 @@ class LivePredictedLatency:
     @property
     def errors(self) -> ErrorBook:
         return self.learner.errors
+
+    def report(self, ts: float, only: Collection[str] | None = None) -> ModelReport:
+        """The model's prediction error per tenant (those in ``only`` when given), as published on the
+        coordinator's model topic and shown by ``edgefleet status``."""
+        return model_report(self.learner.errors, ts, only)
 
     def observe(self, device_kind: str, telemetry: Telemetry) -> None:
         """Learn from one window of a device (worker thread)."""

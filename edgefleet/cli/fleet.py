@@ -1,7 +1,8 @@
 """The ``edgefleet deploy | undeploy | migrate | status`` sub-commands: operator calls to the coordinator.
 
 Each sends one request over MQTT 5 request/response (see ``edgefleet.cli.opsclient``) and prints the
-answer for people (or JSON with ``status --json``). Exit status: 0 done, 1 refused or failed, 2 usage.
+answer for people (or JSON with ``status --json``). With the performance-model placement, ``status``
+also shows each tenant's predicted p95 and the model's error on it (the report ``op.status`` carries). Exit status: 0 done, 1 refused or failed, 2 usage.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from edgefleet.wire import FleetStatus, OpReply
+from edgefleet.wire import FleetStatus, OpReply, TenantModelError
 
 MB = 1_000_000
 
@@ -169,17 +170,32 @@ def format_status(status: FleetStatus) -> str:
             d.device_id, "yes" if d.online else "no", d.device_kind or "-", ",".join(d.runtimes) or "-",
             f"{d.memory_used_bytes / MB:.1f}/{d.memory_budget_bytes / MB:.1f}", ",".join(d.tenants) or "-",
         ))
-    tenants: list[tuple[str, ...]] = [
-        ("TENANT", "MODEL", "DEVICE", "STATE", "RPS", "P50/P95 MS", "SLO MS", "ERRORS", "DETAIL")
-    ]
+    model = {e.tenant: e for e in status.model.tenants} if status.model is not None else None
+    head = ("TENANT", "MODEL", "DEVICE", "STATE", "RPS", "P50/P95 MS", "SLO MS", "ERRORS")
+    tenants: list[tuple[str, ...]] = [(*head, *(_MODEL_HEAD if model is not None else ()), "DETAIL")]
     for t in status.tenants:
-        tenants.append((
+        row = (
             t.name, f"{t.model}:{t.variant}", t.device_id or "-", t.state, f"{t.arrival_rps:.1f}",
             f"{t.latency_p50_ms:.1f}/{t.latency_p95_ms:.1f}" if t.latency_p95_ms else "-", f"{t.slo_ms:g}", str(t.errors),
-            (t.detail[:60] + "...") if len(t.detail) > 63 else t.detail,
-        ))
+        )
+        tenants.append((*row, *(_model_cells(model.get(t.name)) if model is not None else ()),
+                        (t.detail[:60] + "...") if len(t.detail) > 63 else t.detail))
     from edgefleet.cli.table import format_table
 
     parts = [format_table(devices) if status.devices else "no devices",
              format_table(tenants) if status.tenants else "no tenants"]
+    if status.model is not None and status.model.mean_ape_ratio is not None:
+        n = len(status.model.tenants)
+        parts.append(f"performance model: mean p95 error {status.model.mean_ape_ratio:.0%} over {n} "
+                     f"tenant{'' if n == 1 else 's'} (EWMA of |predicted - measured| / measured; bias < 0: optimistic)")
     return "\n\n".join(parts)
+
+
+_MODEL_HEAD = ("PRED P95 MS", "MODEL ERR (BIAS)")
+
+
+def _model_cells(e: TenantModelError | None) -> tuple[str, str]:
+    """The performance model's last predicted p95 and its error for one tenant ("-" when not scored)."""
+    if e is None:
+        return "-", "-"
+    return f"{e.predicted_p95_ms:.1f}", f"{e.ape_ratio:.0%} ({e.bias_ratio:+.0%})"

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from edgefleet.wire.errors import ErrorCode, WireError
-from edgefleet.wire.messages import Ack, Command, Op, OpReply, Status, Telemetry, ToDevice
+from edgefleet.wire.messages import Ack, Command, ModelReport, Op, OpReply, Status, Telemetry, ToDevice
 
 WIRE_VERSION = 1
 MAX_CONTROL_BYTES = 1 << 20  # 1 MiB: larger control messages are refused before parsing
@@ -76,3 +76,7 @@ def decode_op(data: bytes) -> Op:
 
 def decode_reply(data: bytes) -> OpReply:
     return decode(data, OpReply)
+
+
+def decode_model_report(data: bytes) -> ModelReport:
+    return decode(data, ModelReport)

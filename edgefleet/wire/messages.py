@@ -1,4 +1,5 @@
-"""Typed, versioned control messages: device status, telemetry, commands, acks and operator calls.
+"""Typed, versioned control messages: device status, telemetry, commands, acks, operator calls and the
+coordinator's report on its performance model.
 
 Every control message is a JSON object with a ``type`` tag and a schema version ``v``. Messages are
 frozen msgspec Structs, so decoding validates types and ranges and says where a payload is wrong.
@@ -7,6 +8,7 @@ Units are in the field names (``_ms``, ``_bytes``, ``_rps``); times are Unix sec
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import msgspec
@@ -264,6 +266,7 @@ class FleetStatus(_Plain, frozen=True):
     devices: list[DeviceView]
     tenants: list[TenantView]
     ts: float
+    model: ModelReport | None = None  # the performance model's report as of ``ts`` (None: no model placement)
 
 
 class OpReply(_Msg, frozen=True, tag="op.reply"):
@@ -272,3 +275,50 @@ class OpReply(_Msg, frozen=True, tag="op.reply"):
     message: str = ""
     device_id: str | None = None
     status: FleetStatus | None = None
+
+
+# -- the coordinator's performance model (retained on {prefix}/v1/coordinator/model) ---------------
+class TenantModelError(_Plain, frozen=True):
+    """How well the coordinator's performance model predicted one tenant's p95, as of the last window of
+    the tenant it scored. Ratios are fractions of the observed p95 (0.1 is 10 %)."""
+
+    tenant: str
+    device_id: str  # the device that served the window
+    device_kind: str  # the model's kind the prediction used: x86-cpu, arm-cpu, jetson-gpu, coral-tpu
+    model: str
+    variant: str
+    predicted_p95_ms: float  # the model's p95 for that device, co-location and rate
+    observed_p95_ms: float  # the p95 the agent measured in the window
+    arrival_rps: float  # the arrival rate the prediction was made for (the window's)
+    ape_ratio: float  # EWMA of |predicted - observed| / observed over the tenant's windows
+    bias_ratio: float  # EWMA of (predicted - observed) / observed: < 0 optimistic, > 0 pessimistic
+    windows: Int  # windows scored
+
+    def __post_init__(self) -> None:
+        _name("tenant name", self.tenant)
+        _name("device id", self.device_id)
+        _name("model name", self.model)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        figures = (self.predicted_p95_ms, self.observed_p95_ms, self.arrival_rps, self.ape_ratio, self.bias_ratio)
+        if not all(math.isfinite(f) for f in figures):
+            raise ValueError("predicted_p95_ms, observed_p95_ms, arrival_rps, ape_ratio, bias_ratio must be finite")
+        if self.predicted_p95_ms < 0 or self.observed_p95_ms <= 0 or self.arrival_rps < 0 or self.ape_ratio < 0:
+            raise ValueError("p95s, arrival_rps and ape_ratio must be >= 0 (observed_p95_ms > 0)")
+        if self.windows < 1:
+            raise ValueError(f"windows must be >= 1, got {self.windows}")
+
+
+class ModelReport(_Msg, frozen=True, tag="model.report"):
+    """The performance model's own prediction error, per tenant, published by the coordinator."""
+
+    tenants: list[TenantModelError]  # one entry per tenant scored, by tenant name
+    mean_ape_ratio: float | None = None  # mean of the tenants' ape_ratio; None when no tenant was scored
+    ts: float = 0.0
+
+    def __post_init__(self) -> None:
+        names = [t.tenant for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError("a tenant appears twice in the model report")
+        if self.mean_ape_ratio is not None and not (math.isfinite(self.mean_ape_ratio) and self.mean_ape_ratio >= 0):
+            raise ValueError(f"mean_ape_ratio must be a finite number >= 0, got {self.mean_ape_ratio}")

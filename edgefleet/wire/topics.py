@@ -8,6 +8,7 @@
     {prefix}/v1/devices/{device}/commands     coordinator -> agent, QoS 1
     {prefix}/v1/devices/{device}/acks         agent -> coordinator, QoS 1
     {prefix}/v1/coordinator/ops               operator tools -> coordinator (MQTT 5 request/response)
+    {prefix}/v1/coordinator/model             coordinator -> operators, retained: the model's error report
     {prefix}/v1/clients/{client}/replies      where an SDK client asks for its results
 
 Replicas of a tenant subscribe through ``$share/ef-{tenant}/...`` so the broker load-balances between
@@ -32,13 +33,14 @@ class TopicKind(str, enum.Enum):
     COMMANDS = "commands"
     ACKS = "acks"
     OPS = "ops"
+    MODEL = "model"
     REPLIES = "replies"
 
 
 @dataclass(frozen=True)
 class ParsedTopic:
     kind: TopicKind
-    name: str  # tenant for INFER, device for device topics, client for REPLIES, "" for OPS
+    name: str  # tenant for INFER, device for device topics, client for REPLIES, "" for OPS and MODEL
 
 
 _DEVICE_KINDS = {
@@ -92,6 +94,10 @@ class Topics:
     def ops(self) -> str:
         return f"{self.root}/coordinator/ops"
 
+    def model(self) -> str:
+        """Where the coordinator keeps its retained ``ModelReport``."""
+        return f"{self.root}/coordinator/model"
+
     def replies(self, client_id: str) -> str:
         return f"{self.root}/clients/{validate_client_id(client_id)}/replies"
 
@@ -121,6 +127,8 @@ class Topics:
             return ParsedTopic(_DEVICE_KINDS[rest[2]], validate_device_id(rest[1]))
         if rest == ["coordinator", "ops"]:
             return ParsedTopic(TopicKind.OPS, "")
+        if rest == ["coordinator", "model"]:
+            return ParsedTopic(TopicKind.MODEL, "")
         if len(rest) == 3 and rest[0] == "clients" and rest[2] == "replies":
             return ParsedTopic(TopicKind.REPLIES, validate_client_id(rest[1]))
         raise WireError(ErrorCode.BAD_REQUEST, f"unknown topic {topic!r}")

@@ -10,6 +10,9 @@ or reach the coordinator's ops topic.
 Apps get their reply topic by name: an app must connect with its username as MQTT client id, because
 the SDK's reply topic is ``clients/{client_id}/replies``. The operator tool's client id is random per
 run, so the operator may read every reply topic; it is the fleet's administrator already.
+
+The coordinator's model report (``coordinator/model``) names every tenant's device and latency, so only
+the operator may read it; apps see their own tenants' latencies in their replies.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ def _grants(p: Principal, t: Topics) -> list[tuple[Access, str]]:
     every_reply = f"{t.root}/clients/+/replies"
     if p.role is Role.COORDINATOR:
         return [(read, t.all_status), (read, t.all_telemetry), (read, t.all_acks),
-                (write, f"{t.root}/devices/+/commands"), (read, t.ops()), (write, every_reply)]
+                (write, f"{t.root}/devices/+/commands"), (read, t.ops()), (write, every_reply), (write, t.model())]
     if p.role is Role.OPERATOR:
-        return [(write, t.ops()), (read, every_reply)]
+        return [(write, t.ops()), (read, every_reply), (read, t.model())]
     if p.role is Role.DEVICE:
         return [(read, t.commands(p.name)), (write, t.status(p.name)), (write, t.telemetry(p.name)),
                 (write, t.acks(p.name)), (read, f"{t.root}/tenants/+/infer"), (write, every_reply)]

@@ -3,9 +3,14 @@
 The fleet and tenant stream of ``bench.planning`` are placed by ``PredictedLatency`` and by the
 memory-only knapsack baselines (first, best and worst fit, and spread fit: most free share of the
 budget); each placement is then run in a discrete-event simulation of every device and the tenants
-whose simulated p95 is within their SLO are counted (``tenants_hosted_zero_violation``; a tenant the
-policy did not place counts as not hosted). ``gain_vs_best_knapsack`` is the model-driven count over
-the best baseline's (``gain_vs_first_best_worst`` leaves spread fit out).
+whose simulated p95 is within their SLO are counted (a tenant the policy did not place counts as not
+hosted). This is done for streams of 2.5 to 15 tenants per device on the same fleet (each stream a
+prefix of the next). A policy's ``tenants_hosted_zero_violation`` is the most tenants it hosted within
+their SLO over those streams — how many the fleet can host under it: the knapsack baselines, which
+cannot see latency, are credited with the stream at which they did best, as if an operator had
+stopped adding tenants at exactly the right moment. ``gain_vs_best_knapsack`` is the model-driven
+figure over the best baseline's (``gain_vs_first_best_worst`` leaves spread fit out); the figures for
+one fixed stream (5 tenants per device) are kept under ``fixed_stream``.
 
 The simulation (coordinator.perf.simulate) is independent of the analytic model and shares only the
 calibration: Poisson arrivals per tenant, lognormal service times, and per processor the hardware's
@@ -166,11 +171,14 @@ def _errors(
     }
 
 
-PER_DEVICE = (2.5, 5.0, 7.5, 10.0)  # offered tenants per device in the sweep; 5 is the headline stream
+PER_DEVICE = (2.5, 5.0, 7.5, 10.0, 15.0)  # offered tenants per device; 5 is the fixed stream
 
 
 def _summary(policies: dict[str, Any]) -> dict[str, Any]:
-    hosted = {p: policies[p]["tenants_hosted_zero_violation"] for p in POLICIES}
+    return _gains({p: policies[p]["tenants_hosted_zero_violation"] for p in POLICIES})
+
+
+def _gains(hosted: dict[str, int]) -> dict[str, Any]:
     model = hosted["predicted-latency"]
     best = max(hosted[p] for p in POLICIES[1:])
     classic = max(hosted[p] for p in ("first-fit", "best-fit", "worst-fit"))
@@ -185,7 +193,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
     book = build_book()
     scale = 5 if quick else 1
     devices = DEVICES // scale
-    horizon_s, warmup_s = (20.0, 2.0) if quick else (40.0, 4.0)
+    horizon_s, warmup_s = (15.0, 2.0) if quick else (40.0, 4.0)
     workers = max(1, min(mp.cpu_count(), 8))
     snap = fleet(devices)
     t0 = time.perf_counter()
@@ -195,26 +203,30 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         policies = evaluate(stream(n), snap, book, horizon_s=horizon_s, warmup_s=warmup_s, workers=workers)
         sweep.append({"tenants_per_device": per, "tenants": n, "policies": policies, **_summary(policies)})
     head = next(p for p in sweep if p["tenants"] == TENANTS // scale)
+    capacity = {name: max(p["policies"][name]["tenants_hosted_zero_violation"] for p in sweep) for name in POLICIES}
     data = {
         "benchmark": "placement",
         "quick": quick,
         "machine": machine(),
         "devices": devices,
-        "tenants": head["tenants"],
+        "tenants": max(p["tenants"] for p in sweep),
         "horizon_s": horizon_s,
         "warmup_s": warmup_s,
-        # per policy: the headline stream's figures, and the same for every sweep point under "by_load"
+        # per policy: the most tenants hosted within SLO over the sweep, the stream where that was, and
+        # every stream's figures under "by_load"
         "policies": {
             name: {
-                **head["policies"][name],
+                "tenants_hosted_zero_violation": capacity[name],
+                "at_tenants_per_device": next(p["tenants_per_device"] for p in sweep
+                                              if p["policies"][name]["tenants_hosted_zero_violation"] == capacity[name]),
                 "by_load": {str(p["tenants_per_device"]): p["policies"][name] for p in sweep},
             }
             for name in POLICIES
         },
-        **{
-            k: head[k]
-            for k in ("tenants_hosted_zero_violation", "gain_vs_best_knapsack", "gain_vs_first_best_worst")
-        },
+        **_gains(capacity),
+        "fixed_stream": {"tenants_per_device": head["tenants_per_device"], "tenants": head["tenants"],
+                         **{k: head[k] for k in ("tenants_hosted_zero_violation", "gain_vs_best_knapsack",
+                                                 "gain_vs_first_best_worst")}},
         "model_p95_ape_median": head["policies"]["predicted-latency"]["model_error"]["ape_median"],
         "sweep": [{k: v for k, v in p.items() if k != "policies"} for p in sweep],
         "scenario": {
@@ -235,16 +247,16 @@ def _plot(data: dict[str, Any], png: Path) -> None:
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = list(data["policies"])
-    ok = [data["policies"][p]["tenants_hosted_zero_violation"] for p in names]
-    bad = [data["policies"][p]["violating"] for p in names]
-    ax.bar(names, ok, label="hosted, p95 within SLO")
-    ax.bar(names, bad, bottom=ok, label="placed, p95 over SLO", color="tab:red", alpha=0.6)
-    ax.axhline(data["tenants"], color="gray", lw=0.5, ls="--")
+    pol = data["policies"]
+    ok = [pol[p]["tenants_hosted_zero_violation"] for p in names]
+    bad = [pol[p]["by_load"][str(pol[p]["at_tenants_per_device"])]["violating"] for p in names]
+    ax.bar(names, ok, label="hosted, p95 within SLO (its best stream)")
+    ax.bar(names, bad, bottom=ok, label="placed, p95 over SLO (same stream)", color="tab:red", alpha=0.6)
     ax.set_ylabel("tenants")
     ax.tick_params(axis="x", labelsize=8)
     gain = data["gain_vs_best_knapsack"]
     verdict = f"{gain:.2f}x the best knapsack" if gain is not None else "no knapsack hosts any"
-    ax.set_title(f"{data['tenants']} tenants, {data['devices']} devices: {verdict}")
+    ax.set_title(f"most tenants hosted within SLO, {data['devices']} devices: {verdict}", fontsize=9)
     ax.legend(fontsize=8)
     offered = [p["tenants"] for p in data["sweep"]]
     for name in names:

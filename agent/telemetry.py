@@ -35,7 +35,16 @@ class _Acc:
     queue_n: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     by_batch: dict[int, list[float]] = field(default_factory=dict)  # rows -> [batches, seconds]
+    single_sq: float = 0.0  # Σ s² over one-row batches (s in seconds), for their spread
     seen: int = 0  # latency samples offered to the reservoir
+
+
+def _scv(a: _Acc) -> float:
+    """Var/mean² of the one-row batches' service times: Σs²·n/(Σs)² - 1 (0 with fewer than two)."""
+    n, total = a.by_batch.get(1, (0, 0.0))
+    if n < 2 or total <= 0.0:
+        return 0.0
+    return max(0.0, a.single_sq * n / (total * total) - 1.0)
 
 
 class WindowStats:
@@ -84,6 +93,8 @@ class WindowStats:
             by = acc.by_batch.setdefault(rows, [0, 0.0])
             by[0] += 1
             by[1] += service_s
+            if rows == 1:
+                acc.single_sq += service_s * service_s
 
     def completion(self, tenant: str, *, latency_s: float, queue_s: float, slo_ms: float) -> None:
         ms = latency_s * 1e3
@@ -132,6 +143,7 @@ class WindowStats:
                     batches=a.batches,
                     batch_size_mean=a.batch_rows / a.batches if a.batches else 0.0,
                     service_ms_mean=1e3 * a.service_s / a.batches if a.batches else 0.0,
+                    service_scv=_scv(a),
                     queue_ms_mean=1e3 * a.queue_s / a.queue_n if a.queue_n else 0.0,
                     latency_p50_ms=float(p50),
                     latency_p95_ms=float(p95),

@@ -194,6 +194,7 @@ tenant_windows = st.builds(
     batches=counts,
     batch_size_mean=nonneg,
     service_ms_mean=nonneg,
+    service_scv=nonneg,
     queue_ms_mean=nonneg,
     latency_p50_ms=nonneg,
     latency_p95_ms=nonneg,

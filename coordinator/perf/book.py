@@ -55,12 +55,14 @@ class PerfBook:
     def profile(self, model: str, variant: str, kind: str) -> Profile | None:
         return self.profiles.get((model, variant, kind))
 
-    def with_curve(self, key: ProfileKey, curve: ServiceCurve) -> PerfBook:
-        """The book with one profile's curve replaced (e.g. by an online estimate)."""
+    def with_curve(self, key: ProfileKey, curve: ServiceCurve, scv: float | None = None) -> PerfBook:
+        """The book with one profile's curve (and, when given, its service spread) replaced, e.g. by
+        an online estimate."""
         old = self.profiles.get(key)
         if old is None:
             raise KeyError(f"no profile {key} to update")
-        return PerfBook(self.kinds, _frozen({**self.profiles, key: replace(old, curve=curve)}))
+        new = replace(old, curve=curve, scv=old.scv if scv is None else scv)
+        return PerfBook(self.kinds, _frozen({**self.profiles, key: new}))
 
     def load(
         self, *, tenant: str, model: str, variant: str, kind: str, rate_rps: float, slo_ms: float = math.inf

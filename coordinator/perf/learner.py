@@ -7,6 +7,10 @@ measured (``ErrorBook``: the model's own error, to publish, with the device, kin
 for). The measured per-batch service times, divided by the predicted co-location slowdown (time in
 service with the others / alone), update the recursive least-squares estimator of that (model,
 variant, kind), whose curve replaces the book's.
+The spread of the service time (its squared coefficient of variation, which sets the service's own p95
+and, through Allen–Cunneen, the waits) follows the windows' measured spread of one-row batches, an
+EWMA with weight ``SCV_WEIGHT``; it is measured under co-location, so it includes the slowdown's own
+variability, which the sharing model adds again (a small double count, on the safe side).
 Windows without arrivals predict nothing; windows without completions carry no p95 to compare.
 """
 
@@ -22,6 +26,17 @@ from coordinator.perf.errors import ErrorBook, Scored
 from coordinator.perf.service import RlsEstimator
 from coordinator.perf.sharing import Load, predict
 from edgefleet.wire import Telemetry, TenantWindow
+
+SCV_WEIGHT = 0.2  # weight of a window's measured service spread in its running estimate
+SCV_CAP = 4.0  # a window's spread is clipped here (a handful of stalls must not dominate)
+
+
+def _spread(old: float, w: TenantWindow) -> float | None:
+    """The profile's squared CV of service after window ``w``: an EWMA of the windows' measured spread
+    of one-row batches (``service_scv``, sent by agents since it was added; None when absent)."""
+    if w.service_scv <= 0.0 or w.batches_by_size.get(1, 0) < 2:
+        return None
+    return (1.0 - SCV_WEIGHT) * old + SCV_WEIGHT * min(w.service_scv, SCV_CAP)
 
 
 @dataclass(frozen=True)
@@ -62,5 +77,5 @@ class Learner:
                     {1: prof.curve.at(1), 8: prof.curve.at(8)}
                 )
                 est = estimators[key] = est.observe(w, slowdown=in_service / ld.service_ms)
-                book = book.with_curve(key, est.curve)
+                book = book.with_curve(key, est.curve, _spread(prof.scv, w))
         return Learner(book, MappingProxyType(estimators), errors)

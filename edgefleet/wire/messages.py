@@ -116,6 +116,7 @@ class TenantWindow(_Plain, frozen=True):
     batches: Int = 0
     batch_size_mean: float = 0.0
     service_ms_mean: float = 0.0  # runtime time per batch
+    service_scv: float = 0.0  # squared coefficient of variation of one-row batches' time (0: fewer than 2)
     queue_ms_mean: float = 0.0  # receipt to start of service
     latency_p50_ms: float = 0.0  # receipt to reply
     latency_p95_ms: float = 0.0

@@ -118,6 +118,12 @@ class MemoryManager:
         then the new one serves and the old one is closed. When the budget cannot hold both, the old
         one is dropped first and queued requests wait for the new one. Any failure restores the
         previous spec (and its session) and raises DeployError. Returns what now serves, for the Ack."""
+        current = self.assigned.get(spec.name)
+        if current is None:
+            raise DeployError("unknown_tenant", f"{spec.name} is not hosted here")
+        if current.spec.model != spec.model:
+            raise DeployError("bad_request", f"{spec.name} runs {current.spec.model}, not {spec.model}: "
+                              "a new model is a new deploy")
         options = self.host.options(spec)
         if spec.variant not in options:
             raise DeployError("variant_unavailable", f"{spec.model}:{spec.variant} is not available here "

@@ -4,14 +4,15 @@ The rebalancer compares a device before and after candidate commands, so it need
 moves with the knobs it can turn: the variant (a different profile in the book) and ``max_batch``.
 Placement predicts batch-1 service; here a tenant whose runtime batches (ONNX Runtime) and whose
 service curve s(b) = a + c·b has a per-invocation cost a > 0 (so s(b)/b falls with b: batching pays) is
-served in batches of the size the agent's adaptive batcher forms — it runs what queued while the
-previous batch ran, never waiting for more. With arrival rate λ (per ms) and m batches of the tenant
-running at once, a batch of b rows takes s(b) while λ·s(b)/m requests arrive, so
-b = λ·s(b)/m = λ·a / (m − λ·c), clipped to [1, max_batch] (max_batch when m ≤ λ·c: the queue never
-empties). The sharing model then sees λ/b batches per second of service s(b) (plus the per-request CPU
-overhead of the b − 1 other rows), and a request's latency is its batch's. At low load b = 1 and the
-prediction is placement's. ``Verdict.worst`` is the largest of every tenant's p95 / SLO and every
-processor's utilisation / headroom: <= 1 is feasible.
+served in batches. The agent's adaptive batcher never waits for requests that have not arrived: it
+runs what queued, so batches grow only as the tenant's work nears what its workers can do. The model
+takes the batch that keeps the tenant's own work at ``BATCH_TARGET_UTIL`` of its m workers (an
+assumption, not a measurement): with arrival rate λ per ms, λ·(a/b + c) = u·m gives
+b = λ·a / (u·m − λ·c), clipped to [1, max_batch] (max_batch when u·m <= λ·c). At low load b = 1 and
+the prediction is placement's. The sharing model then sees λ/b batches per second of service s(b)
+(plus the per-request CPU overhead of the b − 1 other rows), and a request's latency is its batch's.
+``Verdict.worst`` is the largest of every tenant's p95 / SLO and every processor's utilisation /
+headroom: <= 1 is feasible.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from coordinator.placement.planner import Demand
 from edgefleet.wire import TenantSpec
 
 BATCHING_RUNTIMES = frozenset({"onnxruntime"})  # the agent batches these (LiteRT models have fixed shapes)
+BATCH_TARGET_UTIL = 0.7  # assumed: the batcher's batches grow until the tenant's work is this share of its workers
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def expected_batch(rate_rps: float, curve: ServiceCurve, concurrency: int, max_b
     if max_batch <= 1 or curve.fixed_ms <= 0.0:
         return 1.0
     lam = rate_rps / 1000.0
-    room = concurrency - lam * curve.per_row_ms
+    room = BATCH_TARGET_UTIL * concurrency - lam * curve.per_row_ms
     if room <= 0.0:
         return float(max_batch)
     return min(float(max_batch), max(1.0, lam * curve.fixed_ms / room))

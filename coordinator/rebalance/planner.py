@@ -19,7 +19,7 @@ this device still sees the violation it is told about. Candidate actions, cheape
 
 Sets of up to ``max_actions`` actions (one per tenant) are tried in order of (migrations, swaps, batch
 changes) — no migration while reconfiguring suffices, single moves before pairs — and within a level
-the set leaving the smallest worst ratio wins. A set is accepted only if the source device and every
+the set leaving the smallest worst ratio wins (on a tie, the one moving fewer bytes). A set is accepted only if the source device and every
 target are predicted *settled*: every p95 at or under (1 - margin) x SLO and every processor at or
 under (1 - margin) x headroom — the clear gain that is the planner's hysteresis, on top of the
 streaks and the per-tenant cooldown. Devices are planned in id order on a working copy of the fleet,
@@ -55,8 +55,6 @@ from coordinator.rebalance.outlook import (
 )
 from coordinator.rebalance.streaks import RebalancePolicy, Streak, due
 from edgefleet.wire import TenantSpec
-
-MAX_CORRECTION = 10.0  # a measured / predicted ratio beyond this is not trusted as a correction
 
 
 @dataclass(frozen=True)
@@ -157,7 +155,7 @@ def _batching(host: Host, r: Resident, model: Model, policy: RebalancePolicy,
     got = model.book.load(tenant=r.name, model=r.spec.model, variant=r.spec.variant, kind=host.kind,
                           rate_rps=max(model.rate(r.name), 1e-6))
     conc = 1 if isinstance(got, str) else got[1].concurrency
-    if expected_batch(model.rate(r.name), prof.curve, conc, r.spec.max_batch) < r.spec.max_batch:
+    if expected_batch(model.rate(r.name), prof.curve, conc, policy.max_batch) <= r.spec.max_batch:
         return None  # its batches are not capped by max_batch: a larger one changes nothing
     ladder: list[int] = []
     b = r.spec.max_batch * 2
@@ -271,7 +269,7 @@ def _search(host: Host, fleet: Mapping[str, Host], sit: Situation, model: Model,
             mig = _migration(host, r, fleet, model, settled)
             if mig is not None:
                 cands.append(mig)
-    best: tuple[float, tuple[Action, ...], Host, dict[str, Host]] | None = None
+    best: tuple[tuple[float, int, tuple[str, ...]], tuple[Action, ...], Host, dict[str, Host]] | None = None
     level: tuple[int, int, int] | None = None
     for combo in _sets(cands, policy.max_actions):
         if level is not None and _level(combo) != level:
@@ -283,11 +281,13 @@ def _search(host: Host, fleet: Mapping[str, Host], sit: Situation, model: Model,
         source, targets = applied
         keep = {t: f for t, f in fix.items() if source.get(t) is not None}
         worst = max([assess(source, model, keep).worst, *(assess(t, model).worst for t in targets.values())])
-        if worst <= settled and (best is None or worst < best[0]):
-            best, level = (worst, actions, source, targets), _level(combo)
+        moved = sum(r.size_bytes for a in actions if isinstance(a, Migrate) and (r := host.get(a.tenant)))
+        key = (worst, moved, tuple(a.tenant for a in actions))  # ties: fewer bytes to load elsewhere
+        if worst <= settled and (best is None or key < best[0]):
+            best, level = (key, actions, source, targets), _level(combo)
     if best is None:
         return None
-    return best[1], best[0], {host.device_id: best[2], **best[3]}
+    return best[1], best[0][0], {host.device_id: best[2], **best[3]}
 
 
 # -- the plan ------------------------------------------------------------------------------------------
@@ -299,13 +299,13 @@ def _corrections(host: Host, raw: Verdict, sit: Situation, streaks: Mapping[str,
         ratio = raw.ratios.get(r.name, math.inf)
         if s is None or s.over < policy.windows or seen is None or not (0.0 < ratio < math.inf):
             continue
-        fix[r.name] = min(MAX_CORRECTION, max(1.0, seen / r.spec.slo_ms / ratio))
+        fix[r.name] = max(1.0, seen / r.spec.slo_ms / ratio)
     return fix
 
 
 def _describe(verdict: Verdict, host: Host, limit: float) -> str:
     parts = []
-    for t in verdict.violating(limit):
+    for t in sorted(t for t, ratio in verdict.ratios.items() if ratio > limit):
         r = host.get(t)
         slo = r.spec.slo_ms if r is not None else math.nan
         parts.append(f"{t} p95 {verdict.p95_ms.get(t, math.nan):.1f} ms vs SLO {slo:g} ms")
@@ -324,6 +324,7 @@ def plan(sit: Situation, streaks: Mapping[str, Streak], policy: RebalancePolicy,
     for did in sorted(fleet):
         host = fleet[did]
         here = tuple(r.name for r in host.residents if r.name in names and r.changeable)
+        names -= set(here)  # planned once per round, wherever an earlier device's plan sent it
         if not here or not host.online:
             continue
         observed = any(streaks[t].over >= policy.windows for t in here)
@@ -354,6 +355,7 @@ def plan(sit: Situation, streaks: Mapping[str, Streak], policy: RebalancePolicy,
             continue
         actions, after, changed = found
         fleet.update(changed)
+        names -= {a.tenant for a in actions}
         reason = (f"{trigger}: {problem}; worst {before.worst:.2f}x -> {after:.2f}x "
                   f"(settled at <= {policy.settle:.2f}x)")
         out.append(DevicePlan(did, trigger, here, actions, True, before.worst, after, reason))

@@ -241,6 +241,11 @@ def _apply(source: Host, actions: Sequence[Action], fleet: Mapping[str, Host],
     return source, targets
 
 
+def _size(host: Host, tenant: str) -> int:
+    got = host.get(tenant)
+    return got.size_bytes if got is not None else 0
+
+
 def _sets(cands: Sequence[_Candidate], most: int) -> list[tuple[_Candidate, ...]]:
     out: list[tuple[_Candidate, ...]] = []
     for n in range(1, most + 1):
@@ -281,7 +286,7 @@ def _search(host: Host, fleet: Mapping[str, Host], sit: Situation, model: Model,
         source, targets = applied
         keep = {t: f for t, f in fix.items() if source.get(t) is not None}
         worst = max([assess(source, model, keep).worst, *(assess(t, model).worst for t in targets.values())])
-        moved = sum(r.size_bytes for a in actions if isinstance(a, Migrate) and (r := host.get(a.tenant)))
+        moved = sum(_size(host, a.tenant) for a in actions if isinstance(a, Migrate))
         key = (worst, moved, tuple(a.tenant for a in actions))  # ties: fewer bytes to load elsewhere
         if worst <= settled and (best is None or key < best[0]):
             best, level = (key, actions, source, targets), _level(combo)

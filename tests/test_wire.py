@@ -664,6 +664,7 @@ def test_protocol_json_examples_decode() -> None:
         "telemetry": decode_telemetry,
         "deploy": decode_command,
         "undeploy": decode_command,
+        "configure": decode_command,
         "ack": decode_ack,
         "op.deploy": decode_op,
         "op.undeploy": decode_op,

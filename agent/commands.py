@@ -3,6 +3,7 @@
 Commands arrive on the device's command topic (QoS 1, so possibly more than once). The command id is
 looked up in SQLite first: a repeat is answered "duplicate" with the first result and changes nothing.
 Runs on its own thread (``ef-commands``) because loading a model takes long enough to stall MQTT.
+``Deploy`` hosts a tenant, ``Undeploy`` removes it, ``Configure`` changes a hosted one in place.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 from agent.host import DeployError
 from agent.state import AgentState, AppliedCommand
-from edgefleet.wire import Ack, Command, Deploy, TenantSpec, Undeploy, WireError, decode_command
+from edgefleet.wire import Ack, Command, Configure, Deploy, TenantSpec, Undeploy, WireError, decode_command
 
 log = logging.getLogger(__name__)
 MAX_ID_CHARS = 128  # longest command id echoed back in a rejection
@@ -31,11 +32,13 @@ class CommandRunner:
         deploy: Callable[[TenantSpec], None],
         undeploy: Callable[[str], None],
         send_ack: Callable[[Ack], None],
+        configure: Callable[[TenantSpec], str] | None = None,
     ) -> None:
         self.device_id = device_id
         self.state = state
         self._deploy = deploy
         self._undeploy = undeploy
+        self._configure = configure
         self._send_ack = send_ack
         self._queue: queue.Queue[tuple[bytes, Command | None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="ef-commands", daemon=True)
@@ -142,6 +145,8 @@ class CommandRunner:
             if isinstance(cmd, Undeploy):
                 self._undeploy(cmd.tenant)
                 return True, "", f"{cmd.tenant} removed"
+            if isinstance(cmd, Configure) and self._configure is not None:
+                return True, "", self._configure(cmd.tenant)
         except DeployError as exc:
             return False, exc.code, exc.message
         except Exception as exc:

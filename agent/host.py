@@ -200,8 +200,26 @@ class ModelHost:
     def load(
         self, spec: TenantSpec, variant: str | None = None, resolved: ResolvedModel | None = None
     ) -> Hosted:
-        """Open the tenant's model (``variant``, default the spec's) and make it resident. The caller
-        makes room first: a load that would exceed the budget is refused with ``no_memory``."""
+        """Open the tenant's model (``variant``, default the spec's) and make it resident, replacing
+        (and closing) the session it had. The caller makes room first: a load that would exceed the
+        budget, counting the replaced session as freed, is refused with ``no_memory``."""
+        old = self._hosted.get(spec.name)
+        hosted = self.open(spec, variant, resolved, replacing=old)
+        self.install(hosted)
+        if old is not None:
+            old.session.close()
+        return hosted
+
+    def open(
+        self,
+        spec: TenantSpec,
+        variant: str | None = None,
+        resolved: ResolvedModel | None = None,
+        *,
+        replacing: Hosted | None = None,
+    ) -> Hosted:
+        """Open a session for the tenant without making it resident (``install`` does). The budget must
+        hold it beside every resident session except ``replacing``; otherwise ``no_memory``."""
         variant = variant or spec.variant
         resolved = resolved or self.resolve(spec.model, variant)
         if resolved.fidelity < spec.min_fidelity:
@@ -209,8 +227,7 @@ class ModelHost:
                 "variant_unavailable",
                 f"{spec.model}:{variant} has fidelity {resolved.fidelity:.3f} < min_fidelity {spec.min_fidelity}",
             )
-        old = self._hosted.get(spec.name)
-        used = self.memory_used() - (old.memory_bytes if old else 0)
+        used = self.memory_used() - (replacing.memory_bytes if replacing else 0)
         if used + resolved.size_bytes > self.budget_bytes:
             raise DeployError(
                 "no_memory",
@@ -230,7 +247,7 @@ class ModelHost:
             raise DeployError("runtime_missing", str(exc)) from None
         except EdgeRuntimeError as exc:
             raise DeployError("load_failed", str(exc)) from None
-        hosted = Hosted(
+        return Hosted(
             spec=spec,
             variant=variant,
             session=session,
@@ -241,11 +258,14 @@ class ModelHost:
             loaded_at=time.time(),
             in_axes=layout.input_axes(session.inputs),
         )
+
+    def install(self, hosted: Hosted) -> Hosted | None:
+        """Make an opened session the tenant's resident one; returns the one it replaces (not closed:
+        the caller closes it once no batch runs on it)."""
         with self._lock:
-            self._hosted[spec.name] = hosted
-        if old is not None:
-            old.session.close()
-        return hosted
+            old = self._hosted.get(hosted.spec.name)
+            self._hosted[hosted.spec.name] = hosted
+        return old
 
     def unload(self, tenant: str, only: Hosted | None = None) -> None:
         with self._lock:

@@ -175,6 +175,13 @@ class Scheduler:
                 self._ready.discard(tenant)
             self._cond.notify_all()
 
+    def set_max_batch(self, tenant: str, max_batch: int) -> None:
+        """The largest batch formed for ``tenant`` from now on (a reconfigured tenant)."""
+        with self._cond:
+            if tenant in self._queues:
+                self._max_batch[tenant] = max(1, max_batch)
+                self._cond.notify_all()
+
     def inflight(self, tenant: str) -> int:
         with self._cond:
             return self._inflight.get(tenant, 0)

@@ -99,6 +99,7 @@ class Agent:
             state=self.state,
             deploy=self.deploy,
             undeploy=self.undeploy,
+            configure=self.configure,
             send_ack=self._send_ack,
         )
         self._tenant_lock = threading.Lock()
@@ -218,11 +219,29 @@ class Agent:
             current = self.memory.assigned.get(spec.name)
             if current is not None and current.spec == spec:
                 return  # already exactly this: idempotent
+            if current is not None and current.spec.model == spec.model:
+                self.memory.reconfigure(spec)  # same model: changed in place, never unsubscribed
+                self.state.put_tenant(spec)
+                return
             if current is not None:
                 self._remove(spec.name)
             self._host(spec)
             self.state.put_tenant(spec)
         self._publish_birth()
+
+    def configure(self, spec: TenantSpec) -> str:
+        """Change a hosted tenant in place (``Configure``): it stays subscribed; see
+        ``MemoryManager.reconfigure``. Raises DeployError (unknown_tenant, bad_request, ...) and then
+        changes nothing."""
+        with self._tenant_lock:
+            current = self.memory.assigned.get(spec.name)
+            if current is None:
+                raise DeployError("unknown_tenant", f"{spec.name} is not hosted on {self.device_id}")
+            if current.spec == spec:
+                return f"{spec.name} already runs as asked"
+            message = self.memory.reconfigure(spec)
+            self.state.put_tenant(spec)
+            return message
 
     def undeploy(self, name: str) -> None:
         with self._tenant_lock:

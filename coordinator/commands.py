@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from coordinator.config import CommandPolicy
 from coordinator.store import CommandRow, Store
-from edgefleet.wire import Deploy, TenantSpec, Topics, Undeploy, encode
+from edgefleet.wire import Configure, Deploy, TenantSpec, Topics, Undeploy, encode
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,13 @@ class Outbox:
         msg = Undeploy(command_id=cid, device_id=device_id, tenant=tenant, issued_at=now)
         return self.store.add_command(
             command_id=cid, device_id=device_id, tenant=tenant, kind="undeploy", payload=encode(msg), now=now
+        )
+
+    def configure(self, device_id: str, spec: TenantSpec, now: float) -> CommandRow:
+        cid = new_command_id()
+        msg = Configure(command_id=cid, device_id=device_id, tenant=spec, issued_at=now)
+        return self.store.add_command(
+            command_id=cid, device_id=device_id, tenant=spec.name, kind="configure", payload=encode(msg), now=now
         )
 
     def outstanding(self, *, device_id: str | None = None, tenant: str | None = None,

@@ -2,7 +2,8 @@
 
 A wrong value stops the coordinator with a message naming the file, table and field
 (``coordinator.toml: [commands] ack_timeout_s must be > 0, got -1``). Units are in the field names:
-``_s`` seconds.
+``_s`` seconds; ``[rebalance]`` ``ratio`` and ``margin`` are fractions of a tenant's SLO (and of the
+placement's utilisation headroom), ``windows`` counts telemetry windows, ``max_batch`` rows.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ _COORDINATOR_FIELDS = {
 _COMMAND_FIELDS = {"ack_timeout_s", "max_attempts", "backoff_s", "backoff_max_s"}
 _TABLES = {"prefix", "coordinator", "commands", "mqtt", "rebalance", "model"}
 _MODEL_FIELDS = {"report_period_s"}
-_REBALANCE_FIELDS = {"enabled", "windows", "ratio", "cooldown_s"}
+_REBALANCE_FIELDS = {"enabled", "windows", "ratio", "cooldown_s", "predict", "margin", "max_actions", "max_batch"}
 
 
 PLACEMENTS = ("most-free-memory", "predicted-latency")
@@ -142,6 +143,10 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
             windows=r.int("windows", 3, lo=1, hi=1000),
             ratio=r.num("ratio", 1.0, lo=0, lo_open=True, hi=100.0),
             cooldown_s=r.num("cooldown_s", 60.0, lo=0, hi=86_400.0),
+            predict=r.bool("predict", True),
+            margin=r.num("margin", 0.1, lo=0, hi=0.9),
+            max_actions=r.int("max_actions", 2, lo=1, hi=3),
+            max_batch=r.int("max_batch", 32, lo=1, hi=1024),
         ),
         model_report_period_s=m.num("report_period_s", 10.0, lo=0, hi=86_400.0),
     )

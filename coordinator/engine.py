@@ -12,21 +12,20 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
-from coordinator import rebalance
 from coordinator.commands import Outbox
 from coordinator.fleet import FleetSnapshot
 from coordinator.models import ModelLookup
 from coordinator.placement import Placement
 from coordinator.placement.live import LivePredictedLatency
 from coordinator.rebalance import RebalancePolicy, Streak
+from coordinator.rebalancer import Move, Rebalancer
 from coordinator.store import Store
 from coordinator.tenants import Settled, Tenants
 from edgefleet.wire import Ack, Birth, Death, OpReply, Telemetry, TenantSpec
 
 log = logging.getLogger(__name__)
 
-SILENT = "silent for"
-MOVES_KEPT = 100  # rebalancer decisions remembered for inspection  # prefix of the offline detail of a device declared dead by the liveness timer
+SILENT = "silent for"  # prefix of the offline detail of a device declared dead by the liveness timer
 
 
 class Engine:
@@ -42,8 +41,16 @@ class Engine:
         self._started_at = clock()  # liveness counts from here: devices get a chance to re-announce
         self.duplicate_windows = 0
         self.rebalance = rebalance or RebalancePolicy()
-        self.streaks: dict[str, Streak] = {}  # per tenant, in memory: a restarted coordinator starts afresh
-        self.rebalance_moves: list[tuple[float, str, str]] = []  # the last MOVES_KEPT (clock, tenant, outcome)
+        self.rebalancer = Rebalancer(store=store, tenants=self.tenants, policy=self.rebalance, clock=clock)
+
+    @property
+    def streaks(self) -> dict[str, Streak]:
+        return self.rebalancer.streaks
+
+    @property
+    def rebalance_moves(self) -> list[Move]:
+        """The rebalancer's last decisions, each with its reason (see coordinator.rebalancer)."""
+        return self.rebalancer.moves
 
     # -- what operators and the timer ask (see Tenants) ---------------------------------------------
     @property
@@ -85,6 +92,7 @@ class Engine:
             log.info("device %s online (boot %s, %s)", b.device_id, b.boot_id, ", ".join(b.capabilities.runtimes))
             self.store.expedite(b.device_id, now)
             self.tenants.place_unplaced()
+            self.rebalancer.run(now, joined=True)  # violations that found no device may offload to it
 
     def reconcile(self, device_id: str, listed: set[str]) -> None:
         """Make ``device_id`` host what the database assigns to it, given the tenants it ``listed``."""
@@ -128,6 +136,7 @@ class Engine:
         self.store.set_offline(device_id, why)
         for t in self.store.tenants_on(device_id):
             self.outbox.cancel(tenant=t.name, kind="deploy", device_id=device_id, why=f"{device_id} offline")
+            self.outbox.cancel(tenant=t.name, kind="configure", device_id=device_id, why=f"{device_id} offline")
             if t.state == "removing":
                 gone = f"{t.name} removed; {device_id} went offline before acking"
                 self.tenants.removed(t, OpReply(ok=True, device_id=device_id, message=gone))
@@ -168,20 +177,4 @@ class Engine:
         for w in t.tenants:
             if w.tenant in hosted:
                 self.store.record_tenant_window(w.tenant, w, now)
-        running = [r.name for r in rows if r.state == "running" and r.pinned is None]
-        self.streaks = rebalance.observe(self.streaks, t.tenants, self.rebalance, running)
-        self._rebalance(now)
-
-    def _rebalance(self, now: float) -> None:
-        """Move the tenants whose SLO misses persist (see coordinator.rebalance), make-before-break."""
-        for name in rebalance.due(self.streaks, self.rebalance, now):
-            row = self.store.tenant(name)
-            self.streaks = rebalance.moved(self.streaks, name, now)
-            if row is None or row.state != "running":
-                continue
-            reply = self.tenants.migrate(name, None)
-            outcome = "moving" if reply is None else f"{reply.code or 'stays'}: {reply.message}"
-            log.warning("tenant %s missed its SLO in %d windows in a row: %s", name, self.rebalance.windows,
-                        outcome)
-            self.rebalance_moves.append((now, name, outcome))
-            del self.rebalance_moves[:-MOVES_KEPT]
+        self.rebalancer.window(t)

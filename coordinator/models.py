@@ -47,7 +47,9 @@ class ZooModels:
         except ZooError as exc:
             raise UnknownModel(str(exc)) from None
         size = record.size_bytes if record.size_bytes is not None else entry.source.size_bytes
-        return ModelFacts(name=model, variant=variant, runtime=str(entry.runtime), size_bytes=int(size))
+        fidelity = float(record.fidelity) if record.fidelity is not None else 1.0
+        return ModelFacts(name=model, variant=variant, runtime=str(entry.runtime), size_bytes=int(size),
+                          fidelity=fidelity)
 
 
 class StaticModels:

@@ -70,8 +70,8 @@ class CommandRow:
     command_id: str
     device_id: str
     tenant: str
-    kind: str  # "deploy" | "undeploy"
-    payload: bytes  # the encoded Deploy/Undeploy, resent byte for byte
+    kind: str  # "deploy" | "undeploy" | "configure"
+    payload: bytes  # the encoded Deploy/Undeploy/Configure, resent byte for byte
     state: str  # one of COMMAND_STATES
     attempts: int
     next_attempt_at: float

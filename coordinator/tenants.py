@@ -7,6 +7,9 @@ is ``unplaced`` with the reason in ``detail``; ``removing`` rows are deleted onc
 A planned move is make-before-break: ``running`` on A -> ``moving`` (Deploy to B; A keeps serving) ->
 ``running`` on B when B acks (B is loaded, warm and subscribed), and only then the Undeploy to A; a move
 whose Deploy fails goes back to ``running`` on A.
+A reconfiguration (the rebalancer's batching or variant change) leaves the tenant ``running`` where it
+is: a Configure carries the new spec, and the row takes it only when the device acks (until then the
+old spec, and its memory charge, stand; a failed or cancelled Configure changes nothing).
 Operator calls waiting on a tenant are told through the ``on_settled`` callback.
 """
 
@@ -21,7 +24,8 @@ from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantL
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placed, Placement, RatedPlacement
 from coordinator.store import CommandRow, Store, TenantRow
-from edgefleet.wire import Ack, OpReply, TenantSpec
+from edgefleet.wire import Ack, Configure, OpReply, TenantSpec
+from edgefleet.wire.codec import decode
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +199,40 @@ class Tenants:
         log.info("tenant %s moving %s -> %s (%s)", name, source, decision.device_id, decision.reason)
         return None
 
+    def reconfigure(self, name: str, spec: TenantSpec, why: str) -> OpReply | None:
+        """Send running tenant ``name`` a Configure with ``spec`` (same name and model) on its device;
+        None when sent (the row takes ``spec`` at the Ack), else why not."""
+        t = self.store.tenant(name)
+        if t is None:
+            return OpReply(ok=False, code="unknown_tenant", message=f"no tenant {name}")
+        if t.state != "running" or t.device_id is None:
+            return OpReply(ok=False, code="conflict", message=f"{name} is {t.state}; only a running tenant changes")
+        if spec.name != name or spec.model != t.spec.model:
+            return OpReply(ok=False, code="bad_request", message=f"{name}: a reconfiguration keeps name and model")
+        if spec == t.spec:
+            return OpReply(ok=True, device_id=t.device_id, message=f"{name} already runs as asked")
+        if self.outbox.outstanding(tenant=name):
+            return OpReply(ok=False, code="conflict", message=f"{name} has a command in flight")
+        now = self.clock()
+        self.outbox.configure(t.device_id, spec, now)
+        self.store.put_tenant(replace(t, detail=f"reconfiguring: {why}"), now)
+        log.info("tenant %s on %s: configure %s:%s max_batch %d (%s)", name, t.device_id, spec.model,
+                 spec.variant, spec.max_batch, why)
+        return None
+
+    def _configured(self, t: TenantRow, cmd: CommandRow, a: Ack) -> None:
+        if not a.ok:
+            self.store.put_tenant(replace(t, detail=f"reconfiguration refused: {a.code}: {a.message}"), self.clock())
+            return
+        configure: Configure = decode(cmd.payload, Configure)
+        spec = configure.tenant
+        try:
+            size = self.models.facts(spec.model, spec.variant).size_bytes
+        except UnknownModel:
+            size = t.size_bytes
+        self.store.put_tenant(replace(t, spec=spec, size_bytes=size, detail=f"reconfigured: {a.message}"),
+                              self.clock())
+
     def move_back(self, t: TenantRow, why: str) -> None:
         """A move failed before the new device acked: the tenant stays where it still runs."""
         target = t.device_id
@@ -220,6 +258,7 @@ class Tenants:
         if t.state != "running":
             self.on_settled(name, "deploy", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
         self.outbox.cancel(tenant=name, kind="deploy", why="tenant undeployed")
+        self.outbox.cancel(tenant=name, kind="configure", why="tenant undeployed")
         if t.state == "moving" and t.moving_from is not None:
             self.outbox.undeploy(t.moving_from, name, self.clock())
             self.on_settled(name, "migrate", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
@@ -269,6 +308,9 @@ class Tenants:
                 why = f" ({t.detail})" if t.detail else ""
                 self.on_settled(t.name, "deploy", OpReply(ok=True, device_id=cmd.device_id,
                                                         message=f"{t.name} running on {cmd.device_id}{why}"))
+        elif cmd.kind == "configure":
+            if t is not None and here and t.state == "running":
+                self._configured(t, cmd, a)
         elif t is not None and here and t.state == "removing":
             reply = OpReply(ok=a.ok, code="" if a.ok else (a.code or "undeploy_failed"),
                             device_id=cmd.device_id, message=a.message or f"{t.name} removed")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from bench.mlp import build_mlp
 from edgefleet.mqtt import MqttSettings
 from edgefleet.runtime import SessionOptions, get_runtime
 from edgefleet.wire import (
+    Configure,
     Deploy,
     ErrorCode,
     ErrorFrame,
@@ -238,3 +241,46 @@ def test_a_new_agent_announces_itself_with_a_retained_birth(fleet: tuple[Agent, 
     wait_for(lambda: b'"birth"' in w.status.get("dev-a", b""), 5, "retained birth")
     birth = decode_status(w.status["dev-a"])
     assert isinstance(birth, Birth) and birth.tenants == []
+
+
+def test_configure_swaps_variant_and_batching_in_place_losing_no_request(
+    fleet: tuple[Agent, Watcher, RawCaller],
+) -> None:
+    agent, w, c = fleet
+    spec = TenantSpec(name="cls", model="ocr-cls", slo_ms=200, max_batch=4)
+    _deploy(w, spec)
+    x = sample_inputs("ocr-cls")
+    replies: list[object] = []
+    stop = threading.Event()
+
+    def load() -> None:  # a steady caller across the swap
+        while not stop.is_set():
+            replies.append(c.call("cls", x, timeout=10))
+
+    caller = threading.Thread(target=load)
+    caller.start()
+    try:
+        wait_for(lambda: len(replies) >= 5, 10, "requests before the swap")
+        new = msgspec.structs.replace(spec, variant="int8", max_batch=16)
+        cmd = Configure(command_id="cfg-1", device_id="dev-a", tenant=new)
+        ack = w.command(cmd)
+        assert (ack.ok, ack.result) == (True, "applied") and "ocr-cls:int8" in ack.message, ack
+        assert w.command(cmd).result == "duplicate"  # at most once per id
+        n = len(replies)
+        wait_for(lambda: len(replies) >= n + 5, 10, "requests after the swap")
+    finally:
+        stop.set()
+        caller.join(15)
+    assert all(isinstance(r, ResultFrame) for r in replies), [r for r in replies if not isinstance(r, ResultFrame)]
+    last = replies[-1]
+    assert isinstance(last, ResultFrame) and last.meta["variant"] == "int8"
+    assert agent.memory.assigned["cls"].spec == new and agent.scheduler._max_batch["cls"] == 16
+    assert agent.state.tenants() == [new]  # a restart comes back with the new spec
+    # refused, and nothing changes: a tenant not hosted here, another model under the same name
+    ghost = w.command(Configure(command_id="cfg-2", device_id="dev-a",
+                                tenant=msgspec.structs.replace(new, name="ghost")))
+    assert (ghost.ok, ghost.code) == (False, "unknown_tenant")
+    other = w.command(Configure(command_id="cfg-3", device_id="dev-a",
+                                tenant=msgspec.structs.replace(new, model="face-detect")))
+    assert (other.ok, other.code) == (False, "bad_request")
+    assert agent.memory.assigned["cls"].spec == new

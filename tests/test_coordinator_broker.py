@@ -24,6 +24,7 @@ from edgefleet.wire import (
     Ack,
     Birth,
     Capabilities,
+    Configure,
     Death,
     Deploy,
     DeviceWindow,
@@ -65,7 +66,7 @@ class FakeAgent:
         self.budget_mb, self.runtimes = budget_mb, runtimes
         self.ignore_deploys = ignore_deploys  # drop this many Deploy messages without an answer
         self.tenants: set[str] = set(tenants)
-        self.received: list[Deploy | Undeploy] = []
+        self.received: list[Deploy | Undeploy | Configure] = []
         self.received_at: list[float] = []  # monotonic time of each received command
         self.applied: dict[str, bool] = {}
         self._lock = threading.Lock()
@@ -106,8 +107,8 @@ class FakeAgent:
                 self.applied[cmd.command_id] = True
                 if isinstance(cmd, Deploy):
                     self.tenants.add(cmd.tenant.name)
-                else:
-                    self.tenants.discard(cmd.tenant)
+                elif isinstance(cmd, Undeploy):
+                    self.tenants.discard(cmd.tenant)  # a Configure changes no tenant list
         if result == "applied":
             self.publish_birth()  # the real agent re-announces after every change
         ack = Ack(command_id=cmd.command_id, device_id=self.device_id, ok=True, result=result, ts=time.time())
@@ -392,7 +393,9 @@ def test_persistent_slo_misses_move_the_tenant_and_one_bad_window_does_not(
         wait_for(lambda: "t1" in fast.tenants and "t1" not in slow.tenants, what="t1 moved to fast")
         [view] = coordinator.status().tenants
         assert (view.device_id, view.state) == ("fast", "running")
-        assert [m[1:] for m in coordinator.call(lambda e: e.rebalance_moves)] == [("t1", "moving")]
+        [move] = coordinator.call(lambda e: e.rebalance_moves)
+        assert (move.tenant, move.action, move.outcome) == ("t1", "migrate", "moving")
+        assert "no performance model" in move.reason
     finally:
         coordinator.stop()
 

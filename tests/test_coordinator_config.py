@@ -86,3 +86,14 @@ def test_retry_delays_double_and_cap() -> None:
     assert [p.retry_delay_s(n) for n in (1, 2, 3, 4)] == [6.0, 7.0, 8.0, 8.0]
     with pytest.raises(ValueError, match="ack_timeout_s"):
         CommandPolicy(ack_timeout_s=0)
+
+
+def test_rebalance_table_is_validated_with_its_units() -> None:
+    cfg = config_from_dict({"rebalance": {"windows": 2, "margin": 0.2, "max_actions": 1, "max_batch": 16,
+                                          "predict": False}})
+    r = cfg.rebalance
+    assert (r.windows, r.margin, r.max_actions, r.max_batch, r.predict) == (2, 0.2, 1, 16, False)
+    assert r.settle == pytest.approx(0.8)  # a plan must predict every p95 at or under 0.8 x SLO
+    for bad in ({"margin": 0.95}, {"max_actions": 4}, {"max_batch": 0}, {"nope": 1}):
+        with pytest.raises(ConfigError, match="rebalance"):
+            config_from_dict({"rebalance": bad})

@@ -322,3 +322,35 @@ def test_store_transaction_rolls_back(tmp_path: Path) -> None:
         store.add_command(command_id="c3", device_id="d1", tenant="t1", kind="deploy", payload=b"z", now=1.0)
     store.close()
     assert [c.command_id for c in Store(tmp_path / "s.db").commands()] == ["c3"]
+
+
+def test_a_reconfiguration_takes_effect_at_its_ack_and_a_refused_one_changes_nothing(rig: Rig) -> None:
+    import msgspec
+
+    from edgefleet.wire import Configure
+
+    rig.birth("d1")
+    rig.engine.deploy(spec())
+    [deploy] = rig.tick()
+    rig.ack(deploy)
+    wider = msgspec.structs.replace(spec(), max_batch=16)
+    assert rig.engine.tenants.reconfigure("t1", wider, "batching pays") is None
+    [cmd] = rig.tick()
+    assert isinstance(cmd, Configure) and cmd.tenant == wider and cmd.device_id == "d1"
+    t = rig.store.tenant("t1")
+    assert t is not None and t.spec.max_batch == 8 and t.state == "running"  # not before the ack
+    # a second change while one is in flight is refused
+    reply = rig.engine.tenants.reconfigure("t1", msgspec.structs.replace(spec(), max_batch=2), "x")
+    assert reply is not None and reply.code == "conflict"
+    rig.ack(cmd)  # type: ignore[arg-type]
+    t = rig.store.tenant("t1")
+    assert t is not None and t.spec == wider and t.detail.startswith("reconfigured")
+    narrower = msgspec.structs.replace(spec(), max_batch=2)
+    assert rig.engine.tenants.reconfigure("t1", narrower, "test") is None
+    [cmd] = rig.tick()
+    rig.ack(cmd, ok=False, message="nope")  # type: ignore[arg-type]
+    t = rig.store.tenant("t1")
+    assert t is not None and t.spec == wider and "refused" in t.detail
+    # another model under the tenant's name is not a reconfiguration
+    other = rig.engine.tenants.reconfigure("t1", spec(model="face-detect"), "x")
+    assert other is not None and other.code == "bad_request"

@@ -53,6 +53,7 @@ from edgefleet.wire import (
     Ack,
     Birth,
     Capabilities,
+    Configure,
     Death,
     Deploy,
     DeviceWindow,
@@ -143,6 +144,8 @@ CONTROL: dict[str, list[bytes]] = {
                       tenant=TenantSpec(name="fz-t", model="no-such-model", slo_ms=5.0))),
         encode(Deploy(command_id="c-2", device_id="other", tenant=_SPEC)),
         encode(Undeploy(command_id="c-3", device_id=DEVICE, tenant="ghost")),
+        encode(Configure(command_id="c-4", device_id=DEVICE,
+                         tenant=TenantSpec(name="ghost", model="no-such-model", slo_ms=5.0, max_batch=16))),
         encode(TelemetryAck(device_id=DEVICE, boot_id="old-boot", seqs=[1, 2, 3])),
     ],
 }

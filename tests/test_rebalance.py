@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.rebalance import RebalancePolicy, Streak, due, moved, observe
+from coordinator.rebalance import RebalancePolicy, Streak, due, forget, moved, observe, observe_predicted
 from edgefleet.wire import TenantWindow
 
 POLICY = RebalancePolicy(windows=3, ratio=1.0, cooldown_s=60.0)
@@ -44,6 +44,26 @@ def test_due_after_the_streak_and_not_again_within_the_cooldown() -> None:
     assert due(streaks, RebalancePolicy(enabled=False), now=1e9) == []
 
 
-def test_policy_rejects_nonsense() -> None:
+def test_predicted_streaks_count_windows_the_model_judged_in_violation() -> None:
+    streaks: dict[str, Streak] = {}
+    for bad in (["t"], ["t", "u"], ["t"]):  # u: predicted over once, then not
+        streaks = observe_predicted(streaks, bad, hosted=["t", "u"])
+    assert (streaks["t"].predicted, streaks["u"].predicted) == (3, 0)
+    assert due(streaks, POLICY, now=0.0) == ["t"]  # 3 predicted windows >= 3
+    assert due(streaks, RebalancePolicy(predict=False), now=0.0) == []  # only measured streaks count
+
+
+def test_a_stuck_attempt_keeps_its_streak_and_a_join_lifts_its_cooldown() -> None:
+    streaks = moved({"t": Streak(over=4)}, "t", now=1000.0, stuck=True)
+    assert streaks["t"] == Streak(over=4, last_move_at=1000.0, stuck=True)
+    assert due(streaks, POLICY, now=1010.0) == []  # 10 s < 60 s cooldown
+    assert due(streaks, POLICY, now=1010.0, joined=True) == ["t"]  # a device joined: try again now
+    assert due(moved(streaks, "t", now=1010.0), POLICY, now=1010.0, joined=True) == []  # acted: streak reset
+    assert forget(streaks, keep=["u"]) == {}
+
+
+@pytest.mark.parametrize("kwargs", [{"windows": 0}, {"ratio": 0.0}, {"cooldown_s": -1.0}, {"margin": 1.0},
+                                    {"margin": -0.1}, {"max_actions": 0}, {"max_actions": 4}, {"max_batch": 0}])
+def test_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        RebalancePolicy(windows=0)
+        RebalancePolicy(**kwargs)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from edgefleet.wire import (
     Ack,
+    Configure,
     Deploy,
     DeviceWindow,
     ErrorCode,
@@ -233,6 +234,9 @@ deploys = st.builds(
 undeploys = st.builds(
     Undeploy, command_id=st.text(max_size=40), device_id=names, tenant=names, issued_at=nonneg
 )
+configures = st.builds(
+    Configure, command_id=st.text(max_size=40), device_id=names, tenant=tenant_specs, issued_at=nonneg
+)
 acks = st.builds(
     Ack,
     command_id=st.text(max_size=40),
@@ -251,10 +255,10 @@ ops = st.one_of(
 
 
 @SETTINGS
-@given(deploys | undeploys)
-def test_command_round_trip(cmd: Deploy | Undeploy) -> None:
+@given(deploys | undeploys | configures)
+def test_command_round_trip(cmd: Deploy | Undeploy | Configure) -> None:
     data = encode(cmd)
-    assert json.loads(data)["type"] in ("deploy", "undeploy") and json.loads(data)["v"] == 1
+    assert json.loads(data)["type"] in ("deploy", "undeploy", "configure") and json.loads(data)["v"] == 1
     assert decode_command(data) == cmd
 
 
@@ -750,6 +754,7 @@ def test_protocol_json_examples_decode() -> None:
         "telemetry": decode_telemetry,
         "deploy": decode_command,
         "undeploy": decode_command,
+        "configure": decode_command,
         "ack": decode_ack,
         "op.deploy": decode_op,
         "op.undeploy": decode_op,

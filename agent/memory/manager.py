@@ -111,6 +111,71 @@ class MemoryManager:
                 self.scheduler.remove_tenant(spec.name)
                 raise
 
+    def reconfigure(self, spec: TenantSpec) -> str:
+        """Change an assigned tenant in place (same model): its batching at once, and its variant
+        make-before-break when the budget holds both sessions — the new one is loaded and warmed
+        beside the old, dispatch pauses only while batches already running on the old one finish,
+        then the new one serves and the old one is closed. When the budget cannot hold both, the old
+        one is dropped first and queued requests wait for the new one. Any failure restores the
+        previous spec (and its session) and raises DeployError. Returns what now serves, for the Ack."""
+        current = self.assigned.get(spec.name)
+        if current is None:
+            raise DeployError("unknown_tenant", f"{spec.name} is not hosted here")
+        if current.spec.model != spec.model:
+            raise DeployError("bad_request", f"{spec.name} runs {current.spec.model}, not {spec.model}: "
+                              "a new model is a new deploy")
+        options = self.host.options(spec)
+        if spec.variant not in options:
+            raise DeployError("variant_unavailable", f"{spec.model}:{spec.variant} is not available here "
+                              f"at min_fidelity {spec.min_fidelity} (have {', '.join(options)})")
+        with self._lock:
+            a = self.assigned.get(spec.name)
+            if a is None:
+                raise DeployError("unknown_tenant", f"{spec.name} is not hosted here")
+            if a.spec.model != spec.model:
+                raise DeployError("bad_request", f"{spec.name} runs {a.spec.model}, not {spec.model}: "
+                                  "a new model is a new deploy")
+            before = (a.spec, a.options)
+            a.spec, a.options = spec, options
+            self.scheduler.set_max_batch(spec.name, spec.max_batch)
+            hosted = self.host.get(spec.name)
+            try:
+                if hosted is not None and hosted.variant != spec.variant:
+                    room = self.host.memory_used() + options[spec.variant].size_bytes <= self.host.budget_bytes
+                    if room:
+                        self._swap(spec.name, spec.variant)
+                    else:
+                        self._unload(spec.name)
+                        self._make_resident(spec.name)
+                elif hosted is not None:
+                    hosted.spec = spec
+            except DeployError:
+                a.spec, a.options = before
+                self.scheduler.set_max_batch(spec.name, a.spec.max_batch)
+                if self.host.get(spec.name) is None:
+                    self._make_resident(spec.name)
+                raise
+            now = self.host.get(spec.name)
+            variant = now.variant if now is not None else "not resident"
+            return f"{spec.name} reconfigured: {spec.model}:{variant}, max_batch {spec.max_batch}"
+
+    def _swap(self, name: str, variant: str) -> None:
+        """Make-before-break variant switch (the budget holds both sessions; see ``reconfigure``)."""
+        a = self.assigned[name]
+        new = self.host.open(a.spec, variant, a.options[variant])
+        model = warm_up(new)
+        self.scheduler.set_ready(name, False)
+        end = time.monotonic() + 5.0
+        while self.scheduler.inflight(name) and time.monotonic() < end:
+            time.sleep(0.002)
+        old = self.host.install(new)
+        a.inputs, a.runtime, a.in_axes, a.out_axes = new.session.inputs, new.runtime, new.in_axes, new.out_axes
+        self.loads += 1
+        self.scheduler.set_ready(name, True, model, concurrency=None if new.runtime == "onnxruntime" else 1)
+        if old is not None:
+            old.session.close()
+        log.info("%s switched to %s:%s make-before-break", name, a.spec.model, variant)
+
     def unassign(self, name: str) -> None:
         with self._lock:
             self.assigned.pop(name, None)

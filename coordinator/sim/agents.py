@@ -1,7 +1,7 @@
 """Simulated agents: what a device says on the wire, without loading or running any model.
 
-An agent announces itself with a Birth, applies Deploy and Undeploy commands (at most once per command
-id, as the real agent does) and answers each with an Ack after a load delay that grows with the
+An agent announces itself with a Birth, applies Deploy, Undeploy and Configure commands (at most once
+per command id, as the real agent does) and answers each with an Ack after a load delay that grows with the
 model's size, and publishes a Telemetry window every period. The latencies in a window come from the
 coordinator's own performance model (``PerfBook.load`` and ``sharing.predict``) for the tenants that are
 resident together on the device, so the placement policies are judged by the same queueing physics
@@ -22,6 +22,7 @@ from edgefleet.wire import (
     Ack,
     Birth,
     Capabilities,
+    Configure,
     Deploy,
     DeviceWindow,
     Telemetry,
@@ -108,13 +109,13 @@ class SimAgent:
     def _size(self, spec: TenantSpec) -> int:
         return self.models.facts(spec.model, spec.variant).size_bytes
 
-    def load_delay_s(self, cmd: Deploy | Undeploy) -> float:
+    def load_delay_s(self, cmd: Deploy | Undeploy | Configure) -> float:
         """How long applying ``cmd`` takes before its Ack goes out."""
         if isinstance(cmd, Undeploy) or cmd.command_id in self.applied:
             return 0.01
         return LOAD_BASE_S + LOAD_S_PER_MB * self._size(cmd.tenant) / MB
 
-    def apply(self, cmd: Deploy | Undeploy, now: float) -> Ack:
+    def apply(self, cmd: Deploy | Undeploy | Configure, now: float) -> Ack:
         """Apply ``cmd`` (once per command id) and return the Ack to publish."""
         def ack(ok: bool, result: str, code: str = "", message: str = "") -> Ack:
             return Ack(command_id=cmd.command_id, device_id=self.device_id, ok=ok,
@@ -128,6 +129,8 @@ class SimAgent:
             self.hosted.pop(cmd.tenant, None)
             return ack(True, "applied", message=f"{cmd.tenant} removed")
         spec = cmd.tenant
+        if isinstance(cmd, Configure) and spec.name not in self.hosted:
+            return ack(False, "failed", "unknown_tenant", f"{spec.name} is not hosted here")
         facts = self.models.facts(spec.model, spec.variant)
         if facts.runtime not in self.runtimes:
             return ack(False, "rejected", "unsupported_runtime", f"no {facts.runtime} here")

@@ -23,7 +23,17 @@ from coordinator.rebalance import RebalancePolicy
 from coordinator.sim.agents import SimAgent
 from coordinator.sim.clock import EventQueue
 from coordinator.store import Store
-from edgefleet.wire import Death, Deploy, OpReply, Telemetry, TelemetryAck, Topics, Undeploy, decode_to_device
+from edgefleet.wire import (
+    Configure,
+    Death,
+    Deploy,
+    OpReply,
+    Telemetry,
+    TelemetryAck,
+    Topics,
+    Undeploy,
+    decode_to_device,
+)
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,7 @@ class World:
             return
         self.queue.after(self.config.net_delay_s, lambda: self._command(msg))
 
-    def _command(self, cmd: Deploy | Undeploy) -> None:
+    def _command(self, cmd: Deploy | Undeploy | Configure) -> None:
         agent = self.agents.get(cmd.device_id)
         if agent is None or not agent.alive:
             self.traffic.commands_dropped += 1

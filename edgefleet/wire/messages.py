@@ -171,7 +171,23 @@ class Undeploy(_Msg, frozen=True, tag="undeploy"):
         _name("tenant name", self.tenant)
 
 
-Command = Deploy | Undeploy
+class Configure(_Msg, frozen=True, tag="configure"):
+    """Change a tenant the device already hosts, in place: ``tenant`` is its new spec (same name and
+    model; a new ``variant``, ``max_batch``, ``slo_ms`` or ``min_fidelity``). The inference topic stays
+    subscribed throughout; a new variant is loaded and warmed before the old one is dropped when the
+    memory budget holds both (dispatch pauses only for the batches already running on the old one);
+    otherwise the old one is dropped first and requests that arrive meanwhile wait in the tenant's queue
+    for the new one (answered ``deadline_exceeded`` only if the load outlasts their deadline). A device that does not host the tenant, or a
+    spec naming another model, is answered ``failed`` with code ``unknown_tenant`` / ``bad_request``;
+    on any failure the tenant keeps serving with its previous spec."""
+
+    command_id: str
+    device_id: str
+    tenant: TenantSpec
+    issued_at: float = 0.0
+
+
+Command = Deploy | Undeploy | Configure
 
 
 class TelemetryAck(_Msg, frozen=True, tag="telemetry.ack"):
@@ -188,7 +204,7 @@ class TelemetryAck(_Msg, frozen=True, tag="telemetry.ack"):
             raise ValueError("seqs must be at most 10000 non-negative window numbers")
 
 
-ToDevice = Deploy | Undeploy | TelemetryAck  # everything on a device's command topic
+ToDevice = Deploy | Undeploy | Configure | TelemetryAck  # everything on a device's command topic
 
 
 class Ack(_Msg, frozen=True, tag="ack"):

@@ -1,0 +1,37 @@
+"""The rebalancer: when a tenant's SLO is at risk (``streaks``), which commands fix it (``planner``),
+judged by the performance model with batching (``outlook``)."""
+
+from coordinator.rebalance.outlook import Host, Model, Resident, Verdict, assess, expected_batch
+from coordinator.rebalance.planner import Action, DevicePlan, Migrate, Plan, Reconfigure, Situation, plan
+from coordinator.rebalance.streaks import (
+    RebalancePolicy,
+    Streak,
+    due,
+    forget,
+    moved,
+    observe,
+    observe_predicted,
+)
+
+__all__ = [
+    "Action",
+    "DevicePlan",
+    "Host",
+    "Migrate",
+    "Model",
+    "Plan",
+    "RebalancePolicy",
+    "Reconfigure",
+    "Resident",
+    "Situation",
+    "Streak",
+    "Verdict",
+    "assess",
+    "due",
+    "expected_batch",
+    "forget",
+    "moved",
+    "observe",
+    "observe_predicted",
+    "plan",
+]

@@ -1,0 +1,157 @@
+"""The engine's rebalancer: the planner's plain inputs from the store, its plan carried out, each
+decision recorded.
+
+Runs on the coordinator's worker thread like the engine. Per telemetry window of a device it updates
+the streaks (measured p95 over SLO; with the performance-model placement also the model's verdict on
+that device at the demand just reported) and then asks ``rebalance.planner.plan`` what to do for the
+tenants that are due. Reconfigurations go out as Configure commands (``Tenants.reconfigure``: the row
+takes the new spec at the Ack), migrations as make-before-break moves (``Tenants.migrate``, which asks
+the placement again for the chosen target). Every decision — an action and its outcome, or why nothing
+was done — is kept in ``moves`` (the last ``MOVES_KEPT``) with its reason. A device joining re-plans at
+once for the tenants whose last attempt found nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from coordinator import rebalance
+from coordinator.models import UnknownModel
+from coordinator.placement.live import LivePredictedLatency, book_kind
+from coordinator.rebalance import Host, Migrate, Model, RebalancePolicy, Resident, Situation, Streak
+from coordinator.store import DeviceRow, Store, TenantRow
+from coordinator.tenants import CHARGED_STATES, Tenants
+from edgefleet.wire import Telemetry
+from edgefleet.wire.messages import VARIANTS
+
+log = logging.getLogger(__name__)
+
+MOVES_KEPT = 100  # rebalancer decisions remembered for inspection
+
+
+@dataclass(frozen=True)
+class Move:
+    """One rebalancer decision: ``action`` is "migrate", "configure" or "none"; ``outcome`` "moving",
+    "configuring", or why it was not done."""
+
+    at: float
+    tenant: str
+    action: str
+    outcome: str
+    reason: str
+
+
+class Rebalancer:
+    def __init__(self, *, store: Store, tenants: Tenants, policy: RebalancePolicy,
+                 clock: Callable[[], float]) -> None:
+        self.store = store
+        self.tenants = tenants
+        self.policy = policy
+        self.clock = clock
+        self.streaks: dict[str, Streak] = {}  # in memory: a restarted coordinator starts afresh
+        self.moves: list[Move] = []
+
+    @property
+    def live(self) -> LivePredictedLatency | None:
+        p = self.tenants.placement
+        return p if isinstance(p, LivePredictedLatency) else None
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def _host(self, device: DeviceRow, rows: list[TenantRow], busy: set[str]) -> Host:
+        residents = []
+        for t in rows:
+            if t.device_id != device.device_id or t.state not in CHARGED_STATES:
+                continue
+            ok = t.state == "running" and t.name not in busy
+            residents.append(Resident(t.spec, t.runtime, t.size_bytes, changeable=ok, movable=ok and t.pinned is None))
+        return Host(device.device_id, book_kind(device.kind) or device.kind, device.online,
+                    frozenset(device.runtimes), device.memory_budget_bytes, tuple(residents))
+
+    def hosts(self) -> tuple[Host, ...]:
+        busy = {c.tenant for c in self.tenants.outbox.outstanding()}
+        rows: dict[str, list[TenantRow]] = {}
+        for t in self.store.tenants():
+            if t.device_id is not None:
+                rows.setdefault(t.device_id, []).append(t)
+        return tuple(self._host(d, rows.get(d.device_id, []), busy) for d in self.store.devices())
+
+    def host(self, device_id: str) -> Host | None:
+        device = self.store.device(device_id)
+        if device is None:
+            return None
+        busy = {c.tenant for c in self.tenants.outbox.outstanding(device_id=device_id)}
+        return self._host(device, self.store.tenants_on(device_id), busy)
+
+    def situation(self) -> Situation:
+        hosts = self.hosts()
+        live = self.live
+        model = None if live is None else self.model(live)
+        variants = {}
+        for m in sorted({r.spec.model for h in hosts for r in h.residents}):
+            for v in VARIANTS:
+                try:
+                    variants[(m, v)] = self.tenants.models.facts(m, v)
+                except UnknownModel:
+                    continue
+        observed = {t.name: t.latency_p95_ms for t in self.store.tenants() if t.latency_p95_ms > 0}
+        return Situation(hosts, model, variants, observed)
+
+    @staticmethod
+    def model(live: LivePredictedLatency) -> Model:
+        return Model(live.learner.book, dict(live.demand), live.headroom, live.default_rps)
+
+    # -- per window --------------------------------------------------------------------------------
+    def window(self, t: Telemetry) -> None:
+        """Streaks after one stored window of ``t.device_id``, then the plan for what is due."""
+        rows = self.store.tenants_on(t.device_id)
+        running = [r.name for r in rows if r.state == "running" and r.pinned is None]
+        self.streaks = rebalance.observe(self.streaks, t.tenants, self.policy, running)
+        live = self.live
+        if live is not None and self.policy.predict and self.policy.enabled:
+            host = self.host(t.device_id)
+            if host is not None:
+                verdict = rebalance.assess(host, self.model(live))
+                bad = () if verdict.unmodelled else verdict.violating(self.policy.ratio)
+                self.streaks = rebalance.observe_predicted(self.streaks, bad, running)
+        self.run(self.clock())
+
+    def run(self, now: float, *, joined: bool = False) -> None:
+        if not rebalance.due(self.streaks, self.policy, now, joined=joined):
+            return
+        self.streaks = rebalance.forget(self.streaks, (r.name for r in self.store.tenants()))
+        result = rebalance.plan(self.situation(), self.streaks, self.policy, now, joined=joined)
+        for dp in result.devices:
+            acted: set[str] = set()
+            if dp.feasible:
+                for action in dp.actions:
+                    self._carry_out(now, action, dp.reason)
+                    acted.add(action.tenant)
+            else:
+                for name in dp.tenants:
+                    self._record(Move(now, name, "none", "stays", dp.reason))
+            for name in dp.tenants:
+                self.streaks = rebalance.moved(self.streaks, name, now, stuck=not dp.feasible)
+            for name in acted - set(dp.tenants):
+                self.streaks = rebalance.moved(self.streaks, name, now)
+
+    def _carry_out(self, now: float, action: rebalance.Action, why: str) -> None:
+        reason = f"{why}; {action.reason}"
+        if isinstance(action, Migrate):
+            reply = self.tenants.migrate(action.tenant, action.target)
+            outcome = "moving" if reply is None else f"{reply.code or 'stays'}: {reply.message}"
+            self._record(Move(now, action.tenant, "migrate", outcome, reason))
+        else:
+            reply = self.tenants.reconfigure(action.tenant, action.spec, reason)
+            outcome = "configuring" if reply is None else f"{reply.code or 'stays'}: {reply.message}"
+            self._record(Move(now, action.tenant, "configure", outcome, reason))
+
+    def _record(self, move: Move) -> None:
+        level = logging.WARNING if move.action != "none" else logging.INFO
+        log.log(level, "rebalance %s %s: %s (%s)", move.action, move.tenant, move.outcome, move.reason)
+        self.moves.append(move)
+        del self.moves[:-MOVES_KEPT]
+
+
+__all__ = ["MOVES_KEPT", "Move", "Rebalancer"]

@@ -26,6 +26,8 @@ from coordinator.sim.devices import (
 from coordinator.sim.live import LiveScenario, run_live, tenant_plan
 from coordinator.sim.livereport import Call, served_again, summarise
 from coordinator.sim.scenario import SLO_MS
+from edgefleet.cli.main import main
+from edgefleet.cli.sim import live_summary
 from edgefleet.config import ConfigError
 from edgefleet.localfleet import agent_toml
 from edgefleet.runtime.fake import FakeModel
@@ -190,6 +192,14 @@ def test_bad_live_scenarios_are_refused(kwargs: dict[str, object], match: str) -
         LiveScenario(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("argv", [["--placement", "most-free-memory"], ["--kill", "4"], ["--devices", "0"],
+                                  ["--per-kind", "0"], ["--tenants", "0"]])
+def test_the_cli_refuses_bad_live_runs_before_starting_anything(argv: list[str],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "--live", *argv]) == 2
+    assert capsys.readouterr().out.startswith("edgefleet sim: ")
+
+
 def test_the_report_compares_each_answer_with_the_book_of_the_kind_that_gave_it() -> None:
     spec = TenantSpec(name="pose", model="pose-landmark", slo_ms=20.0)
     status = FleetStatus(
@@ -247,8 +257,11 @@ def test_a_live_run_places_by_the_model_serves_at_the_books_speed_and_survives_a
         # fast x86 cores do, never on the Arm cores (3x slower) while those have room
         assert t["deployed_kind"] in ({"coral-usb"} if t["runtime"] == "litert" else
                                       {"jetson-orin-nano", "x86_64-cpu"}), name
-        # answers arrive, and most calls succeed (the killed device's in-flight calls may not)
-        assert t["ok"] >= 0.8 * t["requests"] > 0, name
+        # answers arrive; a tenant of the killed device loses the calls in flight and those sent before
+        # its new replica subscribed (checked below), the others nearly none
+        assert t["ok"] > 0, name
+        if t["deployed_on"] not in report["failover"]["killed"]:
+            assert t["ok"] >= 0.9 * t["requests"], (name, t["errors"])
         assert t["state"] == "running" and t["kind"] != "coral-usb", name  # nothing left on the dead box
         # the service time each answer reports is the book's for the kind that answered, within what
         # sleeping and the agent's own overhead add (wrong kind, ms vs s, lost per-row term: far off)
@@ -272,3 +285,5 @@ def test_a_live_run_places_by_the_model_serves_at_the_books_speed_and_survives_a
                                                                                       "jetson-orin-nano")
         assert set(tenants[name]["service"]) >= {"coral-usb", tenants[name]["kind"]}
     assert report["kinds"]["coral-usb"]["online"] == [] and report["kinds"]["coral-usb"]["tenants"] == []
+    text = live_summary(report)
+    assert "killed coral-usb-1" in text and all(name in text for name in tenants)

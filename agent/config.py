@@ -38,6 +38,9 @@ class AgentConfig:
     metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
     memory_policy: str = "predictive"  # predictive | lru | static (see agent.memory.manager)
     batch_policy: str = "adaptive"  # adaptive | fixed:N | delay:MS (see agent.batching.BatchPolicy)
+    # Simulation only: serve every model from fake-runtime descriptions <dir>/<model>/<variant>.json
+    # (service times in seconds, sizes in bytes; see agent.fakes) instead of the zoo; None: off.
+    fake_models_dir: Path | None = None
 
     @property
     def topics(self) -> Topics:
@@ -74,6 +77,7 @@ _AGENT_FIELDS = {
     "memory_policy",
     "batch_policy",
     "metrics_port",
+    "fake_models_dir",
 }
 
 
@@ -90,6 +94,9 @@ def config_from_dict(data: dict[str, Any], source: str = "agent config") -> Agen
     except WireError as exc:
         raise ConfigError(f"{source}: [agent] {exc.message}") from None
     data_dir = s.opt_str("data_dir")
+    fake_dir = s.opt_str("fake_models_dir")
+    if fake_dir and not Path(fake_dir).is_dir():
+        raise ConfigError(f"{source}: [agent] fake_models_dir {fake_dir!r} is not a folder")
     return AgentConfig(
         device_id=device_id,
         state_dir=Path(s.str("state_dir")),
@@ -108,6 +115,7 @@ def config_from_dict(data: dict[str, Any], source: str = "agent config") -> Agen
         telemetry_resend_s=s.num("telemetry_resend_s", 15.0, lo=0.1, hi=86_400),
         memory_policy=_policy(s),
         metrics_port=s.int("metrics_port", 0, lo=0, hi=65535),
+        fake_models_dir=Path(fake_dir) if fake_dir else None,
     )
 
 

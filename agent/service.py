@@ -24,6 +24,7 @@ from agent.batching import BatchPolicy
 from agent.collectors import select_collector
 from agent.commands import CommandRunner
 from agent.config import AgentConfig
+from agent.fakes import FakeModels, open_fake
 from agent.host import DeployError, LocalModels, ModelHost, ModelResolver, ZooResolver
 from agent.memory.manager import MemoryManager
 from agent.outbox import Outbox
@@ -64,8 +65,15 @@ class Agent:
         resolvers: list[ModelResolver] = [ZooResolver(config.data_dir)]
         if local_models is not None:
             resolvers.insert(0, local_models)
+        # Simulating a device (edgefleet sim --live): fakes stand in for every model and runtime.
+        self.fakes = FakeModels(config.fake_models_dir) if config.fake_models_dir is not None else None
+        if self.fakes is not None:
+            resolvers = [self.fakes]
         self.host = ModelHost(
-            resolvers, budget_bytes=config.memory_budget_bytes, threads=config.threads_per_session
+            resolvers,
+            budget_bytes=config.memory_budget_bytes,
+            threads=config.threads_per_session,
+            open_session=open_fake if self.fakes is not None else None,
         )
         self.scheduler = Scheduler(
             workers=config.worker_count,
@@ -155,7 +163,10 @@ class Agent:
 
     # -- status ------------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
-        runtimes = [r for r in available_runtimes() if r != "fake"]
+        if self.fakes is not None:
+            runtimes = self.fakes.runtimes()
+        else:
+            runtimes = [r for r in available_runtimes() if r != "fake"]
         accelerators = detect_accelerators()
         return Capabilities(
             device_kind=self.config.device_kind or device_kind(accelerators=accelerators),
@@ -171,6 +182,8 @@ class Agent:
         )
 
     def _cached_models(self) -> list[str]:
+        if self.fakes is not None:
+            return self.fakes.cached()
         try:
             from edgefleet.zoo import load_catalog
             from edgefleet.zoo.paths import local_catalog_path

@@ -28,6 +28,8 @@ from edgefleet.runtime import (
     get_runtime,
     runtime_for_file,
 )
+from edgefleet.runtime import fake as fake_runtime
+from edgefleet.runtime.fake import FakeSession
 from edgefleet.runtime.onnx import choose_providers
 from edgefleet.zoo import Catalog, data_dir, fetch, load_catalog, model_path, sample_inputs
 
@@ -261,3 +263,61 @@ def test_fake_runtime_from_json(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({**desc, "function": "nope"}))
     with pytest.raises(ModelLoadError):
         get_runtime("fake").open(tmp_path / "bad.json")
+
+
+def _on_processor(path: str, name: str, servers: int = 1, switch_s: float = 0.0) -> FakeSession:
+    model = FakeModel(SPEC_IN, SPEC_OUT, service_time_s=0.001, per_row_s=0.0, processor=name, servers=servers,
+                      switch_s=switch_s)
+    return FakeRuntime({path: model}).open(Path(path))
+
+
+@pytest.mark.parametrize(("order", "slept_ms"), [
+    # every run sleeps its 1 ms; a run after another model's on the same processor also reloads (3 ms)
+    ("aab", [1, 1, 4]),
+    ("abab", [1, 4, 4, 4]),
+    ("abba", [1, 4, 1, 4]),
+])
+def test_fakes_on_one_processor_pay_a_switch_between_models(monkeypatch: pytest.MonkeyPatch, order: str,
+                                                             slept_ms: list[int]) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(fake_runtime, "_sleep", slept.append)
+    proc = f"tpu-{order}"  # processors are process-wide: one per case
+    sessions = {m: _on_processor(f"{m}/fp32.json", proc, switch_s=0.003) for m in "ab"}
+    for m in order:
+        sessions[m].run({"x": np.zeros((1, 4), np.float32)})
+    assert [round(s * 1e3) for s in slept] == slept_ms
+
+
+@pytest.mark.parametrize("servers", [1, 2])
+def test_fakes_on_one_processor_run_at_most_its_servers_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                servers: int) -> None:
+    import threading
+
+    busy, most = [0], [0]
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.02)  # long enough for the other callers to arrive
+        with lock:
+            busy[0] -= 1
+
+    monkeypatch.setattr(fake_runtime, "_sleep", sleep)
+    sessions = [_on_processor(f"m{i}/fp32.json", f"shared-{servers}", servers=servers) for i in range(4)]
+    callers = [threading.Thread(target=s.run, args=({"x": np.zeros((1, 4), np.float32)},)) for s in sessions]
+    for c in callers:
+        c.start()
+    for c in callers:
+        c.join(5)
+    assert most[0] <= servers
+
+
+def test_fake_models_refuse_negative_times(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="times must be >= 0"):
+        FakeModel(SPEC_IN, SPEC_OUT, service_time_s=-0.001)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"inputs": [], "outputs": [], "servers": 0}))
+    with pytest.raises(ModelLoadError):
+        get_runtime("fake").open(path)

@@ -1,16 +1,24 @@
 """A deterministic stand-in runtime for tests and simulations of edge boxes without real models.
 
 A fake model is a :class:`FakeModel`: input and output specs, a pure numpy function and a service
-time (a fixed part plus a part per batch row, spent in ``time.sleep``). Models are given to
-:class:`FakeRuntime` in its constructor, keyed by the path that ``open`` will be asked for, or
-described in a small JSON file that ``open`` reads::
+time (a fixed part plus a part per batch row, spent in ``time.sleep``, which releases the GIL: a
+sleeping session holds no core and blocks no other thread). Models are given to :class:`FakeRuntime`
+in its constructor, keyed by the path that ``open`` will be asked for, or described in a small JSON
+file that ``open`` reads::
 
     {"inputs":  [{"name": "x", "dtype": "float32", "shape": [null, 4]}],
      "outputs": [{"name": "y", "dtype": "float32", "shape": [null, 1]}],
-     "function": "sum", "service_time_s": 0.005, "per_row_s": 0.001, "memory_bytes": 1048576}
+     "function": "sum", "service_time_s": 0.005, "per_row_s": 0.001, "memory_bytes": 1048576,
+     "processor": "tpu", "servers": 1, "switch_s": 0.003}
 
 Built-in functions: ``identity`` (each output is the input of the same position, cast), ``sum`` (the
 per-row sum of the first input, broadcast into every output) and ``zeros``.
+
+``processor`` (optional) names a simulated processor shared by every session of this process that
+names it: at most ``servers`` runs occupy it at once (the others wait inside ``run``, as they would
+for a busy accelerator), and a run whose predecessor on it was another model file first pays
+``switch_s`` (an Edge TPU reloading parameters). Other keys (``runtime``, read by agents that serve
+fakes in place of real models) are ignored here.
 """
 
 from __future__ import annotations
@@ -72,6 +80,12 @@ def zeros(feeds: Feeds, outputs: tuple[TensorSpec, ...]) -> Outputs:
 FUNCTIONS: dict[str, FakeFunction] = {"identity": identity, "sum": row_sum, "zeros": zeros}
 
 
+def _sleep(seconds: float) -> None:
+    """Spend a service time; ``time.sleep`` releases the GIL, so other threads run meanwhile."""
+    if seconds > 0:
+        time.sleep(seconds)
+
+
 @dataclass(frozen=True)
 class FakeModel:
     """What a fake session serves: specs, a pure function of the feeds and a service time."""
@@ -82,6 +96,13 @@ class FakeModel:
     service_time_s: float = 0.0
     per_row_s: float = 0.0
     memory_bytes: int = 1 << 20
+    processor: str = ""  # simulated processor shared by the sessions that name it; "" none
+    servers: int = 1  # runs the processor takes at once
+    switch_s: float = 0.0  # paid by a run whose predecessor on the processor was another model
+
+    def __post_init__(self) -> None:
+        if min(self.service_time_s, self.per_row_s, self.switch_s) < 0.0 or self.servers < 1:
+            raise ValueError("fake model times must be >= 0 s and servers >= 1")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FakeModel:
@@ -105,7 +126,32 @@ class FakeModel:
             service_time_s=float(data.get("service_time_s", 0.0)),
             per_row_s=float(data.get("per_row_s", 0.0)),
             memory_bytes=int(data.get("memory_bytes", 1 << 20)),
+            processor=str(data.get("processor", "")),
+            servers=int(data.get("servers", 1)),
+            switch_s=float(data.get("switch_s", 0.0)),
         )
+
+
+class _Processor:
+    """A simulated processor: ``servers`` runs at once, and which model file ran on it last."""
+
+    def __init__(self, servers: int) -> None:
+        self.slots = threading.BoundedSemaphore(servers)
+        self.lock = threading.Lock()
+        self.last: Path | None = None
+
+
+_PROCESSORS: dict[str, _Processor] = {}
+_PROCESSORS_LOCK = threading.Lock()
+
+
+def _processor(name: str, servers: int) -> _Processor:
+    """The process-wide processor ``name``; the first session that names it sets its servers."""
+    with _PROCESSORS_LOCK:
+        proc = _PROCESSORS.get(name)
+        if proc is None:
+            proc = _PROCESSORS[name] = _Processor(servers)
+        return proc
 
 
 class FakeSession:
@@ -122,6 +168,7 @@ class FakeSession:
         self.calls = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._proc = _processor(model.processor, model.servers) if model.processor else None
 
     def run(self, feeds: Feeds) -> Outputs:
         if self._closed:
@@ -130,8 +177,14 @@ class FakeSession:
         with self._lock:
             self.calls += 1
         delay = self.model.service_time_s + self.model.per_row_s * batch
-        if delay > 0:
-            time.sleep(delay)
+        if self._proc is None:
+            _sleep(delay)
+        else:
+            with self._proc.slots:  # wait for the processor as for a busy accelerator
+                with self._proc.lock:
+                    switched = self._proc.last is not None and self._proc.last != self.path
+                    self._proc.last = self.path
+                _sleep(delay + (self.model.switch_s if switched else 0.0))
         return self.model.function(feeds, self.outputs)
 
     def close(self) -> None:
@@ -172,4 +225,7 @@ def describe(model: FakeModel, function: str = "sum") -> dict[str, Any]:
         "service_time_s": model.service_time_s,
         "per_row_s": model.per_row_s,
         "memory_bytes": model.memory_bytes,
+        "processor": model.processor,
+        "servers": model.servers,
+        "switch_s": model.switch_s,
     }

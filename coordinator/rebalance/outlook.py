@@ -142,9 +142,12 @@ def assess(host: Host, model: Model, corrections: Mapping[str, float] | None = N
         b = expected_batch(ld.rate_rps, prof.curve, ld.concurrency, s.max_batch) if r.runtime in BATCHING_RUNTIMES else 1.0
         if b > 1.0:
             proc = kind.processors[pname]
-            extra = proc.overhead_ms * (b - 1.0) if proc.kind == "cpu" else 0.0
+            # a batch of b is one job: its payload is b requests' (the per-MB path and background
+            # costs scale by themselves); the fixed per-request costs of the other b - 1 are counted
+            # as work of the job
+            extra = (proc.path_ms + proc.background_ms) * (b - 1.0) if proc.kind == "cpu" else 0.0
             service = max(MIN_MS, prof.curve.fixed_ms + prof.curve.per_row_ms * b) + extra
-            ld = dataclasses.replace(ld, rate_rps=ld.rate_rps / b, service_ms=service)
+            ld = dataclasses.replace(ld, rate_rps=ld.rate_rps / b, service_ms=service, request_mb=ld.request_mb * b)
         per.setdefault(pname, []).append(ld)
         proc_of[s.name] = pname
     ratios: dict[str, float] = {}

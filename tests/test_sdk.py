@@ -388,3 +388,15 @@ async def test_async_connect_failure() -> None:
         async with AsyncInferenceClient(MqttSettings(port=port), connect_timeout_s=0.5):
             pass
     assert time.monotonic() - t0 < 3.0
+
+
+def test_acks_that_come_before_their_waiter_are_kept() -> None:
+    """The broker can answer SUBSCRIBE or UNSUBSCRIBE before paho's call returns the message id; a
+    waiter registered after the ack must see it at once instead of waiting out its timeout."""
+    link = MqttLink(MqttSettings(host="127.0.0.1", port=free_port()), client_id="early-acks")
+    link._handle_subscribe(None, None, 7, [])  # type: ignore[arg-type]
+    link._handle_unsubscribe(None, None, 9, [])  # type: ignore[arg-type]
+    assert link._waiter("sub", 7).is_set()
+    assert link._waiter("unsub", 9).is_set()
+    assert not link._waiter("sub", 9).is_set()  # an UNSUBACK is not a SUBACK
+    assert not link._waiter("sub", 7).is_set()  # each early ack serves one waiter

@@ -12,6 +12,7 @@ the agent and coordinator hand work to their own threads — because a slow hand
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import socket
@@ -29,6 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
+EARLY_ACKS_KEPT = 64  # SUBACKs/UNSUBACKs remembered that came before their waiter
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ class MqttLink:
         self._pending_subs: set[int] = set()
         self._sub_waiters: dict[int, threading.Event] = {}
         self._unsub_waiters: dict[int, threading.Event] = {}
+        # acks that arrived before their caller registered a waiter (the broker can answer before
+        # paho's subscribe() returns the message id): the last few, by kind and message id
+        self._early: collections.deque[tuple[str, int]] = collections.deque(maxlen=EARLY_ACKS_KEPT)
         self._stopping = False
         self.handler_errors = 0
         self.connects = 0
@@ -181,9 +186,7 @@ class MqttLink:
         _, mid = self._client.subscribe(filter_, qos=qos)
         if wait_s <= 0 or mid is None:
             return mid is not None
-        acked = threading.Event()
-        with self._lock:
-            self._sub_waiters[mid] = acked
+        acked = self._waiter("sub", mid)
         ok = acked.wait(wait_s)
         with self._lock:
             self._sub_waiters.pop(mid, None)
@@ -197,9 +200,7 @@ class MqttLink:
         if self._connected.is_set():
             _, mid = self._client.unsubscribe(filter_)
             if wait_s > 0 and mid is not None:
-                acked = threading.Event()
-                with self._lock:
-                    self._unsub_waiters[mid] = acked
+                acked = self._waiter("unsub", mid)
                 acked_in_time = acked.wait(wait_s)
                 with self._lock:
                     self._unsub_waiters.pop(mid, None)
@@ -208,6 +209,16 @@ class MqttLink:
         with self._lock:
             self._routes.pop(filter_, None)
         return acked_in_time
+
+    def _waiter(self, kind: str, mid: int) -> threading.Event:
+        """An event set when the ack of ``mid`` comes, or already set when it came first."""
+        acked = threading.Event()
+        with self._lock:
+            (self._sub_waiters if kind == "sub" else self._unsub_waiters)[mid] = acked
+            if (kind, mid) in self._early:
+                self._early.remove((kind, mid))
+                acked.set()
+        return acked
 
     # -- publishing --------------------------------------------------------------------------------
     def publish(
@@ -279,6 +290,8 @@ class MqttLink:
             log.warning("broker refused a subscription (mid %s): %s", mid, ", ".join(failed))
         with self._lock:
             waiter = self._sub_waiters.get(mid)
+            if waiter is None:
+                self._early.append(("sub", mid))
             if mid in self._pending_subs:
                 self._pending_subs.discard(mid)
                 ready = not self._pending_subs
@@ -293,6 +306,8 @@ class MqttLink:
                             props: Properties | None = None) -> None:
         with self._lock:
             waiter = self._unsub_waiters.get(mid)
+            if waiter is None:
+                self._early.append(("unsub", mid))
         if waiter is not None:
             waiter.set()
 

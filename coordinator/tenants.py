@@ -23,6 +23,7 @@ from coordinator.commands import Exhausted, Outbox
 from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placed, Placement, RatedPlacement
+from coordinator.placement.live import LivePredictedLatency
 from coordinator.store import CommandRow, Store, TenantRow
 from edgefleet.wire import Ack, Configure, OpReply, TenantSpec
 from edgefleet.wire.codec import decode
@@ -276,6 +277,8 @@ class Tenants:
 
     def removed(self, t: TenantRow, reply: OpReply) -> None:
         self.store.delete_tenant(t.name)
+        if isinstance(self.placement, LivePredictedLatency):  # its demand and model error go too
+            self.placement.forget(t.name)
         self.on_settled(t.name, "undeploy", reply)
 
     # -- acks and timeouts -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import msgspec
 import pytest
 
 from coordinator.commands import Outbox
@@ -354,3 +355,26 @@ def test_a_reconfiguration_takes_effect_at_its_ack_and_a_refused_one_changes_not
     # another model under the tenant's name is not a reconfiguration
     other = rig.engine.tenants.reconfigure("t1", spec(model="face-detect"), "x")
     assert other is not None and other.code == "bad_request"
+
+
+def test_an_undeployed_tenant_leaves_the_learning_placement(tmp_path: Path) -> None:
+    """The model's expected demand and error book forget a tenant once it is gone, so neither the
+    placement nor the published report keeps counting it."""
+    from coordinator.perf.calibration import build_book
+    from coordinator.placement.live import LivePredictedLatency
+
+    rig = Rig(tmp_path)
+    live = LivePredictedLatency(build_book())
+    rig.engine.tenants.placement = live
+    rig.birth("d1")
+    rig.engine.deploy(spec())
+    [dep] = rig.tick()
+    rig.ack(dep)
+    t = window("d1", 1)
+    done = TenantWindow(**{**msgspec.structs.asdict(t.tenants[0]), "completions": 25})
+    rig.engine.telemetry(msgspec.structs.replace(t, tenants=[done]))
+    assert "t1" in live.demand and "t1" in live.errors.stats
+    rig.engine.undeploy("t1")
+    [und] = rig.tick()
+    rig.ack(und)
+    assert "t1" not in live.demand and "t1" not in live.errors.stats

@@ -70,8 +70,8 @@ def deployed_book() -> PerfBook:
     return PerfBook({**book.kinds, KIND: KindSpec(KIND, procs, spec.runtimes)}, book.profiles)
 
 
-def _predict(book: PerfBook, mix: tuple[str, ...], rates: dict[str, float]) -> dict[str, float]:
-    """p95 per tenant ``t{i}-{model}`` of ``mix`` at ``rates`` on ``KIND`` by ``book``."""
+def _predict(book: PerfBook, mix: tuple[str, ...], rates: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """(p95, mean time in service) per tenant ``t{i}-{model}`` of ``mix`` at ``rates`` on ``KIND``."""
     from coordinator.perf.sharing import Load, predict
 
     per: dict[str, list[Load]] = {}
@@ -80,11 +80,11 @@ def _predict(book: PerfBook, mix: tuple[str, ...], rates: dict[str, float]) -> d
         if isinstance(got, str):
             raise RuntimeError(got)
         per.setdefault(got[0], []).append(got[1])
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     for name, loads in per.items():
         outlook = predict(book.kinds[KIND].processors[name], loads)
-        for ld, p95 in zip(loads, outlook.p95_ms, strict=True):
-            out[ld.name] = p95
+        for ld, p95, service in zip(loads, outlook.p95_ms, outlook.service_ms, strict=True):
+            out[ld.name] = (p95, service)
     return out
 
 
@@ -130,6 +130,14 @@ class Windows:
         self.link.stop()
 
 
+def _parts(qs: np.ndarray) -> dict[str, float]:
+    if not len(qs):
+        return {}
+    q, s = qs[:, 0], qs[:, 1]
+    return {"queue_p50_ms": float(np.median(q)), "queue_p95_ms": float(np.percentile(q, 95)),
+            "service_mean_ms": float(s.mean()), "service_p95_ms": float(np.percentile(s, 95))}
+
+
 def _ape(pred: float, meas: float) -> float | None:
     """|pred - meas| / meas; a prediction of "unstable" (inf) against a finite measurement counts 1."""
     if not (meas > 0 and np.isfinite(meas)):
@@ -138,12 +146,12 @@ def _ape(pred: float, meas: float) -> float | None:
 
 
 async def _drive(fleet: LocalFleet, tenant: str, model: str, rate: float, seconds: float, seed: int,
-                 skip_s: float) -> list[float]:
+                 skip_s: float) -> list[tuple[float, float]]:
     from edgefleet.sdk import AsyncInferenceClient, InferenceError
     from edgefleet.zoo import sample_inputs
 
     feeds = dict(sample_inputs(model))
-    device_ms: list[float] = []
+    device_ms: list[tuple[float, float]] = []  # (queue, service) ms of each measured answer
     rng = random.Random(seed)
     async with AsyncInferenceClient(fleet.settings, prefix=fleet.prefix) as client:
 
@@ -153,7 +161,7 @@ async def _drive(fleet: LocalFleet, tenant: str, model: str, rate: float, second
             except InferenceError:
                 return
             if measured:
-                device_ms.append(float(r.meta.get("queue_ms", 0.0)) + float(r.meta.get("service_ms", 0.0)))
+                device_ms.append((float(r.meta.get("queue_ms", 0.0)), float(r.meta.get("service_ms", 0.0))))
 
         tasks = []
         start = time.monotonic()
@@ -184,7 +192,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
                     windows.take()  # windows of earlier runs are learnt already
 
                     async def all_tenants(mix: tuple[str, ...] = mix, rates: dict[str, float] = rates,
-                                          names: dict[str, str] = names) -> list[list[float]]:
+                                          names: dict[str, str] = names) -> list[list[tuple[float, float]]]:
                         return await asyncio.gather(*(_drive(fleet, names[m], m, rates[m], seconds, i,
                                                              seconds * WARMUP) for i, m in enumerate(mix)))
 
@@ -196,15 +204,19 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
                         learner = learner.observe(KIND, t)
                     predicted = _predict(learner.book, mix, rates)
                     driver.join()
-                    measured: list[list[float]] = box["r"]
+                    measured: list[list[tuple[float, float]]] = box["r"]
                     book_only = _predict(book, mix, rates)
                     for m, samples in zip(mix, measured, strict=True):
-                        meas = float(np.percentile(samples, 95)) if samples else float("nan")
-                        pred, plain = predicted[names[m]], book_only[names[m]]
+                        qs = np.asarray(samples, dtype=float).reshape(-1, 2)
+                        meas = float(np.percentile(qs.sum(axis=1), 95)) if len(qs) else float("nan")
+                        (pred, in_service), (plain, _) = predicted[names[m]], book_only[names[m]]
                         runs.append({"mix": "+".join(mix), "load": load, "tenant": names[m], "model": m,
-                                     "rate_rps": rates[m], "requests": len(samples), "measured_p95_ms": meas,
+                                     "rate_rps": rates[m], "requests": len(qs), "measured_p95_ms": meas,
                                      "predicted_p95_ms": pred, "ape": _ape(pred, meas),
-                                     "predicted_p95_ms_book_only": plain, "ape_book_only": _ape(plain, meas)})
+                                     "predicted_p95_ms_book_only": plain, "ape_book_only": _ape(plain, meas),
+                                     # where the time went: measured queue (receipt to start) and service,
+                                     # against the model's mean time in service
+                                     **_parts(qs), "predicted_service_mean_ms": in_service})
                     for m in mix:
                         fleet.undeploy(names[m])
                     for t in windows.take():

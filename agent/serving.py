@@ -88,7 +88,7 @@ class Server:
         if tenant_info is None:
             reply.error(ErrorCode.UNKNOWN_TENANT, f"tenant {tenant!r} is not hosted on {self.device_id}")
             return
-        self.stats.arrival(tenant)
+        self.stats.arrival(tenant, now)
         if len(payload) > self.max_payload_bytes:
             self.stats.error(tenant)
             reply.error(

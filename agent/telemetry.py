@@ -36,15 +36,23 @@ class _Acc:
     latencies_ms: list[float] = field(default_factory=list)
     by_batch: dict[int, list[float]] = field(default_factory=dict)  # rows -> [batches, seconds]
     single_sq: float = 0.0  # Σ s² over one-row batches (s in seconds), for their spread
+    gaps: int = 0  # inter-arrival gaps seen in the window, their sum and sum of squares (seconds)
+    gap_s: float = 0.0
+    gap_sq: float = 0.0
     seen: int = 0  # latency samples offered to the reservoir
 
 
-def _scv(a: _Acc) -> float:
-    """Var/mean² of the one-row batches' service times: Σs²·n/(Σs)² - 1 (0 with fewer than two)."""
-    n, total = a.by_batch.get(1, (0, 0.0))
+def _cv2(n: float, total: float, squares: float) -> float:
+    """Var/mean² of n samples from their sum and sum of squares: Σx²·n/(Σx)² - 1 (0 with fewer than two)."""
     if n < 2 or total <= 0.0:
         return 0.0
-    return max(0.0, a.single_sq * n / (total * total) - 1.0)
+    return max(0.0, squares * n / (total * total) - 1.0)
+
+
+def _scv(a: _Acc) -> float:
+    """Var/mean² of the one-row batches' service times."""
+    n, total = a.by_batch.get(1, (0, 0.0))
+    return _cv2(n, total, a.single_sq)
 
 
 class WindowStats:
@@ -52,6 +60,7 @@ class WindowStats:
         self._lock = threading.Lock()
         self._acc: dict[str, _Acc] = {}
         self._rng = random.Random(seed)
+        self._last_arrival: dict[str, float] = {}  # tenant -> monotonic seconds, across windows
 
     def _get(self, tenant: str) -> _Acc:
         acc = self._acc.get(tenant)
@@ -59,9 +68,21 @@ class WindowStats:
             acc = self._acc[tenant] = _Acc()
         return acc
 
-    def arrival(self, tenant: str) -> None:
+    def arrival(self, tenant: str, at: float | None = None) -> None:
+        """A request for ``tenant`` arrived (``at``: its receipt time, monotonic seconds, which
+        measures how bursty the arrivals are)."""
         with self._lock:
-            self._get(tenant).arrivals += 1
+            acc = self._get(tenant)
+            acc.arrivals += 1
+            if at is None:
+                return
+            last = self._last_arrival.get(tenant)
+            self._last_arrival[tenant] = at
+            if last is not None and at >= last:
+                gap = at - last
+                acc.gaps += 1
+                acc.gap_s += gap
+                acc.gap_sq += gap * gap
 
     def shed(self, tenant: str) -> None:
         with self._lock:
@@ -120,6 +141,7 @@ class WindowStats:
         resident now for the resident ones (the others are reported with resident=False)."""
         with self._lock:
             acc, self._acc = self._acc, {}
+            self._last_arrival = {t: at for t, at in self._last_arrival.items() if t in specs}
         out: list[TenantWindow] = []
         for name in sorted(set(specs) | set(acc)):
             a = acc.get(name, _Acc())
@@ -149,6 +171,7 @@ class WindowStats:
                     latency_p95_ms=float(p95),
                     latency_p99_ms=float(p99),
                     arrival_rps=a.arrivals / window_s if window_s > 0 else 0.0,
+                    arrival_scv=_cv2(a.gaps, a.gap_s, a.gap_sq),
                     service_ms_by_batch={b: 1e3 * sec / n for b, (n, sec) in sorted(a.by_batch.items()) if n},
                     batches_by_size={b: int(n) for b, (n, _) in sorted(a.by_batch.items())},
                     colocated=sorted(t for t in variants if t != name),

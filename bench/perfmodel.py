@@ -11,7 +11,8 @@ is not part of it).
 
 The prediction is the coordinator's own: ``coordinator.perf.learner.Learner`` starts from the
 calibrated book for ``x86-cpu`` and learns from the agent's telemetry windows (subscribed like the
-coordinator does) as the runs go on. For each run, the first ``WARMUP`` share of it is learnt before
+coordinator does) as the runs go on — service curves and spreads, and each tenant's arrival
+burstiness as the learning placement keeps it from its last window. For each run, the first ``WARMUP`` share of it is learnt before
 the prediction is made, and only the requests after that are measured, so every prediction is made
 before the requests it is scored on. Tenants run with ``max_batch`` 1, the regime the model describes.
 ``mape`` = mean over tenants and runs of |predicted - measured| / measured (goal <= 0.10);
@@ -70,13 +71,17 @@ def deployed_book() -> PerfBook:
     return PerfBook({**book.kinds, KIND: KindSpec(KIND, procs, spec.runtimes)}, book.profiles)
 
 
-def _predict(book: PerfBook, mix: tuple[str, ...], rates: dict[str, float]) -> dict[str, tuple[float, float]]:
-    """(p95, mean time in service) per tenant ``t{i}-{model}`` of ``mix`` at ``rates`` on ``KIND``."""
+def _predict(book: PerfBook, mix: tuple[str, ...], rates: dict[str, float],
+             bursts: dict[str, float] | None = None) -> dict[str, tuple[float, float]]:
+    """(p95, mean time in service) per tenant ``t{i}-{model}`` of ``mix`` at ``rates`` on ``KIND``, with
+    the tenants' arrival burstiness (squared CV of the gaps; Poisson when not given)."""
     from coordinator.perf.sharing import Load, predict
 
     per: dict[str, list[Load]] = {}
     for i, model in enumerate(mix):
-        got = book.load(tenant=f"t{i}-{model}", model=model, variant="fp32", kind=KIND, rate_rps=rates[model])
+        name = f"t{i}-{model}"
+        got = book.load(tenant=name, model=model, variant="fp32", kind=KIND, rate_rps=rates[model],
+                        arrival_scv=(bursts or {}).get(name, 1.0))
         if isinstance(got, str):
             raise RuntimeError(got)
         per.setdefault(got[0], []).append(got[1])
@@ -128,6 +133,19 @@ class Windows:
 
     def close(self) -> None:
         self.link.stop()
+
+
+def _bursts(windows: list[Telemetry]) -> dict[str, float]:
+    """Per tenant, the arrival burstiness the coordinator would use: that of its last window with
+    arrivals (``coordinator.perf.learner.arrival_scv``, as the learning placement keeps it)."""
+    from coordinator.perf.learner import arrival_scv
+
+    out: dict[str, float] = {}
+    for t in windows:
+        for w in t.tenants:
+            if w.arrivals > 0:
+                out[w.tenant] = arrival_scv(w)
+    return out
 
 
 def _parts(qs: np.ndarray) -> dict[str, float]:
@@ -200,9 +218,10 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
                     driver = threading.Thread(target=lambda box=box, go=all_tenants: box.update(r=asyncio.run(go())))
                     driver.start()
                     time.sleep(seconds * WARMUP)
-                    for t in windows.take():  # learn the warm-up, then predict what comes after it
+                    warm = windows.take()
+                    for t in warm:  # learn the warm-up, then predict what comes after it
                         learner = learner.observe(KIND, t)
-                    predicted = _predict(learner.book, mix, rates)
+                    predicted = _predict(learner.book, mix, rates, _bursts(warm))
                     driver.join()
                     measured: list[list[tuple[float, float]]] = box["r"]
                     book_only = _predict(book, mix, rates)
@@ -216,7 +235,8 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
                                      "predicted_p95_ms_book_only": plain, "ape_book_only": _ape(plain, meas),
                                      # where the time went: measured queue (receipt to start) and service,
                                      # against the model's mean time in service
-                                     **_parts(qs), "predicted_service_mean_ms": in_service})
+                                     **_parts(qs), "predicted_service_mean_ms": in_service,
+                                     "arrival_scv": _bursts(warm).get(names[m], 1.0)})
                     for m in mix:
                         fleet.undeploy(names[m])
                     for t in windows.take():

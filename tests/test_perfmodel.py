@@ -101,6 +101,9 @@ SHARING = [
         0.4 / 0.96 / 2,
         None,
     ),
+    # cpu, bursty arrivals (Ca² = 3) of the same LiteRT tenant: Allen–Cunneen with c = 1 (Kingman),
+    # Wq = ρ·s/(1 - ρ)·(Ca² + Cs²)/2 = 0.2·10/0.8·(3 + 0)/2 = 3.75 -> mean 13.75 (Poisson: 11.25)
+    ("cpu bursty", Processor("cpu", 4, 0.0), [Load("a", 20.0, 10.0, scv=0.0, arrival_scv=3.0)], 0.05, 13.75),
     # cpu, the agent's request path: one ONNX tenant (concurrency 2 = c, so nobody waits for the pool),
     # λ = 0.1/ms, s = 1, path g = 2 ms -> ρ_g = 0.2, Wg = λ·g²/(2·(1 - ρ_g)) = 0.4/1.6 = 0.25; other
     # processes 3 ms per request -> X = ρ_g + 0.3 = 0.5 cores aside; no other worker busy, k = 0.5, so
@@ -445,3 +448,22 @@ def test_learner_follows_telemetry_and_records_its_error() -> None:
     assert stat.last.observed_ms == 80.0 and stat.last.predicted_ms > 0
     # late windows: predicted p95 near the measured 80 ms once the curve has moved (first ones were far off)
     assert learner.errors.stats["t"].ape < 0.5
+
+
+BURSTS = [
+    # (agent's measured Ca², arrivals in the window) -> what the model uses
+    (0.0, 100, 1.0),  # not measured (an older agent): Poisson
+    (2.5, 2, 1.0),  # too few arrivals to say
+    (2.5, 100, 2.5),
+    (0.4, 100, 0.4),  # smoother than Poisson
+    (50.0, 100, 10.0),  # a stall, not a load: capped
+]
+
+
+@pytest.mark.parametrize(("measured", "arrivals", "used"), BURSTS)
+def test_arrival_burstiness_from_a_window(measured: float, arrivals: int, used: float) -> None:
+    from coordinator.perf.learner import arrival_scv
+
+    w = TenantWindow(tenant="a", model="m", variant="fp32", slo_ms=10.0, arrivals=arrivals,
+                     arrival_scv=measured)
+    assert arrival_scv(w) == used

@@ -201,6 +201,7 @@ tenant_windows = st.builds(
     latency_p95_ms=nonneg,
     latency_p99_ms=nonneg,
     arrival_rps=nonneg,
+    arrival_scv=nonneg,
 )
 device_windows = st.builds(
     DeviceWindow,

@@ -65,7 +65,8 @@ class PerfBook:
         return PerfBook(self.kinds, _frozen({**self.profiles, key: new}))
 
     def load(
-        self, *, tenant: str, model: str, variant: str, kind: str, rate_rps: float, slo_ms: float = math.inf
+        self, *, tenant: str, model: str, variant: str, kind: str, rate_rps: float, slo_ms: float = math.inf,
+        arrival_scv: float = 1.0,
     ) -> tuple[str, Load] | str:
         """(processor name, Load) for a tenant on a device of ``kind``, or why it cannot run there."""
         spec = self.kinds.get(kind)
@@ -81,5 +82,5 @@ class PerfBook:
         conc = 1 if prof.runtime in SINGLE_FLIGHT_RUNTIMES else proc.servers
         return name, Load(
             tenant, rate_rps, prof.curve.at(1), slo_ms, prof.scv, conc, prof.switch_ms, f"{model}:{variant}",
-            prof.request_mb,
+            prof.request_mb, arrival_scv,
         )

@@ -31,6 +31,17 @@ SCV_WEIGHT = 0.2  # weight of a window's measured service spread in its running 
 SCV_CAP = 4.0  # a window's spread is clipped here (a handful of stalls must not dominate)
 
 
+ARRIVAL_SCV_CAP = 10.0  # beyond this a window's burstiness says more about a stall than about the load
+
+
+def arrival_scv(w: TenantWindow) -> float:
+    """How bursty a window's arrivals were, for the queueing model: the agent's measured squared CV of
+    the inter-arrival gaps (capped), or 1 (Poisson) when the window has none to say."""
+    if w.arrival_scv <= 0.0 or w.arrivals < 3:
+        return 1.0
+    return min(w.arrival_scv, ARRIVAL_SCV_CAP)
+
+
 def _spread(old: float, w: TenantWindow) -> float | None:
     """The profile's squared CV of service after window ``w``: an EWMA of the windows' measured spread
     of one-row batches (``service_scv``, sent by agents since it was added; None when absent)."""
@@ -58,6 +69,7 @@ class Learner:
                 kind=kind,
                 rate_rps=w.arrival_rps,
                 slo_ms=w.slo_ms,
+                arrival_scv=arrival_scv(w),
             )
             if not isinstance(got, str):
                 per.setdefault(got[0], []).append((w, got[1]))

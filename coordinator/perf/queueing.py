@@ -7,8 +7,10 @@ well under a second, so the model is analytic, not simulated. These are the text
   B(0) = 1, B(k) = A·B(k-1) / (k + A·B(k-1)), then C = c·B / (c - A·(1 - B))
   (Kleinrock, Queueing Systems Vol. 1, 1975, §3.6).
 - Pollaczek–Khinchine mean wait of M/G/1: Wq = λ·E[S²] / (2·(1 - ρ)) (Kleinrock §5.6).
-- Allen–Cunneen approximation for M/G/c: Wq ≈ C(c, A) · E[S] / (c - A) · (Ca² + Cs²) / 2, with Ca² = 1
-  for Poisson arrivals (Allen, Probability, Statistics and Queueing Theory, 1990, §6; exact for M/M/c).
+- Allen–Cunneen approximation for G/G/c: Wq ≈ C(c, A) · E[S] / (c - A) · (Ca² + Cs²) / 2, with Ca² = 1
+  for Poisson arrivals (Allen, Probability, Statistics and Queueing Theory, 1990, §6; exact for M/M/c;
+  for c = 1 it is Kingman's G/G/1 formula). Ca² is what agents measure: requests reach a device in
+  bursts (apps, brokers and networks bunch them), and bursts wait.
 - Waiting-time tail: P(W > t) ≈ P(W > 0) · exp(-t / θ) with θ = E[W] / P(W > 0), i.e. an atom at zero
   plus an exponential whose mean matches E[W]. Exact for M/M/c (θ = 1 / (cμ - λ)); for M/G/1 it is the
   heavy-traffic exponential approximation of Kingman (1962). So the 95th percentile of the wait is
@@ -48,15 +50,16 @@ def mg1_wait(rate: float, es: float, es2: float) -> float:
     return rate * es2 / (2.0 * (1.0 - rho))
 
 
-def mgc_wait(servers: int, rate: float, es: float, scv: float) -> tuple[float, float]:
-    """(P(wait > 0), mean wait) of M/G/c by Allen–Cunneen; ``scv`` = Var[S] / E[S]²."""
+def mgc_wait(servers: int, rate: float, es: float, scv: float, arrival_scv: float = 1.0) -> tuple[float, float]:
+    """(P(wait > 0), mean wait) of G/G/c by Allen–Cunneen; ``scv`` = Var[S] / E[S]², ``arrival_scv`` the
+    squared CV of the inter-arrival times (1 for Poisson arrivals: M/G/c)."""
     offered = rate * es
     if offered >= servers:
         return 1.0, math.inf
     p_wait = erlang_c(servers, offered)
     if p_wait == 0.0:
         return 0.0, 0.0
-    return p_wait, p_wait * es / (servers - offered) * (1.0 + scv) / 2.0
+    return p_wait, p_wait * es / (servers - offered) * (arrival_scv + scv) / 2.0
 
 
 def wait_p95(p_wait: float, mean_wait: float) -> float:

@@ -11,14 +11,15 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
   with c - 1 others), whose mean gives the slowdown f and whose variance widens the service spread;
   when the tenants' concurrencies add up to at most c nobody waits for a worker and the others busy
   are the other tenants' own busy workers instead (independent, tenant j busy λ_j·s_j·f on average).
-  B = D·f for D = Σλs is solved by fixed-point iteration. The pool is then M/G/c (Allen–Cunneen); a
+  B = D·f for D = Σλs is solved by fixed-point iteration. The pool is then G/G/c (Allen–Cunneen, with
+  the rate-weighted mean of the tenants' measured arrival Ca² for the merged stream); a
   tenant whose concurrency m < c, or any tenant when nobody waits for the pool, also queues behind its
   own requests (M/G/m of its own, utilisation ρ): a request finds them running with probability ρ and
   then waits for them, else for the pool, so W = W_own + (1 - ρ)·W_pool, P(W > 0) = P_own + (1 - ρ)·P_pool.
   The agent's own work per request outside the model (reading the MQTT packet, decoding, encoding and
   publishing the reply: ``path_ms`` + ``path_ms_per_mb`` x the request's size) runs in Python under one
   interpreter lock, so it is a single server of its own, utilisation ρ_g = Σλ·g: a request's worker
-  waits for it once, an M/G/1 wait (Pollaczek–Khinchine, P(W > 0) = ρ_g) combined with the pool's
+  waits for it once, a G/D/1 wait (Kingman, P(W > 0) = ρ_g) combined with the pool's
   (means add, P(W > 0) = 1 - (1 - P)(1 - ρ_g)); it is not in the tenants' service time. That work,
   and the CPU other processes spend per request on the same cores (``background_ms`` +
   ``background_ms_per_mb`` x size: a broker or an app on the box), keep X cores busy on average
@@ -38,7 +39,8 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
   where a request for another model than the previous one first reloads that model's parameters
   (``switch_ms``). With p_g the share of requests for model g in the Poisson mix, the previous request
   was another model with probability 1 - p_g, so E[S_g] = s_g + (1-p_g)·σ_g and
-  E[S²] = Σ p_g·((1-p_g)(s_g+σ_g)² + p_g·s_g² + s_g²·Cs²); the wait is M/G/1 (Pollaczek–Khinchine).
+  E[S²] = Σ p_g·((1-p_g)(s_g+σ_g)² + p_g·s_g² + s_g²·Cs²); the wait is M/G/1 (Pollaczek–Khinchine),
+  scaled to G/G/1 by Kingman's (Ca² + Cs²)/(1 + Cs²) for arrivals that are not Poisson.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class Load:
     switch_ms: float = 0.0  # tpu: parameter reload when the previous request was another model
     group: str = ""  # tpu: tenants of one group share the model's parameters (no reload between them)
     request_mb: float = 0.0  # size of one request's payload in MB (10^6 bytes)
+    arrival_scv: float = 1.0  # squared CV of the inter-arrival times at the device (1: Poisson)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,7 @@ def _others_busy(c: int, offered: float) -> tuple[float, float]:
 def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
     c, kappa = proc.servers, proc.contention
     demand = total = m2 = own = own2 = 0.0  # Σλs, Σλ, Σλs²(1+Cs²), Σλ²s, Σ(λs)²/m
-    path = path2 = extra = 0.0  # Σλg, Σλg², Σλ·background (g: serial path ms per request)
+    path = path2 = extra = ca2 = 0.0  # Σλg, Σλg², Σλ·background (g: serial path ms per request), Σλ·Ca²
     slots = 0
     for ld in loads:
         r, s, g = ld.rate_rps / 1000.0, ld.service_ms, proc.path_of(ld)
@@ -150,6 +153,8 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
         path += r * g
         path2 += r * g * g
         extra += r * proc.background_of(ld)
+        ca2 += r * ld.arrival_scv
+    ca2 /= total  # the merged stream's, by the stationary-interval approximation (Whitt 1982)
     if path >= 1.0:
         return _unstable(path, len(loads))
     aside = path + extra  # cores kept busy outside the workers, on average
@@ -170,8 +175,9 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
         return _unstable((busy + aside) / c, len(loads))
     es = busy / total
     es2 = m2 * slow * slow * (1.0 + spread) / total
-    p_pool, w_pool = mgc_wait(c, total, es, es2 / (es * es) - 1.0) if pooled else (0.0, 0.0)
-    w_path = path2 / (2.0 * (1.0 - path))  # Pollaczek–Khinchine, M/G/1 of the serial request path
+    p_pool, w_pool = mgc_wait(c, total, es, es2 / (es * es) - 1.0, ca2) if pooled else (0.0, 0.0)
+    # Kingman, G/D/1 of the serial request path: (Ca² + 0)/2 · ρ_g/(1 - ρ_g) · E[g], E[g] = Σλg²/Σλg
+    w_path = ca2 * path2 / (2.0 * (1.0 - path))
     p_core = ((busy + aside) / c) ** c if proc.slice_ms > 0.0 else 0.0  # every core taken when a worker wakes
     p_aside = 1.0 - (1.0 - path) * (1.0 - p_core)
     w_aside = w_path + p_core * proc.slice_ms
@@ -185,7 +191,7 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
             p, w = p_pool, w_pool
         else:  # finds its own requests running with probability ρ_own and waits for them, else the pool
             rho = ld.rate_rps / 1000.0 * s / m
-            p_own, w_own = mgc_wait(m, ld.rate_rps / 1000.0, s, scv)
+            p_own, w_own = mgc_wait(m, ld.rate_rps / 1000.0, s, scv, ld.arrival_scv)
             p, w = p_own + (1.0 - rho) * p_pool, w_own + (1.0 - rho) * w_pool
         p, w = 1.0 - (1.0 - min(p, 1.0)) * (1.0 - p_aside), w + w_aside
         means.append(s + w)
@@ -220,6 +226,7 @@ def _gpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
 
 def _tpu(loads: Sequence[Load]) -> Outlook:
     by_group: dict[str, list[float]] = {}  # group -> [rate, rate·service, switch, rate·scv]
+    ca2 = sum(ld.rate_rps * ld.arrival_scv for ld in loads) / max(sum(ld.rate_rps for ld in loads), 1e-12)
     for ld in loads:
         g = by_group.setdefault(ld.group or ld.name, [0.0, 0.0, 0.0, 0.0])
         r = ld.rate_rps / 1000.0
@@ -236,7 +243,8 @@ def _tpu(loads: Sequence[Load]) -> Outlook:
     rho = total * es
     if rho >= 1.0:
         return _unstable(rho, len(loads))
-    wait = total * es2 / (2.0 * (1.0 - rho))
+    cs2 = max(0.0, es2 / (es * es) - 1.0)
+    wait = total * es2 / (2.0 * (1.0 - rho)) * (ca2 + cs2) / (1.0 + cs2)
     means: list[float] = []
     p95s: list[float] = []
     services: list[float] = []

@@ -16,7 +16,7 @@ from collections.abc import Collection
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.perf import ErrorBook, PerfBook
-from coordinator.perf.learner import Learner
+from coordinator.perf.learner import Learner, arrival_scv
 from coordinator.perf.report import model_report
 from coordinator.placement.model import PredictedLatency
 from coordinator.placement.planner import Demand
@@ -65,7 +65,7 @@ class LivePredictedLatency:
             self.learner = self.learner.observe(kind, telemetry)
         for w in telemetry.tenants:
             if w.arrivals > 0 or w.tenant not in self.demand:
-                self.demand[w.tenant] = Demand(max(w.arrival_rps, 1e-3), w.slo_ms)
+                self.demand[w.tenant] = Demand(max(w.arrival_rps, 1e-3), w.slo_ms, arrival_scv(w))
 
     def forget(self, tenant: str) -> None:
         self.demand.pop(tenant, None)

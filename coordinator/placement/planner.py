@@ -42,6 +42,7 @@ class Demand:
 
     rate_rps: float
     slo_ms: float = math.inf
+    arrival_scv: float = 1.0  # how bursty its arrivals are (squared CV of the gaps; 1: Poisson)
 
 
 class _Proc:
@@ -121,7 +122,8 @@ class Planner:
         rate = d.rate_rps if d is not None else self.default_rps
         slo = slo_ms if slo_ms is not None else (d.slo_ms if d is not None else math.inf)
         return self.book.load(
-            tenant=tenant, model=model, variant=variant, kind=kind, rate_rps=rate, slo_ms=slo
+            tenant=tenant, model=model, variant=variant, kind=kind, rate_rps=rate, slo_ms=slo,
+            arrival_scv=d.arrival_scv if d is not None else 1.0,
         )
 
     # -- checking one device ----------------------------------------------------------------------

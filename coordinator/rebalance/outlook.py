@@ -86,6 +86,11 @@ class Model:
         d = self.demand.get(tenant)
         return d.rate_rps if d is not None else self.default_rps
 
+    def burstiness(self, tenant: str) -> float:
+        """The squared CV of the tenant's inter-arrival times (1, Poisson, when unknown)."""
+        d = self.demand.get(tenant)
+        return d.arrival_scv if d is not None else 1.0
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -134,7 +139,8 @@ def assess(host: Host, model: Model, corrections: Mapping[str, float] | None = N
     for r in host.residents:
         s = r.spec
         got = model.book.load(tenant=s.name, model=s.model, variant=s.variant, kind=host.kind,
-                              rate_rps=max(model.rate(s.name), 1e-6), slo_ms=s.slo_ms)
+                              rate_rps=max(model.rate(s.name), 1e-6), slo_ms=s.slo_ms,
+                              arrival_scv=model.burstiness(s.name))
         prof = model.book.profile(s.model, s.variant, host.kind)
         if isinstance(got, str) or prof is None:
             return Verdict(empty, empty, {}, empty, f"{s.name}: {got if isinstance(got, str) else 'no profile'}")

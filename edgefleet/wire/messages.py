@@ -122,6 +122,7 @@ class TenantWindow(_Plain, frozen=True):
     latency_p95_ms: float = 0.0
     latency_p99_ms: float = 0.0
     arrival_rps: float = 0.0
+    arrival_scv: float = 0.0  # squared coefficient of variation of inter-arrival times (0: fewer than 2)
     service_ms_by_batch: dict[Int, float] = msgspec.field(default_factory=dict)  # rows -> mean ms per batch
     batches_by_size: dict[Int, Int] = msgspec.field(default_factory=dict)  # rows -> batches run
     colocated: list[str] = msgspec.field(default_factory=list)  # other tenants resident in the window

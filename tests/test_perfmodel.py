@@ -104,6 +104,16 @@ SHARING = [
     # cpu, bursty arrivals (Ca² = 3) of the same LiteRT tenant: Allen–Cunneen with c = 1 (Kingman),
     # Wq = ρ·s/(1 - ρ)·(Ca² + Cs²)/2 = 0.2·10/0.8·(3 + 0)/2 = 3.75 -> mean 13.75 (Poisson: 11.25)
     ("cpu bursty", Processor("cpu", 4, 0.0), [Load("a", 20.0, 10.0, scv=0.0, arrival_scv=3.0)], 0.05, 13.75),
+    # cpu, the worker's own timeline: a LiteRT tenant, λ = 0.02/ms, s = 10, Cs² = 0; the reply holds
+    # its slot 2 ms more (occupancy 12, ρ = 0.24): Wq = 0.24·12/0.76·(1 + 0)/2 = 1.894737; dispatch
+    # 0.5 ms is in the latency: mean 0.5 + 10 + 1.894737; utilisation 0.2/4 (the hold is the path's CPU)
+    (
+        "cpu dispatch and hold",
+        Processor("cpu", 4, 0.0, dispatch_ms=0.5, hold_ms=2.0),
+        [Load("a", 20.0, 10.0, scv=0.0)],
+        0.05,
+        0.5 + 10.0 + 0.24 * 12.0 / 0.76 / 2,
+    ),
     # cpu, the agent's request path: one ONNX tenant (concurrency 2 = c, so nobody waits for the pool),
     # λ = 0.1/ms, s = 1, path g = 2 ms -> ρ_g = 0.2, Wg = λ·g²/(2·(1 - ρ_g)) = 0.4/1.6 = 0.25; other
     # processes 3 ms per request -> X = ρ_g + 0.3 = 0.5 cores aside; no other worker busy, k = 0.5, so
@@ -174,12 +184,14 @@ def test_unstable_and_monotone() -> None:
     # the request path alone: 600 req/s x 2 ms of serial work = 1.2 > 1, unstable however many cores
     out = predict(Processor("cpu", 8, path_ms=2.0), [Load("a", 600.0, 0.1, concurrency=8)])
     assert out.utilisation >= 1.0 and math.isinf(out.mean_ms[0])
-    # a woken worker waits for a core when every core is taken: the slice only adds latency
-    sliced = Processor("cpu", 2, background_ms=10.0, slice_ms=4.0)
-    base = dataclasses.replace(sliced, slice_ms=0.0)
+    # the reply's hold on the worker delays the next request but costs no CPU beyond the path's
+    held = Processor("cpu", 2, background_ms=10.0, hold_ms=2.0)
+    base = dataclasses.replace(held, hold_ms=0.0)
     ld = [Load("a", 50.0, 5.0)]
-    assert predict(sliced, ld).utilisation == predict(base, ld).utilisation
-    assert predict(sliced, ld).mean_ms[0] > predict(base, ld).mean_ms[0]
+    assert predict(held, ld).utilisation == predict(base, ld).utilisation
+    assert predict(held, ld).mean_ms[0] > predict(base, ld).mean_ms[0]
+    # a single-flight tenant whose run and reply together fill its slot is unstable: 90 x (10 + 2) ms
+    assert math.isinf(predict(held, [Load("a", 90.0, 10.0)]).p95_ms[0])
     # the same model shares the TPU's parameters: no reload between tenants of one group
     same = predict(
         Processor("tpu"),

@@ -69,8 +69,9 @@ CASES = [
         "d2",
     ),
     # alone: λ = 0.01/ms, s = 10, ρ = 0.1, M/D/1 wait 0.01·100/(2·0.9) = 0.556 ms with P(wait) = 0.1,
-    # θ = 5.556, q95 = 5.556·ln(0.1/0.05) = 3.851 -> p95 = 10 + 3.851 = 13.9 > 12
-    ("SLO unreachable alone", [dev("d1")], ("t1", M1, 10, 12), {}, "d1: t1 p95 13.9 ms > SLO 12 ms"),
+    # so 5.556 ms when it waits, a gamma of squared CV 0.1 + 0.9/3 = 0.4 (a fixed service's residual is
+    # uniform): its median (1 - 0.05/0.1 = 0.5, z = 0) 5.556·(1 - 0.4/9)³ = 4.847 -> 14.8 > 12
+    ("SLO unreachable alone", [dev("d1")], ("t1", M1, 10, 12), {}, "d1: t1 p95 14.8 ms > SLO 12 ms"),
     # r at 50 req/s (ρ 0.5, no SLO known) + 40 req/s · 10 ms = 0.9 > 0.8
     (
         "headroom",
@@ -79,16 +80,19 @@ CASES = [
         {"r": Demand(50)},
         "d1: cpu utilisation 0.90 > headroom 0.80",
     ),
-    # r alone: ρ 0.2, W 1.25 ms, P 0.2: θ 6.25, q95 6.25·ln 4 = 8.66 -> 18.7 <= 20.
+    # r alone: ρ 0.2, W 1.25 ms, P 0.2: 6.25 ms when waiting, squared CV 0.2 + 0.8/3 = 0.467, its
+    # 75th percentile (z = 0.6745) 6.25·(1 - 0.0519 + 0.6745·0.2277)³ = 8.36 -> 18.4 <= 19.
     # With t1 (100 req/s · 2 ms):
     # ρ = 0.4, E[S] = 0.4/0.12 = 3.333, E[S²] = (0.02·100 + 0.1·4)/0.12 = 20, Cs² = 20/3.333² - 1 = 0.8,
-    # pool W = 0.4·3.333/0.6·1.8/2 = 2.0 ms with P 0.4: θ 5, q95 5·ln 8 = 10.4 -> r at 20.4 > its SLO 20
+    # pool W = 0.4·3.333/0.6·1.8/2 = 2.0 ms with P 0.4: 5 ms when waiting; residual squared CV
+    # 4·3.4/(3·1.8²) - 1 = 0.399, wait's 0.4 + 0.6·0.399 = 0.639; its 87.5th percentile (z = 1.1503)
+    # 5·(1 - 0.0710 + 1.1503·0.2665)³ = 9.43 -> r at 19.4 > its SLO 19
     (
         "protects residents",
         [dev("d1", "box", 100, ("r", M1))],
         ("t1", M2, 100, 1000),
-        {"r": Demand(20, 20)},
-        "d1: r p95 20.4 ms > SLO 20 ms",
+        {"r": Demand(20, 19)},
+        "d1: r p95 19.4 ms > SLO 19 ms",
     ),
     (
         "no profile on the kind",

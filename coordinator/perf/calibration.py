@@ -85,12 +85,13 @@ def _scaled(rule: str, model: str, base: ServiceCurve, d: dict[str, Any]) -> tup
     raise ValueError(f"unknown speed rule {rule!r}")
 
 
-def _processor(p: dict[str, Any], contention: float, path_ms: float, path_per_mb: float,
-               d: dict[str, Any]) -> Processor:
+def _processor(p: dict[str, Any], contention: float, path: tuple[float, ...], d: dict[str, Any]) -> Processor:
+    """A processor of the book; a CPU's request path (ms, ms per MB, dispatch, hold) scaled to its speed."""
     if p["kind"] != "cpu":
         return Processor(p["kind"], int(p["servers"]))
     scale = 1.0 if p["speed"] == "reference" else float(d["arm_factor"])
-    return Processor("cpu", int(p["servers"]), contention, path_ms * scale, path_per_mb * scale)
+    ms, per_mb, dispatch, hold = (x * scale for x in path)
+    return Processor("cpu", int(p["servers"]), contention, ms, per_mb, dispatch_ms=dispatch, hold_ms=hold)
 
 
 def build_book(path: Path = CALIBRATION) -> PerfBook:
@@ -99,14 +100,14 @@ def build_book(path: Path = CALIBRATION) -> PerfBook:
     d = derive(data)
     contention = float(data["cpu_contention"]["value"])
     req = data.get("cpu_request_path", {})
-    path_ms, path_per_mb = float(req.get("ms", 0.0)), float(req.get("ms_per_mb", 0.0))
+    request_path = tuple(float(req.get(k, 0.0)) for k in ("ms", "ms_per_mb", "dispatch_ms", "hold_ms"))
     scv = float(data["service_scv"]["value"])
     kinds: dict[str, KindSpec] = {}
     profiles: dict[tuple[str, str, str], Profile] = {}
     for kind, spec in data["kinds"].items():
         if kind.startswith("_"):
             continue
-        procs = {name: _processor(p, contention, path_ms, path_per_mb, d) for name, p in spec["processors"].items()}
+        procs = {name: _processor(p, contention, request_path, d) for name, p in spec["processors"].items()}
         kinds[kind] = KindSpec(kind, procs, dict(spec["runtimes"]))
         for model, entry in data["models"].items():
             if model.startswith("_") or entry["runtime"] not in spec["runtimes"]:

@@ -25,10 +25,12 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
   ``background_ms_per_mb`` x size: a broker or an app on the box), keep X cores busy on average
   besides the workers: they count among the others busy for the contention, and when the workers and
   X together exceed the cores the workers are time-shared, so f = (1 + contention·min(k, c-1)) ·
-  max(1, (k + 1)/c) for k others busy (workers and X); the cores are full when B + X >= c. A worker
-  woken for a request finds every core taken with probability u^c (u = (B + X)/c, cores taken
-  independently) and then waits for the operating system to give it one, an exponential wait of mean
-  ``slice_ms`` (the scheduler's time slice); this wait joins the others like the path's.
+  max(1, (k + 1)/c) for k others busy (workers and X); the cores are full when B + X >= c. Two parts
+  of that path sit on a request's own timeline: ``dispatch_ms`` from receipt to the start of service
+  with a worker free (decoding, admission, waking the worker) is in its latency, and ``hold_ms`` after
+  the runtime returns (splitting outputs, encoding and publishing the reply) keeps its worker, and its
+  tenant's slot, busy for the next request without being in its own latency: the queues above see
+  occupancies s·f + ``hold_ms`` (the CPU it costs is already the path's, so utilisation leaves it out).
 - ``gpu``: processor sharing among the requests in service (time-slicing kernels of concurrent
   sessions), at most w = ``servers`` at once. The others present on arrival N follow the M/M/1 law
   P(N >= n) = ρ^n; a job of size s shares with min(N, w-1) of them, so it takes s·(1 + min(N, w-1)):
@@ -49,7 +51,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.perf.queueing import TAIL, latency_p95, mgc_wait, service_p95
+from coordinator.perf.queueing import TAIL, latency_p95, mgc_wait, service_p95, wait_shape
 
 KINDS = ("cpu", "gpu", "tpu")
 CONTENTION_ROUNDS = 6  # fixed-point iterations for the CPU slowdown (converges in 3-4 for stable loads)
@@ -64,11 +66,12 @@ class Processor:
     path_ms_per_mb: float = 0.0  # cpu: ... and per MB of request payload
     background_ms: float = 0.0  # cpu: CPU per request spent by other processes on these cores
     background_ms_per_mb: float = 0.0  # cpu: ... and per MB of request payload
-    slice_ms: float = 0.0  # cpu: mean wait of a woken worker for a core when every core is taken
+    dispatch_ms: float = 0.0  # cpu: receipt to start of service with a worker free (in the latency)
+    hold_ms: float = 0.0  # cpu: worker time per request after the runtime returns (reply; not in latency)
 
     def __post_init__(self) -> None:
         costs = (self.contention, self.path_ms, self.path_ms_per_mb, self.background_ms, self.background_ms_per_mb,
-                 self.slice_ms)
+                 self.dispatch_ms, self.hold_ms)
         if self.kind not in KINDS or self.servers < 1 or min(costs) < 0.0:
             raise ValueError(f"bad processor {self}")
 
@@ -173,14 +176,14 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
         busy = demand * slow
     if busy + aside >= c:
         return _unstable((busy + aside) / c, len(loads))
-    es = busy / total
-    es2 = m2 * slow * slow * (1.0 + spread) / total
+    h = proc.hold_ms
+    es = busy / total + h  # a worker's occupancy per request: the run, then the reply
+    es2 = (m2 * slow * slow * (1.0 + spread) + 2.0 * h * busy) / total + h * h
+    if pooled and total * es >= c:
+        return _unstable(total * es / c, len(loads))
     p_pool, w_pool = mgc_wait(c, total, es, es2 / (es * es) - 1.0, ca2) if pooled else (0.0, 0.0)
     # Kingman, G/D/1 of the serial request path: (Ca² + 0)/2 · ρ_g/(1 - ρ_g) · E[g], E[g] = Σλg²/Σλg
     w_path = ca2 * path2 / (2.0 * (1.0 - path))
-    p_core = ((busy + aside) / c) ** c if proc.slice_ms > 0.0 else 0.0  # every core taken when a worker wakes
-    p_aside = 1.0 - (1.0 - path) * (1.0 - p_core)
-    w_aside = w_path + p_core * proc.slice_ms
     means: list[float] = []
     p95s: list[float] = []
     for ld in loads:
@@ -189,13 +192,19 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
         m = min(ld.concurrency, c)
         if pooled and m == c:
             p, w = p_pool, w_pool
+            shape = wait_shape(total * es / c, es2 / (es * es) - 1.0)
         else:  # finds its own requests running with probability ρ_own and waits for them, else the pool
-            rho = ld.rate_rps / 1000.0 * s / m
-            p_own, w_own = mgc_wait(m, ld.rate_rps / 1000.0, s, scv, ld.arrival_scv)
+            occ = s + h
+            rho = ld.rate_rps / 1000.0 * occ / m
+            if rho >= 1.0:
+                return _unstable(max(rho, (busy + aside) / c), len(loads))
+            p_own, w_own = mgc_wait(m, ld.rate_rps / 1000.0, occ, scv * (s / occ) ** 2, ld.arrival_scv)
             p, w = p_own + (1.0 - rho) * p_pool, w_own + (1.0 - rho) * w_pool
-        p, w = 1.0 - (1.0 - min(p, 1.0)) * (1.0 - p_aside), w + w_aside
-        means.append(s + w)
-        p95s.append(latency_p95(s, service_p95(s, scv), p, w))
+            shape = wait_shape(rho, scv * (s / occ) ** 2) if w_own >= (1.0 - rho) * w_pool else 1.0
+        p, w = 1.0 - (1.0 - min(p, 1.0)) * (1.0 - path), w + w_path
+        lat = s + proc.dispatch_ms
+        means.append(lat + w)
+        p95s.append(latency_p95(lat, service_p95(s, scv) + proc.dispatch_ms, p, w, shape))
     return Outlook((busy + aside) / c, tuple(means), tuple(p95s), tuple(ld.service_ms * slow for ld in loads))
 
 

@@ -1,7 +1,7 @@
 """The desired state of tenants: where each should run, and how it gets there or moves away.
 
-Placement decisions are taken here (through the ``Placement`` seam, on a snapshot built from the
-store), Deploy/Undeploy commands are queued in the outbox, and Acks move tenants along:
+Placement decisions are taken here (through the ``Placement`` seam, on a snapshot of the store that
+``coordinator.snapshots`` keeps current with every write), Deploy/Undeploy commands are queued in the outbox, and Acks move tenants along:
 ``deploying`` -> ``running`` when acked; a failed Deploy is tried on one other device, then the tenant
 is ``unplaced`` with the reason in ``detail``; ``removing`` rows are deleted once the Undeploy is done.
 A planned move is make-before-break: ``running`` on A -> ``moving`` (Deploy to B; A keeps serving) ->
@@ -20,10 +20,11 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from coordinator.commands import Exhausted, Outbox
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placed, Placement, RatedPlacement
 from coordinator.placement.live import LivePredictedLatency
+from coordinator.snapshots import SnapshotCache
 from coordinator.store import CommandRow, Store, TenantRow
 from edgefleet.wire import Ack, Configure, OpReply, TenantSpec
 from edgefleet.wire.codec import decode
@@ -31,7 +32,6 @@ from edgefleet.wire.codec import decode
 log = logging.getLogger(__name__)
 
 MAX_DEVICES_PER_ROUND = 2  # a failed Deploy is tried on one other device, once
-CHARGED_STATES = ("pending", "deploying", "running", "moving", "removing")  # states that hold memory on a device
 
 # (tenant, "deploy" | "undeploy", reply): an operator call about ``tenant`` has its final answer.
 Settled = Callable[[str, str, OpReply], None]
@@ -47,23 +47,12 @@ class Tenants:
         self.clock = clock
         self.on_settled: Settled = settled or (lambda tenant, kind, reply: None)
         self.stray_acks = 0
+        self.snapshots = SnapshotCache(store)
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self) -> FleetSnapshot:
-        loads: dict[str, list[TenantLoad]] = {}
-        for t in self.store.tenants():
-            if t.device_id is not None and t.state in CHARGED_STATES:
-                load = TenantLoad(t.name, t.spec.model, t.spec.variant, t.size_bytes)
-                loads.setdefault(t.device_id, []).append(load)
-        devices = tuple(
-            DeviceSnapshot(
-                device_id=d.device_id, online=d.online, device_kind=d.kind, runtimes=frozenset(d.runtimes),
-                memory_budget_bytes=d.memory_budget_bytes, tenants=tuple(loads.get(d.device_id, ())),
-                cpu_percent=d.cpu_percent, model_memory_bytes=d.model_memory_bytes,
-            )
-            for d in self.store.devices()
-        )
-        return FleetSnapshot(devices, self.clock())
+        """The fleet now, with every write so far (this transaction's included) applied."""
+        return self.snapshots.snapshot(self.clock())
 
     @staticmethod
     def facts_of(t: TenantRow) -> ModelFacts:

@@ -264,6 +264,36 @@ def test_placement_counts_memory_of_assigned_tenants(rig: Rig) -> None:
     assert third is not None and third.message.endswith("d1: needs 10.9 MB, 3.3 MB free")
 
 
+def test_decisions_in_one_transaction_see_each_other_and_a_rollback_frees_its_slot(rig: Rig) -> None:
+    """The snapshot placement reads is never stale across a write: two deploys in one transaction (as
+    the sim and a batch of operator calls do) cannot both take the last free slot, a device gone
+    offline earlier in the transaction is not chosen, and what a rolled-back transaction charged is
+    free again."""
+    rig.birth("d1", budget_mb=15)  # room for one 10.9 MB tenant each
+    rig.birth("d2", budget_mb=12)
+    rig.birth("d3", budget_mb=40)
+    with rig.store.atomic():
+        rig.store.set_offline("d3", "test")  # the biggest device leaves first
+        assert rig.engine.deploy(spec("a")) is None
+        assert rig.engine.deploy(spec("b")) is None
+        last = rig.engine.deploy(spec("c"))
+    # 15 MB - 10.9 MB = 4.1 MB free on d1, 12 MB - 10.9 MB = 1.1 MB on d2
+    assert last is not None and last.code == "no_fit"
+    assert "d1: needs 10.9 MB, 4.1 MB free" in last.message and "d2: needs 10.9 MB, 1.1 MB free" in last.message
+    assert (rig.state("a"), rig.state("b")) == (("deploying", "d1"), ("deploying", "d2"))
+    with pytest.raises(RuntimeError), rig.store.atomic():
+        rig.engine.undeploy("a")
+        rig.store.delete_tenant("a")  # as if d1 had acked: its slot looks free inside the transaction
+        assert rig.engine.deploy(spec("x")) is None
+        assert rig.state("x") == ("deploying", "d1")
+        raise RuntimeError("rolled back")
+    assert rig.store.tenant("x") is None and rig.state("a") == ("deploying", "d1")
+    again = rig.engine.deploy(spec("y"))  # d1 still holds a: the rolled-back charges are gone with it
+    assert again is not None and again.code == "no_fit"
+    rig.store.set_online("d3", [], rig.now)
+    assert rig.engine.deploy(spec("y")) is None and rig.state("y") == ("deploying", "d3")
+
+
 def window(device: str, seq: int, boot: str = "boot1", rps: float = 5.0) -> Telemetry:
     return Telemetry(
         device_id=device, boot_id=boot, seq=seq, window_start=seq * 5.0, window_end=seq * 5.0 + 5.0,

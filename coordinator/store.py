@@ -49,7 +49,7 @@ class DeviceRow:
 
 @dataclass(frozen=True)
 class TenantRow:
-    spec: TenantSpec
+    spec: TenantSpec  # what runs (or is to run): the operator's spec, or the rebalancer's reconfiguration of it
     runtime: str
     size_bytes: int  # memory charged to the assigned device
     device_id: str | None
@@ -62,10 +62,22 @@ class TenantRow:
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
     errors: int = 0
+    # The operator's spec when ``spec`` differs from it (a Configure changed variant or batching); None:
+    # ``spec`` is what was asked. A redeploy is compared against this one (see ``asked``).
+    requested: TenantSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.requested == self.spec:
+            object.__setattr__(self, "requested", None)  # one way to say "as asked"
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def asked(self) -> TenantSpec:
+        """What the operator deployed (an idempotent redeploy sends exactly this)."""
+        return self.spec if self.requested is None else self.requested
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,9 @@ class Store:
         )
         if "moving_from" not in db.table("tenants").columns_dict:
             db.table("tenants").add_column("moving_from", str)  # databases from before planned moves
+        if "requested" not in db.table("tenants").columns_dict:
+            # databases from before the operator's spec was kept apart: NULL, taken as the running spec
+            db.table("tenants").add_column("requested", str)
         db.table("commands").create(
             {"seq": int, "command_id": str, "device_id": str, "tenant": str, "kind": str, "payload": bytes,
              "state": str, "attempts": int, "next_attempt_at": float, "created_at": float, "result": str},
@@ -280,6 +295,7 @@ class Store:
     # -- tenants ----------------------------------------------------------------------------------
     @staticmethod
     def _tenant(r: dict[str, Any]) -> TenantRow:
+        requested = r.get("requested")
         return TenantRow(
             spec=decode(r["spec"].encode(), TenantSpec), runtime=r["runtime"], size_bytes=int(r["size_bytes"]),
             device_id=r["device_id"], state=r["state"], detail=r["detail"] or "",
@@ -287,6 +303,7 @@ class Store:
             arrival_rps=r["arrival_rps"] or 0.0,
             latency_p50_ms=r["latency_p50_ms"] or 0.0, latency_p95_ms=r["latency_p95_ms"] or 0.0,
             errors=int(r["errors"] or 0),
+            requested=decode(requested.encode(), TenantSpec) if requested else None,
         )
 
     def tenants(self) -> list[TenantRow]:
@@ -307,7 +324,8 @@ class Store:
              "device_id": t.device_id, "state": t.state, "detail": t.detail, "tried": json.dumps(list(t.tried)),
              "pinned": t.pinned, "moving_from": t.moving_from, "arrival_rps": t.arrival_rps,
              "latency_p50_ms": t.latency_p50_ms,
-             "latency_p95_ms": t.latency_p95_ms, "errors": t.errors, "updated_at": now},
+             "latency_p95_ms": t.latency_p95_ms, "errors": t.errors, "updated_at": now,
+             "requested": encode(t.requested).decode() if t.requested is not None else None},
             "name",
         )
         self._tenant_written(t.name)

@@ -9,7 +9,10 @@ A planned move is make-before-break: ``running`` on A -> ``moving`` (Deploy to B
 whose Deploy fails goes back to ``running`` on A.
 A reconfiguration (the rebalancer's batching or variant change) leaves the tenant ``running`` where it
 is: a Configure carries the new spec, and the row takes it only when the device acks (until then the
-old spec, and its memory charge, stand; a failed or cancelled Configure changes nothing).
+old spec, and its memory charge, stand; a failed or cancelled Configure changes nothing). The operator's
+own spec is kept beside the running one (``TenantRow.requested``): a deploy is idempotent against what
+the operator asked, so re-applying a manifest after a reconfiguration answers "already runs", and only
+a genuinely different spec conflicts.
 Operator calls waiting on a tenant are told through the ``on_settled`` callback.
 """
 
@@ -35,6 +38,15 @@ MAX_DEVICES_PER_ROUND = 2  # a failed Deploy is tried on one other device, once
 
 # (tenant, "deploy" | "undeploy", reply): an operator call about ``tenant`` has its final answer.
 Settled = Callable[[str, str, OpReply], None]
+
+
+def reconfigured(running: TenantSpec, asked: TenantSpec) -> str:
+    """How ``running`` differs from what was ``asked``: ``"variant int8 (deployed fp32), max_batch 16
+    (deployed 8)"``."""
+    fields = ("variant", "max_batch", "slo_ms", "min_fidelity")
+    diffs = [f"{f} {getattr(running, f)} (deployed {getattr(asked, f)})" for f in fields
+             if getattr(running, f) != getattr(asked, f)]
+    return ", ".join(diffs) or "as deployed"
 
 
 class Tenants:
@@ -128,12 +140,14 @@ class Tenants:
         if existing is not None:
             if existing.state == "removing":
                 return OpReply(ok=False, code="conflict", message=f"tenant {spec.name} is being removed")
-            if existing.spec != spec:
+            if existing.asked != spec:  # the operator's spec, not the rebalancer's reconfiguration of it
                 return OpReply(ok=False, code="conflict",
                                message=f"tenant {spec.name} exists with a different spec; undeploy it first")
             if existing.state == "running":
+                how = ("" if existing.requested is None else
+                       f", reconfigured by the rebalancer: {reconfigured(existing.spec, spec)}")
                 return OpReply(ok=True, device_id=existing.device_id,
-                               message=f"{spec.name} already runs on {existing.device_id}")
+                               message=f"{spec.name} already runs on {existing.device_id}{how}")
             if existing.state != "unplaced":
                 return None  # identical and on its way: answer with the same outcome
             pinned = pinned or existing.pinned
@@ -220,8 +234,8 @@ class Tenants:
             size = self.models.facts(spec.model, spec.variant).size_bytes
         except UnknownModel:
             size = t.size_bytes
-        self.store.put_tenant(replace(t, spec=spec, size_bytes=size, detail=f"reconfigured: {a.message}"),
-                              self.clock())
+        self.store.put_tenant(replace(t, spec=spec, size_bytes=size, requested=t.asked,
+                                      detail=f"reconfigured: {a.message}"), self.clock())
 
     def move_back(self, t: TenantRow, why: str) -> None:
         """A move failed before the new device acked: the tenant stays where it still runs."""

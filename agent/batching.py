@@ -15,6 +15,7 @@ requests run alone; for one where it does (VAD, the MLP), U grows with b and the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -134,7 +135,7 @@ class BatchPolicy:
                 return cls()
             if kind == "fixed" and int(arg) >= 1:
                 return cls("fixed", int(arg), 0.010 if int(arg) > 1 else 0.0)
-            if kind == "delay" and float(arg.removesuffix("ms")) >= 0:
+            if kind == "delay" and 0 <= float(arg.removesuffix("ms")) < math.inf:
                 return cls("delay", 0, float(arg.removesuffix("ms")) / 1e3)
         except ValueError:
             pass

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.batching import BatchPolicy
 from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
 from edgefleet.mqtt import MqttSettings
 from edgefleet.wire import Topics, WireError, validate_device_id
@@ -114,6 +115,7 @@ def config_from_dict(data: dict[str, Any], source: str = "agent config") -> Agen
         outbox_max_bytes=int(s.num("outbox_max_mb", 64, lo=0, lo_open=True) * MB),
         telemetry_resend_s=s.num("telemetry_resend_s", 15.0, lo=0.1, hi=86_400),
         memory_policy=_policy(s),
+        batch_policy=_batch_policy(s),
         metrics_port=s.int("metrics_port", 0, lo=0, hi=65535),
         fake_models_dir=Path(fake_dir) if fake_dir else None,
     )
@@ -125,6 +127,18 @@ def _policy(s: Section) -> str:
         raise ConfigError(
             f"{s.source}: [agent] memory_policy must be predictive, lru or static, got {value!r}"
         )
+    return value
+
+
+def _batch_policy(s: Section) -> str:
+    value = s.str("batch_policy", "adaptive")
+    try:
+        BatchPolicy.parse(value)
+    except ValueError:
+        raise ConfigError(
+            f"{s.source}: [agent] batch_policy must be adaptive, fixed:N (a whole N >= 1) or delay:MS "
+            f"(MS >= 0 milliseconds, e.g. delay:5), got {value!r}"
+        ) from None
     return value
 
 

@@ -1,7 +1,8 @@
 """Immutable snapshots of the fleet and of a model, the only inputs a placement policy sees.
 
-The service builds a snapshot from its database for each decision; policies never touch the database,
-MQTT or the clock, so they can be tested with plain values and replaced without touching the service.
+The service hands each decision a snapshot of its database (kept current with every write by
+``coordinator.snapshots``); policies never touch the database, MQTT or the clock, so they can be tested
+with plain values and replaced without touching the service.
 Sizes are bytes.
 """
 

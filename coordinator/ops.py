@@ -69,7 +69,8 @@ def fleet_status(engine: Engine) -> FleetStatus:
         TenantView(
             name=t.name, model=t.spec.model, variant=t.spec.variant, slo_ms=t.spec.slo_ms, state=t.state,
             device_id=t.device_id, arrival_rps=t.arrival_rps, latency_p50_ms=t.latency_p50_ms,
-            latency_p95_ms=t.latency_p95_ms, errors=t.errors, detail=t.detail,
+            latency_p95_ms=t.latency_p95_ms, errors=t.errors, detail=t.detail, max_batch=t.spec.max_batch,
+            requested=t.requested,
         )
         for t in tenants
     ]

@@ -21,8 +21,9 @@ from coordinator import rebalance
 from coordinator.models import UnknownModel
 from coordinator.placement.live import LivePredictedLatency, book_kind
 from coordinator.rebalance import Host, Migrate, Model, RebalancePolicy, Resident, Situation, Streak
+from coordinator.snapshots import CHARGED_STATES
 from coordinator.store import DeviceRow, Store, TenantRow
-from coordinator.tenants import CHARGED_STATES, Tenants
+from coordinator.tenants import Tenants
 from edgefleet.wire import Telemetry
 from edgefleet.wire.messages import VARIANTS
 

@@ -4,12 +4,16 @@ Why a database: a restarted coordinator must know where every tenant was meant t
 the commands it had not seen acknowledged, with the same command ids (agents apply an id at most once).
 WAL mode; one connection, used only by the service's worker thread. Each event is applied inside
 ``atomic()`` so a crash never leaves half of a decision behind. Times are Unix seconds.
+Every write to a device or tenant row is reported to the ``Changes`` handed out by ``watch()``, so that
+what is derived from those rows in memory (the fleet snapshot, ``coordinator.snapshots``) re-reads
+only what changed; a rolled-back transaction reports everything as changed.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +49,7 @@ class DeviceRow:
 
 @dataclass(frozen=True)
 class TenantRow:
-    spec: TenantSpec
+    spec: TenantSpec  # what runs (or is to run): the operator's spec, or the rebalancer's reconfiguration of it
     runtime: str
     size_bytes: int  # memory charged to the assigned device
     device_id: str | None
@@ -58,10 +62,22 @@ class TenantRow:
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
     errors: int = 0
+    # The operator's spec when ``spec`` differs from it (a Configure changed variant or batching); None:
+    # ``spec`` is what was asked. A redeploy is compared against this one (see ``asked``).
+    requested: TenantSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.requested == self.spec:
+            object.__setattr__(self, "requested", None)  # one way to say "as asked"
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def asked(self) -> TenantSpec:
+        """What the operator deployed (an idempotent redeploy sends exactly this)."""
+        return self.spec if self.requested is None else self.requested
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,24 @@ class CommandRow:
     result: str
 
 
+class Changes:
+    """The devices and tenants whose rows were written since the last ``drain`` (see ``Store.watch``).
+    ``everything`` is set when the writes cannot be listed (a fresh watch, a rollback)."""
+
+    def __init__(self) -> None:
+        self.everything = True
+        self.devices: set[str] = set()
+        self.tenants: set[str] = set()
+
+    def drain(self) -> tuple[bool, frozenset[str], frozenset[str]]:
+        """(everything, devices, tenants) written since the last drain; forgotten here."""
+        out = (self.everything, frozenset(self.devices), frozenset(self.tenants))
+        self.everything = False
+        self.devices.clear()
+        self.tenants.clear()
+        return out
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         p = Path(path)
@@ -93,6 +127,7 @@ class Store:
             self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._depth = 0
+        self._watchers: weakref.WeakSet[Changes] = weakref.WeakSet()
         self._migrate()
 
     def _migrate(self) -> None:
@@ -121,6 +156,9 @@ class Store:
         )
         if "moving_from" not in db.table("tenants").columns_dict:
             db.table("tenants").add_column("moving_from", str)  # databases from before planned moves
+        if "requested" not in db.table("tenants").columns_dict:
+            # databases from before the operator's spec was kept apart: NULL, taken as the running spec
+            db.table("tenants").add_column("requested", str)
         db.table("commands").create(
             {"seq": int, "command_id": str, "device_id": str, "tenant": str, "kind": str, "payload": bytes,
              "state": str, "attempts": int, "next_attempt_at": float, "created_at": float, "result": str},
@@ -128,6 +166,24 @@ class Store:
         )
         db.table("commands").create_index(["command_id"], unique=True, if_not_exists=True)
         db.table("commands").create_index(["state"], if_not_exists=True)
+
+    def watch(self) -> Changes:
+        """A record of every device and tenant row written from now on (held weakly: drop it to stop)."""
+        changes = Changes()
+        self._watchers.add(changes)
+        return changes
+
+    def _device_written(self, device_id: str) -> None:
+        for w in self._watchers:
+            w.devices.add(device_id)
+
+    def _tenant_written(self, name: str) -> None:
+        for w in self._watchers:
+            w.tenants.add(name)
+
+    def _all_written(self) -> None:
+        for w in self._watchers:
+            w.everything = True
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -146,6 +202,7 @@ class Store:
         except BaseException:
             self._depth = 0
             self.db.execute("ROLLBACK")
+            self._all_written()  # what the watchers were told of may be undone
             raise
         self._depth = 0
         self.db.execute("COMMIT")
@@ -192,24 +249,29 @@ class Store:
              "last_seen": now, "reported": json.dumps(sorted(birth.tenants)), "detail": ""},
             "device_id",
         )
+        self._device_written(birth.device_id)
 
     def set_offline(self, device_id: str, detail: str) -> None:
         self.db.execute("UPDATE devices SET online = 0, detail = ? WHERE device_id = ?", (detail, device_id))
+        self._device_written(device_id)
 
     def set_online(self, device_id: str, reported: list[str], now: float) -> None:
         self.db.execute(
             "UPDATE devices SET online = 1, detail = '', reported = ?, last_seen = ? WHERE device_id = ?",
             (json.dumps(sorted(reported)), now, device_id),
         )
+        self._device_written(device_id)
 
     def touch(self, device_id: str, now: float) -> None:
         self.db.execute("UPDATE devices SET last_seen = ? WHERE device_id = ?", (now, device_id))
+        self._device_written(device_id)
 
     def record_window(self, t: Telemetry, now: float) -> None:
         self.db.execute(
             "UPDATE devices SET last_seen = ?, model_memory_bytes = ?, cpu_percent = ? WHERE device_id = ?",
             (now, t.device.model_memory_bytes, t.device.cpu_percent, t.device_id),
         )
+        self._device_written(t.device_id)
 
     # -- telemetry --------------------------------------------------------------------------------
     def add_telemetry(self, t: Telemetry, now: float) -> bool:
@@ -233,6 +295,7 @@ class Store:
     # -- tenants ----------------------------------------------------------------------------------
     @staticmethod
     def _tenant(r: dict[str, Any]) -> TenantRow:
+        requested = r.get("requested")
         return TenantRow(
             spec=decode(r["spec"].encode(), TenantSpec), runtime=r["runtime"], size_bytes=int(r["size_bytes"]),
             device_id=r["device_id"], state=r["state"], detail=r["detail"] or "",
@@ -240,6 +303,7 @@ class Store:
             arrival_rps=r["arrival_rps"] or 0.0,
             latency_p50_ms=r["latency_p50_ms"] or 0.0, latency_p95_ms=r["latency_p95_ms"] or 0.0,
             errors=int(r["errors"] or 0),
+            requested=decode(requested.encode(), TenantSpec) if requested else None,
         )
 
     def tenants(self) -> list[TenantRow]:
@@ -260,12 +324,15 @@ class Store:
              "device_id": t.device_id, "state": t.state, "detail": t.detail, "tried": json.dumps(list(t.tried)),
              "pinned": t.pinned, "moving_from": t.moving_from, "arrival_rps": t.arrival_rps,
              "latency_p50_ms": t.latency_p50_ms,
-             "latency_p95_ms": t.latency_p95_ms, "errors": t.errors, "updated_at": now},
+             "latency_p95_ms": t.latency_p95_ms, "errors": t.errors, "updated_at": now,
+             "requested": encode(t.requested).decode() if t.requested is not None else None},
             "name",
         )
+        self._tenant_written(t.name)
 
     def delete_tenant(self, name: str) -> None:
         self.db.execute("DELETE FROM tenants WHERE name = ?", (name,))
+        self._tenant_written(name)
 
     def record_tenant_window(self, name: str, w: TenantWindow, now: float) -> None:
         self.db.execute(
@@ -273,6 +340,7 @@ class Store:
             " updated_at = ? WHERE name = ?",
             (w.arrival_rps, w.latency_p50_ms, w.latency_p95_ms, w.errors, now, name),
         )
+        self._tenant_written(name)
 
     # -- commands ---------------------------------------------------------------------------------
     @staticmethod

@@ -1,7 +1,7 @@
 """The desired state of tenants: where each should run, and how it gets there or moves away.
 
-Placement decisions are taken here (through the ``Placement`` seam, on a snapshot built from the
-store), Deploy/Undeploy commands are queued in the outbox, and Acks move tenants along:
+Placement decisions are taken here (through the ``Placement`` seam, on a snapshot of the store that
+``coordinator.snapshots`` keeps current with every write), Deploy/Undeploy commands are queued in the outbox, and Acks move tenants along:
 ``deploying`` -> ``running`` when acked; a failed Deploy is tried on one other device, then the tenant
 is ``unplaced`` with the reason in ``detail``; ``removing`` rows are deleted once the Undeploy is done.
 A planned move is make-before-break: ``running`` on A -> ``moving`` (Deploy to B; A keeps serving) ->
@@ -9,7 +9,10 @@ A planned move is make-before-break: ``running`` on A -> ``moving`` (Deploy to B
 whose Deploy fails goes back to ``running`` on A.
 A reconfiguration (the rebalancer's batching or variant change) leaves the tenant ``running`` where it
 is: a Configure carries the new spec, and the row takes it only when the device acks (until then the
-old spec, and its memory charge, stand; a failed or cancelled Configure changes nothing).
+old spec, and its memory charge, stand; a failed or cancelled Configure changes nothing). The operator's
+own spec is kept beside the running one (``TenantRow.requested``): a deploy is idempotent against what
+the operator asked, so re-applying a manifest after a reconfiguration answers "already runs", and only
+a genuinely different spec conflicts.
 Operator calls waiting on a tenant are told through the ``on_settled`` callback.
 """
 
@@ -20,10 +23,11 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from coordinator.commands import Exhausted, Outbox
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placed, Placement, RatedPlacement
 from coordinator.placement.live import LivePredictedLatency
+from coordinator.snapshots import SnapshotCache
 from coordinator.store import CommandRow, Store, TenantRow
 from edgefleet.wire import Ack, Configure, OpReply, TenantSpec
 from edgefleet.wire.codec import decode
@@ -31,10 +35,18 @@ from edgefleet.wire.codec import decode
 log = logging.getLogger(__name__)
 
 MAX_DEVICES_PER_ROUND = 2  # a failed Deploy is tried on one other device, once
-CHARGED_STATES = ("pending", "deploying", "running", "moving", "removing")  # states that hold memory on a device
 
 # (tenant, "deploy" | "undeploy", reply): an operator call about ``tenant`` has its final answer.
 Settled = Callable[[str, str, OpReply], None]
+
+
+def reconfigured(running: TenantSpec, asked: TenantSpec) -> str:
+    """How ``running`` differs from what was ``asked``: ``"variant int8 (deployed fp32), max_batch 16
+    (deployed 8)"``."""
+    fields = ("variant", "max_batch", "slo_ms", "min_fidelity")
+    diffs = [f"{f} {getattr(running, f)} (deployed {getattr(asked, f)})" for f in fields
+             if getattr(running, f) != getattr(asked, f)]
+    return ", ".join(diffs) or "as deployed"
 
 
 class Tenants:
@@ -47,23 +59,12 @@ class Tenants:
         self.clock = clock
         self.on_settled: Settled = settled or (lambda tenant, kind, reply: None)
         self.stray_acks = 0
+        self.snapshots = SnapshotCache(store)
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self) -> FleetSnapshot:
-        loads: dict[str, list[TenantLoad]] = {}
-        for t in self.store.tenants():
-            if t.device_id is not None and t.state in CHARGED_STATES:
-                load = TenantLoad(t.name, t.spec.model, t.spec.variant, t.size_bytes)
-                loads.setdefault(t.device_id, []).append(load)
-        devices = tuple(
-            DeviceSnapshot(
-                device_id=d.device_id, online=d.online, device_kind=d.kind, runtimes=frozenset(d.runtimes),
-                memory_budget_bytes=d.memory_budget_bytes, tenants=tuple(loads.get(d.device_id, ())),
-                cpu_percent=d.cpu_percent, model_memory_bytes=d.model_memory_bytes,
-            )
-            for d in self.store.devices()
-        )
-        return FleetSnapshot(devices, self.clock())
+        """The fleet now, with every write so far (this transaction's included) applied."""
+        return self.snapshots.snapshot(self.clock())
 
     @staticmethod
     def facts_of(t: TenantRow) -> ModelFacts:
@@ -139,12 +140,14 @@ class Tenants:
         if existing is not None:
             if existing.state == "removing":
                 return OpReply(ok=False, code="conflict", message=f"tenant {spec.name} is being removed")
-            if existing.spec != spec:
+            if existing.asked != spec:  # the operator's spec, not the rebalancer's reconfiguration of it
                 return OpReply(ok=False, code="conflict",
                                message=f"tenant {spec.name} exists with a different spec; undeploy it first")
             if existing.state == "running":
+                how = ("" if existing.requested is None else
+                       f", reconfigured by the rebalancer: {reconfigured(existing.spec, spec)}")
                 return OpReply(ok=True, device_id=existing.device_id,
-                               message=f"{spec.name} already runs on {existing.device_id}")
+                               message=f"{spec.name} already runs on {existing.device_id}{how}")
             if existing.state != "unplaced":
                 return None  # identical and on its way: answer with the same outcome
             pinned = pinned or existing.pinned
@@ -231,8 +234,8 @@ class Tenants:
             size = self.models.facts(spec.model, spec.variant).size_bytes
         except UnknownModel:
             size = t.size_bytes
-        self.store.put_tenant(replace(t, spec=spec, size_bytes=size, detail=f"reconfigured: {a.message}"),
-                              self.clock())
+        self.store.put_tenant(replace(t, spec=spec, size_bytes=size, requested=t.asked,
+                                      detail=f"reconfigured: {a.message}"), self.clock())
 
     def move_back(self, t: TenantRow, why: str) -> None:
         """A move failed before the new device acked: the tenant stays where it still runs."""

@@ -34,6 +34,7 @@ from edgefleet.wire import (
 MODELS = StaticModels({
     ("ocr-rec", "fp32"): ModelFacts("ocr-rec", "fp32", "onnxruntime", 10_857_958),
     ("face-detect", "fp32"): ModelFacts("face-detect", "fp32", "litert", 229_714),
+    ("ocr-rec", "int8"): ModelFacts("ocr-rec", "int8", "onnxruntime", 2_900_000, fidelity=0.99),
 })
 # sends at t, then t + 1 + 0.5, then + 1 + 1, then declared failed at + 1 + 2
 POLICY = CommandPolicy(ack_timeout_s=1.0, max_attempts=3, backoff_s=0.5, backoff_max_s=2.0)
@@ -44,7 +45,8 @@ class Rig:
         self.now = 1000.0
         self.sent: list[tuple[str, Deploy | Undeploy]] = []
         self.settled: list[tuple[str, str, OpReply]] = []
-        self.store = Store(tmp_path / "c.db")
+        self.store_path = tmp_path / "c.db"
+        self.store = Store(self.store_path)
         self.topics = Topics("ef")
         self.outbox = Outbox(self.store, self.topics, POLICY,
                              lambda topic, payload: self.sent.append((topic, decode_command(payload))))
@@ -264,6 +266,36 @@ def test_placement_counts_memory_of_assigned_tenants(rig: Rig) -> None:
     assert third is not None and third.message.endswith("d1: needs 10.9 MB, 3.3 MB free")
 
 
+def test_decisions_in_one_transaction_see_each_other_and_a_rollback_frees_its_slot(rig: Rig) -> None:
+    """The snapshot placement reads is never stale across a write: two deploys in one transaction (as
+    the sim and a batch of operator calls do) cannot both take the last free slot, a device gone
+    offline earlier in the transaction is not chosen, and what a rolled-back transaction charged is
+    free again."""
+    rig.birth("d1", budget_mb=15)  # room for one 10.9 MB tenant each
+    rig.birth("d2", budget_mb=12)
+    rig.birth("d3", budget_mb=40)
+    with rig.store.atomic():
+        rig.store.set_offline("d3", "test")  # the biggest device leaves first
+        assert rig.engine.deploy(spec("a")) is None
+        assert rig.engine.deploy(spec("b")) is None
+        last = rig.engine.deploy(spec("c"))
+    # 15 MB - 10.9 MB = 4.1 MB free on d1, 12 MB - 10.9 MB = 1.1 MB on d2
+    assert last is not None and last.code == "no_fit"
+    assert "d1: needs 10.9 MB, 4.1 MB free" in last.message and "d2: needs 10.9 MB, 1.1 MB free" in last.message
+    assert (rig.state("a"), rig.state("b")) == (("deploying", "d1"), ("deploying", "d2"))
+    with pytest.raises(RuntimeError), rig.store.atomic():
+        rig.engine.undeploy("a")
+        rig.store.delete_tenant("a")  # as if d1 had acked: its slot looks free inside the transaction
+        assert rig.engine.deploy(spec("x")) is None
+        assert rig.state("x") == ("deploying", "d1")
+        raise RuntimeError("rolled back")
+    assert rig.store.tenant("x") is None and rig.state("a") == ("deploying", "d1")
+    again = rig.engine.deploy(spec("y"))  # d1 still holds a: the rolled-back charges are gone with it
+    assert again is not None and again.code == "no_fit"
+    rig.store.set_online("d3", [], rig.now)
+    assert rig.engine.deploy(spec("y")) is None and rig.state("y") == ("deploying", "d3")
+
+
 def window(device: str, seq: int, boot: str = "boot1", rps: float = 5.0) -> Telemetry:
     return Telemetry(
         device_id=device, boot_id=boot, seq=seq, window_start=seq * 5.0, window_end=seq * 5.0 + 5.0,
@@ -378,3 +410,78 @@ def test_an_undeployed_tenant_leaves_the_learning_placement(tmp_path: Path) -> N
     [und] = rig.tick()
     rig.ack(und)
     assert "t1" not in live.demand and "t1" not in live.errors.stats
+
+
+def _reconfigure(rig: Rig, new: TenantSpec) -> None:
+    """The rebalancer's path: a Configure to the tenant's device, acked."""
+    assert rig.engine.tenants.reconfigure(new.name, new, "test") is None
+    [cmd] = rig.tick()
+    rig.ack(cmd)  # type: ignore[arg-type]
+
+
+def test_redeploying_the_operators_spec_after_a_reconfiguration_is_idempotent(rig: Rig) -> None:
+    """The rebalancer changed variant and batching: the operator's manifest, applied again, is answered
+    "already runs" with no command sent; any other spec under the name still conflicts."""
+    from coordinator.ops import fleet_status
+    from edgefleet.cli.fleet import format_status
+
+    asked = TenantSpec(name="t1", model="ocr-rec", slo_ms=50.0, min_fidelity=0.9)
+    rig.birth("d1")
+    rig.engine.deploy(asked)
+    rig.ack(rig.tick()[0])
+    rig.engine.deploy(spec("t2"))
+    rig.ack(rig.tick()[0])
+    faster = msgspec.structs.replace(asked, variant="int8", max_batch=16)
+    _reconfigure(rig, faster)
+    t = rig.store.tenant("t1")
+    assert t is not None and (t.spec, t.requested, t.asked) == (faster, asked, asked)
+    assert t.size_bytes == 2_900_000  # charged for what runs
+
+    again = rig.engine.deploy(asked)
+    assert again is not None and (again.ok, again.device_id) == (True, "d1")
+    assert again.message == ("t1 already runs on d1, reconfigured by the rebalancer: variant int8 (deployed fp32),"
+                             " max_batch 16 (deployed 8)")
+    assert rig.tick(10) == []  # nothing redeployed, nothing reconfigured back
+    t = rig.store.tenant("t1")
+    assert t is not None and t.spec == faster  # the rebalancer's choice stands
+    for other in (faster, msgspec.structs.replace(asked, slo_ms=99.0), msgspec.structs.replace(asked, max_batch=16)):
+        reply = rig.engine.deploy(other)
+        assert reply is not None and (reply.ok, reply.code) == (False, "conflict")
+
+    view = {v.name: v for v in fleet_status(rig.engine).tenants}
+    assert (view["t1"].variant, view["t1"].max_batch, view["t1"].requested) == ("int8", 16, asked)
+    assert (view["t2"].variant, view["t2"].max_batch, view["t2"].requested) == ("fp32", 8, None)
+    text = format_status(fleet_status(rig.engine))
+    assert "t1: variant int8 (deployed fp32), max_batch 16 (deployed 8)" in text and "t2:" not in text
+    assert Store(rig.store_path).tenant("t1") == rig.store.tenant("t1")  # kept across a restart
+
+    _reconfigure(rig, msgspec.structs.replace(asked, variant="int8"))  # a second change: still the first ask
+    t = rig.store.tenant("t1")
+    assert t is not None and t.requested == asked and t.spec.max_batch == 8
+    _reconfigure(rig, asked)  # back as deployed: nothing differs, nothing is shown
+    t = rig.store.tenant("t1")
+    assert t is not None and t.spec == asked and t.requested is None
+    assert "reconfigured by the rebalancer" not in format_status(fleet_status(rig.engine))
+
+
+def test_a_database_from_before_the_requested_spec_is_migrated(tmp_path: Path) -> None:
+    """The column is added to an existing database; a row written before it runs as asked (its stored
+    spec is all that is known of the request), so redeploying that spec stays idempotent."""
+    import sqlite3
+
+    first = Rig(tmp_path)
+    first.birth("d1")
+    first.engine.deploy(spec())
+    first.ack(first.tick()[0])
+    first.store.close()
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        db.execute("ALTER TABLE tenants DROP COLUMN requested")  # the schema before this column
+    again = Rig(tmp_path)
+    t = again.store.tenant("t1")
+    assert t is not None and t.state == "running" and t.requested is None and t.asked == spec()
+    same = again.engine.deploy(spec())
+    assert same is not None and same.ok and same.message == "t1 already runs on d1"
+    wider = msgspec.structs.replace(spec(), max_batch=16)
+    _reconfigure(again, wider)
+    t = again.store.tenant("t1")
+    assert t is not None and (t.spec, t.requested) == (wider, spec())

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from edgefleet.wire import FleetStatus, OpReply, TenantModelError
+from edgefleet.wire import FleetStatus, OpReply, TenantModelError, TenantView
 
 MB = 1_000_000
 
@@ -184,11 +184,27 @@ def format_status(status: FleetStatus) -> str:
 
     parts = [format_table(devices) if status.devices else "no devices",
              format_table(tenants) if status.tenants else "no tenants"]
+    changed = [f"  {t.name}: {_reconfigured(t)}" for t in status.tenants if t.requested is not None]
+    if changed:
+        parts.append("reconfigured by the rebalancer (running, and what was deployed):\n" + "\n".join(changed))
     if status.model is not None and status.model.mean_ape_ratio is not None:
         n = len(status.model.tenants)
         parts.append(f"performance model: mean p95 error {status.model.mean_ape_ratio:.0%} over {n} "
                      f"tenant{'' if n == 1 else 's'} (EWMA of |predicted - measured| / measured; bias < 0: optimistic)")
     return "\n\n".join(parts)
+
+
+def _reconfigured(t: TenantView) -> str:
+    """``"variant int8 (deployed fp32), max_batch 16 (deployed 8)"``: what runs where it differs from the
+    operator's spec."""
+    asked = t.requested
+    if asked is None:
+        return ""
+    running = {"variant": t.variant, "max_batch": t.max_batch, "slo_ms": t.slo_ms}
+    diffs = [f"{k} {v:g} (deployed {getattr(asked, k):g})" if isinstance(v, float)
+             else f"{k} {v} (deployed {getattr(asked, k)})"
+             for k, v in running.items() if v != getattr(asked, k)]
+    return ", ".join(diffs) or "as deployed"
 
 
 _MODEL_HEAD = ("PRED P95 MS", "MODEL ERR (BIAS)")

@@ -278,6 +278,10 @@ class TenantView(_Plain, frozen=True):
     latency_p95_ms: float = 0.0
     errors: Int = 0
     detail: str = ""
+    max_batch: Int = 8  # the largest batch it runs with
+    # The operator's spec, only when what runs differs from it (the rebalancer changed variant or
+    # max_batch with a Configure); None: it runs as deployed. A redeploy of this spec is idempotent.
+    requested: TenantSpec | None = None
 
 
 class FleetStatus(_Plain, frozen=True):

@@ -1,0 +1,61 @@
+"""Agent config: ``batch_policy`` is read from the TOML, validated, and reaches the batching policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.batching import BatchPolicy
+from agent.config import config_from_dict, load_config
+from edgefleet.config import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "agent.example.toml"
+
+
+def _agent(tmp_path: Path, **fields: Any) -> dict[str, Any]:
+    return {"agent": {"device_id": "d", "state_dir": str(tmp_path), **fields}}
+
+
+def test_batch_policy_defaults_to_adaptive(tmp_path: Path) -> None:
+    assert config_from_dict(_agent(tmp_path)).batch_policy == "adaptive"
+    assert load_config(EXAMPLE).batch_policy == "adaptive"  # the example leaves it commented out
+
+
+@pytest.mark.parametrize(("text", "policy"), [
+    ("adaptive", BatchPolicy()),
+    ("fixed:1", BatchPolicy("fixed", 1, 0.0)),  # batch 1 never waits
+    ("fixed:8", BatchPolicy("fixed", 8, 0.010)),  # waits at most 10 ms for the eighth request
+    ("delay:2", BatchPolicy("delay", 0, 0.002)),  # 2 ms
+    ("delay:2.5ms", BatchPolicy("delay", 0, 0.0025)),
+    ("delay:0", BatchPolicy("delay", 0, 0.0)),
+])
+def test_batch_policy_is_read_from_the_toml(tmp_path: Path, text: str, policy: BatchPolicy) -> None:
+    cfg = config_from_dict(_agent(tmp_path, batch_policy=text))
+    assert cfg.batch_policy == text
+    assert BatchPolicy.parse(cfg.batch_policy) == policy  # what the agent's scheduler is given
+
+
+def test_batch_policy_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[agent]\ndevice_id = "d"\nstate_dir = "{tmp_path}"\nbatch_policy = "fixed:4"\n')
+    assert load_config(path).batch_policy == "fixed:4"
+
+
+@pytest.mark.parametrize("value", [
+    "fifo", "Adaptive", "adaptive:4", "fixed", "fixed:0", "fixed:-2", "fixed:1.5", "fixed:x",
+    "delay", "delay:-1", "delay:nan", "delay:inf", "delay:5s",
+])
+def test_an_unknown_batch_policy_names_the_accepted_ones(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(_agent(tmp_path, batch_policy=value))
+    message = str(err.value)
+    assert "[agent] batch_policy must be adaptive, fixed:N" in message and "delay:MS" in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize("value", [8, "", True])
+def test_a_batch_policy_that_is_not_a_string_is_refused(tmp_path: Path, value: object) -> None:
+    with pytest.raises(ConfigError, match="batch_policy"):
+        config_from_dict(_agent(tmp_path, batch_policy=value))

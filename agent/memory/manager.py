@@ -28,9 +28,9 @@ from agent.host import DeployError, ModelHost, ResolvedModel, warm_up
 from agent.memory.lru import lru_admit
 from agent.memory.planner import Candidate, VariantOption, plan_residency
 from agent.memory.predictor import ArrivalPredictor
+from agent.profiling import service_profile
 from agent.scheduler import Scheduler
 from edgefleet.runtime import TensorSpec
-from agent.profiling import service_profile
 from edgefleet.wire import ServiceProfile, TenantSpec
 
 log = logging.getLogger(__name__)

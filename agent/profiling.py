@@ -6,10 +6,10 @@ is the batch-1 time. Where the tenant can batch (its inputs have a batch axis an
 one) one larger batch is timed too, as cheaply as is useful: the largest of ``min(max_batch, 8)``, its
 half, its quarter... (at least 2) whose runs — one unmeasured for the new shape, then ``runs`` timed —
 are predicted to fit ``BUDGET_S``, predicting as if batching gained nothing (b x the batch-1 time, the
-slow side). So a deploy of a slow model (OCR recognition, ~25 ms a row) waits no longer for it, and one
-of a fast model pays a few tens of milliseconds more. The measurement travels in the Ack of the Deploy
-or Configure (``ServiceProfile`` in the wire contract) and seeds the coordinator's performance model
-for this variant on this device kind.
+slow side). So a deploy of a slow model (OCR detection or recognition, ~20 ms a row here) waits no
+longer for it, and one of a fast model (OCR angle classifier, ~1 ms) pays about 30 ms more. The
+measurement travels in the Ack of the Deploy or Configure (``ServiceProfile`` in the wire contract)
+and seeds the coordinator's performance model for this variant on this device kind.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from edgefleet.wire import ServiceProfile
 
 MAX_PROBE_BATCH = 8  # the larger batch profiled (when the tenant may batch that far)
-BUDGET_S = 0.25  # at most this much more deploy time for the larger batch
+BUDGET_S = 0.1  # at most this much more deploy time for the larger batch
 RUNS = 3  # timed runs per batch size (after one untimed run)
 
 

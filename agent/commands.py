@@ -3,7 +3,9 @@
 Commands arrive on the device's command topic (QoS 1, so possibly more than once). The command id is
 looked up in SQLite first: a repeat is answered "duplicate" with the first result and changes nothing.
 Runs on its own thread (``ef-commands``) because loading a model takes long enough to stall MQTT.
-``Deploy`` hosts a tenant, ``Undeploy`` removes it, ``Configure`` changes a hosted one in place.
+``Deploy`` hosts a tenant, ``Undeploy`` removes it, ``Configure`` changes a hosted one in place; the
+Ack of an applied Deploy or Configure that loaded a model carries the service profile its warm-up
+measured (``agent.profiling``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from collections.abc import Callable
 
 from agent.host import DeployError
 from agent.state import AgentState, AppliedCommand
-from edgefleet.wire import Ack, Command, Configure, Deploy, TenantSpec, Undeploy, WireError, decode_command
+from edgefleet.wire import (
+    Ack,
+    Command,
+    Configure,
+    Deploy,
+    ServiceProfile,
+    TenantSpec,
+    Undeploy,
+    WireError,
+    decode_command,
+)
 
 log = logging.getLogger(__name__)
 MAX_ID_CHARS = 128  # longest command id echoed back in a rejection
@@ -33,12 +45,14 @@ class CommandRunner:
         undeploy: Callable[[str], None],
         send_ack: Callable[[Ack], None],
         configure: Callable[[TenantSpec], str] | None = None,
+        profile: Callable[[str], ServiceProfile | None] | None = None,
     ) -> None:
         self.device_id = device_id
         self.state = state
         self._deploy = deploy
         self._undeploy = undeploy
         self._configure = configure
+        self._profile = profile  # an applied Deploy/Configure's Ack carries what its load measured
         self._send_ack = send_ack
         self._queue: queue.Queue[tuple[bytes, Command | None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="ef-commands", daemon=True)
@@ -104,6 +118,9 @@ class CommandRunner:
         self.state.record_command(
             AppliedCommand(cmd.command_id, ok, "applied" if ok else "failed", code, message)
         )
+        profile = None
+        if ok and isinstance(cmd, Deploy | Configure) and self._profile is not None:
+            profile = self._profile(cmd.tenant.name)
         ack = Ack(
             command_id=cmd.command_id,
             device_id=self.device_id,
@@ -112,6 +129,7 @@ class CommandRunner:
             code=code,
             message=message,
             ts=time.time(),
+            profile=profile,
         )
         self._send_ack(ack)
         return ack

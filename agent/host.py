@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from agent import layout
+from agent import layout, profiling
 from agent.batching import ServiceModel
 from edgefleet.runtime import (
     EdgeRuntimeError,
@@ -131,6 +132,7 @@ class Hosted:
     in_axes: dict[str, int | None] = field(default_factory=dict)  # batch axis per input
     out_axes: dict[str, int] | None = None  # batch axis per output; None: never batched
     served: int = 0  # batches run; the first one is the tenant's cold start
+    profile: dict[int, float] = field(default_factory=dict)  # rows -> ms per batch measured at warm-up
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -293,21 +295,36 @@ def sample_feeds(hosted: Hosted) -> dict[str, np.ndarray]:
         }
 
 
-def warm_up(hosted: Hosted, runs: int = 3) -> ServiceModel:
-    """Run the model a few times so the first request is warm; learn its output batch axes and seed
-    the service-time model with the measured batch-1 time."""
+def warm_up(hosted: Hosted, runs: int = profiling.RUNS, budget_s: float = profiling.BUDGET_S) -> ServiceModel:
+    """Run the model a few times so the first request is warm; learn its output batch axes, and profile
+    it (``agent.profiling``): ``hosted.profile`` gets the median ms of the timed runs at batch 1 and, where
+    the tenant batches and it is cheap, at one larger batch. The service-time model the scheduler starts
+    from is seeded with the same measurements."""
     model = ServiceModel()
     feeds = sample_feeds(hosted)
+    run = hosted.session.run
     try:
-        hosted.session.run(feeds)  # first run pays lazy initialisation
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            hosted.session.run(feeds)
-            model.observe(1, time.perf_counter() - t0)
+        run(feeds)  # first run pays lazy initialisation
+        one = profiling.timed(lambda: run(feeds), runs)
     except Exception:
         log.info("warm-up of %s failed; its first request will be cold", hosted.spec.model, exc_info=True)
         return model
+    for t in one:
+        model.observe(1, t)
     hosted.served = 1
+    hosted.profile = {1: profiling.median_ms(one)}
     if hosted.runtime != "litert":  # LiteRT models here have fixed shapes: never batched
-        hosted.out_axes = layout.learn_output_axes(hosted.session.run, hosted.in_axes, feeds)
+        hosted.out_axes = layout.learn_output_axes(run, hosted.in_axes, feeds)
+    b = profiling.probe_batch(statistics.median(one), hosted.spec.max_batch, runs=runs, budget_s=budget_s)
+    if hosted.out_axes is not None and b is not None:
+        stacked = layout.stack(hosted.in_axes, [feeds] * b)
+        try:
+            run(stacked)  # a new shape may pay allocation once
+            many = profiling.timed(lambda: run(stacked), runs)
+        except Exception:
+            log.info("profiling %s at batch %d failed", hosted.spec.model, b, exc_info=True)
+        else:
+            for t in many:
+                model.observe(b, t)
+            hosted.profile[b] = profiling.median_ms(many)
     return model

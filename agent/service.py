@@ -109,6 +109,7 @@ class Agent:
             undeploy=self.undeploy,
             configure=self.configure,
             send_ack=self._send_ack,
+            profile=self.memory.take_profile,
         )
         self._tenant_lock = threading.Lock()
         self._stop = threading.Event()

@@ -13,6 +13,8 @@ old spec, and its memory charge, stand; a failed or cancelled Configure changes 
 own spec is kept beside the running one (``TenantRow.requested``): a deploy is idempotent against what
 the operator asked, so re-applying a manifest after a reconfiguration answers "already runs", and only
 a genuinely different spec conflicts.
+An applied Deploy's or Configure's Ack may carry the service profile the device measured as it loaded
+the variant; the learning placement takes it (``LivePredictedLatency.profiled``).
 Operator calls waiting on a tenant are told through the ``on_settled`` callback.
 """
 
@@ -29,7 +31,7 @@ from coordinator.placement import Decision, NoFit, Placed, Placement, RatedPlace
 from coordinator.placement.live import LivePredictedLatency
 from coordinator.snapshots import SnapshotCache
 from coordinator.store import CommandRow, Store, TenantRow
-from edgefleet.wire import Ack, Configure, OpReply, TenantSpec
+from edgefleet.wire import Ack, Configure, OpReply, ServiceProfile, TenantSpec
 from edgefleet.wire.codec import decode
 
 log = logging.getLogger(__name__)
@@ -292,6 +294,8 @@ class Tenants:
             log.info("ignoring ack %s from %s: no such command for this device", a.command_id, topic_device)
             return
         self.store.touch(topic_device, self.clock())
+        if a.ok and a.profile is not None:
+            self._profiled(a.profile, topic_device)
         if cmd.state not in ("pending", "sent"):
             return  # a late or repeated ack of a settled command
         outcome = f"{a.result}: {a.message}" if a.ok else f"{a.result} {a.code}: {a.message}"
@@ -321,6 +325,17 @@ class Tenants:
             reply = OpReply(ok=a.ok, code="" if a.ok else (a.code or "undeploy_failed"),
                             device_id=cmd.device_id, message=a.message or f"{t.name} removed")
             self.removed(t, reply)
+
+    def _profiled(self, profile: ServiceProfile, device_id: str) -> None:
+        """A device timed a variant as it loaded it: the learning placement's book learns it."""
+        device = self.store.device(device_id)
+        if not isinstance(self.placement, LivePredictedLatency) or device is None:
+            return
+        try:
+            runtime = self.models.facts(profile.model, profile.variant).runtime
+        except UnknownModel:
+            return
+        self.placement.profiled(device.kind, profile, runtime)
 
     def send_due(self, online: Collection[str]) -> None:
         """Send due commands; a command that ran out of attempts may start a move, sent at once."""

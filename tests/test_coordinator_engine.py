@@ -23,6 +23,7 @@ from edgefleet.wire import (
     Deploy,
     DeviceWindow,
     OpReply,
+    ServiceProfile,
     Telemetry,
     TenantSpec,
     TenantWindow,
@@ -33,8 +34,8 @@ from edgefleet.wire import (
 
 MODELS = StaticModels({
     ("ocr-rec", "fp32"): ModelFacts("ocr-rec", "fp32", "onnxruntime", 10_857_958),
-    ("face-detect", "fp32"): ModelFacts("face-detect", "fp32", "litert", 229_714),
     ("ocr-rec", "int8"): ModelFacts("ocr-rec", "int8", "onnxruntime", 2_900_000, fidelity=0.99),
+    ("face-detect", "fp32"): ModelFacts("face-detect", "fp32", "litert", 229_714),
 })
 # sends at t, then t + 1 + 0.5, then + 1 + 1, then declared failed at + 1 + 2
 POLICY = CommandPolicy(ack_timeout_s=1.0, max_attempts=3, backoff_s=0.5, backoff_max_s=2.0)
@@ -485,3 +486,37 @@ def test_a_database_from_before_the_requested_spec_is_migrated(tmp_path: Path) -
     _reconfigure(again, wider)
     t = again.store.tenant("t1")
     assert t is not None and (t.spec, t.requested) == (wider, spec())
+
+
+def test_an_acks_profile_makes_its_variant_placeable(tmp_path: Path) -> None:
+    """A device that measured ocr-rec:int8 as it loaded it (the Ack of a Configure that swapped to it)
+    teaches the learning placement a profile the calibration never had: a new int8 tenant is placed at
+    once. A profile of a model the catalog lacks, or in a stray ack, changes nothing."""
+    from coordinator.perf.calibration import build_book
+    from coordinator.placement.live import LivePredictedLatency
+
+    rig = Rig(tmp_path)
+    live = LivePredictedLatency(build_book())
+    rig.engine.tenants.placement = live
+    rig.birth("d1")  # reports x86_64-cpu: the book's x86-cpu
+    int8 = TenantSpec(name="t2", model="ocr-rec", variant="int8", slo_ms=500.0)
+    refused = rig.engine.deploy(int8)
+    assert refused is not None and refused.code == "no_fit" and "no profile for ocr-rec:int8" in refused.message
+    rig.engine.deploy(msgspec.structs.replace(int8, name="t1", variant="fp32"))
+    [dep] = rig.tick()
+    measured = ServiceProfile(model="ocr-rec", variant="int8", ms_by_batch={1: 12.0, 2: 23.0})
+
+    def ack(profile: ServiceProfile, command_id: str = dep.command_id) -> None:
+        rig.engine.ack(Ack(command_id=command_id, device_id="d1", ok=True, result="applied", profile=profile),
+                       "d1")
+
+    ack(msgspec.structs.replace(measured, model="no-such-model"))  # not in the catalog: ignored
+    ack(measured, command_id="0" * 32)  # no such command: ignored
+    assert live.learner.book.profile("ocr-rec", "int8", "x86-cpu") is None
+    ack(measured)
+    prof = live.learner.book.profile("ocr-rec", "int8", "x86-cpu")
+    # the line through (1, 12) and (2, 23): c = 11, a = 1; the runtime is the catalog's
+    assert prof is not None and (prof.curve.fixed_ms, prof.curve.per_row_ms, prof.runtime) == (
+        pytest.approx(1.0), pytest.approx(11.0), "onnxruntime")
+    assert rig.state("t1") == ("running", "d1")  # the ack did its usual work too
+    assert rig.engine.deploy(int8) is None  # placed: the Deploy is on its way

@@ -69,6 +69,7 @@ from edgefleet.wire import (
     OpUndeploy,
     RequestFrame,
     ResultFrame,
+    ServiceProfile,
     Telemetry,
     TelemetryAck,
     TenantModelError,
@@ -130,6 +131,8 @@ CONTROL: dict[str, list[bytes]] = {
         encode(Ack(command_id="c-1", device_id=FUZZ_DEVICE, ok=True, result="applied", ts=1.0)),
         encode(Ack(command_id="c-2", device_id=FUZZ_DEVICE, ok=False, result="failed", code="no_memory",
                    message="full")),
+        encode(Ack(command_id="c-3", device_id=FUZZ_DEVICE, ok=True, result="applied", ts=1.0,
+                   profile=ServiceProfile(model="vad", variant="int8", ms_by_batch={1: 0.25, 8: 0.8}))),
     ],
     "ops": [
         encode(OpDeploy(tenant=_SPEC)),

@@ -38,6 +38,7 @@ from edgefleet.wire import (
     ParsedTopic,
     RequestFrame,
     ResultFrame,
+    ServiceProfile,
     Telemetry,
     TenantModelError,
     TenantSpec,
@@ -238,6 +239,15 @@ undeploys = st.builds(
 configures = st.builds(
     Configure, command_id=st.text(max_size=40), device_id=names, tenant=tenant_specs, issued_at=nonneg
 )
+profile_ms = st.floats(min_value=1e-9, max_value=3_600_000.0, allow_nan=False)
+profiles = st.builds(
+    ServiceProfile,
+    model=names,
+    variant=st.sampled_from(["fp32", "fp16", "int8"]),
+    ms_by_batch=st.tuples(profile_ms, st.dictionaries(st.integers(2, 1024), profile_ms, max_size=15)).map(
+        lambda t: {1: t[0], **t[1]}
+    ),
+)
 acks = st.builds(
     Ack,
     command_id=st.text(max_size=40),
@@ -247,6 +257,7 @@ acks = st.builds(
     code=st.sampled_from([""] + [c.value for c in ErrorCode]),
     message=st.text(max_size=80),
     ts=nonneg,
+    profile=st.none() | profiles,
 )
 ops = st.one_of(
     st.builds(OpDeploy, tenant=tenant_specs, device_id=st.none() | names),
@@ -273,6 +284,44 @@ def test_telemetry_round_trip(msg: Telemetry) -> None:
 @given(acks)
 def test_ack_round_trip(msg: Ack) -> None:
     assert decode_ack(encode(msg)) == msg
+
+
+_ACK = {"type": "ack", "v": 1, "command_id": "c-1", "device_id": "box-1", "ok": True, "result": "applied"}
+_PROFILE = {"model": "ocr-cls", "variant": "int8", "ms_by_batch": {"1": 0.9, "8": 4.1}}
+
+
+def test_an_ack_without_a_profile_still_decodes() -> None:
+    """Agents that predate the profile send none; the field is optional and defaults to null."""
+    assert decode_ack(json.dumps(_ACK).encode()).profile is None
+    ack = decode_ack(json.dumps({**_ACK, "profile": _PROFILE}).encode())
+    assert ack.profile == ServiceProfile(model="ocr-cls", variant="int8", ms_by_batch={1: 0.9, 8: 4.1})
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"ms_by_batch": {"1": -0.5}}, "time must be a finite number"),
+        ({"ms_by_batch": {"1": 0.0}}, "time must be a finite number"),
+        ({"ms_by_batch": {"1": 1e999}}, "Number out of range"),  # JSON 1e999 would be inf
+        ({"ms_by_batch": {"1": 4e6}}, "time must be a finite number"),  # over an hour
+        ({"ms_by_batch": {"1": 1.0, "4096": 2.0}}, "batch size must be in [1, 1024]"),
+        ({"ms_by_batch": {"1": 1.0, "0": 2.0}}, "batch size must be in [1, 1024]"),
+        ({"ms_by_batch": {"1": 1.0, "-3": 2.0}}, "batch size must be in [1, 1024]"),
+        ({"ms_by_batch": {"8": 2.0}}, "must hold batch 1"),
+        ({"ms_by_batch": {}}, "must hold batch 1"),
+        ({"ms_by_batch": {str(b): 1.0 for b in range(1, 18)}}, "at most 16 batch sizes"),
+        ({"ms_by_batch": {"one": 1.0}}, "Expected `int`"),
+        ({"ms_by_batch": {"1": "fast"}}, "Expected `float`"),
+        ({"variant": "fp64"}, "variant must be one of"),
+        ({"model": "Bad/Model"}, "invalid model name"),
+    ],
+)
+def test_malformed_profiles_are_wire_errors(change: dict[str, Any], why: str) -> None:
+    doc = {**_ACK, "profile": {**_PROFILE, **change}}
+    payload = json.dumps(doc).replace("Infinity", "1e999").encode()
+    with pytest.raises(WireError) as info:
+        decode_ack(payload)
+    assert info.value.code is BAD and why in info.value.message
 
 
 @SETTINGS

@@ -28,9 +28,10 @@ from agent.host import DeployError, ModelHost, ResolvedModel, warm_up
 from agent.memory.lru import lru_admit
 from agent.memory.planner import Candidate, VariantOption, plan_residency
 from agent.memory.predictor import ArrivalPredictor
+from agent.profiling import service_profile
 from agent.scheduler import Scheduler
 from edgefleet.runtime import TensorSpec
-from edgefleet.wire import TenantSpec
+from edgefleet.wire import ServiceProfile, TenantSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Assignment:
     runtime: str = ""
     in_axes: dict[str, int | None] = field(default_factory=dict)
     out_axes: dict[str, int] | None = None
+    profile: ServiceProfile | None = None  # measured at the last load, until a command's Ack takes it
 
 
 class MemoryManager:
@@ -170,6 +172,7 @@ class MemoryManager:
             time.sleep(0.002)
         old = self.host.install(new)
         a.inputs, a.runtime, a.in_axes, a.out_axes = new.session.inputs, new.runtime, new.in_axes, new.out_axes
+        a.profile = service_profile(a.spec.model, variant, new.profile)
         self.loads += 1
         self.scheduler.set_ready(name, True, model, concurrency=None if new.runtime == "onnxruntime" else 1)
         if old is not None:
@@ -183,6 +186,16 @@ class MemoryManager:
             self._last_used.pop(name, None)
             if self.host.get(name) is not None:
                 self.host.unload(name)
+
+    def take_profile(self, name: str) -> ServiceProfile | None:
+        """The service profile measured when ``name``'s model was last loaded and warmed, once: a second
+        call returns None until another load (so a command that loaded nothing reports nothing)."""
+        with self._lock:
+            a = self.assigned.get(name)
+            if a is None:
+                return None
+            profile, a.profile = a.profile, None
+            return profile
 
     def is_assigned(self, name: str) -> bool:
         return name in self.assigned
@@ -300,6 +313,7 @@ class MemoryManager:
             hosted.in_axes,
             hosted.out_axes,
         )
+        a.profile = service_profile(a.spec.model, variant, hosted.profile)
         self.loads += 1
         reentrant = hosted.runtime == "onnxruntime"
         self.scheduler.set_ready(name, True, model, concurrency=None if reentrant else 1)

@@ -5,7 +5,8 @@ and which processor each runtime runs on — a Jetson runs ONNX Runtime on its G
 cores, a Coral box runs LiteRT on the Edge TPU and ONNX Runtime on its host cores. A profile is the
 service-time curve of one model variant on one kind, with its variability and, on a TPU, the cost of
 reloading its parameters. ``load`` turns a tenant (rate, SLO) into the ``Load`` the sharing model
-takes. The book is immutable; online learning produces a new book with ``with_curve``.
+takes. The book is immutable; online learning produces a new book with ``with_curve``, and a variant
+profiled at deploy one with ``with_profile``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class PerfBook:
             raise KeyError(f"no profile {key} to update")
         new = replace(old, curve=curve, scv=old.scv if scv is None else scv)
         return PerfBook(self.kinds, _frozen({**self.profiles, key: new}))
+
+    def with_profile(self, key: ProfileKey, profile: Profile) -> PerfBook:
+        """The book with ``profile`` for ``key`` (added, or replacing the one it had)."""
+        return PerfBook(self.kinds, _frozen({**self.profiles, key: profile}))
 
     def load(
         self, *, tenant: str, model: str, variant: str, kind: str, rate_rps: float, slo_ms: float = math.inf,

@@ -12,6 +12,8 @@ and, through Allen–Cunneen, the waits) follows the windows' measured spread of
 EWMA with weight ``SCV_WEIGHT``; it is measured under co-location, so it includes the slowdown's own
 variability, which the sharing model adds again (a small double count, on the safe side).
 Windows without arrivals predict nothing; windows without completions carry no p95 to compare.
+Before any window, a variant profiled at deploy (``profiled``, from the Ack: ``coordinator.perf.deployed``)
+gets its first curve and estimator from the device's own measurement.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from coordinator.perf import deployed
 from coordinator.perf.book import PerfBook, ProfileKey
 from coordinator.perf.errors import ErrorBook, Scored
 from coordinator.perf.service import RlsEstimator
@@ -55,6 +58,34 @@ class Learner:
     book: PerfBook
     estimators: Mapping[ProfileKey, RlsEstimator] = field(default_factory=lambda: MappingProxyType({}))
     errors: ErrorBook = field(default_factory=ErrorBook)
+
+    def profiled(
+        self,
+        kind: str,
+        model: str,
+        variant: str,
+        runtime: str,
+        ms_by_batch: Mapping[int, float],
+        request_mb: float = 0.0,
+    ) -> Learner:
+        """The learner after a device of ``kind`` measured ``model:variant`` on ``runtime`` when it loaded
+        it (``ms_by_batch``: rows -> ms per batch, alone on the device; the Ack's profile).
+
+        - The book has no profile for (model, variant, kind): one is added, its curve the measurement's,
+          its request size and service spread the fp32 profile's of the model on that kind when there is
+          one (else ``request_mb`` and the default spread). The variant becomes placeable there.
+        - No estimator exists for it yet: one is seeded from the measurement, whose curve replaces the
+          book's — the device's measurement replaces the calibration table's prior.
+        - An estimator exists: nothing changes. Telemetry windows have already fitted the curve to real
+          traffic on that kind, which a few warm-up runs cannot improve.
+        """
+        key = (model, variant, kind)
+        if key in self.estimators:
+            return self
+        seeded = deployed.seed(self.book, key, runtime, ms_by_batch, request_mb)
+        if seeded.estimator is None:
+            return self
+        return Learner(seeded.book, MappingProxyType({**self.estimators, key: seeded.estimator}), self.errors)
 
     def observe(self, kind: str, telemetry: Telemetry) -> Learner:
         """The learner after one telemetry window of a device of ``kind``."""

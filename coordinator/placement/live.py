@@ -3,9 +3,10 @@
 The coordinator's worker owns one ``LivePredictedLatency``. Each telemetry window updates, in order,
 the performance model (``coordinator.perf.learner``: the service curves follow what the agents measure,
 and the predicted p95 is scored against the measured one) and the expected demand (the tenant's last
-arrival rate and its SLO). A placement decision is then ``PredictedLatency.place`` over the current
-book and demand — a pure function of that state, which changes only between decisions on the same
-thread. Device kinds that agents report (``x86_64-cpu``, ``jetson-orin-nano``, ``coral-usb``...) are
+arrival rate and its SLO); the profile a device measured when it loaded a variant (carried by the
+Ack of the Deploy or Configure) seeds that variant's curve on the device's kind. A placement decision
+is then ``PredictedLatency.place`` over the current book and demand — a pure function of that state,
+which changes only between decisions on the same thread. Device kinds that agents report (``x86_64-cpu``, ``jetson-orin-nano``, ``coral-usb``...) are
 mapped onto the calibrated kinds of the book (``x86-cpu``, ``jetson-gpu``, ``coral-tpu``, ``arm-cpu``).
 """
 
@@ -21,7 +22,7 @@ from coordinator.perf.report import model_report
 from coordinator.placement.model import PredictedLatency
 from coordinator.placement.planner import Demand
 from coordinator.placement.seam import Decision
-from edgefleet.wire import ModelReport, Telemetry, TenantSpec
+from edgefleet.wire import ModelReport, ServiceProfile, Telemetry, TenantSpec
 
 
 def book_kind(device_kind: str) -> str:
@@ -66,6 +67,13 @@ class LivePredictedLatency:
         for w in telemetry.tenants:
             if w.arrivals > 0 or w.tenant not in self.demand:
                 self.demand[w.tenant] = Demand(max(w.arrival_rps, 1e-3), w.slo_ms, arrival_scv(w))
+
+    def profiled(self, device_kind: str, profile: ServiceProfile, runtime: str, request_mb: float = 0.0) -> None:
+        """Learn from a device's deploy-time profile of a variant (an Ack's; worker thread): see
+        ``Learner.profiled`` — a variant the book lacks becomes placeable on that kind."""
+        kind = book_kind(device_kind)
+        self.learner = self.learner.profiled(kind, profile.model, profile.variant, runtime, profile.ms_by_batch,
+                                             request_mb)
 
     def forget(self, tenant: str) -> None:
         self.demand.pop(tenant, None)

@@ -208,6 +208,32 @@ class TelemetryAck(_Msg, frozen=True, tag="telemetry.ack"):
 ToDevice = Deploy | Undeploy | Configure | TelemetryAck  # everything on a device's command topic
 
 
+MAX_PROFILE_BATCH = 1024  # the largest batch a tenant may form (TenantSpec.max_batch)
+MAX_PROFILE_POINTS = 16  # batch sizes one profile may carry
+MAX_PROFILE_MS = 3_600_000.0  # an hour: no warm-up run takes longer
+
+
+class ServiceProfile(_Plain, frozen=True):
+    """What a device measured when it warmed up a model variant: the runtime's time for one batch, by
+    batch size (rows -> milliseconds; the median of a few runs after the first), alone on the device."""
+
+    model: str
+    variant: str
+    ms_by_batch: dict[Int, float]  # rows -> ms per batch; always holds 1
+
+    def __post_init__(self) -> None:
+        _name("model name", self.model)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if not (1 <= len(self.ms_by_batch) <= MAX_PROFILE_POINTS) or 1 not in self.ms_by_batch:
+            raise ValueError(f"ms_by_batch must hold batch 1 and at most {MAX_PROFILE_POINTS} batch sizes")
+        for rows, ms in self.ms_by_batch.items():
+            if not (1 <= rows <= MAX_PROFILE_BATCH):
+                raise ValueError(f"ms_by_batch: batch size must be in [1, {MAX_PROFILE_BATCH}], got {rows}")
+            if not (math.isfinite(ms) and 0.0 < ms <= MAX_PROFILE_MS):
+                raise ValueError(f"ms_by_batch: time must be a finite number in (0, {MAX_PROFILE_MS:.0f}], got {ms}")
+
+
 class Ack(_Msg, frozen=True, tag="ack"):
     command_id: str
     device_id: str
@@ -216,6 +242,9 @@ class Ack(_Msg, frozen=True, tag="ack"):
     code: str = ""  # an ErrorCode value or a load failure class when not ok
     message: str = ""
     ts: float = 0.0
+    # an applied Deploy or Configure: the service time the device measured warming up the variant it
+    # now serves (None: nothing was loaded, or the warm-up could not measure it)
+    profile: ServiceProfile | None = None
 
 
 # -- operator calls (edgefleet deploy|undeploy|status -> coordinator) ----------------------------

@@ -149,11 +149,19 @@ def _bursts(windows: list[Telemetry]) -> dict[str, float]:
 
 
 def _parts(qs: np.ndarray) -> dict[str, float]:
+    """Where the time went, and how far the measurement itself moves: the p95 of the run's first half
+    of answers against its second half's, relative to the whole run's (``split_half_ape``)."""
     if not len(qs):
         return {}
     q, s = qs[:, 0], qs[:, 1]
+    d = q + s
+    half = len(d) // 2
+    p95 = float(np.percentile(d, 95))
+    split = (abs(float(np.percentile(d[:half], 95)) - float(np.percentile(d[half:], 95))) / p95
+             if half >= 20 and p95 > 0 else float("nan"))
     return {"queue_p50_ms": float(np.median(q)), "queue_p95_ms": float(np.percentile(q, 95)),
-            "service_mean_ms": float(s.mean()), "service_p95_ms": float(np.percentile(s, 95))}
+            "service_mean_ms": float(s.mean()), "service_p95_ms": float(np.percentile(s, 95)),
+            "split_half_ape": split}
 
 
 def _ape(pred: float, meas: float) -> float | None:
@@ -257,6 +265,8 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "mape_book_only": float(np.mean(raw)) if raw else None,
         "mape_by_load": {str(ld): float(np.mean([r["ape"] for r in runs if r["load"] == ld and r["ape"] is not None]))
                          for ld in LOADS},
+        # the measurement's own noise: mean over runs of |p95(first half) - p95(second half)| / p95
+        "split_half_ape": float(np.nanmean([r.get("split_half_ape", np.nan) for r in runs])) if runs else None,
         "unstable_predictions": sum(1 for r in runs if not np.isfinite(r["predicted_p95_ms"])),
         "optimistic_share": (sum(1 for r in runs if r["ape"] is not None and r["predicted_p95_ms"]
                                  < r["measured_p95_ms"]) / len(runs)) if runs else None,

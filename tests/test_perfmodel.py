@@ -377,6 +377,12 @@ AGAINST_SIM = [
     ("cpu, LiteRT tenants", Processor("cpu", 4, 0.183), [Load(f"t{i}", 10.0, 24.3) for i in range(8)]),
     ("cpu, mixed sizes", Processor("cpu", 4, 0.183), [Load("big", 8.0, 55.0), Load("small", 30.0, 4.2)] * 2),
     (
+        "cpu, the agent's request path",
+        Processor("cpu", 2, 0.183, path_ms=1.0, path_ms_per_mb=1.5, background_ms=1.3, dispatch_ms=0.35,
+                  hold_ms=0.4),
+        [Load("hand", 14.0, 9.2, request_mb=0.6), Load("cls", 50.0, 1.2, concurrency=2, request_mb=0.11)] * 2,
+    ),
+    (
         "tpu, four models",
         Processor("tpu"),
         [
@@ -405,6 +411,7 @@ def test_model_tracks_simulation(case: str, proc: Processor, loads: list[Load]) 
             ld.concurrency,
             ld.switch_ms,
             ld.group,
+            ld.request_mb,
         )
         for i, ld in enumerate(loads)
     ]

@@ -120,23 +120,13 @@ class MemoryManager:
         then the new one serves and the old one is closed. When the budget cannot hold both, the old
         one is dropped first and queued requests wait for the new one. Any failure restores the
         previous spec (and its session) and raises DeployError. Returns what now serves, for the Ack."""
-        current = self.assigned.get(spec.name)
-        if current is None:
-            raise DeployError("unknown_tenant", f"{spec.name} is not hosted here")
-        if current.spec.model != spec.model:
-            raise DeployError("bad_request", f"{spec.name} runs {current.spec.model}, not {spec.model}: "
-                              "a new model is a new deploy")
+        _same_model(self.assigned.get(spec.name), spec)
         options = self.host.options(spec)
         if spec.variant not in options:
             raise DeployError("variant_unavailable", f"{spec.model}:{spec.variant} is not available here "
                               f"at min_fidelity {spec.min_fidelity} (have {', '.join(options)})")
         with self._lock:
-            a = self.assigned.get(spec.name)
-            if a is None:
-                raise DeployError("unknown_tenant", f"{spec.name} is not hosted here")
-            if a.spec.model != spec.model:
-                raise DeployError("bad_request", f"{spec.name} runs {a.spec.model}, not {spec.model}: "
-                                  "a new model is a new deploy")
+            a = _same_model(self.assigned.get(spec.name), spec)  # again: it may have left meanwhile
             before = (a.spec, a.options)
             a.spec, a.options = spec, options
             self.scheduler.set_max_batch(spec.name, spec.max_batch)
@@ -327,3 +317,13 @@ class MemoryManager:
         self.host.unload(name)
         self.evictions += 1
         log.info("%s evicted from memory", name)
+
+
+def _same_model(current: Assignment | None, spec: TenantSpec) -> Assignment:
+    """The tenant's assignment, if ``spec`` may reconfigure it in place (it is hosted, same model)."""
+    if current is None:
+        raise DeployError("unknown_tenant", f"{spec.name} is not hosted here")
+    if current.spec.model != spec.model:
+        raise DeployError("bad_request", f"{spec.name} runs {current.spec.model}, not {spec.model}: "
+                          "a new model is a new deploy")
+    return current

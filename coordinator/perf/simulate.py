@@ -5,7 +5,12 @@ tenant gets Poisson arrivals and service times with the profile mean and a logno
 load's Cs², and each processor serves them as the hardware does —
 ``cpu``: a pool of ``servers`` workers, requests dispatched FCFS across tenants, a tenant at most
 ``concurrency`` requests at a time (LiteRT 1); a request that starts while k workers are busy (itself
-included) takes (1 + contention·(k-1)) times its service time. ``gpu``: egalitarian processor sharing
+included) takes (1 + contention·(k-1+X))·max(1, (k+X)/c) times its service time, X the cores the
+request path and other processes keep busy on average. Before the pool every request passes the
+agent's request path, one FCFS server of ``path_of(load)`` ms per request (Lindley's recursion); its
+wait there, and ``dispatch_ms``, are in the latency, the path's own time is not (it is spent before
+receipt and after the reply); after its run a request holds its worker, and its tenant's slot, for
+``hold_ms`` more. ``gpu``: egalitarian processor sharing
 among at most ``servers`` requests in service, the rest waiting FCFS for a slot. ``tpu``: one FCFS
 queue where a request for a model (group) other than the previous request's first pays that model's
 parameter reload; Lindley's recursion W(n+1) = max(0, W(n) + S(n) - A(n+1)), vectorised as the running
@@ -39,9 +44,29 @@ def draws(seed: int, load: Load, horizon_ms: float) -> tuple[np.ndarray, np.ndar
     return arr, svc
 
 
-def _pool(proc: Processor, arr: list[np.ndarray], svc: list[np.ndarray], conc: list[int]) -> list[np.ndarray]:
-    """CPU worker pool: FCFS across tenants, per-tenant concurrency, contention at start."""
-    c, kappa = proc.servers, proc.contention
+def _path(proc: Processor, loads: Sequence[Load], arr: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(time each request leaves the request path, its wait there) per tenant: one FCFS server."""
+    g = np.concatenate([np.full(a.size, proc.path_of(ld)) for ld, a in zip(loads, arr, strict=True)])
+    t = np.concatenate(arr)
+    order = np.argsort(t, kind="stable")
+    ts, gs = t[order], g[order]
+    free = -math.inf
+    leave = np.empty_like(ts)
+    for k in range(ts.size):  # Lindley: start = max(arrival, previous departure)
+        start = ts[k] if ts[k] > free else free
+        free = leave[k] = start + gs[k]
+    out = np.empty_like(ts)
+    out[order] = leave
+    wait = out - t - g
+    cuts = np.cumsum([a.size for a in arr])[:-1]
+    return list(np.split(out, cuts)), list(np.split(wait, cuts))
+
+
+def _pool(proc: Processor, arr: list[np.ndarray], svc: list[np.ndarray], conc: list[int],
+          aside: float = 0.0) -> list[np.ndarray]:
+    """CPU worker pool: FCFS across tenants, per-tenant concurrency, contention at start; ``arr`` are the
+    times requests reach the pool, latencies run from there to the end of their run."""
+    c, kappa, hold = proc.servers, proc.contention, proc.hold_ms
     lat = [np.zeros(a.size) for a in arr]
     owner = np.concatenate([np.full(a.size, i) for i, a in enumerate(arr)])
     order = np.argsort(np.concatenate(arr), kind="stable")
@@ -60,17 +85,20 @@ def _pool(proc: Processor, arr: list[np.ndarray], svc: list[np.ndarray], conc: l
             r = queues[i].popleft()
             running[i] += 1
             busy += 1
-            heapq.heappush(done, (now + svc[i][r] * (1.0 + kappa * (busy - 1)), i, r))
+            others = busy - 1 + aside
+            stretch = (1.0 + kappa * min(others, c - 1.0)) * max(1.0, (others + 1.0) / c)
+            end = now + svc[i][r] * stretch
+            lat[i][r] = end - arr[i][r]
+            heapq.heappush(done, (end + hold, i, r))
             if queues[i] and running[i] < conc[i]:
                 heapq.heappush(ready, (arr[i][queues[i][0]], i))
                 listed[i] = True
 
     def finish() -> None:
         nonlocal busy
-        t, i, r = heapq.heappop(done)
+        t, i, _ = heapq.heappop(done)
         busy -= 1
         running[i] -= 1
-        lat[i][r] = t - arr[i][r]
         if queues[i] and not listed[i]:
             heapq.heappush(ready, (arr[i][queues[i][0]], i))
             listed[i] = True
@@ -161,7 +189,10 @@ def simulate(
     arr, svc = [d[0] for d in drawn], [d[1] for d in drawn]
     loads = [ld for _, ld in members]
     if proc.kind == "cpu":
-        lat = _pool(proc, arr, svc, [ld.concurrency for ld in loads])
+        at_pool, path_wait = _path(proc, loads, arr)
+        aside = sum(ld.rate_rps / 1000.0 * (proc.path_of(ld) + proc.background_of(ld)) for ld in loads)
+        got = _pool(proc, at_pool, svc, [ld.concurrency for ld in loads], aside)
+        lat = [g + w + proc.dispatch_ms for g, w in zip(got, path_wait, strict=True)]
     elif proc.kind == "gpu":
         lat = _sharing(proc, arr, svc)
     else:

@@ -33,11 +33,12 @@ from edgefleet.wire import (
     OpStatus,
     OpUndeploy,
     Telemetry,
+    TelemetryAck,
     TenantSpec,
     TenantWindow,
     Topics,
     Undeploy,
-    decode_command,
+    decode_to_device,
     encode,
 )
 from edgefleet.wire.codec import decode_reply
@@ -92,7 +93,9 @@ class FakeAgent:
         self.link.publish(self.topics.status(self.device_id), encode(self.birth()), qos=1, retain=True)
 
     def _on_command(self, msg: Inbound) -> None:
-        cmd = decode_command(msg.payload)
+        cmd = decode_to_device(msg.payload)
+        if isinstance(cmd, TelemetryAck):  # the coordinator stored a window this fake sent: nothing to do
+            return
         with self._lock:
             self.received.append(cmd)
             self.received_at.append(time.monotonic())

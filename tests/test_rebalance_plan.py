@@ -37,7 +37,7 @@ from coordinator.rebalance import (
     expected_batch,
     plan,
 )
-from coordinator.rebalance.planner import _snapshot
+from coordinator.rebalance.candidates import snapshot as _snapshot
 from edgefleet.wire import TenantSpec
 
 KIND = "x86-cpu"

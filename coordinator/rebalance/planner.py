@@ -34,77 +34,17 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import msgspec
-
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
-from coordinator.placement.model import PredictedLatency
-from coordinator.placement.seam import Placed
-from coordinator.rebalance.outlook import (
-    BATCHING_RUNTIMES,
-    Host,
-    Model,
-    Resident,
-    Verdict,
-    assess,
-    batching_pays,
-    expected_batch,
-)
+from coordinator.fleet import ModelFacts
+from coordinator.rebalance import candidates
+from coordinator.rebalance.actions import Action, DevicePlan, Migrate, Plan, Reconfigure
+from coordinator.rebalance.candidates import Candidate
+from coordinator.rebalance.outlook import Host, Model, Resident, Verdict, assess
 from coordinator.rebalance.streaks import RebalancePolicy, Streak, due
-from edgefleet.wire import TenantSpec
 
-
-@dataclass(frozen=True)
-class Migrate:
-    """Move ``tenant`` make-before-break from ``source`` to ``target`` (None: wherever placement says)."""
-
-    tenant: str
-    source: str
-    target: str | None
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Reconfigure:
-    """Change ``tenant`` in place on ``device_id`` to ``resident.spec`` (same model, a new variant or
-    max_batch, with the memory it takes): ``change`` is "batching" or "variant"."""
-
-    tenant: str
-    device_id: str
-    resident: Resident
-    change: str
-    reason: str = ""
-
-    @property
-    def spec(self) -> TenantSpec:
-        return self.resident.spec
-
-
-Action = Reconfigure | Migrate
-
-
-@dataclass(frozen=True)
-class DevicePlan:
-    device_id: str
-    trigger: str  # "observed" | "predicted", with ", device joined" when a join lifted a cooldown
-    tenants: tuple[str, ...]  # the due tenants that put the device here
-    actions: tuple[Action, ...]
-    feasible: bool  # the actions settle the device (False: nothing found; no action is taken)
-    before: float  # worst predicted ratio before (inf: cannot be predicted)
-    after: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    devices: tuple[DevicePlan, ...] = ()
-
-    @property
-    def actions(self) -> tuple[Action, ...]:
-        return tuple(a for d in self.devices if d.feasible for a in d.actions)
+__all__ = ["Action", "DevicePlan", "Migrate", "Plan", "Reconfigure", "Situation", "plan"]
 
 
 @dataclass(frozen=True)
@@ -116,105 +56,6 @@ class Situation:
     model: Model | None = None
     variants: Mapping[tuple[str, str], ModelFacts] = dataclasses.field(default_factory=dict)
     observed_p95_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
-
-
-# -- candidate actions ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Candidate:
-    action: Action
-    rank: int  # 0 batching, 1 swap, 2 migration
-
-
-def _snapshot(hosts: Sequence[Host]) -> FleetSnapshot:
-    return FleetSnapshot(tuple(
-        DeviceSnapshot(device_id=h.device_id, online=h.online, device_kind=h.kind, runtimes=h.runtimes,
-                       memory_budget_bytes=h.budget_bytes,
-                       tenants=tuple(TenantLoad(r.name, r.spec.model, r.spec.variant, r.size_bytes)
-                                     for r in h.residents))
-        for h in hosts))
-
-
-def _accepts(target: Host, incoming: Sequence[Resident], model: Model) -> Host | None:
-    """``target`` with ``incoming`` added when placement accepts each in turn, else None."""
-    policy = PredictedLatency(model.book, demand=model.demand, default_rps=model.default_rps,
-                              headroom=model.headroom, probe=None)
-    host = target
-    for r in incoming:
-        facts = ModelFacts(r.spec.model, r.spec.variant, r.runtime, r.size_bytes)
-        if not isinstance(policy.place(r.spec, facts, _snapshot([host])), Placed):
-            return None
-        host = host.with_resident(r)
-    return host
-
-
-def _batching(host: Host, r: Resident, model: Model, policy: RebalancePolicy,
-              settled: float, fix: Mapping[str, float]) -> _Candidate | None:
-    prof = model.book.profile(r.spec.model, r.spec.variant, host.kind)
-    if prof is None or r.runtime not in BATCHING_RUNTIMES or not batching_pays(prof.curve):
-        return None
-    got = model.book.load(tenant=r.name, model=r.spec.model, variant=r.spec.variant, kind=host.kind,
-                          rate_rps=max(model.rate(r.name), 1e-6))
-    conc = 1 if isinstance(got, str) else got[1].concurrency
-    if expected_batch(model.rate(r.name), prof.curve, conc, policy.max_batch) <= r.spec.max_batch:
-        return None  # its batches are not capped by max_batch: a larger one changes nothing
-    ladder: list[int] = []
-    b = r.spec.max_batch * 2
-    while b < policy.max_batch:
-        ladder.append(b)
-        b *= 2
-    if r.spec.max_batch < policy.max_batch:
-        ladder.append(policy.max_batch)
-    choice = None
-    for b in ladder:
-        choice = dataclasses.replace(r, spec=_spec(r, max_batch=b))
-        if assess(host.with_resident(choice), model, fix).worst <= settled:
-            break
-    if choice is None:
-        return None
-    reason = f"batching pays for {r.spec.model}: max_batch {r.spec.max_batch} -> {choice.spec.max_batch}"
-    return _Candidate(Reconfigure(r.name, host.device_id, choice, "batching", reason), 0)
-
-
-def _spec(r: Resident, **changes: Any) -> TenantSpec:
-    return msgspec.structs.replace(r.spec, **changes)
-
-
-def _swaps(host: Host, r: Resident, model: Model, variants: Mapping[tuple[str, str], ModelFacts]) -> Iterator[_Candidate]:
-    here = model.book.profile(r.spec.model, r.spec.variant, host.kind)
-    if here is None:
-        return
-    for (m, v), facts in sorted(variants.items()):
-        if m != r.spec.model or v == r.spec.variant or facts.fidelity < r.spec.min_fidelity:
-            continue
-        prof = model.book.profile(m, v, host.kind)
-        if prof is None or prof.curve.at(1) >= here.curve.at(1):
-            continue
-        if host.free_bytes + r.size_bytes < facts.size_bytes:
-            continue
-        swapped = dataclasses.replace(r, spec=_spec(r, variant=v), size_bytes=facts.size_bytes)
-        reason = (f"{m}:{v} serves in {prof.curve.at(1):.2f} ms vs {here.curve.at(1):.2f} ms for "
-                  f"{r.spec.variant}, fidelity {facts.fidelity:.3f} >= {r.spec.min_fidelity:g}")
-        yield _Candidate(Reconfigure(r.name, host.device_id, swapped, "variant", reason), 1)
-
-
-def _migration(source: Host, r: Resident, fleet: Mapping[str, Host], model: Model,
-               settled: float) -> _Candidate | None:
-    best: tuple[float, str] | None = None
-    for did, target in sorted(fleet.items()):
-        if did == source.device_id or not target.online or r.runtime not in target.runtimes:
-            continue
-        if target.free_bytes < r.size_bytes:
-            continue
-        after = _accepts(target, [r], model)
-        if after is None:
-            continue
-        worst = assess(after, model).worst
-        if worst <= settled and (best is None or (worst, did) < best):
-            best = (worst, did)
-    if best is None:
-        return None
-    reason = f"to {best[1]}, which placement accepts and predicts at worst {best[0]:.2f}x"
-    return _Candidate(Migrate(r.name, source.device_id, best[1], reason), 2)
 
 
 # -- evaluating sets -----------------------------------------------------------------------------------
@@ -234,7 +75,7 @@ def _apply(source: Host, actions: Sequence[Action], fleet: Mapping[str, Host],
         return None
     targets: dict[str, Host] = {}
     for did, rs in incoming.items():
-        after = _accepts(fleet[did], rs, model)
+        after = candidates.accepts(fleet[did], rs, model)
         if after is None:
             return None
         targets[did] = after
@@ -246,32 +87,32 @@ def _size(host: Host, tenant: str) -> int:
     return got.size_bytes if got is not None else 0
 
 
-def _sets(cands: Sequence[_Candidate], most: int) -> list[tuple[_Candidate, ...]]:
-    out: list[tuple[_Candidate, ...]] = []
+def _sets(cands: Sequence[Candidate], most: int) -> list[tuple[Candidate, ...]]:
+    out: list[tuple[Candidate, ...]] = []
     for n in range(1, most + 1):
         for combo in itertools.combinations(cands, n):
             if len({c.action.tenant for c in combo}) == n:
                 out.append(combo)
-    return sorted(out, key=lambda s: (sum(c.rank == 2 for c in s), sum(c.rank == 1 for c in s), len(s)))
+    return sorted(out, key=_level)
 
 
-def _level(s: tuple[_Candidate, ...]) -> tuple[int, int, int]:
+def _level(s: tuple[Candidate, ...]) -> tuple[int, int, int]:
     return sum(c.rank == 2 for c in s), sum(c.rank == 1 for c in s), len(s)
 
 
 def _search(host: Host, fleet: Mapping[str, Host], sit: Situation, model: Model, policy: RebalancePolicy,
             fix: Mapping[str, float]) -> tuple[tuple[Action, ...], float, dict[str, Host]] | None:
     settled = policy.settle
-    cands: list[_Candidate] = []
+    cands: list[Candidate] = []
     for r in host.residents:
         if not r.changeable:
             continue
-        got = _batching(host, r, model, policy, settled, fix)
+        got = candidates.batching(host, r, model, policy, settled, fix)
         if got is not None:
             cands.append(got)
-        cands.extend(_swaps(host, r, model, sit.variants))
+        cands.extend(candidates.swaps(host, r, model, sit.variants))
         if r.movable:
-            mig = _migration(host, r, fleet, model, settled)
+            mig = candidates.migration(host, r, fleet, model, settled)
             if mig is not None:
                 cands.append(mig)
     best: tuple[tuple[float, int, tuple[str, ...]], tuple[Action, ...], Host, dict[str, Host]] | None = None

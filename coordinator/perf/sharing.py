@@ -8,7 +8,7 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
   (``Load.concurrency``). Busy cores slow each other (memory bandwidth): a job that starts while k
   other workers are busy runs ``1 + contention·k`` times slower. The number of others busy at a start
   is taken from M/M/c with B Erlangs (PASTA: n < c in service -> n others, else it waited and starts
-  with c - 1 others), whose mean gives the slowdown f and whose variance widens the service spread;
+  with c - 1 others), whose mean gives the slowdown f (and its spread over k the service spread, see below);
   when the tenants' concurrencies add up to at most c nobody waits for a worker and the others busy
   are the other tenants' own busy workers instead (independent, tenant j busy λ_j·s_j·f on average).
   B = D·f for D = Σλs is solved by fixed-point iteration. The pool is then G/G/c (Allen–Cunneen, with
@@ -24,8 +24,9 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
   and the CPU other processes spend per request on the same cores (``background_ms`` +
   ``background_ms_per_mb`` x size: a broker or an app on the box), keep X cores busy on average
   besides the workers: they count among the others busy for the contention, and when the workers and
-  X together exceed the cores the workers are time-shared, so f = (1 + contention·min(k, c-1)) ·
-  max(1, (k + 1)/c) for k others busy (workers and X); the cores are full when B + X >= c. Two parts
+  X together exceed the cores the workers are time-shared, so f = (1 + contention·min(k + X, c-1)) ·
+  max(1, (k + 1 + X)/c) for k other workers busy, its mean and spread taken over k (binomial over the
+  c - 1 others with the mean above); the cores are full when B + X >= c. Two parts
   of that path sit on a request's own timeline: ``dispatch_ms`` from receipt to the start of service
   with a worker free (decoding, admission, waking the worker) is in its latency, and ``hold_ms`` after
   the runtime returns (splitting outputs, encoding and publishing the reply) keeps its worker, and its
@@ -140,9 +141,30 @@ def _others_busy(c: int, offered: float) -> tuple[float, float]:
     return mean, (1.0 - wait) * m2 / total + (c - 1) ** 2 * wait - mean * mean
 
 
+def _slowdown(c: int, kappa: float, others: float, aside: float) -> tuple[float, float]:
+    """Mean and squared CV of a job's slowdown when ``others`` other workers are busy on average (spread
+    binomially over the c - 1 others) and ``aside`` cores are kept busy outside the workers: with k
+    others, f(k) = (1 + κ·min(k + X, c - 1)) · max(1, (k + 1 + X)/c). The expectation is taken over k,
+    not f at the mean k: time-sharing starts only when the cores are full, so the mean would miss it."""
+    n = c - 1
+    q = min(max(others / n, 0.0), 1.0) if n > 0 else 0.0
+    m1 = m2 = 0.0
+    pk = (1.0 - q) ** n
+    for k in range(n + 1):
+        if k:
+            pk *= (n - k + 1) / k * (q / (1.0 - q)) if q < 1.0 else (1.0 if k == n else 0.0)
+        f = (1.0 + kappa * min(k + aside, n)) * max(1.0, (k + 1.0 + aside) / c)
+        m1 += pk * f
+        m2 += pk * f * f
+    if q >= 1.0:  # every other worker busy: k = n for certain
+        f = (1.0 + kappa * min(n + aside, n)) * max(1.0, (n + 1.0 + aside) / c)
+        return f, 0.0
+    return m1, max(0.0, m2 / (m1 * m1) - 1.0)
+
+
 def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
     c, kappa = proc.servers, proc.contention
-    demand = total = m2 = own = own2 = 0.0  # Σλs, Σλ, Σλs²(1+Cs²), Σλ²s, Σ(λs)²/m
+    demand = total = m2 = own = 0.0  # Σλs, Σλ, Σλs²(1+Cs²), Σλ²s
     path = path2 = extra = ca2 = 0.0  # Σλg, Σλg², Σλ·background (g: serial path ms per request), Σλ·Ca²
     slots = 0
     for ld in loads:
@@ -151,7 +173,6 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
         total += r
         m2 += r * s * s * (1.0 + ld.scv)
         own += r * r * s
-        own2 += (r * s) ** 2 / min(ld.concurrency, c)
         slots += min(ld.concurrency, c)
         path += r * g
         path2 += r * g * g
@@ -166,13 +187,9 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
     for _ in range(CONTENTION_ROUNDS):
         if busy + aside >= c:
             return _unstable((busy + aside) / c, len(loads))
-        if pooled:
-            mean, var = _others_busy(c, busy)
-        else:  # the other tenants' busy workers, each tenant busy independently
-            mean, var = slow * (demand - own / total), max(0.0, busy - slow * slow * own2)
-        others = mean + aside
-        slow = (1.0 + kappa * min(others, c - 1.0)) * max(1.0, (others + 1.0) / c)
-        spread = kappa * kappa * var / (slow * slow)  # squared CV of the slowdown
+        # pooled: M/M/c at a start; else the other tenants' own busy workers, each tenant independently
+        mean = _others_busy(c, busy)[0] if pooled else slow * (demand - own / total)
+        slow, spread = _slowdown(c, kappa, mean, aside)
         busy = demand * slow
     if busy + aside >= c:
         return _unstable((busy + aside) / c, len(loads))

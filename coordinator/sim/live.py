@@ -29,11 +29,10 @@ from coordinator.perf.calibration import VARIANT, build_book
 from coordinator.sim.devices import LiveDevice, ModelShape, agent_plan, fake_models, fake_path, live_devices
 from coordinator.sim.livereport import Call, served_again, summarise
 from coordinator.sim.scenario import SLO_MS
+from edgefleet.demo.load import open_loop
 from edgefleet.localfleet import LocalFleet
 from edgefleet.sdk import AsyncInferenceClient, BrokerUnavailable, ClientClosed, InferenceError
 from edgefleet.wire import TenantSpec
-
-MAX_IN_FLIGHT = 64  # per tenant; an arrival beyond it is counted as client_backlog
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,6 @@ async def _app(client: AsyncInferenceClient, spec: TenantSpec, rate: float, feed
                sc: LiveScenario, seed: int, t0: float, calls: list[Call], stop: asyncio.Event) -> None:
     """Poisson arrivals at ``rate`` until ``stop`` (open loop), then wait for the calls in flight."""
     rng = random.Random(sc.seed * 1000 + seed)
-    pending: set[asyncio.Task[None]] = set()
 
     async def one() -> None:
         try:
@@ -183,22 +181,8 @@ async def _app(client: AsyncInferenceClient, spec: TenantSpec, rate: float, feed
             calls.append(Call(spec.name, time.monotonic() - t0, True, r.device or "?", r.latency_ms,
                               float(r.meta.get("service_ms", 0.0)), r.batch or 1))
 
-    next_at = time.monotonic()
-    while True:
-        next_at += rng.expovariate(rate)
-        try:
-            await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
-            break
-        except asyncio.TimeoutError:
-            pass
-        if len(pending) >= MAX_IN_FLIGHT:
-            calls.append(Call(spec.name, time.monotonic() - t0, False, "client_backlog"))
-            continue
-        task = asyncio.create_task(one())
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    if pending:
-        await asyncio.wait(pending)
+    await open_loop(rate, one, stop, rng=rng,
+                    backlog=lambda: calls.append(Call(spec.name, time.monotonic() - t0, False, "client_backlog")))
 
 
 async def _kill(fleet: LocalFleet, sc: LiveScenario, t0: float, stop: asyncio.Event, say: Say) -> dict[str, Any]:

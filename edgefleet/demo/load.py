@@ -13,7 +13,8 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from edgefleet.demo.plan import TenantLoad
 from edgefleet.demo.stats import TenantStats
@@ -35,15 +36,16 @@ async def _one(client: AsyncInferenceClient, load: TenantLoad, feeds: Feeds, sta
         stats.record_ok(clock(), result.latency_ms, result.device)
 
 
-async def drive(client: AsyncInferenceClient, load: TenantLoad, samples: list[Feeds], stats: TenantStats,
-                stop: asyncio.Event, *, seed: int, clock: Callable[[], float] = time.monotonic) -> None:
-    """Issue requests until ``stop`` is set, then wait for those already sent (each has a timeout)."""
-    rng = random.Random(seed)
-    inputs = itertools.cycle(samples)
+async def open_loop(rate_rps: float, call: Callable[[], Coroutine[Any, Any, None]], stop: asyncio.Event, *,
+                    rng: random.Random, backlog: Callable[[], None],
+                    clock: Callable[[], float] = time.monotonic, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    """Start ``call()`` at Poisson arrivals of ``rate_rps`` until ``stop`` is set, whatever the answers
+    do; an arrival while ``max_in_flight`` calls are pending runs ``backlog()`` instead. Then wait for
+    the calls already started (each has its own timeout)."""
     pending: set[asyncio.Task[None]] = set()
     next_at = clock()
     while not stop.is_set():
-        next_at += rng.expovariate(load.rate_rps)
+        next_at += rng.expovariate(rate_rps)
         delay = next_at - clock()
         if delay > 0:
             try:
@@ -51,11 +53,20 @@ async def drive(client: AsyncInferenceClient, load: TenantLoad, samples: list[Fe
                 break
             except asyncio.TimeoutError:
                 pass
-        if len(pending) >= MAX_IN_FLIGHT:
-            stats.record_error(clock(), "client_backlog")
+        if len(pending) >= max_in_flight:
+            backlog()
             continue
-        task = asyncio.create_task(_one(client, load, next(inputs), stats, clock))
+        task = asyncio.create_task(call())
         pending.add(task)
         task.add_done_callback(pending.discard)
     if pending:
         await asyncio.wait(pending)
+
+
+async def drive(client: AsyncInferenceClient, load: TenantLoad, samples: list[Feeds], stats: TenantStats,
+                stop: asyncio.Event, *, seed: int, clock: Callable[[], float] = time.monotonic) -> None:
+    """Issue requests until ``stop`` is set, then wait for those already sent (each has a timeout)."""
+    inputs = itertools.cycle(samples)
+    await open_loop(load.rate_rps, lambda: _one(client, load, next(inputs), stats, clock), stop,
+                    rng=random.Random(seed), backlog=lambda: stats.record_error(clock(), "client_backlog"),
+                    clock=clock)

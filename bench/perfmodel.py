@@ -229,7 +229,8 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
                     warm = windows.take()
                     for t in warm:  # learn the warm-up, then predict what comes after it
                         learner = learner.observe(KIND, t)
-                    predicted = _predict(learner.book, mix, rates, _bursts(warm))
+                    bursts = _bursts(warm)
+                    predicted = _predict(learner.book, mix, rates, bursts)
                     driver.join()
                     measured: list[list[tuple[float, float]]] = box["r"]
                     book_only = _predict(book, mix, rates)
@@ -244,7 +245,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
                                      # where the time went: measured queue (receipt to start) and service,
                                      # against the model's mean time in service
                                      **_parts(qs), "predicted_service_mean_ms": in_service,
-                                     "arrival_scv": _bursts(warm).get(names[m], 1.0)})
+                                     "arrival_scv": bursts.get(names[m], 1.0)})
                     for m in mix:
                         fleet.undeploy(names[m])
                     for t in windows.take():

@@ -125,20 +125,18 @@ def _unstable(util: float, n: int) -> Outlook:
     return Outlook(max(util, 1.0), inf, inf, inf)
 
 
-def _others_busy(c: int, offered: float) -> tuple[float, float]:
-    """Mean and variance of the other busy workers a job finds when it starts in M/M/c with
-    ``offered`` Erlangs: n < c in service on arrival (P ∝ A^n/n!) -> n others; queued -> c - 1."""
-    term = total = m1 = m2 = 1.0
-    m1 = m2 = 0.0
+def _others_busy(c: int, offered: float) -> float:
+    """Mean number of other busy workers a job finds when it starts in M/M/c with ``offered`` Erlangs:
+    n < c in service on arrival (P ∝ A^n/n!) -> n others; queued -> c - 1."""
+    term = total = 1.0
+    m1 = 0.0
     for n in range(1, c):
         term *= offered / n
         total += term
         m1 += n * term
-        m2 += n * n * term
     tail = term * offered / c * c / (c - offered)  # a_c · c / (c - A)
     wait = tail / (total + tail)  # Erlang C
-    mean = (1.0 - wait) * m1 / total + (c - 1) * wait
-    return mean, (1.0 - wait) * m2 / total + (c - 1) ** 2 * wait - mean * mean
+    return (1.0 - wait) * m1 / total + (c - 1) * wait
 
 
 def _slowdown(c: int, kappa: float, others: float, aside: float) -> tuple[float, float]:
@@ -188,7 +186,7 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
         if busy + aside >= c:
             return _unstable((busy + aside) / c, len(loads))
         # pooled: M/M/c at a start; else the other tenants' own busy workers, each tenant independently
-        mean = _others_busy(c, busy)[0] if pooled else slow * (demand - own / total)
+        mean = _others_busy(c, busy) if pooled else slow * (demand - own / total)
         slow, spread = _slowdown(c, kappa, mean, aside)
         busy = demand * slow
     if busy + aside >= c:

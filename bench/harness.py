@@ -165,7 +165,11 @@ class Apps:
 
 
 def finish(json_path: Path, data: dict[str, Any], draw: Callable[[dict[str, Any], Path], None] | None) -> dict[str, Any]:
-    """Write the benchmark's JSON and, unless ``draw`` is None, its plot beside it (same name, .png)."""
+    """Write the benchmark's JSON, stamped with its provenance (commit, machine, date, load; see
+    bench.results), and, unless ``draw`` is None, its plot beside it (same name, .png)."""
+    from bench.results import provenance
+
+    data["provenance"] = provenance()
     write_json(json_path, data)
     if draw is not None:
         draw(data, json_path.with_suffix(".png"))

@@ -1,7 +1,9 @@
-"""``edgefleet bench NAME --json PATH [--quick]``: run one benchmark, write its JSON and a PNG beside it.
+"""``edgefleet bench NAME [--json PATH] [--quick]``: run one benchmark, write its JSON and a PNG beside it.
 
 Benchmarks measure and report; they never assert. Every figure that matters is a ratio taken within
-one run, because these machines are noisy.
+one run, because these machines are noisy. A full run writes docs/results/NAME.json by default (the
+file to commit), a quick one .bench/NAME.json. ``edgefleet bench report`` rewrites the table of
+docs/benchmarks.md from docs/results (bench.results).
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ BENCHMARKS = {
     "placement": "bench.placement",
 }
 
+# name -> module under bench/ exposing main(args, registered_benchmarks) -> exit status: not benchmarks
+TOOLS = {
+    "report": "bench.report",
+}
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("bench", help="run a benchmark (JSON + PNG plot); benchmarks never assert")
-    p.add_argument("name", choices=sorted(BENCHMARKS))
-    p.add_argument("--json", type=Path, default=None, help="where to write the JSON (default .bench/NAME.json)")
+    p.add_argument("name", choices=sorted(BENCHMARKS) + sorted(TOOLS))
+    p.add_argument("--json", type=Path, default=None,
+                   help="where to write the JSON (default docs/results/NAME.json, .bench/NAME.json with --quick)")
     p.add_argument("--quick", action="store_true", help="short run (under a minute)")
     p.add_argument("--model", default="ocr-cls", help="zoo model for the serving benchmark")
     p.add_argument("--no-plot", action="store_true")
@@ -37,14 +45,20 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    path: Path = args.json or Path(".bench") / f"{args.name}.json"
+    from bench import results
+
+    if args.name in TOOLS:
+        return int(importlib.import_module(TOOLS[args.name]).main(args, sorted(BENCHMARKS)))
+    path: Path = args.json or results.default_path(args.name, quick=args.quick)
+    results.mark_start()
     module = importlib.import_module(BENCHMARKS[args.name])
     kwargs: dict[str, Any] = {"quick": args.quick, "plot": not args.no_plot}
     if args.name == "serving":
         kwargs["zoo_model"] = args.model
     data = module.run(path, **kwargs)
     summary = {k: v for k, v in data.items()
-               if k not in ("machine", "models", "mixes", "policies", "loads", "trials", "faults", "runs")}
+               if k not in ("machine", "models", "mixes", "policies", "loads", "trials", "faults", "runs",
+                            "provenance")}
     print(json.dumps(summary, indent=2, default=str))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0

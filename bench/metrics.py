@@ -1,0 +1,131 @@
+"""The benchmarks' metrics as pure functions, so each figure's arithmetic is defined once and tested.
+
+A benchmark measures (processes, clocks, sockets); what it reports is computed here from plain numbers.
+Conventions every function keeps:
+
+- A ratio whose denominator is zero (or missing) is ``None``, never an exception or an infinity: "no
+  baseline hosted anything" is an outcome to report, not a crash.
+- A request that failed, was shed or never answered is *beyond* any SLO: it enters a percentile as
+  ``inf`` (:func:`p95_counting_failures`), it does not drop out of it.
+- Percentiles interpolate linearly between order statistics (NumPy's default), so the p95 of 1..20 is
+  19.05 (rank 0.95 * 19 = 18.05: 19 + 0.05 * (20 - 19)).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by linear interpolation; ``nan`` for no values. Infinite values
+    (failures) sort last and propagate when the percentile reaches them."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q must be within 0..100, got {q}")
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = q / 100.0 * (len(ordered) - 1)
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(ordered) - 1)
+    frac = rank - lo
+    if frac == 0.0 or ordered[lo] == ordered[hi]:
+        return float(ordered[lo])
+    return float(ordered[lo] + frac * (ordered[hi] - ordered[lo]))
+
+
+def p95_counting_failures(latencies_ms: Sequence[float], failures: int) -> float:
+    """p95 of answered requests' latencies with each failed/shed/unanswered request counted as ``inf``."""
+    if failures < 0:
+        raise ValueError("failures cannot be negative")
+    return percentile(list(latencies_ms) + [math.inf] * failures, 95.0)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or ``None`` when either is missing or the denominator is zero."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def ape(predicted: float, measured: float) -> float:
+    """Absolute percentage error |predicted - measured| / measured. A measured ``inf`` (the requests
+    failed) against a finite prediction is an error of 1.0 (the prediction missed entirely); both
+    infinite is 0."""
+    if measured <= 0:
+        raise ValueError(f"measured value must be positive, got {measured}")
+    if math.isinf(measured):
+        return 0.0 if math.isinf(predicted) else 1.0
+    if math.isinf(predicted):
+        return 1.0
+    return abs(predicted - measured) / measured
+
+
+def mape(pairs: Iterable[tuple[float, float]]) -> float | None:
+    """Mean of :func:`ape` over (predicted, measured) pairs; ``None`` for none."""
+    errors = [ape(p, m) for p, m in pairs]
+    return sum(errors) / len(errors) if errors else None
+
+
+def spread(values: Iterable[float]) -> dict[str, float | None]:
+    """min / median / max of a figure over trials or seeds (all ``None`` for no values)."""
+    v = sorted(values)
+    if not v:
+        return {"min": None, "median": None, "max": None}
+    return {"min": v[0], "median": float(statistics.median(v)), "max": v[-1]}
+
+
+def admission_score(history: Sequence[tuple[int, int]]) -> int:
+    """A placement policy's score over a stream of arrivals.
+
+    ``history[i]`` is (tenants accepted so far, accepted tenants violating their SLO) judged after
+    arrival ``i``. The score is the number accepted at the *last* point with no violation (0 if there
+    is none): accepting a tenant that breaks someone's SLO stops the count until the fleet is clean
+    again, and a policy gets no credit for tenants it hosts while others are in violation.
+    """
+    score = 0
+    for accepted, violating in history:
+        if violating < 0 or accepted < 0:
+            raise ValueError("counts cannot be negative")
+        if violating == 0:
+            score = accepted
+    return score
+
+
+def normalized_gain(concurrent_rps: Mapping[str, float], solo_rps: Mapping[str, float]) -> float:
+    """Sum over tenants of (rate served concurrently / rate served alone): 1.0 means co-location only
+    split the device, n (for n tenants) means each ran as fast as alone. A tenant with no solo rate
+    contributes nothing."""
+    return sum(concurrent_rps.get(m, 0.0) / r for m, r in solo_rps.items() if r > 0)
+
+
+def serial_rps(solo_rps: Mapping[str, float]) -> float:
+    """Aggregate rate of serving the tenants one after another with equal request counts: the harmonic
+    combination n / sum(1 / r_i)."""
+    rates = [r for r in solo_rps.values() if r > 0]
+    return len(rates) / sum(1.0 / r for r in rates) if rates else 0.0
+
+
+def ledger_diff(produced: Iterable[Hashable], stored: Iterable[Hashable]) -> dict[str, int]:
+    """Compare what a producer's own ledger says it produced with what the consumer stored.
+
+    ``lost``: produced items never stored (a lost tail included: the ledger knows the last one).
+    ``duplicated``: extra copies stored of an item. ``unknown``: stored items never produced.
+    """
+    p, s = Counter(produced), Counter(stored)
+    return {
+        "produced": sum(p.values()),
+        "stored": sum(s.values()),
+        "lost": sum(1 for k in p if k not in s),
+        "duplicated": sum(c - 1 for k, c in s.items() if c > 1),
+        "unknown": sum(c for k, c in s.items() if k not in p),
+    }
+
+
+def goal_met(measured: float | None, goal: float, *, higher_is_better: bool) -> bool | None:
+    """Whether a figure meets its goal; ``None`` when it was not measured."""
+    if measured is None or (isinstance(measured, float) and math.isnan(measured)):
+        return None
+    return measured >= goal if higher_is_better else measured <= goal

@@ -1,0 +1,221 @@
+"""The benchmarks' metric functions (bench.metrics) and report table (bench.results), table-driven with
+the arithmetic written out: a benchmark's figure is only as honest as the function that computes it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench import metrics, results
+
+INF = math.inf
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([5.0], 95, 5.0),  # one value is every percentile
+        (list(range(1, 21)), 95, 19.05),  # rank 0.95*19 = 18.05 -> 19 + 0.05*(20-19)
+        (list(range(1, 21)), 50, 10.5),  # rank 9.5 -> 10 + 0.5*(11-10)
+        ([10.0, 20.0], 95, 19.5),  # rank 0.95 -> 10 + 0.95*10
+        ([1.0, 2.0, 3.0, INF], 50, 2.5),  # rank 1.5 -> 2 + 0.5*1; the failure sorts last
+        ([1.0, 2.0, 3.0, INF], 95, INF),  # rank 2.85 lands between 3 and inf -> inf
+        ([3.0, 1.0, 2.0], 0, 1.0),  # order of input does not matter
+    ],
+)
+def test_percentile(values: list[float], q: float, expected: float) -> None:
+    assert metrics.percentile(values, q) == pytest.approx(expected)
+
+
+def test_percentile_of_nothing_is_nan_and_q_is_checked() -> None:
+    assert math.isnan(metrics.percentile([], 95))
+    with pytest.raises(ValueError):
+        metrics.percentile([1.0], 101)
+
+
+@pytest.mark.parametrize(
+    ("latencies", "failures", "expected"),
+    [
+        (list(range(1, 21)), 0, 19.05),  # no failure: the plain p95 of 1..20
+        (list(range(1, 20)), 1, INF),  # 19 answers + 1 failure: rank 18.05 reaches the inf at index 19
+        (list(range(1, 40)), 1, 38.05),  # 39 answers + 1 failure: rank 0.95*39 = 37.05 -> 38 + 0.05*(39-38)
+        ([], 3, INF),  # nothing answered
+    ],
+)
+def test_p95_counting_failures(latencies: list[float], failures: int, expected: float) -> None:
+    assert metrics.p95_counting_failures(latencies, failures) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("num", "den", "expected"),
+    [(6.0, 3.0, 2.0), (1.0, 0.0, None), (None, 2.0, None), (2.0, None, None), (0.0, 4.0, 0.0)],
+)
+def test_ratio(num: float | None, den: float | None, expected: float | None) -> None:
+    assert metrics.ratio(num, den) == expected
+
+
+@pytest.mark.parametrize(
+    ("predicted", "measured", "expected"),
+    [
+        (11.0, 10.0, 0.1),  # |11-10|/10
+        (9.0, 10.0, 0.1),  # |9-10|/10
+        (30.0, 10.0, 2.0),  # |30-10|/10: a pessimistic miss can exceed 1
+        (10.0, INF, 1.0),  # the requests failed; a finite prediction missed entirely
+        (INF, INF, 0.0),  # the model said "cannot serve" and it could not
+        (INF, 10.0, 1.0),  # the model said "cannot serve" and it could
+    ],
+)
+def test_ape(predicted: float, measured: float, expected: float) -> None:
+    assert metrics.ape(predicted, measured) == pytest.approx(expected)
+
+
+def test_mape() -> None:
+    # (|11-10|/10 + |15-20|/20) / 2 = (0.1 + 0.25) / 2 = 0.175
+    assert metrics.mape([(11.0, 10.0), (15.0, 20.0)]) == pytest.approx(0.175)
+    assert metrics.mape([]) is None
+    with pytest.raises(ValueError):
+        metrics.ape(1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([3.0, 1.0, 2.0], {"min": 1.0, "median": 2.0, "max": 3.0}),
+        ([4.0, 1.0, 2.0, 3.0], {"min": 1.0, "median": 2.5, "max": 4.0}),  # median (2+3)/2
+        ([], {"min": None, "median": None, "max": None}),
+    ],
+)
+def test_spread(values: list[float], expected: dict[str, float | None]) -> None:
+    assert metrics.spread(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        ([(1, 0), (2, 0), (3, 0)], 3),  # never violated: everything accepted counts
+        ([(1, 0), (2, 0), (3, 1), (3, 1)], 2),  # the third broke an SLO and it stayed broken: 2
+        ([(1, 0), (2, 1), (2, 0), (3, 0)], 3),  # violation cleared later (judged clean again): last clean point
+        ([(1, 1), (2, 2)], 0),  # never clean: 0
+        ([(0, 0), (0, 0)], 0),  # rejected everything: 0
+        ([], 0),
+    ],
+)
+def test_admission_score(history: list[tuple[int, int]], expected: int) -> None:
+    assert metrics.admission_score(history) == expected
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 5)), max_size=30))
+def test_admission_score_is_one_of_the_clean_points(history: list[tuple[int, int]]) -> None:
+    score = metrics.admission_score(history)
+    clean = [a for a, v in history if v == 0]
+    assert score == (clean[-1] if clean else 0)
+
+
+def test_normalized_gain_and_serial_rate() -> None:
+    # two tenants each at 80% of their solo rate together: 0.8 + 0.8 = 1.6
+    assert metrics.normalized_gain({"a": 80.0, "b": 40.0}, {"a": 100.0, "b": 50.0}) == pytest.approx(1.6)
+    # serial with equal request counts: 2 / (1/100 + 1/50) = 2 / 0.03 = 66.67 req/s
+    assert metrics.serial_rps({"a": 100.0, "b": 50.0}) == pytest.approx(66.666, rel=1e-4)
+    assert metrics.serial_rps({}) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("produced", "stored", "expected"),
+    [
+        ([0, 1, 2], [0, 1, 2], {"produced": 3, "stored": 3, "lost": 0, "duplicated": 0, "unknown": 0}),
+        # the last window of a killed boot never arrived: a lost tail is seen only against the ledger
+        ([0, 1, 2, 3], [0, 1, 2], {"produced": 4, "stored": 3, "lost": 1, "duplicated": 0, "unknown": 0}),
+        # window 1 stored three times: 2 extra copies
+        ([0, 1], [0, 1, 1, 1], {"produced": 2, "stored": 4, "lost": 0, "duplicated": 2, "unknown": 0}),
+        ([0], [0, 9], {"produced": 1, "stored": 2, "lost": 0, "duplicated": 0, "unknown": 1}),
+    ],
+)
+def test_ledger_diff(produced: list[int], stored: list[int], expected: dict[str, int]) -> None:
+    assert metrics.ledger_diff(produced, stored) == expected
+
+
+@pytest.mark.parametrize(
+    ("measured", "goal", "higher", "expected"),
+    [(2.4, 2.3, True, True), (2.2, 2.3, True, False), (0.09, 0.10, False, True), (0.2, 0.10, False, False),
+     (None, 1.0, True, None), (math.nan, 1.0, True, None)],
+)
+def test_goal_met(measured: float | None, goal: float, higher: bool, expected: bool | None) -> None:
+    assert metrics.goal_met(measured, goal, higher_is_better=higher) is expected
+
+
+# ---- the report -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "goal", "expected"),
+    [
+        ("gain_vs_best_knapsack", 2.3, (2.3, True)),
+        ("mape", 0.10, (0.10, False)),  # an error: at most
+        ("seconds", 1.0, (1.0, False)),  # a time: at most
+        ("floor_violations", 0, (0.0, False)),
+        ("telemetry_lost", 0, (0.0, False)),
+        ("p50_ms", 1.1, (1.1, False)),
+        ("goodput", {"at_least": 0.9}, (0.9, True)),
+        ("whatever", {"at_most": 3}, (3.0, False)),
+        ("reference", "Triton", None),  # not a numeric goal
+        ("flag", True, None),
+    ],
+)
+def test_goal_direction(key: str, goal: object, expected: tuple[float, bool] | None) -> None:
+    assert results.goal_direction(key, goal) == expected
+
+
+def test_row_shows_figures_against_goals_and_provenance() -> None:
+    data = {
+        "goal": {"gain_vs_best_knapsack": 2.3, "mape": 0.1, "not_there": 1.0},
+        "gain_vs_best_knapsack": 1.5,
+        "mape": 0.08,
+        "provenance": {"commit": "0123456789abcdef", "tree_dirty": False, "finished_utc": "2026-12-04T17:00:00+00:00",
+                       "loadavg_start": [1.5, 1.0, 0.9]},
+    }
+    line = results.row("placement", data, "results/placement.json", "tenants hosted")
+    assert "`gain_vs_best_knapsack` **1.5** (goal ≥ 2.3: **missed**)" in line
+    assert "`mape` **0.08** (goal ≤ 0.1: met)" in line
+    assert "`not_there` **none** (goal ≥ 1: not measured)" in line
+    assert "[results/placement.json](results/placement.json), commit 0123456789, 2026-12-04T17:00:00+00:00, load 1.50" in line
+
+
+def test_row_of_a_benchmark_never_run_says_so() -> None:
+    assert results.row("memory", None, "results/memory.json", "warm starts") == "| `memory` | warm starts | not run | — |"
+
+
+def test_splice_replaces_only_between_markers() -> None:
+    doc = f"# B\nintro\n{results.BEGIN}\nold\n{results.END}\nprose\n"
+    assert results.splice(doc, "new") == f"# B\nintro\n{results.BEGIN}\nnew\n{results.END}\nprose\n"
+    assert results.splice("# B\n", "t") == f"# B\n\n{results.BEGIN}\nt\n{results.END}\n"
+
+
+def test_write_report_lists_registered_and_unregistered_files(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "placement.json").write_text(json.dumps({"goal": {"gain_vs_best_knapsack": 2.3},
+                                                    "gain_vs_best_knapsack": 2.5}))
+    (res / "ingest.json").write_text(json.dumps({"goal": {"rate_ratio": 0.9}, "rate_ratio": 0.95}))
+    (res / "broken.json").write_text("{not json")
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n{results.BEGIN}\n{results.END}\nkept\n")
+    table = results.write_report(["placement", "memory"], results_dir=res, doc=doc)
+    text = doc.read_text()
+    assert table in text and text.endswith("kept\n")
+    lines = table.splitlines()
+    assert lines[2].startswith("| `placement` |") and "**2.5** (goal ≥ 2.3: met)" in lines[2]
+    assert lines[3].startswith("| `memory` |") and "not run" in lines[3]
+    assert any(ln.startswith("| `ingest` |") and "(goal ≥ 0.9: met)" in ln for ln in lines)
+    assert any(ln.startswith("| `broken` |") for ln in lines)  # an unreadable file is listed, not hidden
+
+
+def test_provenance_names_the_commit_and_machine() -> None:
+    results.mark_start()
+    prov = results.provenance()
+    assert prov["commit"] is None or len(prov["commit"]) == 40
+    assert prov["machine"]["cpus"] and prov["started_utc"] and prov["finished_utc"]

@@ -30,6 +30,7 @@ BENCHMARKS = {
 # name -> module under bench/ exposing main(args, registered_benchmarks) -> exit status: not benchmarks
 TOOLS = {
     "report": "bench.report",
+    "record-service": "bench.record_service",
 }
 
 

@@ -17,7 +17,6 @@ from coordinator.placement.model import PredictedLatency
 from coordinator.placement.seam import Placed
 from coordinator.rebalance.actions import Action, Migrate, Reconfigure
 from coordinator.rebalance.outlook import (
-    BATCHING_RUNTIMES,
     Host,
     Model,
     Resident,
@@ -26,6 +25,7 @@ from coordinator.rebalance.outlook import (
     expected_batch,
 )
 from coordinator.rebalance.streaks import RebalancePolicy
+from edgefleet.runtime import capabilities_of
 from edgefleet.wire import TenantSpec
 
 
@@ -60,7 +60,7 @@ def accepts(target: Host, incoming: Sequence[Resident], model: Model) -> Host | 
 def batching(host: Host, r: Resident, model: Model, policy: RebalancePolicy,
               settled: float, fix: Mapping[str, float]) -> Candidate | None:
     prof = model.book.profile(r.spec.model, r.spec.variant, host.kind)
-    if prof is None or r.runtime not in BATCHING_RUNTIMES or not batching_pays(prof.curve):
+    if prof is None or not capabilities_of(r.runtime).batches or not batching_pays(prof.curve):
         return None
     got = model.book.load(tenant=r.name, model=r.spec.model, variant=r.spec.variant, kind=host.kind,
                           rate_rps=max(model.rate(r.name), 1e-6))

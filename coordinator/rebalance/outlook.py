@@ -2,7 +2,8 @@
 
 The rebalancer compares a device before and after candidate commands, so it needs a prediction that
 moves with the knobs it can turn: the variant (a different profile in the book) and ``max_batch``.
-Placement predicts batch-1 service; here a tenant whose runtime batches (ONNX Runtime) and whose
+Placement predicts batch-1 service; here a tenant whose runtime's sessions declare they batch
+(``edgefleet.runtime.capabilities_of``: ONNX Runtime) and whose
 service curve s(b) = a + c·b has a per-invocation cost a > 0 (so s(b)/b falls with b: batching pays) is
 served in batches. The agent's adaptive batcher never waits for requests that have not arrived: it
 runs what queued, so batches grow only as the tenant's work nears what its workers can do. The model
@@ -26,9 +27,9 @@ from types import MappingProxyType
 from coordinator.perf import Load, PerfBook, ServiceCurve, predict
 from coordinator.perf.service import MIN_MS
 from coordinator.placement.planner import Demand
+from edgefleet.runtime import capabilities_of
 from edgefleet.wire import TenantSpec
 
-BATCHING_RUNTIMES = frozenset({"onnxruntime"})  # the agent batches these (LiteRT models have fixed shapes)
 BATCH_TARGET_UTIL = 0.7  # assumed: the batcher's batches grow until the tenant's work is this share of its workers
 
 
@@ -145,7 +146,7 @@ def assess(host: Host, model: Model, corrections: Mapping[str, float] | None = N
         if isinstance(got, str) or prof is None:
             return Verdict(empty, empty, {}, empty, f"{s.name}: {got if isinstance(got, str) else 'no profile'}")
         pname, ld = got
-        b = expected_batch(ld.rate_rps, prof.curve, ld.concurrency, s.max_batch) if r.runtime in BATCHING_RUNTIMES else 1.0
+        b = expected_batch(ld.rate_rps, prof.curve, ld.concurrency, s.max_batch) if capabilities_of(r.runtime).batches else 1.0
         if b > 1.0:
             proc = kind.processors[pname]
             # a batch of b is one job: its payload is b requests' (the per-MB path and background

@@ -5,7 +5,15 @@ Everything else in edgefleet loads and runs models through :func:`get_runtime` a
 input validation are handled once, here.
 """
 
-from edgefleet.runtime.base import Runtime, Session, SessionOptions, TensorSpec, check_feeds
+from edgefleet.runtime.base import (
+    Capabilities,
+    Runtime,
+    Session,
+    SessionOptions,
+    TensorSpec,
+    capabilities_of,
+    check_feeds,
+)
 from edgefleet.runtime.errors import (
     EdgeRuntimeError,
     InferenceFailed,
@@ -19,6 +27,7 @@ from edgefleet.runtime.fake import FakeModel, FakeRuntime
 from edgefleet.runtime.registry import available_runtimes, get_runtime, runtime_for_file
 
 __all__ = [
+    "Capabilities",
     "EdgeRuntimeError",
     "FakeModel",
     "FakeRuntime",
@@ -33,6 +42,7 @@ __all__ = [
     "TensorSpec",
     "UnknownRuntime",
     "available_runtimes",
+    "capabilities_of",
     "check_feeds",
     "get_runtime",
     "runtime_for_file",

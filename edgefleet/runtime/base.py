@@ -54,11 +54,47 @@ class SessionOptions:
 DEFAULT_OPTIONS = SessionOptions()
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a session can do, declared by its runtime, read by every policy instead of runtime names.
+
+    ``reentrant``: several threads may run it at once (ONNX Runtime); LiteRT and Edge TPU interpreters
+    are not, so a second worker on the same tenant would only wait for the first.
+    ``batches``: requests may be stacked into one run along a learnt batch axis (shapes are dynamic);
+    LiteRT and Edge TPU models here have fixed shapes and are never batched.
+    ``loose_batch_axis``: a fixed leading dimension of 1 accepts any number of rows, which the session
+    runs one by one (``check_feeds(loose_batch=True)``).
+    """
+
+    reentrant: bool
+    batches: bool
+    loose_batch_axis: bool
+
+
+ONNX_CAPABILITIES = Capabilities(reentrant=True, batches=True, loose_batch_axis=False)
+TFLITE_CAPABILITIES = Capabilities(reentrant=False, batches=False, loose_batch_axis=True)
+FAKE_CAPABILITIES = Capabilities(reentrant=True, batches=True, loose_batch_axis=False)
+# by runtime name, for those that know a tenant only by its runtime (the coordinator's rebalancer)
+RUNTIME_CAPABILITIES: dict[str, Capabilities] = {
+    "onnxruntime": ONNX_CAPABILITIES,
+    "litert": TFLITE_CAPABILITIES,
+    "edgetpu": TFLITE_CAPABILITIES,
+    "fake": FAKE_CAPABILITIES,
+}
+UNKNOWN_CAPABILITIES = Capabilities(reentrant=False, batches=False, loose_batch_axis=False)
+
+
+def capabilities_of(runtime: str) -> Capabilities:
+    """The capabilities sessions of ``runtime`` declare; the most cautious ones for an unknown name."""
+    return RUNTIME_CAPABILITIES.get(runtime, UNKNOWN_CAPABILITIES)
+
+
 @runtime_checkable
 class Session(Protocol):
     """One loaded model."""
 
     runtime: str
+    capabilities: Capabilities
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     memory_bytes: int

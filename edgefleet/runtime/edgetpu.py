@@ -25,18 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edgefleet.runtime.base import (
-    DEFAULT_OPTIONS,
-    Feeds,
-    Outputs,
-    SessionOptions,
-    TensorSpec,
-    check_feeds,
-    measure_load,
-)
-from edgefleet.runtime.errors import InferenceFailed, ModelLoadError, RuntimeMissing, SessionClosed
+from edgefleet.runtime.base import DEFAULT_OPTIONS, SessionOptions, measure_load
+from edgefleet.runtime.errors import ModelLoadError, RuntimeMissing
+from edgefleet.runtime.tflite import TFLiteSession
 
 log = logging.getLogger(__name__)
 
@@ -172,21 +163,15 @@ def _tpu(device: str | None) -> _Tpu:
         return _tpus.setdefault(device or ":0", _Tpu())
 
 
-def _spec(detail: dict[str, Any]) -> TensorSpec:
-    signature = detail.get("shape_signature")
-    dims = signature if signature is not None and len(signature) else detail["shape"]
-    shape = tuple(int(d) if int(d) >= 0 else None for d in dims)
-    return TensorSpec(name=str(detail["name"]), dtype=np.dtype(detail["dtype"]).name, shape=shape)
-
-
-class EdgeTpuSession:
-    """One compiled model on one Edge TPU.
+class EdgeTpuSession(TFLiteSession):
+    """One compiled model on one Edge TPU (the run loop is ``TFLiteSession``'s, under the TPU's lock).
 
     ``switches`` counts the invokes that found another session's model on the TPU (the first invoke
     included); ``last_switch_s`` and ``switch_s_total`` time those invokes, parameter reload included.
     """
 
     runtime = NAME
+    failure = "the Edge TPU"
 
     def __init__(self, path: Path, options: SessionOptions, *, device: str | None, made_by: Backend) -> None:
         if not path.name.endswith(COMPILED_SUFFIX):
@@ -200,9 +185,7 @@ class EdgeTpuSession:
         self.device = device
         self.backend = made_by.kind
         try:
-            self._interp, self.memory_bytes = measure_load(
-                path, lambda: made_by.make(path, device, options.threads)
-            )
+            interp, self.memory_bytes = measure_load(path, lambda: made_by.make(path, device, options.threads))
         except OSError as exc:  # libedgetpu missing: LiteRT's load_delegate raises OSError, not ValueError
             raise ModelLoadError(f"cannot open the Edge TPU for {path.name}: {exc}; {INSTALL_HINT}") from exc
         except (ValueError, RuntimeError) as exc:
@@ -215,23 +198,15 @@ class EdgeTpuSession:
                 "%s is larger than the Edge TPU's on-chip cache; parameters stream from host memory",
                 path.name,
             )
-        in_details = self._interp.get_input_details()
-        out_details = self._interp.get_output_details()
-        self.inputs = tuple(_spec(d) for d in in_details)
-        self.outputs = tuple(_spec(d) for d in out_details)
-        self._in_index = {str(d["name"]): int(d["index"]) for d in in_details}
-        self._out_index = [(str(d["name"]), int(d["index"])) for d in out_details]
         self._tpu = _tpu(device)
         self._token = next(_tokens)
-        self._closed = False
         self.invokes = 0
         self.switches = 0
         self.last_switch_s: float | None = None
         self.switch_s_total = 0.0
+        self._attach(interp, self._tpu.lock)
 
-    def _invoke(self, feeds: Feeds) -> Outputs:
-        for name, value in feeds.items():
-            self._interp.set_tensor(self._in_index[name], np.ascontiguousarray(value))
+    def _invoke_interpreter(self) -> None:
         switching = self._tpu.resident != self._token
         t0 = time.perf_counter()
         self._interp.invoke()
@@ -242,24 +217,6 @@ class EdgeTpuSession:
             self.switches += 1
             self.last_switch_s = elapsed
             self.switch_s_total += elapsed
-        return {name: np.array(self._interp.get_tensor(index)) for name, index in self._out_index}
-
-    def run(self, feeds: Feeds) -> Outputs:
-        batch = check_feeds(self.inputs, feeds, loose_batch=True)
-        batched = {s.name for s in self.inputs if s.shape[:1] == (1,)}
-        with self._tpu.lock:
-            if self._closed:
-                raise SessionClosed(f"session for {self.path.name} is closed")
-            try:
-                if batch == 1:
-                    return self._invoke(feeds)
-                rows = [
-                    self._invoke({k: (v[i : i + 1] if k in batched else v) for k, v in feeds.items()})
-                    for i in range(batch)
-                ]
-            except (ValueError, RuntimeError) as exc:
-                raise InferenceFailed(f"the Edge TPU failed running {self.path.name}: {exc}") from exc
-        return {name: np.concatenate([r[name] for r in rows], axis=0) for name, _ in self._out_index}
 
     def swap_stats(self) -> dict[str, float]:
         """Invokes, model switches and their time, for telemetry and benchmarks."""
@@ -270,12 +227,9 @@ class EdgeTpuSession:
             "switch_s_total": self.switch_s_total,
         }
 
-    def close(self) -> None:
-        with self._tpu.lock:
-            self._closed = True
-            self._interp = None
-            if self._tpu.resident == self._token:
-                self._tpu.resident = None
+    def _release(self) -> None:
+        if self._tpu.resident == self._token:
+            self._tpu.resident = None
 
 
 class EdgeTpuRuntime:

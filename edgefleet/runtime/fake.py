@@ -17,8 +17,9 @@ per-row sum of the first input, broadcast into every output) and ``zeros``.
 ``processor`` (optional) names a simulated processor shared by every session of this process that
 names it: at most ``servers`` runs occupy it at once (the others wait inside ``run``, as they would
 for a busy accelerator), and a run whose predecessor on it was another model file first pays
-``switch_s`` (an Edge TPU reloading parameters). Other keys (``runtime``, read by agents that serve
-fakes in place of real models) are ignored here.
+``switch_s`` (an Edge TPU reloading parameters). ``runtime`` (optional) names the real runtime the fake
+plays: its sessions then declare that runtime's capabilities (a LiteRT stand-in is not re-entrant and
+does not batch), so everything around the session behaves as it would for the real one.
 """
 
 from __future__ import annotations
@@ -33,7 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from edgefleet.runtime.base import DEFAULT_OPTIONS, Feeds, Outputs, SessionOptions, TensorSpec, check_feeds
+from edgefleet.runtime.base import (
+    DEFAULT_OPTIONS,
+    FAKE_CAPABILITIES,
+    Capabilities,
+    Feeds,
+    Outputs,
+    SessionOptions,
+    TensorSpec,
+    capabilities_of,
+    check_feeds,
+)
 from edgefleet.runtime.errors import ModelLoadError, SessionClosed
 
 NAME = "fake"
@@ -99,6 +110,11 @@ class FakeModel:
     processor: str = ""  # simulated processor shared by the sessions that name it; "" none
     servers: int = 1  # runs the processor takes at once
     switch_s: float = 0.0  # paid by a run whose predecessor on the processor was another model
+    plays: str = ""  # the real runtime this fake stands in for ("" none: the fake's own capabilities)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return capabilities_of(self.plays) if self.plays else FAKE_CAPABILITIES
 
     def __post_init__(self) -> None:
         if min(self.service_time_s, self.per_row_s, self.switch_s) < 0.0 or self.servers < 1:
@@ -129,6 +145,7 @@ class FakeModel:
             processor=str(data.get("processor", "")),
             servers=int(data.get("servers", 1)),
             switch_s=float(data.get("switch_s", 0.0)),
+            plays=str(data.get("runtime", "")),
         )
 
 
@@ -165,6 +182,7 @@ class FakeSession:
         self.inputs = model.inputs
         self.outputs = model.outputs
         self.memory_bytes = model.memory_bytes
+        self.capabilities = model.capabilities
         self.calls = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -173,7 +191,7 @@ class FakeSession:
     def run(self, feeds: Feeds) -> Outputs:
         if self._closed:
             raise SessionClosed(f"session for {self.path} is closed")
-        batch = check_feeds(self.inputs, feeds)
+        batch = check_feeds(self.inputs, feeds, loose_batch=self.capabilities.loose_batch_axis)
         with self._lock:
             self.calls += 1
         delay = self.model.service_time_s + self.model.per_row_s * batch
@@ -228,4 +246,5 @@ def describe(model: FakeModel, function: str = "sum") -> dict[str, Any]:
         "processor": model.processor,
         "servers": model.servers,
         "switch_s": model.switch_s,
+        **({"runtime": model.plays} if model.plays else {}),
     }

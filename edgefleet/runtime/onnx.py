@@ -19,6 +19,7 @@ import numpy as np
 from edgefleet.runtime.base import (
     CPU_PROVIDER,
     DEFAULT_OPTIONS,
+    ONNX_CAPABILITIES,
     Feeds,
     Outputs,
     SessionOptions,
@@ -86,6 +87,7 @@ class OnnxSession:
     """One model loaded in an ``onnxruntime.InferenceSession``."""
 
     runtime = NAME
+    capabilities = ONNX_CAPABILITIES
 
     def __init__(self, path: Path, options: SessionOptions) -> None:
         ort = import_onnxruntime()

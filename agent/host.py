@@ -14,14 +14,16 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from agent import layout, profiling
+from agent import batch_axes, profiling
 from agent.batching import ServiceModel
+from agent.slots import Hosted as Hosted
+from agent.slots import ResolvedModel as ResolvedModel
+from agent.slots import Slots, TenantSlot
 from edgefleet.runtime import (
     EdgeRuntimeError,
     RuntimeMissing,
@@ -45,14 +47,6 @@ class DeployError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    path: Path
-    runtime: str
-    size_bytes: int
-    fidelity: float
 
 
 class ModelResolver(Protocol):
@@ -119,23 +113,6 @@ class LocalModels:
         return ResolvedModel(path, runtime_for_file(path), path.stat().st_size, 1.0)
 
 
-@dataclass
-class Hosted:
-    spec: TenantSpec
-    variant: str  # the variant resident now (may be smaller than the spec's preferred one)
-    session: Session
-    runtime: str
-    memory_bytes: int  # what the budget accounts: the variant's weights as shipped (deterministic)
-    measured_bytes: int  # resident-memory growth measured around the load (noisy: allocator reuse)
-    fidelity: float
-    loaded_at: float
-    in_axes: dict[str, int | None] = field(default_factory=dict)  # batch axis per input
-    out_axes: dict[str, int] | None = None  # batch axis per output; None: never batched
-    served: int = 0  # batches run; the first one is the tenant's cold start
-    profile: dict[int, float] = field(default_factory=dict)  # rows -> ms per batch measured at warm-up
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class ModelHost:
     def __init__(
         self,
@@ -144,13 +121,14 @@ class ModelHost:
         budget_bytes: int,
         threads: int,
         open_session: Callable[[str, Path, SessionOptions], Session] | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.resolvers = resolvers
         self.budget_bytes = budget_bytes
         self.threads = threads
         self._open = open_session or (lambda rt, path, opts: get_runtime(rt).open(path, opts))
-        self._hosted: dict[str, Hosted] = {}
-        self._lock = threading.Lock()
+        self.slots = slots if slots is not None else Slots()  # the session of each tenant is its slot's
+        self._lock = threading.Lock()  # installs and unloads
         self._primed: set[str] = set()
 
     def _options(self) -> SessionOptions:
@@ -167,14 +145,15 @@ class ModelHost:
 
     def memory_used(self) -> int:
         with self._lock:
-            return sum(h.memory_bytes for h in self._hosted.values())
+            return sum(h.memory_bytes for h in self.slots.resident().values())
 
     def get(self, tenant: str) -> Hosted | None:
-        return self._hosted.get(tenant)
+        slot = self.slots.get(tenant)
+        return slot.hosted if slot is not None else None
 
     def tenants(self) -> dict[str, Hosted]:
         with self._lock:
-            return dict(self._hosted)
+            return self.slots.resident()
 
     def options(self, spec: TenantSpec) -> dict[str, ResolvedModel]:
         """The variants of the tenant's model it accepts (fidelity >= its minimum), preferred first.
@@ -205,7 +184,7 @@ class ModelHost:
         """Open the tenant's model (``variant``, default the spec's) and make it resident, replacing
         (and closing) the session it had. The caller makes room first: a load that would exceed the
         budget, counting the replaced session as freed, is refused with ``no_memory``."""
-        old = self._hosted.get(spec.name)
+        old = self.get(spec.name)
         hosted = self.open(spec, variant, resolved, replacing=old)
         self.install(hosted)
         if old is not None:
@@ -258,23 +237,29 @@ class ModelHost:
             measured_bytes=int(session.memory_bytes),
             fidelity=resolved.fidelity,
             loaded_at=time.time(),
-            in_axes=layout.input_axes(session.inputs),
         )
 
     def install(self, hosted: Hosted) -> Hosted | None:
         """Make an opened session the tenant's resident one; returns the one it replaces (not closed:
-        the caller closes it once no batch runs on it)."""
+        the caller closes it once no batch runs on it). What the model declares is the slot's."""
+        slot = self.slots.ensure(hosted.spec.name)
+        session = hosted.session
         with self._lock:
-            old = self._hosted.get(hosted.spec.name)
-            self._hosted[hosted.spec.name] = hosted
+            old, slot.hosted = slot.hosted, hosted
+            slot.inputs, slot.runtime, slot.capabilities = session.inputs, hosted.runtime, session.capabilities
+            if not slot.in_axes:
+                slot.in_axes = batch_axes.input_axes(session.inputs)
         return old
 
     def unload(self, tenant: str, only: Hosted | None = None) -> None:
+        slot = self.slots.get(tenant)
         with self._lock:
-            h = self._hosted.get(tenant)
-            if h is None or (only is not None and h is not only):
+            h = slot.hosted if slot is not None else None
+            if slot is None or h is None or (only is not None and h is not only):
                 return
-            del self._hosted[tenant]
+            slot.hosted = None
+            if slot.spec is None and not slot.scheduled:  # loaded without an assignment (benchmarks)
+                self.slots.remove(tenant)
         h.session.close()
 
     def close(self) -> None:
@@ -295,14 +280,17 @@ def sample_feeds(hosted: Hosted) -> dict[str, np.ndarray]:
         }
 
 
-def warm_up(hosted: Hosted, runs: int = profiling.RUNS, budget_s: float = profiling.BUDGET_S) -> ServiceModel:
-    """Run the model a few times so the first request is warm; learn its output batch axes, and profile
-    it (``agent.profiling``): ``hosted.profile`` gets the median ms of the timed runs at batch 1 and, where
-    the tenant batches and it is cheap, at one larger batch. The service-time model the scheduler starts
-    from is seeded with the same measurements."""
+def warm_up(hosted: Hosted, slot: TenantSlot | None = None, runs: int = profiling.RUNS,
+            budget_s: float = profiling.BUDGET_S) -> ServiceModel:
+    """Run the model a few times so the first request is warm; learn its output batch axes (into
+    ``slot``, once: every variant shares them), and profile it (``agent.profiling``): ``hosted.profile``
+    gets the median ms of the timed runs at batch 1 and, where the tenant batches and it is cheap, at
+    one larger batch. The service-time model the scheduler starts from is seeded with the same
+    measurements."""
     model = ServiceModel()
     feeds = sample_feeds(hosted)
     run = hosted.session.run
+    in_axes = slot.in_axes if slot is not None and slot.in_axes else batch_axes.input_axes(hosted.session.inputs)
     try:
         run(feeds)  # first run pays lazy initialisation
         one = profiling.timed(lambda: run(feeds), runs)
@@ -313,11 +301,16 @@ def warm_up(hosted: Hosted, runs: int = profiling.RUNS, budget_s: float = profil
         model.observe(1, t)
     hosted.served = 1
     hosted.profile = {1: profiling.median_ms(one)}
-    if hosted.runtime != "litert":  # LiteRT models here have fixed shapes: never batched
-        hosted.out_axes = layout.learn_output_axes(run, hosted.in_axes, feeds)
+    out_axes = None
+    if hosted.capabilities.batches:  # fixed-shape models (LiteRT, Edge TPU) are never batched
+        out_axes = slot.out_axes if slot is not None and slot.out_axes is not None else (
+            batch_axes.learn_output_axes(run, in_axes, feeds)
+        )
+    if slot is not None:
+        slot.in_axes, slot.out_axes = in_axes, out_axes
     b = profiling.probe_batch(statistics.median(one), hosted.spec.max_batch, runs=runs, budget_s=budget_s)
-    if hosted.out_axes is not None and b is not None:
-        stacked = layout.stack(hosted.in_axes, [feeds] * b)
+    if out_axes is not None and b is not None:
+        stacked = batch_axes.stack(in_axes, [feeds] * b)
         try:
             run(stacked)  # a new shape may pay allocation once
             many = profiling.timed(lambda: run(stacked), runs)

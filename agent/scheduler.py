@@ -20,21 +20,20 @@ import itertools
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from agent.batching import BatchPolicy, ServiceModel, hopeless
+from agent.slots import Slots, TenantSlot
 
 FAIR_SHARE_FACTOR = 2.0  # a tenant above this multiple of the least-served waiting tenant's usage yields
 FAIR_SHARE_GRACE_S = 0.05  # ... plus this many seconds, so light imbalances stay plain EDF
 USAGE_HALF_LIFE_S = 1.0  # recent worker usage decays with this half-life
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     tenant: str
     tensors: dict[str, np.ndarray]
@@ -44,9 +43,7 @@ class Request:
     response_topic: str | None = None
     correlation: bytes | None = None
     qos: int = 0
-    started: float = 0.0
     batch_key: object = None  # requests with equal non-None keys can run as one batch
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,7 +114,8 @@ class Batch:
 
 
 class Scheduler:
-    """Thread-safe queues. ``submit`` from the MQTT thread, ``take`` from worker threads."""
+    """The queues of the agent's tenant slots, guarded by one condition. ``submit`` from the request path,
+    ``take`` from worker threads; loads, unloads and removals wait on the same condition."""
 
     def __init__(
         self,
@@ -126,33 +124,33 @@ class Scheduler:
         max_queue: int,
         clock: Callable[[], float] = time.monotonic,
         policy: BatchPolicy | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.workers = workers
         self.policy = policy or BatchPolicy()
         self.max_queue = max_queue
         self.clock = clock
-        self._queues: dict[str, deque[Request]] = {}
-        self._models: dict[str, ServiceModel] = {}  # measured service time by batch size
-        self._max_batch: dict[str, int] = {}
-        self._usage: dict[str, float] = {}  # decayed worker seconds
+        self.slots = slots if slots is not None else Slots()
         self._usage_at = clock()
         self._cond = threading.Condition()
         self._closed = False
-        self._inflight: dict[str, int] = {}  # requests in running batches
-        self._running: dict[str, int] = {}  # batches running
-        self._concurrency: dict[str, int] = {}  # batches a tenant's session can run at once
-        self._ready: set[str] = set()  # tenants whose model is resident: only these are dispatched
+
+    def _slot(self, tenant: str) -> TenantSlot | None:
+        slot = self.slots.get(tenant)
+        return slot if slot is not None and slot.scheduled else None
 
     # -- tenants -----------------------------------------------------------------------------------
     def add_tenant(
         self, tenant: str, *, max_batch: int, model: ServiceModel | None = None, ready: bool = True
     ) -> None:
+        slot = self.slots.ensure(tenant)
         with self._cond:
-            self._queues.setdefault(tenant, deque())
-            self._max_batch[tenant] = max_batch
-            self._models[tenant] = model or self._models.get(tenant) or ServiceModel()
+            slot.scheduled = True
+            slot.max_batch = max_batch
+            if model is not None:
+                slot.service = model
             if ready:
-                self._ready.add(tenant)
+                slot.ready = True
             self._cond.notify_all()
 
     def set_ready(
@@ -160,99 +158,117 @@ class Scheduler:
     ) -> None:
         """Mark a tenant's model resident (dispatchable) or not; ``model`` replaces its service model
         (a different variant serves at a different speed); ``concurrency`` is how many batches its
-        session runs at once (1 for LiteRT/EdgeTPU interpreters, which are not re-entrant: a second
-        worker on the same tenant would only wait for the first while a core idles)."""
+        session runs at once (1 for sessions that are not re-entrant: a second worker on the same
+        tenant would only wait for the first while a core idles)."""
         with self._cond:
-            if tenant not in self._queues:
+            slot = self._slot(tenant)
+            if slot is None:
                 return
             if model is not None:
-                self._models[tenant] = model
+                slot.service = model
             if concurrency is not None:
-                self._concurrency[tenant] = max(1, concurrency)
-            if ready:
-                self._ready.add(tenant)
-            else:
-                self._ready.discard(tenant)
+                slot.concurrency = max(1, concurrency)
+            slot.ready = ready
             self._cond.notify_all()
 
     def set_max_batch(self, tenant: str, max_batch: int) -> None:
         """The largest batch formed for ``tenant`` from now on (a reconfigured tenant)."""
         with self._cond:
-            if tenant in self._queues:
-                self._max_batch[tenant] = max(1, max_batch)
+            slot = self._slot(tenant)
+            if slot is not None:
+                slot.max_batch = max(1, max_batch)
                 self._cond.notify_all()
 
     def inflight(self, tenant: str) -> int:
         with self._cond:
-            return self._inflight.get(tenant, 0)
+            slot = self.slots.get(tenant)
+            return slot.inflight if slot is not None else 0
 
     def pending(self, tenant: str) -> int:
         with self._cond:
-            return len(self._queues.get(tenant, ()))
+            slot = self.slots.get(tenant)
+            return len(slot.queue) if slot is not None else 0
 
     def remove_tenant(self, tenant: str) -> list[Request]:
-        """Forget a tenant; returns requests still queued (the caller answers them)."""
+        """Stop scheduling a tenant; returns requests still queued (the caller answers them)."""
         with self._cond:
-            left = list(self._queues.pop(tenant, deque()))
-            self._max_batch.pop(tenant, None)
-            self._models.pop(tenant, None)
-            self._usage.pop(tenant, None)
-            self._ready.discard(tenant)
-            self._running.pop(tenant, None)
-            self._concurrency.pop(tenant, None)
+            slot = self.slots.get(tenant)
+            if slot is None:
+                return []
+            left = list(slot.queue)
+            slot.queue.clear()
+            slot.scheduled = slot.ready = False
+            slot.usage_s = 0.0
+            slot.running = 0
+            slot.concurrency = None
+            if slot.spec is None and slot.hosted is None:  # scheduled alone: nothing else holds it
+                self.slots.remove(tenant)
+            self._cond.notify_all()
             return left
 
     def model(self, tenant: str) -> ServiceModel | None:
-        return self._models.get(tenant)
+        slot = self._slot(tenant)
+        return slot.service if slot is not None else None
 
     def queued(self, tenant: str) -> int:
         with self._cond:
-            return len(self._queues.get(tenant, ())) + self._inflight.get(tenant, 0)
+            slot = self.slots.get(tenant)
+            return slot.busy if slot is not None else 0
 
     def observe(self, tenant: str, rows: int, service_s: float) -> None:
         """Record a finished batch: feeds the batch-size model and the fair-share usage."""
         with self._cond:
-            m = self._models.get(tenant)
-            if m is not None:
-                m.observe(rows, service_s)
-            self._decay()
-            self._usage[tenant] = self._usage.get(tenant, 0.0) + service_s
+            slot = self.slots.get(tenant)
+            if slot is not None:
+                self._observe(slot, rows, service_s)
+
+    def _observe(self, slot: TenantSlot, rows: int, service_s: float) -> None:
+        slot.service.observe(rows, service_s)
+        self._decay()
+        slot.usage_s += service_s
 
     def _decay(self) -> None:
         now = self.clock()
         dt = now - self._usage_at
         if dt > 0:
             f = math.pow(0.5, dt / USAGE_HALF_LIFE_S)
-            for t in self._usage:
-                self._usage[t] *= f
+            for slot in self.slots:
+                slot.usage_s *= f
             self._usage_at = now
 
-    def _cost(self, tenant: str) -> float:
-        m = self._models.get(tenant)
-        return m.per_request() if m is not None else 0.0
-
     # -- producer side -----------------------------------------------------------------------------
+    def admission(self, slot: TenantSlot, deadline: float) -> Admission:
+        """Would a request with ``deadline`` be admitted now? (No lock: a cheap early estimate that
+        lets the request path shed before it decodes anything; ``submit`` decides under the lock.)"""
+        return self._admit(slot, deadline, self.clock())
+
+    def _admit(self, slot: TenantSlot, deadline: float, now: float) -> Admission:
+        # queued and running requests, at the best measured cost per request; the new one then
+        # needs at least a batch-1 run of its own model
+        work = 0.0
+        for other in self.slots:
+            n = len(other.queue) + other.inflight
+            if n:
+                work += n * other.service.per_request()
+        return admit(
+            now=now,
+            deadline=deadline,
+            queue_len=len(slot.queue),
+            max_queue=self.max_queue,
+            queued_work_s=work,
+            service_s=slot.service.estimate(1),
+            workers=self.workers,
+            safety=ADMISSION_SAFETY,
+        )
+
     def submit(self, req: Request) -> Admission:
         with self._cond:
-            q = self._queues.get(req.tenant)
-            if q is None or self._closed:
+            slot = self._slot(req.tenant)
+            if slot is None or self._closed:
                 return Admission(False, "tenant not hosted here")
-            # queued and running requests, at the best measured cost per request; the new one then
-            # needs at least a batch-1 run of its own model
-            work = sum((len(qq) + self._inflight.get(t, 0)) * self._cost(t) for t, qq in self._queues.items())
-            model = self._models.get(req.tenant)
-            decision = admit(
-                now=self.clock(),
-                deadline=req.deadline,
-                queue_len=len(q),
-                max_queue=self.max_queue,
-                queued_work_s=work,
-                service_s=model.estimate(1) if model is not None else 0.0,
-                workers=self.workers,
-                safety=ADMISSION_SAFETY,
-            )
+            decision = self._admit(slot, req.deadline, self.clock())
             if decision.ok:
-                q.append(req)
+                slot.queue.append(req)
                 self._cond.notify()
             return decision
 
@@ -263,53 +279,57 @@ class Scheduler:
             end = self.clock() + timeout
             while not self._closed:
                 now = self.clock()
-                for t, q in self._queues.items():  # waiting for a load: still answer the expired
-                    if t not in self._ready and q and q[0].deadline <= now:
-                        expired = []
-                        while q and q[0].deadline <= now:
-                            expired.append(q.popleft())
-                        return Batch(t, [], expired)
-                heads = {
-                    t: q[0].deadline
-                    for t, q in self._queues.items()
-                    if q
-                    and t in self._ready
-                    and self._running.get(t, 0) < self._concurrency.get(t, self.workers)
-                }
+                heads: dict[str, float] = {}
+                usage: dict[str, float] = {}
+                by_name: dict[str, TenantSlot] = {}
+                for slot in self.slots:
+                    q = slot.queue
+                    if not q or not slot.scheduled:
+                        continue
+                    if not slot.ready:  # waiting for a load: still answer the expired
+                        if q[0].deadline <= now:
+                            expired = []
+                            while q and q[0].deadline <= now:
+                                expired.append(q.popleft())
+                            return Batch(slot.name, [], expired)
+                        continue
+                    limit = slot.concurrency if slot.concurrency is not None else self.workers
+                    if slot.running < limit:
+                        heads[slot.name] = q[0].deadline
+                        usage[slot.name] = slot.usage_s
+                        by_name[slot.name] = slot
                 if len(heads) > 1:
                     self._decay()
-                tenant = pick_tenant(heads, self._usage)
-                hold = self._hold(tenant, now) if tenant is not None else 0.0
-                if tenant is not None and hold <= 0:
-                    return self._form(tenant)
+                    usage = {t: by_name[t].usage_s for t in heads}
+                tenant = pick_tenant(heads, usage)
+                chosen = by_name[tenant] if tenant is not None else None
+                hold = self._hold(chosen, now) if chosen is not None else 0.0
+                if chosen is not None and hold <= 0:
+                    return self._form(chosen)
                 remaining = end - self.clock()
                 if remaining <= 0:
                     return None
                 self._cond.wait(min(remaining, hold) if hold > 0 else remaining)
             return None
 
-    def _hold(self, tenant: str, now: float) -> float:
+    def _hold(self, slot: TenantSlot, now: float) -> float:
         if self.policy.kind == "adaptive":
             return 0.0
-        q = self._queues[tenant]
-        return self.policy.hold(
-            queued=len(q), head_age_s=now - q[0].received, max_batch=self._max_batch.get(tenant, 1)
-        )
+        q = slot.queue
+        return self.policy.hold(queued=len(q), head_age_s=now - q[0].received, max_batch=slot.max_batch)
 
-    def _form(self, tenant: str) -> Batch:
-        q = self._queues[tenant]
+    def _form(self, slot: TenantSlot) -> Batch:
+        q = slot.queue
         now = self.clock()
         expired: list[Request] = []
-        model = self._models[tenant]
-        while q and (
-            q[0].deadline <= now
-            or (self.policy.kind == "adaptive" and hopeless(now=now, deadline=q[0].deadline, model=model))
-        ):
+        model = slot.service
+        adaptive = self.policy.kind == "adaptive"
+        while q and (q[0].deadline <= now or (adaptive and hopeless(now=now, deadline=q[0].deadline, model=model))):
             expired.append(q.popleft())
         if not q:
-            return Batch(tenant, [], expired)
+            return Batch(slot.name, [], expired)
         head = q[0]
-        limit = self._max_batch.get(tenant, 1)
+        limit = slot.max_batch
         candidates = [head]
         rows = head.rows
         if head.batch_key is not None:
@@ -325,36 +345,48 @@ class Scheduler:
                 candidates_deadlines=[r.deadline for r in candidates],
                 rows=[r.rows for r in candidates],
                 max_rows=limit,
-                model=self._models[tenant],
+                model=model,
             )
         batch = [q.popleft() for _ in range(max(1, n))]
-        self._inflight[tenant] = self._inflight.get(tenant, 0) + len(batch)
-        self._running[tenant] = self._running.get(tenant, 0) + 1
-        return Batch(tenant, batch, expired)
+        slot.inflight += len(batch)
+        slot.running += 1
+        return Batch(slot.name, batch, expired)
 
-    def done(self, batch: Batch) -> None:
+    def done(self, batch: Batch, *, rows: int = 0, service_s: float | None = None) -> None:
+        """A batch finished (``service_s``: how long it ran, which feeds the service model and the
+        fair share, as ``observe`` would: one lock for both)."""
         with self._cond:
-            n = self._inflight.get(batch.tenant, 0) - len(batch.requests)
-            self._inflight[batch.tenant] = max(0, n)
-            if batch.requests:
-                self._running[batch.tenant] = max(0, self._running.get(batch.tenant, 0) - 1)
+            slot = self.slots.get(batch.tenant)
+            if slot is not None:
+                slot.inflight = max(0, slot.inflight - len(batch.requests))
+                if batch.requests:
+                    slot.running = max(0, slot.running - 1)
+                if service_s is not None:
+                    self._observe(slot, rows, service_s)
             self._cond.notify_all()
 
-    def wait_drained(self, tenant: str, timeout: float) -> bool:
+    def wait_idle(self, tenant: str, timeout: float, *, queued_too: bool = False) -> bool:
+        """Wait until no batch of ``tenant`` runs (``queued_too``: and none is queued); False on timeout.
+        Woken by ``done``: no polling."""
         end = time.monotonic() + timeout
         with self._cond:
-            while len(self._queues.get(tenant, ())) + self._inflight.get(tenant, 0) > 0:
+            while True:
+                slot = self.slots.get(tenant)
+                if slot is None or (slot.busy if queued_too else slot.inflight) == 0:
+                    return True
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(min(remaining, 0.05))
-            return True
+                self._cond.wait(remaining)
+
+    def wait_drained(self, tenant: str, timeout: float) -> bool:
+        return self.wait_idle(tenant, timeout, queued_too=True)
 
     def close(self) -> list[Request]:
         with self._cond:
             self._closed = True
-            left = [r for q in self._queues.values() for r in q]
-            for q in self._queues.values():
-                q.clear()
+            left = [r for slot in self.slots for r in slot.queue]
+            for slot in self.slots:
+                slot.queue.clear()
             self._cond.notify_all()
             return left

@@ -1,9 +1,19 @@
 """The agent process: wires MQTT, model hosting, serving, commands, telemetry and durable state.
 
 Threads, chosen deliberately (ONNX Runtime releases the GIL while running, so threads give real
-parallelism on the cores; asyncio would add nothing to blocking runtime calls):
-``paho`` network thread (parse and enqueue only), ``ef-worker-N`` (inference), ``ef-commands``
-(deploy/undeploy, which load models), ``ef-telemetry`` (one window per period), ``ef-outbox``.
+parallelism on the cores; asyncio would add nothing to blocking runtime calls): two MQTT network
+threads, ``ef-worker-N`` (inference), ``ef-commands`` (deploy/undeploy, which load models),
+``ef-memory``, ``ef-telemetry`` (one window per period), ``ef-outbox``.
+
+Two broker connections, so that inference traffic cannot starve the control plane: the control link
+(client id ``ef-agent-<device>``: birth, will, commands, telemetry, acks) and the data link (client id
+``ef-agent-<device>-data``: the tenants' shared request subscriptions and the replies), with the same
+credentials. A flood of requests queues behind the data link's socket and is shed there, while the
+control link's keepalives, telemetry and commands never wait behind it.
+
+Tenants: each has one ``TenantSlot`` (``agent.slots``). Deploy, Configure and Undeploy set what is
+wanted and ``reconcile`` moves the slot there (host, change in place, replace or remove), so a repeated
+command finds nothing to do.
 
 Status: a retained birth message on connect (and after every change of tenants), and a retained last
 will that the broker publishes if the agent vanishes. A clean stop publishes a "shutdown" death itself.
@@ -30,6 +40,7 @@ from agent.memory.manager import MemoryManager
 from agent.outbox import Outbox
 from agent.scheduler import Scheduler
 from agent.serving import Server
+from agent.slots import Slots
 from agent.state import AgentState
 from agent.telemetry import WindowStats
 from edgefleet import __version__
@@ -69,16 +80,19 @@ class Agent:
         self.fakes = FakeModels(config.fake_models_dir) if config.fake_models_dir is not None else None
         if self.fakes is not None:
             resolvers = [self.fakes]
+        self.slots = Slots()  # one record per tenant, shared by the host, the scheduler and serving
         self.host = ModelHost(
             resolvers,
             budget_bytes=config.memory_budget_bytes,
             threads=config.threads_per_session,
             open_session=open_fake if self.fakes is not None else None,
+            slots=self.slots,
         )
         self.scheduler = Scheduler(
             workers=config.worker_count,
             max_queue=config.max_queue,
             policy=BatchPolicy.parse(config.batch_policy),
+            slots=self.slots,
         )
         self.memory = MemoryManager(self.host, self.scheduler, policy=config.memory_policy)
         self.stats = WindowStats()
@@ -89,6 +103,8 @@ class Agent:
             will=Will(self.topics.status(self.device_id), encode(death), qos=1, retain=True),
             on_connect=self._on_connect,
         )
+        # requests and replies: their own connection (see the module docstring)
+        self.data = MqttLink(config.mqtt, client_id=f"ef-agent-{self.device_id}-data")
         self.server = Server(
             device_id=self.device_id,
             topics=self.topics,
@@ -96,7 +112,7 @@ class Agent:
             memory=self.memory,
             scheduler=self.scheduler,
             stats=self.stats,
-            publish=self.link.publish,
+            publish=self.data.publish,
             max_payload_bytes=config.max_payload_bytes,
             default_timeout_ms=config.default_timeout_ms,
         )
@@ -138,6 +154,7 @@ class Agent:
         self.commands.start()
         self.outbox.start()
         self._telemetry_thread.start()
+        self.data.start()
         self.link.start()
         self._metrics_server = start_metrics(self.metrics.samples, self.config.metrics_port)
 
@@ -145,7 +162,7 @@ class Agent:
         """Leave cleanly: stop taking requests, answer the queued ones, say goodbye, disconnect."""
         self._stop.set()
         for name in list(self.memory.assigned):
-            self.link.unsubscribe(self.topics.infer_shared(name))
+            self.data.unsubscribe(self.topics.infer_shared(name))
         self.commands.stop()
         self.memory.stop()
         self.server.stop()
@@ -155,12 +172,15 @@ class Agent:
             self._metrics_server.stop()
         self.outbox.stop()
         goodbye = Death(device_id=self.device_id, reason="shutdown", boot_id=self.boot_id, ts=time.time())
+        self.data.stop()
         self.link.stop(final=(self.topics.status(self.device_id), encode(goodbye), True))
         self.host.close()
         self.state.close()
 
     def wait_connected(self, timeout: float) -> bool:
-        return self.link.wait_connected(timeout)
+        """Both links connected (and their subscriptions acknowledged) within ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        return self.data.wait_connected(timeout) and self.link.wait_connected(max(0.0, end - time.monotonic()))
 
     # -- status ------------------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
@@ -222,54 +242,65 @@ class Agent:
         self._publish_birth()
         self.outbox.kick()
 
-    # -- tenants -----------------------------------------------------------------------------------
-    def _host(self, spec: TenantSpec) -> None:
-        self.memory.assign(spec)
-        # make-before-break: acknowledged by the broker before the deploy is acknowledged
-        self.link.subscribe(self.topics.infer_shared(spec.name), self._on_request, qos=1, wait_s=5.0)
-
+    # -- tenants: reconciled toward what the commands ask ------------------------------------------
     def deploy(self, spec: TenantSpec) -> None:
-        with self._tenant_lock:
-            current = self.memory.assigned.get(spec.name)
-            if current is not None and current.spec == spec:
-                return  # already exactly this: idempotent
-            if current is not None and current.spec.model == spec.model:
-                self.memory.reconfigure(spec)  # same model: changed in place, never unsubscribed
-                self.state.put_tenant(spec)
-                return
-            if current is not None:
-                self._remove(spec.name)
-            self._host(spec)
-            self.state.put_tenant(spec)
-        self._publish_birth()
+        """Host ``spec`` (idempotent). Raises DeployError and then changes nothing."""
+        self.reconcile(spec.name, spec)
 
     def configure(self, spec: TenantSpec) -> str:
         """Change a hosted tenant in place (``Configure``): it stays subscribed; see
         ``MemoryManager.reconfigure``. Raises DeployError (unknown_tenant, bad_request, ...) and then
         changes nothing."""
-        with self._tenant_lock:
-            current = self.memory.assigned.get(spec.name)
-            if current is None:
-                raise DeployError("unknown_tenant", f"{spec.name} is not hosted on {self.device_id}")
-            if current.spec == spec:
-                return f"{spec.name} already runs as asked"
-            message = self.memory.reconfigure(spec)
-            self.state.put_tenant(spec)
-            return message
+        return self.reconcile(spec.name, spec, in_place=True)
 
     def undeploy(self, name: str) -> None:
+        self.reconcile(name, None)
+
+    def reconcile(self, name: str, desired: TenantSpec | None, *, in_place: bool = False) -> str:
+        """Move tenant ``name`` from what runs to ``desired`` (None: not hosted) and say what was done.
+
+        The steps, by what runs and what is wanted: nothing -> spec: host it (subscribe after the model
+        is resident, make-before-break); the same spec: nothing; the same model: change in place (never
+        unsubscribed); another model: remove, then host; something -> None: remove. ``in_place``
+        (Configure) refuses the steps that are not a change in place. The durable state and the birth
+        follow the outcome."""
         with self._tenant_lock:
-            if not self.memory.is_assigned(name):
+            slot = self.slots.get(name)
+            current = slot.spec if slot is not None else None
+            if in_place and current is None:
+                raise DeployError("unknown_tenant", f"{name} is not hosted on {self.device_id}")
+            if current is None and desired is None:
+                self.state.remove_tenant(name)  # nothing runs: only forget it durably
+                return f"{name} is not hosted"
+            if desired is not None and current == desired:
+                return f"{name} already runs as asked"
+            if desired is not None and current is not None and current.model == desired.model:
+                message = self.memory.reconfigure(desired)  # same model: changed in place
+                self.state.put_tenant(desired)
+                return message
+            if in_place:
+                self.memory.reconfigure(desired)  # type: ignore[arg-type]  # raises: another model
+            if current is not None:
+                self._remove(name)
+            if desired is None:
                 self.state.remove_tenant(name)
-                return
-            self._remove(name)
-            self.state.remove_tenant(name)
+                outcome = f"{name} removed"
+            else:
+                self._host(desired)
+                self.state.put_tenant(desired)
+                outcome = f"{name} hosted"
         self._publish_birth()
+        return outcome
+
+    def _host(self, spec: TenantSpec) -> None:
+        self.memory.assign(spec)
+        # make-before-break: acknowledged by the broker before the deploy is acknowledged
+        self.data.subscribe(self.topics.infer_shared(spec.name), self._on_request, qos=1, wait_s=5.0)
 
     def _remove(self, name: str) -> None:
         # Stop taking new requests first (after the broker's UNSUBACK, plus a moment for deliveries it
         # had already started); answer what is queued; then free the model. A planned move loses nothing.
-        self.link.unsubscribe(self.topics.infer_shared(name), wait_s=2.0, linger_s=0.2)
+        self.data.unsubscribe(self.topics.infer_shared(name), wait_s=2.0, linger_s=0.2)
         self.scheduler.wait_drained(name, timeout=5.0)
         self.server.reject(
             self.scheduler.remove_tenant(name),
@@ -280,7 +311,8 @@ class Agent:
 
     # -- MQTT handlers (network thread: enqueue only) ---------------------------------------------
     def _on_request(self, msg: Inbound) -> None:
-        self.server.on_request(msg.topic, msg.payload, msg.response_topic, msg.correlation_data, msg.qos)
+        self.server.on_request(msg.topic, msg.payload, msg.response_topic, msg.correlation_data, msg.qos,
+                               msg.received_at)
 
     def _on_command(self, msg: Inbound) -> None:
         try:
@@ -317,7 +349,7 @@ class Agent:
         start, self._window_start = self._window_start, now
         hosted = self.host.tenants()
         windows = self.stats.roll(
-            {n: a.spec for n, a in self.memory.assigned.items()},
+            {n: a.spec for n, a in self.memory.assigned.items() if a.spec is not None},
             {n: h.variant for n, h in hosted.items()},
             now - start,
         )

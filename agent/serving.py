@@ -1,10 +1,19 @@
-"""Inference serving: turn MQTT requests into queued work, run batches, answer every requester.
+"""Inference serving: the request path from a received MQTT message to a reply, with one hand-off.
 
-``on_request`` runs on the MQTT network thread and only parses, validates and enqueues (or answers an
-error at once). Worker threads (``workers`` of them, named ``ef-worker-N``) take batches from the
-scheduler, run the model, split the outputs back per request and publish each reply to the request's
-MQTT 5 response topic with its correlation data. Every failure becomes a typed error reply; nothing a
-requester sends can stop a worker.
+``on_request`` runs on the data connection's network thread. It finds the tenant's slot (topics are
+parsed once and remembered), decodes the frame without copying the tensors (they are views of the
+received payload), sheds at once what cannot finish by its deadline (before any tensor is checked or
+anything is queued: overload costs little), checks the inputs against the model and appends the
+request to the slot's queue. That queue is the one hand-off: a worker thread (``ef-worker-N``) takes a
+batch, runs the model, splits the outputs per request and publishes each reply, encoded once, to the
+request's MQTT 5 response topic with its correlation data.
+
+Bookkeeping is folded: an arrival is counted in the window and in the slot (the memory thread folds
+the slot's counts into its forecast), a finished batch is one call for all its requests (and one lock
+of the scheduler for the service model and the fair share).
+
+Every failure becomes a typed error reply built by ``Server.error`` (the one place a request is
+answered with an error); nothing a requester sends can stop a worker.
 """
 
 from __future__ import annotations
@@ -15,12 +24,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from agent import layout
+from agent import batch_axes
 from agent.host import ModelHost
-from agent.memory.manager import Assignment, MemoryManager
+from agent.memory.manager import MemoryManager
 from agent.scheduler import Batch, Request, Scheduler
+from agent.slots import TenantSlot
 from agent.telemetry import WindowStats
 from edgefleet.runtime import EdgeRuntimeError, InputError, check_feeds
 from edgefleet.wire import ErrorCode, RequestFrame, TopicKind, Topics, WireError, decode_frame
@@ -30,6 +38,9 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[..., Any]
 _INPUT_CODES = {"bad_shape": ErrorCode.BAD_SHAPE, "bad_dtype": ErrorCode.BAD_DTYPE}
+TOPICS_REMEMBERED = 4096  # request topics whose tenant is remembered (cleared when full)
+_OK = [("ef-status", "ok")]
+_ERROR = [("ef-status", "error")]
 
 
 class Server:
@@ -52,20 +63,22 @@ class Server:
         self.host = host
         self.memory = memory
         self.scheduler = scheduler
+        self.slots = scheduler.slots
         self.stats = stats
         self.publish = publish
         self.max_payload_bytes = max_payload_bytes
         self.default_timeout_ms = default_timeout_ms
         self.clock = clock
         self.dropped_no_reply_topic = 0
+        self._tenant_of: dict[str, str] = {}  # request topic -> tenant
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
-    # -- MQTT thread -------------------------------------------------------------------------------
+    # -- the network thread ------------------------------------------------------------------------
     def on_request(
         self,
         topic: str,
-        payload: bytes,
+        payload: bytes | bytearray | memoryview,
         response_topic: str | None,
         correlation: bytes | None,
         qos: int,
@@ -75,87 +88,125 @@ class Server:
         if not response_topic:
             self.dropped_no_reply_topic += 1  # nobody to answer; nothing else to do
             return
-        reply = _Reply(self.publish, response_topic, correlation, qos, self.device_id)
-        try:
-            parsed = self.topics.parse(topic)
-            if parsed.kind is not TopicKind.INFER:
-                raise WireError(ErrorCode.BAD_REQUEST, f"{topic!r} is not an inference topic")
+        tenant = self._tenant_of.get(topic)
+        if tenant is None:
+            try:
+                parsed = self.topics.parse(topic)
+                if parsed.kind is not TopicKind.INFER:
+                    raise WireError(ErrorCode.BAD_REQUEST, f"{topic!r} is not an inference topic")
+            except WireError as exc:
+                self.error(response_topic, correlation, qos, exc.code, exc.message)
+                return
             tenant = parsed.name
-        except WireError as exc:
-            reply.error(exc.code, exc.message)
+            if len(self._tenant_of) >= TOPICS_REMEMBERED:
+                self._tenant_of.clear()
+            self._tenant_of[topic] = tenant
+        slot = self.slots.get(tenant)
+        spec = slot.spec if slot is not None else None
+        if slot is None or spec is None:
+            self.error(response_topic, correlation, qos, ErrorCode.UNKNOWN_TENANT,
+                       f"tenant {tenant!r} is not hosted on {self.device_id}")
             return
-        tenant_info = self.memory.assigned.get(tenant)
-        if tenant_info is None:
-            reply.error(ErrorCode.UNKNOWN_TENANT, f"tenant {tenant!r} is not hosted on {self.device_id}")
-            return
-        self.stats.arrival(tenant, now)
+        warm = self.memory.arrived(slot)
+        stats = self.stats
+        stats.arrival(tenant, now)
         if len(payload) > self.max_payload_bytes:
-            self.stats.error(tenant)
-            reply.error(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"request of {len(payload)} bytes exceeds this device's limit of "
-                f"{self.max_payload_bytes} bytes",
-            )
+            stats.error(tenant)
+            self.error(response_topic, correlation, qos, ErrorCode.PAYLOAD_TOO_LARGE,
+                       f"request of {len(payload)} bytes exceeds this device's limit of "
+                       f"{self.max_payload_bytes} bytes")
             return
         try:
             frame = decode_frame(payload)
             if not isinstance(frame, RequestFrame):
                 raise WireError(ErrorCode.BAD_REQUEST, "expected a request frame")
-            rows = self._check(tenant_info, frame)
         except WireError as exc:
-            self.stats.error(tenant)
-            reply.error(exc.code, exc.message)
+            stats.error(tenant)
+            self.error(response_topic, correlation, qos, exc.code, exc.message)
+            return
+        timeout_ms = frame.timeout_ms or self.default_timeout_ms or max(4 * spec.slo_ms, 1000.0)
+        deadline = now + timeout_ms / 1e3
+        early = self.scheduler.admission(slot, deadline)
+        if not early.ok:  # shed before checking the tensors or queueing anything
+            stats.shed(tenant)
+            self.error(response_topic, correlation, qos, ErrorCode.OVERLOADED,
+                       f"{tenant} on {self.device_id}: {early.reason}")
+            return
+        try:
+            rows = self._check(slot, frame)
+        except WireError as exc:
+            stats.error(tenant)
+            self.error(response_topic, correlation, qos, exc.code, exc.message)
             return
         if frame.min_fidelity is not None:
-            why = self._fidelity_problem(tenant, frame.min_fidelity)
+            why = self._fidelity_problem(slot, frame.min_fidelity)
             if why:
-                self.stats.error(tenant)
-                reply.error(ErrorCode.FIDELITY_UNAVAILABLE, why)
+                stats.error(tenant)
+                self.error(response_topic, correlation, qos, ErrorCode.FIDELITY_UNAVAILABLE, why)
                 return
-        spec = tenant_info.spec
-        timeout_ms = frame.timeout_ms or self.default_timeout_ms or max(4 * spec.slo_ms, 1000.0)
         batch_key: object = None
-        if tenant_info.out_axes is not None:
-            rows, batch_key = layout.request_layout(tenant_info.in_axes, frame.tensors)
-        req = Request(
-            tenant=tenant,
-            tensors=frame.tensors,
-            rows=rows,
-            batch_key=batch_key,
-            received=now,
-            deadline=now + timeout_ms / 1e3,
-            response_topic=response_topic,
-            correlation=correlation,
-            qos=qos,
-        )
+        if slot.out_axes is not None:
+            rows, batch_key = batch_axes.request_layout(slot.in_axes, frame.tensors)
+        req = Request(tenant, frame.tensors, rows, now, deadline, response_topic, correlation, qos,
+                      batch_key=batch_key)
         decision = self.scheduler.submit(req)
         if not decision.ok:
-            self.stats.shed(tenant)
-            reply.error(ErrorCode.OVERLOADED, f"{tenant} on {self.device_id}: {decision.reason}")
+            stats.shed(tenant)
+            self.error(response_topic, correlation, qos, ErrorCode.OVERLOADED,
+                       f"{tenant} on {self.device_id}: {decision.reason}")
             return
-        self.stats.start(tenant, warm=self.memory.arrival(tenant))
+        stats.start(tenant, warm=warm)
 
-    def _check(self, a: Assignment, frame: RequestFrame) -> int:
+    def _check(self, slot: TenantSlot, frame: RequestFrame) -> int:
         try:
-            rows = check_feeds(a.inputs, frame.tensors, loose_batch=a.runtime == "litert")
+            rows = check_feeds(slot.inputs, frame.tensors, loose_batch=slot.capabilities.loose_batch_axis)
         except InputError as exc:
             raise WireError(_INPUT_CODES.get(exc.code or "", ErrorCode.BAD_REQUEST), str(exc)) from None
         return max(1, rows)
 
-    def _fidelity_problem(self, tenant: str, wanted: float) -> str:
+    def _fidelity_problem(self, slot: TenantSlot, wanted: float) -> str:
         """Why the tenant cannot serve this request's minimum fidelity now ('' if it can)."""
-        hosted = self.host.get(tenant)
-        a = self.memory.assigned.get(tenant)
+        hosted = slot.hosted
         if hosted is not None and hosted.fidelity >= wanted:
             return ""
-        better = sorted((r.fidelity, v) for v, r in (a.options.items() if a else ()) if r.fidelity >= wanted)
+        options = slot.options
+        better = sorted((r.fidelity, v) for v, r in options.items() if r.fidelity >= wanted)
         have = f"runs {hosted.variant} (fidelity {hosted.fidelity:.3f})" if hosted else "is not resident"
         if not better:
             return (
-                f"tenant {tenant!r} {have}; none of its accepted variants reaches fidelity {wanted} "
-                f"(accepted: {', '.join(f'{v} {r.fidelity:.3f}' for v, r in (a.options.items() if a else ()))})"
+                f"tenant {slot.name!r} {have}; none of its accepted variants reaches fidelity {wanted} "
+                f"(accepted: {', '.join(f'{v} {r.fidelity:.3f}' for v, r in options.items())})"
             )
-        return f"tenant {tenant!r} {have} < requested {wanted}; variant {better[-1][1]} would meet it"
+        return f"tenant {slot.name!r} {have} < requested {wanted}; variant {better[-1][1]} would meet it"
+
+    # -- replies (any thread) ----------------------------------------------------------------------
+    def error(
+        self, topic: str | None, correlation: bytes | None, qos: int, code: ErrorCode, message: str
+    ) -> None:
+        """Answer one request with an error: the one place the request path does."""
+        self._send(topic, correlation, qos, encode_error(code, message, {"device": self.device_id}), _ERROR)
+
+    def _send(
+        self, topic: str | None, correlation: bytes | None, qos: int, payload: Any, status: list[tuple[str, str]]
+    ) -> None:
+        if not topic:
+            return
+        try:
+            self.publish(
+                topic,
+                payload,
+                qos=1 if qos else 0,
+                correlation_data=correlation,
+                content_type=CONTENT_TYPE,
+                user_properties=status,
+            )
+        except Exception:
+            log.warning("could not publish reply to %r", topic, exc_info=True)
+
+    def reject(self, requests: list[Request], code: ErrorCode, message: str) -> None:
+        """Answer requests that will not be served (tenant leaving, agent stopping)."""
+        for r in requests:
+            self.error(r.response_topic, r.correlation, r.qos, code, message)
 
     # -- workers -------------------------------------------------------------------------------------
     def start(self, workers: int) -> None:
@@ -164,11 +215,6 @@ class Server:
             t.start()
             self._threads.append(t)
 
-    def reject(self, requests: list[Request], code: ErrorCode, message: str) -> None:
-        """Answer requests that will not be served (tenant leaving, agent stopping)."""
-        for r in requests:
-            _Reply.of(self, r).error(code, message)
-
     def stop(self) -> None:
         self._stop.set()
         self.reject(self.scheduler.close(), ErrorCode.NOT_READY, f"{self.device_id} is shutting down")
@@ -176,117 +222,78 @@ class Server:
             t.join(5)
 
     def _work(self) -> None:
+        take = self.scheduler.take
         while not self._stop.is_set():
             try:
-                batch = self.scheduler.take(timeout=0.2)
+                batch = take(timeout=0.2)
                 if batch is None:
                     continue
+                ran: tuple[int, float] | None = None
                 try:
-                    self.run_batch(batch)
+                    ran = self.run_batch(batch)
                 finally:
-                    self.scheduler.done(batch)
+                    if ran is None:
+                        self.scheduler.done(batch)
+                    else:
+                        self.scheduler.done(batch, rows=ran[0], service_s=ran[1])
             except Exception:  # a bug must not end the worker
                 log.exception("worker failed on a batch")
 
-    def run_batch(self, batch: Batch) -> None:
+    def run_batch(self, batch: Batch) -> tuple[int, float] | None:
+        """Run one batch and answer its requests; returns (rows, service seconds) when the model ran."""
         for r in batch.expired:
             self.stats.error(r.tenant, deadline=True)
-            _Reply.of(self, r).error(
-                ErrorCode.DEADLINE_EXCEEDED,
-                f"deadline passed after {1e3 * (self.clock() - r.received):.1f} ms in queue",
-            )
-        if not batch.requests:
-            return
-        hosted = self.host.get(batch.tenant)
-        if hosted is None:
-            for r in batch.requests:
-                _Reply.of(self, r).error(ErrorCode.UNKNOWN_TENANT, f"tenant {batch.tenant!r} was removed")
-            return
+            self.error(r.response_topic, r.correlation, r.qos, ErrorCode.DEADLINE_EXCEEDED,
+                       f"deadline passed after {1e3 * (self.clock() - r.received):.1f} ms in queue")
         reqs = batch.requests
+        if not reqs:
+            return None
+        slot = self.slots.get(batch.tenant)
+        hosted = slot.hosted if slot is not None else None
+        if slot is None or hosted is None:
+            self.reject(reqs, ErrorCode.UNKNOWN_TENANT, f"tenant {batch.tenant!r} was removed")
+            return None
         start = self.clock()
-        for r in reqs:
-            r.started = start
         try:
-            if len(reqs) == 1 or hosted.out_axes is None:
+            if len(reqs) == 1:
+                outs_per_req = [hosted.session.run(reqs[0].tensors)]
+            elif slot.out_axes is None:
                 outs_per_req = [hosted.session.run(r.tensors) for r in reqs]
             else:
-                outs = hosted.session.run(layout.stack(hosted.in_axes, [r.tensors for r in reqs]))
-                outs_per_req = layout.split(outs, hosted.out_axes, [r.rows for r in reqs])
+                outs = hosted.session.run(batch_axes.stack(slot.in_axes, [r.tensors for r in reqs]))
+                outs_per_req = batch_axes.split(outs, slot.out_axes, [r.rows for r in reqs])
         except InputError as exc:
-            for r in reqs:
-                self.stats.error(r.tenant)
-                _Reply.of(self, r).error(_INPUT_CODES.get(exc.code or "", ErrorCode.BAD_REQUEST), str(exc))
-            return
+            self._failed(reqs, _INPUT_CODES.get(exc.code or "", ErrorCode.BAD_REQUEST), str(exc))
+            return None
         except EdgeRuntimeError as exc:
-            for r in reqs:
-                self.stats.error(r.tenant)
-                _Reply.of(self, r).error(ErrorCode.MODEL_FAILED, f"{hosted.spec.model}: {exc}")
-            return
+            self._failed(reqs, ErrorCode.MODEL_FAILED, f"{hosted.spec.model}: {exc}")
+            return None
         except Exception as exc:
             log.exception("unexpected failure running %s", batch.tenant)
-            for r in reqs:
-                self.stats.error(r.tenant)
-                _Reply.of(self, r).error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-            return
+            self._failed(reqs, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            return None
         end = self.clock()
         service = end - start
         hosted.served += 1
-        rows = sum(r.rows for r in reqs)
-        self.stats.batch(batch.tenant, rows=rows, service_s=service)
-        self.scheduler.observe(batch.tenant, rows, service)
+        rows = sum(r.rows for r in reqs) if len(reqs) > 1 else reqs[0].rows
+        service_ms = round(1e3 * service, 3)
+        device, tenant, variant = self.device_id, batch.tenant, hosted.variant
         for r, outs in zip(reqs, outs_per_req, strict=True):
             meta = {
-                "device": self.device_id,
-                "tenant": r.tenant,
-                "variant": hosted.variant,
+                "device": device,
+                "tenant": tenant,
+                "variant": variant,
                 "queue_ms": round(1e3 * (start - r.received), 3),
-                "service_ms": round(1e3 * service, 3),
+                "service_ms": service_ms,
                 "batch": rows,
             }
-            _Reply.of(self, r).result(outs, meta)
-            self.stats.completion(
-                r.tenant,
-                latency_s=self.clock() - r.received,
-                queue_s=start - r.received,
-                slo_ms=hosted.spec.slo_ms,
-            )
+            self._send(r.response_topic, r.correlation, r.qos, encode_result(outs, meta), _OK)
+        done = self.clock()
+        self.stats.served(tenant, rows=rows, service_s=service, started=start, finished=done,
+                          received=[r.received for r in reqs], slo_ms=hosted.spec.slo_ms)
+        return rows, service
 
-
-class _Reply:
-    """Publishes one answer to a requester's response topic."""
-
-    def __init__(
-        self, publish: Publish, topic: str, correlation: bytes | None, qos: int, device: str
-    ) -> None:
-        self.publish, self.topic, self.correlation, self.qos, self.device = (
-            publish,
-            topic,
-            correlation,
-            qos,
-            device,
-        )
-
-    @classmethod
-    def of(cls, server: Server, r: Request) -> _Reply:
-        return cls(server.publish, r.response_topic or "", r.correlation, r.qos, server.device_id)
-
-    def _send(self, payload: bytes, status: str) -> None:
-        if not self.topic:
-            return
-        try:
-            self.publish(
-                self.topic,
-                payload,
-                qos=min(self.qos, 1),
-                correlation_data=self.correlation,
-                content_type=CONTENT_TYPE,
-                user_properties=[("ef-status", status)],
-            )
-        except Exception:
-            log.warning("could not publish reply to %r", self.topic, exc_info=True)
-
-    def result(self, outs: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self._send(encode_result(outs, meta), "ok")
-
-    def error(self, code: ErrorCode, message: str) -> None:
-        self._send(encode_error(code, message, {"device": self.device}), "error")
+    def _failed(self, reqs: list[Request], code: ErrorCode, message: str) -> None:
+        for r in reqs:
+            self.stats.error(r.tenant)
+        self.reject(reqs, code, message)

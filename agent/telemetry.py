@@ -134,6 +134,46 @@ class WindowStats:
                 if j < MAX_SAMPLES:
                     acc.latencies_ms[j] = ms
 
+    def served(
+        self,
+        tenant: str,
+        *,
+        rows: int,
+        service_s: float,
+        started: float,
+        finished: float,
+        received: list[float],
+        slo_ms: float,
+    ) -> None:
+        """A batch of ``rows`` rows ran for ``service_s`` from ``started``; its requests (``received``:
+        their receipt times) were answered by ``finished`` (monotonic seconds). One lock for the batch
+        and every completion in it (what ``batch`` and ``completion`` for each request would record)."""
+        with self._lock:
+            acc = self._get(tenant)
+            acc.batches += 1
+            acc.batch_rows += rows
+            acc.service_s += service_s
+            by = acc.by_batch.setdefault(rows, [0, 0.0])
+            by[0] += 1
+            by[1] += service_s
+            if rows == 1:
+                acc.single_sq += service_s * service_s
+            lat = acc.latencies_ms
+            for at in received:
+                ms = (finished - at) * 1e3
+                acc.completions += 1
+                acc.queue_s += started - at
+                acc.queue_n += 1
+                if ms > slo_ms:
+                    acc.slo_misses += 1
+                acc.seen += 1
+                if len(lat) < MAX_SAMPLES:
+                    lat.append(ms)
+                else:
+                    j = self._rng.randrange(acc.seen)
+                    if j < MAX_SAMPLES:
+                        lat[j] = ms
+
     def roll(
         self, specs: dict[str, TenantSpec], variants: dict[str, str], window_s: float
     ) -> list[TenantWindow]:

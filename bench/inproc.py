@@ -22,6 +22,7 @@ from agent.host import ModelHost, ZooResolver
 from agent.memory.manager import MemoryManager
 from agent.scheduler import Scheduler
 from agent.serving import Server
+from agent.slots import Slots
 from agent.telemetry import WindowStats
 from edgefleet.wire import ErrorFrame, TenantSpec, Topics, decode_frame, encode_request
 
@@ -73,9 +74,11 @@ def build_core(
     threads: int = 1,
     budget_bytes: int = 1 << 30,
 ) -> Core:
-    host = ModelHost([ZooResolver()], budget_bytes=budget_bytes, threads=threads)
+    slots = Slots()
+    host = ModelHost([ZooResolver()], budget_bytes=budget_bytes, threads=threads, slots=slots)
     scheduler = Scheduler(
-        workers=workers, max_queue=100_000, policy=BatchPolicy.parse(policy), clock=time.perf_counter
+        workers=workers, max_queue=100_000, policy=BatchPolicy.parse(policy), clock=time.perf_counter,
+        slots=slots,
     )
     memory = MemoryManager(host, scheduler, policy="static")
     topics = Topics("bench")

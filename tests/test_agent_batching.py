@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import layout
+from agent import batch_axes
 from agent.batching import ServiceModel, choose_batch
 from edgefleet.runtime import TensorSpec
 
@@ -82,7 +82,7 @@ def test_layout_vad_like_state_batches_on_axis_1_and_shares_scalars() -> None:
         TensorSpec("state", "float32", (2, None, 128)),
         TensorSpec("sr", "int64", ()),
     ]
-    axes = layout.input_axes(specs)
+    axes = batch_axes.input_axes(specs)
     assert axes == {"input": 0, "state": 1, "sr": None}
     a = {
         "input": np.zeros((1, 512), np.float32),
@@ -95,13 +95,13 @@ def test_layout_vad_like_state_batches_on_axis_1_and_shares_scalars() -> None:
         "sr": np.array(16000),
     }
     c = dict(b, sr=np.array(8000))
-    ra, ka = layout.request_layout(axes, a)
-    rb, kb = layout.request_layout(axes, b)
-    _, kc = layout.request_layout(axes, c)
+    ra, ka = batch_axes.request_layout(axes, a)
+    rb, kb = batch_axes.request_layout(axes, b)
+    _, kc = batch_axes.request_layout(axes, c)
     assert ra == rb == 1 and ka == kb and ka != kc  # a different sample rate cannot share a batch
-    stacked = layout.stack(axes, [a, b])
+    stacked = batch_axes.stack(axes, [a, b])
     assert stacked["input"].shape == (2, 512) and stacked["state"].shape == (2, 2, 128)
-    parts = layout.split(
+    parts = batch_axes.split(
         {"state": stacked["state"], "out": stacked["input"][:, :1]}, {"state": 1, "out": 0}, [1, 1]
     )
     np.testing.assert_array_equal(parts[1]["state"], b["state"])
@@ -110,5 +110,5 @@ def test_layout_vad_like_state_batches_on_axis_1_and_shares_scalars() -> None:
 def test_learn_output_axes_refuses_models_whose_outputs_do_not_split() -> None:
     axes = {"x": 0}
     one = {"x": np.ones((1, 3), np.float32)}
-    assert layout.learn_output_axes(lambda f: {"y": f["x"] * 2}, axes, one) == {"y": 0}
-    assert layout.learn_output_axes(lambda f: {"y": f["x"].sum(keepdims=True)}, axes, one) is None
+    assert batch_axes.learn_output_axes(lambda f: {"y": f["x"] * 2}, axes, one) == {"y": 0}
+    assert batch_axes.learn_output_axes(lambda f: {"y": f["x"].sum(keepdims=True)}, axes, one) is None

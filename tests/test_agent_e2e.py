@@ -274,7 +274,7 @@ def test_configure_swaps_variant_and_batching_in_place_losing_no_request(
     assert all(isinstance(r, ResultFrame) for r in replies), [r for r in replies if not isinstance(r, ResultFrame)]
     last = replies[-1]
     assert isinstance(last, ResultFrame) and last.meta["variant"] == "int8"
-    assert agent.memory.assigned["cls"].spec == new and agent.scheduler._max_batch["cls"] == 16
+    assert agent.memory.assigned["cls"].spec == new and agent.slots.get("cls").max_batch == 16  # type: ignore[union-attr]
     assert agent.state.tenants() == [new]  # a restart comes back with the new spec
     # refused, and nothing changes: a tenant not hosted here, another model under the same name
     ghost = w.command(Configure(command_id="cfg-2", device_id="dev-a",

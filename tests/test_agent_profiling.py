@@ -7,7 +7,6 @@ it reports is asserted (which batch sizes, positive times), never how long anyth
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from agent.host import Hosted, LocalModels, ModelHost, warm_up
 from agent.profiling import probe_batch, service_profile
 from bench.mlp import build_mlp
-from edgefleet.runtime import TensorSpec
+from edgefleet.runtime import TensorSpec, capabilities_of
 from edgefleet.wire import ServiceProfile, TenantSpec
 
 PROBES = [
@@ -53,10 +52,11 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_warm_up_profiles_batch_one_and_one_larger_batch(mlp: Path, max_batch: int, sizes: set[int]) -> None:
     host = ModelHost([LocalModels({"mlp": mlp})], budget_bytes=64 << 20, threads=1)
     hosted = host.load(TenantSpec(name="m", model="mlp", slo_ms=50.0, max_batch=max_batch))
-    service = warm_up(hosted)
+    slot = host.slots.get("m")
+    service = warm_up(hosted, slot)
     assert set(hosted.profile) == sizes and all(ms > 0 for ms in hosted.profile.values())
     assert set(service.ewma) == sizes  # the scheduler starts from the same measurements
-    assert hosted.out_axes == {next(iter(hosted.session.run({"x": np.zeros((1, 784), np.float32)}))): 0}
+    assert slot is not None and slot.out_axes == {next(iter(hosted.session.run({"x": np.zeros((1, 784), np.float32)}))): 0}
     host.close()
 
 
@@ -67,8 +67,9 @@ class _Fixed:
     outputs = (TensorSpec("y", "float32", (1, 4)),)
     memory_bytes = 0
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, runtime: str, fail: bool = False) -> None:
         self.fail = fail
+        self.capabilities = capabilities_of(runtime)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.fail:
@@ -82,8 +83,7 @@ class _Fixed:
 @pytest.mark.parametrize(("runtime", "fail", "sizes"), [("litert", False, {1}), ("onnxruntime", True, set())])
 def test_unbatchable_or_failing_models(runtime: str, fail: bool, sizes: set[int]) -> None:
     spec = TenantSpec(name="f", model="fixed-model", slo_ms=50.0, max_batch=8)
-    hosted = Hosted(spec=spec, variant="fp32", session=_Fixed(fail), runtime=runtime,  # type: ignore[arg-type]
-                    memory_bytes=1, measured_bytes=0, fidelity=1.0, loaded_at=0.0, in_axes={"x": None},
-                    lock=threading.Lock())
+    hosted = Hosted(spec=spec, variant="fp32", session=_Fixed(runtime, fail), runtime=runtime,  # type: ignore[arg-type]
+                    memory_bytes=1, measured_bytes=0, fidelity=1.0, loaded_at=0.0)
     warm_up(hosted)
     assert set(hosted.profile) == sizes

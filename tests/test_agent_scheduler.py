@@ -58,6 +58,11 @@ def test_pick_tenant(heads: dict[str, float], expected: str | None) -> None:
     assert pick_tenant(heads) == expected
 
 
+def _i(r: Request) -> int:
+    """The index a test request was made with (kept in its correlation data)."""
+    return int.from_bytes(r.correlation or b"", "little")
+
+
 def _req(tenant: str, deadline: float, rows: int = 1, width: int = 4, i: int = 0) -> Request:
     """rows=0 builds a request that cannot be batched (batch key None)."""
     n = max(rows, 1)
@@ -67,7 +72,7 @@ def _req(tenant: str, deadline: float, rows: int = 1, width: int = 4, i: int = 0
         rows=n,
         received=0.0,
         deadline=deadline,
-        extra={"i": i},
+        correlation=i.to_bytes(4, "little"),
         batch_key=("x", width) if rows > 0 else None,
     )
 
@@ -79,10 +84,10 @@ def test_batches_same_tenant_up_to_max_rows() -> None:
     for i in range(5):
         assert s.submit(_req("a", 1.0, i=i)).ok
     b = s.take(0)
-    assert b is not None and [r.extra["i"] for r in b.requests] == [0, 1, 2]  # 3 rows = max_batch
+    assert b is not None and [_i(r) for r in b.requests] == [0, 1, 2]  # 3 rows = max_batch
     s.done(b)
     b = s.take(0)
-    assert b is not None and [r.extra["i"] for r in b.requests] == [3, 4]  # no waiting for a full batch
+    assert b is not None and [_i(r) for r in b.requests] == [3, 4]  # no waiting for a full batch
 
 
 def test_unbatchable_requests_run_alone_and_shapes_must_match() -> None:
@@ -108,8 +113,8 @@ def test_expired_requests_are_returned_not_run() -> None:
     clock[0] = 1.0
     b = s.take(0)
     assert b is not None
-    assert [r.extra["i"] for r in b.expired] == [0]
-    assert [r.extra["i"] for r in b.requests] == [1]
+    assert [_i(r) for r in b.expired] == [0]
+    assert [_i(r) for r in b.requests] == [1]
 
 
 def test_a_hot_tenant_cannot_starve_the_others() -> None:
@@ -166,6 +171,6 @@ def test_every_admitted_request_comes_out_exactly_once(
         rows = sum(r.rows for r in b.requests)
         assert len(b.requests) <= 1 or rows <= max_batch
         assert all(r.tenant == b.tenant for r in b.requests)
-        out += [r.extra["i"] for r in b.requests + b.expired]
+        out += [_i(r) for r in b.requests + b.expired]
         s.done(b)
     assert sorted(out) == sorted(admitted)  # nothing lost, nothing duplicated

@@ -12,7 +12,10 @@ Policies (config ``memory_policy``):
 
 A tenant with requests queued or running, or one that had a request in the last ``active_s`` seconds, is
 pinned: it is never unloaded under its requests. Loads and unloads run on the ``ef-memory`` thread;
-the scheduler only dispatches tenants marked ready, so a swap never pulls a model from under a batch.
+the scheduler only dispatches tenants marked ready, so a swap never pulls a model from under a batch:
+it marks the tenant not ready and waits on the scheduler's condition until its running batches end.
+Everything per tenant lives in its ``TenantSlot`` (``agent.slots``); the request path only counts
+arrivals there, and this thread folds the counts into the forecast once per tick.
 """
 
 from __future__ import annotations
@@ -22,33 +25,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from agent.host import DeployError, ModelHost, ResolvedModel, warm_up
+from agent.host import DeployError, Hosted, ModelHost, warm_up
 from agent.memory.lru import lru_admit
 from agent.memory.planner import Candidate, VariantOption, plan_residency
 from agent.memory.predictor import ArrivalPredictor
 from agent.profiling import service_profile
 from agent.scheduler import Scheduler
-from edgefleet.runtime import TensorSpec
+from agent.slots import TenantSlot
 from edgefleet.wire import ServiceProfile, TenantSpec
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("static", "lru", "predictive")
-
-
-@dataclass
-class Assignment:
-    spec: TenantSpec
-    options: dict[str, ResolvedModel]  # acceptable variants, preferred first
-    last_arrival: float = float("-inf")
-    # learned at the first load (all variants share their inputs and outputs)
-    inputs: tuple[TensorSpec, ...] = ()
-    runtime: str = ""
-    in_axes: dict[str, int | None] = field(default_factory=dict)
-    out_axes: dict[str, int] | None = None
-    profile: ServiceProfile | None = None  # measured at the last load, until a command's Ack takes it
 
 
 class MemoryManager:
@@ -73,7 +62,9 @@ class MemoryManager:
         self.active_s = active_s
         self.clock = clock
         self.predictor = ArrivalPredictor()
-        self.assigned: dict[str, Assignment] = {}
+        self.slots = scheduler.slots
+        if host.slots is not self.slots:
+            raise ValueError("the host and the scheduler must share one slot table")
         self._last_used: dict[str, float] = {}
         self._lock = threading.RLock()  # guards assignments and every load/unload
         self._demand: queue.Queue[str | None] = queue.Queue()
@@ -91,6 +82,11 @@ class MemoryManager:
         self._demand.put(None)
         self._thread.join(10)
 
+    @property
+    def assigned(self) -> dict[str, TenantSlot]:
+        """The tenants assigned to this device, by name."""
+        return self.slots.assigned()
+
     # -- assignments (command thread) --------------------------------------------------------------
     def assign(self, spec: TenantSpec) -> None:
         """Host a tenant: resolve its acceptable variants and make it resident now (a deploy is
@@ -104,13 +100,14 @@ class MemoryManager:
                 f"device's budget is {self.host.budget_bytes / 2**20:.0f} MiB",
             )
         with self._lock:
-            self.assigned[spec.name] = Assignment(spec, options)
+            slot = self.slots.ensure(spec.name)
+            slot.spec, slot.options = spec, options
             self.scheduler.add_tenant(spec.name, max_batch=spec.max_batch, ready=False)
             try:
                 self._make_resident(spec.name)
             except DeployError:
-                self.assigned.pop(spec.name, None)
                 self.scheduler.remove_tenant(spec.name)
+                self.slots.remove(spec.name)
                 raise
 
     def reconfigure(self, spec: TenantSpec) -> str:
@@ -153,56 +150,75 @@ class MemoryManager:
 
     def _swap(self, name: str, variant: str) -> None:
         """Make-before-break variant switch (the budget holds both sessions; see ``reconfigure``)."""
-        a = self.assigned[name]
+        a = self._slot(name)
         new = self.host.open(a.spec, variant, a.options[variant])
-        model = warm_up(new)
+        model = warm_up(new, a)
         self.scheduler.set_ready(name, False)
-        end = time.monotonic() + 5.0
-        while self.scheduler.inflight(name) and time.monotonic() < end:
-            time.sleep(0.002)
+        self.scheduler.wait_idle(name, timeout=5.0)  # batches already running on the old session end
         old = self.host.install(new)
-        a.inputs, a.runtime, a.in_axes, a.out_axes = new.session.inputs, new.runtime, new.in_axes, new.out_axes
         a.profile = service_profile(a.spec.model, variant, new.profile)
         self.loads += 1
-        self.scheduler.set_ready(name, True, model, concurrency=None if new.runtime == "onnxruntime" else 1)
+        self.scheduler.set_ready(name, True, model, concurrency=_concurrency(new))
         if old is not None:
             old.session.close()
         log.info("%s switched to %s:%s make-before-break", name, a.spec.model, variant)
 
     def unassign(self, name: str) -> None:
         with self._lock:
-            self.assigned.pop(name, None)
+            slot = self.slots.get(name)
+            if slot is not None:
+                slot.spec = None
             self.predictor.forget(name)
             self._last_used.pop(name, None)
             if self.host.get(name) is not None:
                 self.host.unload(name)
+            self.slots.remove(name)
 
     def take_profile(self, name: str) -> ServiceProfile | None:
         """The service profile measured when ``name``'s model was last loaded and warmed, once: a second
         call returns None until another load (so a command that loaded nothing reports nothing)."""
         with self._lock:
-            a = self.assigned.get(name)
-            if a is None:
+            a = self.slots.get(name)
+            if a is None or a.spec is None:
                 return None
             profile, a.profile = a.profile, None
             return profile
 
     def is_assigned(self, name: str) -> bool:
-        return name in self.assigned
+        slot = self.slots.get(name)
+        return slot is not None and slot.spec is not None
 
-    # -- demand (MQTT thread: must not block) ----------------------------------------------------
+    def _slot(self, name: str) -> _Assigned:
+        slot = self.slots.get(name)
+        if slot is None or slot.spec is None:
+            raise KeyError(name)
+        return slot  # type: ignore[return-value]
+
+    # -- demand (request path: must not block) ---------------------------------------------------
     def arrival(self, tenant: str) -> bool:
         """A request for ``tenant`` arrived; True if its model is resident (a warm start)."""
-        now = self.clock()
-        a = self.assigned.get(tenant)
-        if a is not None:
-            a.last_arrival = now
-        self._last_used[tenant] = now
-        self.predictor.observe(tenant, now)
-        if self.host.get(tenant) is not None:
+        slot = self.slots.get(tenant)
+        if slot is None:
+            return False
+        return self.arrived(slot)
+
+    def arrived(self, slot: TenantSlot) -> bool:
+        """A request for ``slot`` arrived: counted in the slot (the forecast takes the counts on the
+        next tick); True if its model is resident (a warm start), else a load is asked for."""
+        slot.last_arrival = self.clock()
+        slot.arrivals += 1
+        if slot.hosted is not None:
             return True
-        self._demand.put(tenant)
+        self._demand.put(slot.name)
         return False
+
+    def _fold_arrivals(self) -> None:
+        """Move the slots' arrival counts into the forecast and the LRU clock (memory thread)."""
+        for slot in self.slots:
+            n, slot.arrivals = slot.arrivals, 0
+            if n:
+                self.predictor.observe(slot.name, slot.last_arrival, n)
+                self._last_used[slot.name] = slot.last_arrival
 
     # -- the ef-memory thread ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -215,9 +231,10 @@ class MemoryManager:
             if self._stop.is_set():
                 return
             try:
+                self._fold_arrivals()
                 if tenant is not None:
                     with self._lock:
-                        if tenant in self.assigned and self.host.get(tenant) is None:
+                        if self.is_assigned(tenant) and self.host.get(tenant) is None:
                             self._make_resident(tenant)
                 if self.clock() >= next_tick:
                     next_tick = self.clock() + self.tick_s
@@ -231,8 +248,8 @@ class MemoryManager:
 
     # -- mechanics ---------------------------------------------------------------------------------
     def _pinned(self, name: str, now: float) -> bool:
-        busy = self.scheduler.pending(name) + self.scheduler.inflight(name) > 0
-        a = self.assigned.get(name)
+        busy = self.scheduler.queued(name) > 0
+        a = self.slots.get(name)
         recent = a is not None and now - a.last_arrival < self.active_s
         return self.host.get(name) is not None and (busy or recent)
 
@@ -240,7 +257,7 @@ class MemoryManager:
         if self.policy == "predictive":
             self._apply_plan(required=name)
         else:
-            a = self.assigned[name]
+            a = self._slot(name)
             variant = next(iter(a.options))  # the preferred variant
             if self.policy == "lru":
                 self._lru_room(name, a.options[variant].size_bytes)
@@ -251,6 +268,7 @@ class MemoryManager:
             )
 
     def _lru_room(self, name: str, size: int) -> None:
+        self._fold_arrivals()
         now = self.clock()
         resident = {t: h.memory_bytes for t, h in self.host.tenants().items()}
         pinned = frozenset(t for t in resident if self._pinned(t, now))
@@ -259,10 +277,12 @@ class MemoryManager:
             self._unload(t)
 
     def _apply_plan(self, required: str | None) -> None:
+        self._fold_arrivals()
         now = self.clock()
         current = {t: h.variant for t, h in self.host.tenants().items()}
         cands = []
         for name, a in self.assigned.items():
+            assert a.spec is not None
             opts = tuple(VariantOption(v, r.size_bytes, r.fidelity) for v, r in a.options.items())
             if name in current and current[name] in a.options:
                 # account what the resident session really takes
@@ -294,36 +314,38 @@ class MemoryManager:
             self._load(t, v)
 
     def _load(self, name: str, variant: str) -> None:
-        a = self.assigned[name]
+        a = self._slot(name)
         hosted = self.host.load(a.spec, variant, a.options[variant])
-        model = warm_up(hosted)
-        a.inputs, a.runtime, a.in_axes, a.out_axes = (
-            hosted.session.inputs,
-            hosted.runtime,
-            hosted.in_axes,
-            hosted.out_axes,
-        )
+        model = warm_up(hosted, a)
         a.profile = service_profile(a.spec.model, variant, hosted.profile)
         self.loads += 1
-        reentrant = hosted.runtime == "onnxruntime"
-        self.scheduler.set_ready(name, True, model, concurrency=None if reentrant else 1)
+        self.scheduler.set_ready(name, True, model, concurrency=_concurrency(hosted))
         log.info("%s resident as %s:%s (%.1f MiB)", name, a.spec.model, variant, hosted.memory_bytes / 2**20)
 
     def _unload(self, name: str) -> None:
         self.scheduler.set_ready(name, False)
-        end = time.monotonic() + 5.0
-        while self.scheduler.inflight(name) and time.monotonic() < end:
-            time.sleep(0.002)
+        self.scheduler.wait_idle(name, timeout=5.0)  # batches already running end first
         self.host.unload(name)
         self.evictions += 1
         log.info("%s evicted from memory", name)
 
 
-def _same_model(current: Assignment | None, spec: TenantSpec) -> Assignment:
-    """The tenant's assignment, if ``spec`` may reconfigure it in place (it is hosted, same model)."""
-    if current is None:
+class _Assigned(TenantSlot):
+    """A slot with a spec (for the type checker: ``_slot`` returns only those)."""
+
+    spec: TenantSpec
+
+
+def _concurrency(hosted: Hosted) -> int | None:
+    """Batches a session may run at once: every worker if it is re-entrant, else one."""
+    return None if hosted.capabilities.reentrant else 1
+
+
+def _same_model(current: TenantSlot | None, spec: TenantSpec) -> _Assigned:
+    """The tenant's slot, if ``spec`` may reconfigure it in place (it is hosted, same model)."""
+    if current is None or current.spec is None:
         raise DeployError("unknown_tenant", f"{spec.name} is not hosted here")
     if current.spec.model != spec.model:
         raise DeployError("bad_request", f"{spec.name} runs {current.spec.model}, not {spec.model}: "
                           "a new model is a new deploy")
-    return current
+    return current  # type: ignore[return-value]

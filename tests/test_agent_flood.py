@@ -1,0 +1,133 @@
+"""A flood of requests at ten times what a tenant can serve never costs the agent its broker session.
+
+Requests and replies travel on the agent's data link, its births, will, commands and telemetry on the
+control link. Through a real broker: a tenant on a slow stand-in model (one worker, 20 ms a request:
+about 50 requests/s) is offered requests as fast as one publisher can send them, far above ten times
+that, for a few seconds. Asserted: neither link reconnected, no "lost" death (the will) was published,
+the telemetry windows kept coming with contiguous sequence numbers and no gap beyond a generous
+liveness bound, a command sent during the flood is acknowledged, and every request the agent answered
+got either a result or a typed error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import AgentConfig
+from agent.host import LocalModels
+from agent.service import Agent
+from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
+from edgefleet.wire import (
+    Deploy,
+    ErrorFrame,
+    ResultFrame,
+    TenantSpec,
+    Topics,
+    decode,
+    decode_frame,
+    encode_request,
+)
+from edgefleet.wire.messages import Death, Status, Telemetry
+from tests.fleetkit import Watcher
+
+pytestmark = pytest.mark.broker
+
+SERVICE_S = 0.02  # the stand-in model's service time: one worker serves about 50 requests/s
+PERIOD_S = 0.3  # telemetry period
+FLOOD_S = 4.0
+LIVENESS_GAP_S = 5.0  # generous: a window normally follows the last one after PERIOD_S
+
+
+def _slow_model(folder: Path) -> Path:
+    path = folder / "slow.json"
+    path.write_text(json.dumps({
+        "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 4]}],
+        "outputs": [{"name": "y", "dtype": "float32", "shape": [None, 1]}],
+        "function": "sum", "service_time_s": SERVICE_S, "memory_bytes": 1 << 20,
+    }))
+    return path
+
+
+def test_a_tenfold_flood_costs_no_session_and_no_telemetry(
+    mqtt_settings: MqttSettings, topics: Topics, tmp_path: Path
+) -> None:
+    cfg = AgentConfig(device_id="dev-flood", state_dir=tmp_path / "state", mqtt=mqtt_settings,
+                      prefix=topics.prefix, telemetry_period_s=PERIOD_S, workers=1)
+    agent = Agent(cfg, local_models=LocalModels({"slow": _slow_model(tmp_path)}))
+    agent.start()
+    assert agent.wait_connected(10)
+    watcher = Watcher(mqtt_settings, topics)
+    windows: list[tuple[float, int]] = []
+    deaths: list[str] = []
+    answers = {"ok": 0, "error": 0, "other": 0}
+    lock = threading.Lock()
+
+    def on_telemetry(msg: Inbound) -> None:
+        t = decode(msg.payload, Telemetry)
+        with lock:
+            windows.append((time.monotonic(), t.seq))
+
+    def on_status(msg: Inbound) -> None:
+        status = decode(msg.payload, Status)
+        if isinstance(status, Death):
+            deaths.append(status.reason)
+
+    inbox = f"{topics.root}/clients/flood-{uuid.uuid4().hex[:8]}/replies"
+
+    def on_reply(msg: Inbound) -> None:
+        frame = decode_frame(msg.payload)
+        key = "ok" if isinstance(frame, ResultFrame) else "error" if isinstance(frame, ErrorFrame) else "other"
+        with lock:
+            answers[key] += 1
+
+    listener = MqttLink(mqtt_settings, client_id=f"listen-{uuid.uuid4().hex[:8]}")
+    listener.subscribe(topics.all_telemetry, on_telemetry, qos=1)
+    listener.subscribe(topics.all_status, on_status, qos=1)
+    listener.subscribe(inbox, on_reply, qos=0)
+    listener.start()
+    flooder = MqttLink(mqtt_settings, client_id=f"flood-{uuid.uuid4().hex[:8]}")
+    flooder.start()
+    try:
+        assert listener.wait_connected(10) and flooder.wait_connected(10)
+        spec = TenantSpec(name="slow", model="slow", slo_ms=100.0, max_batch=1)
+        assert watcher.command(Deploy(command_id="flood-deploy", device_id="dev-flood", tenant=spec)).ok
+        payload = encode_request({"x": np.ones((1, 4), np.float32)}, timeout_ms=500.0)
+        topic = topics.infer("slow")
+        sent = 0
+        end = time.monotonic() + FLOOD_S
+        ack_during_flood = None
+        while time.monotonic() < end:
+            for _ in range(200):
+                flooder.publish(topic, payload, qos=1, response_topic=inbox,
+                                correlation_data=sent.to_bytes(8, "little"), expiry_s=2)
+                sent += 1
+            if ack_during_flood is None and time.monotonic() > end - FLOOD_S / 2:
+                ack_during_flood = watcher.command(
+                    Deploy(command_id="flood-redeploy", device_id="dev-flood", tenant=spec), timeout=30)
+        offered_rps = sent / FLOOD_S
+        assert offered_rps >= 10 * (1 / SERVICE_S), f"the flood offered only {offered_rps:.0f} requests/s"
+        time.sleep(3 * PERIOD_S)  # the windows that cover the end of the flood
+        with lock:
+            seen = list(windows)
+            got = dict(answers)
+        assert agent.link.connects == 1 and agent.data.connects == 1, "a link reconnected during the flood"
+        assert "lost" not in deaths, "the broker published the agent's will"
+        assert ack_during_flood is not None and ack_during_flood.ok
+        seqs = [s for _, s in seen]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"telemetry windows missing: {seqs}"
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(seen)]
+        assert len(seen) >= FLOOD_S / PERIOD_S / 2 and max(gaps) < LIVENESS_GAP_S, gaps
+        assert got["other"] == 0 and got["ok"] > 0 and got["error"] > 0, got
+    finally:
+        flooder.stop()
+        listener.stop()
+        watcher.close()
+        agent.stop()

@@ -55,8 +55,18 @@ def tagged_classes() -> dict[str, type[msgspec.Struct]]:
     for name, obj in vars(wire_messages).items():
         if isinstance(obj, type) and issubclass(obj, msgspec.Struct) and not name.startswith("_"):
             tag = obj.__struct_config__.tag
-            if isinstance(tag, str):
+            if isinstance(tag, str) and obj.__struct_config__.tag_field == "type":
                 out[tag] = obj
+    return out
+
+
+def kind_tagged_classes() -> dict[str, type[msgspec.Struct]]:
+    """Parts of messages tagged by ``kind`` (a tenant's declared demand)."""
+    out: dict[str, type[msgspec.Struct]] = {}
+    for name, obj in vars(wire_messages).items():
+        if (isinstance(obj, type) and issubclass(obj, msgspec.Struct) and not name.startswith("_")
+                and obj.__struct_config__.tag_field == "kind"):
+            out[name] = obj
     return out
 
 
@@ -134,18 +144,21 @@ def plain_classes() -> dict[str, type[msgspec.Struct]]:
     return out
 
 
-@pytest.mark.parametrize("kind", ["tagged", "plain"])
+@pytest.mark.parametrize("kind", ["tagged", "plain", "kind"])
 def test_schemas_have_the_fields_of_the_classes(doc: dict[str, Any], kind: str) -> None:
     schemas = doc["components"]["schemas"]
-    classes = tagged_classes() if kind == "tagged" else plain_classes()
+    classes = {"tagged": tagged_classes, "plain": plain_classes, "kind": kind_tagged_classes}[kind]()
     assert classes
+    tag = {"tagged": {"type"}, "plain": set(), "kind": {"kind"}}[kind]
     for tag_or_name, cls in classes.items():
         key = cls.__name__
         assert key in schemas, f"no schema {key} for {tag_or_name!r}"
         schema = schemas[key]
+        if kind == "kind":
+            assert schema["properties"]["kind"]["const"] == cls.__struct_config__.tag, key
         fields = msgspec.structs.fields(cls)
-        names = {f.encode_name for f in fields} | ({"type"} if kind == "tagged" else set())
-        required = {f.encode_name for f in fields if f.required} | ({"type"} if kind == "tagged" else set())
+        names = {f.encode_name for f in fields} | tag
+        required = {f.encode_name for f in fields if f.required} | tag
         assert set(schema["properties"]) == names, f"{key}: fields differ"
         assert set(schema.get("required", [])) == required, f"{key}: required fields differ"
 

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from edgefleet.wire import (
     Ack,
+    Closed,
     Configure,
     Deploy,
     DeviceWindow,
@@ -36,6 +37,8 @@ from edgefleet.wire import (
     OpStatus,
     OpUndeploy,
     ParsedTopic,
+    Periodic,
+    Poisson,
     RequestFrame,
     ResultFrame,
     ServiceProfile,
@@ -170,6 +173,13 @@ def test_frame_layout(tensors: dict[str, np.ndarray]) -> None:
 
 
 # -- control message round trip ----------------------------------------------------------------------
+demands = st.one_of(
+    st.none(),
+    st.builds(Poisson, rate_rps=st.floats(min_value=1e-6, max_value=1e6)),
+    st.builds(Periodic, fps=st.floats(min_value=1e-6, max_value=1e6),
+              jitter_ms=st.floats(min_value=0.0, max_value=3_600_000.0)),
+    st.builds(Closed, in_flight=st.integers(1, 4096), think_ms=st.floats(min_value=0.0, max_value=3_600_000.0)),
+)
 tenant_specs = st.builds(
     TenantSpec,
     name=names,
@@ -178,6 +188,7 @@ tenant_specs = st.builds(
     variant=st.sampled_from(["fp32", "fp16", "int8"]),
     min_fidelity=st.floats(min_value=0.0, max_value=1.0),
     max_batch=st.integers(1, 1024),
+    demand=demands,
 )
 tenant_windows = st.builds(
     TenantWindow,
@@ -409,6 +420,50 @@ def test_model_report_refuses_a_tenant_twice_a_negative_mean_and_other_versions(
 @given(tenant_specs)
 def test_tenant_spec_round_trip(spec: TenantSpec) -> None:
     assert decode(encode(spec), TenantSpec) == spec
+
+
+def test_a_spec_from_before_demand_kinds_decodes_as_before() -> None:
+    old = b'{"name":"ocr","model":"ocr-cls","slo_ms":50.0,"variant":"fp32","min_fidelity":0.0,"max_batch":8}'
+    assert decode(old, TenantSpec) == TenantSpec(name="ocr", model="ocr-cls", slo_ms=50.0)
+    assert decode(old, TenantSpec).demand is None
+
+
+@pytest.mark.parametrize(
+    ("demand", "kind"),
+    [
+        ('{"kind":"poisson","rate_rps":20}', Poisson(rate_rps=20.0)),
+        ('{"kind":"periodic","fps":30}', Periodic(fps=30.0)),  # jitter defaults to a strict clock
+        ('{"kind":"periodic","fps":30,"jitter_ms":2.5}', Periodic(fps=30.0, jitter_ms=2.5)),
+        ('{"kind":"closed","in_flight":1}', Closed(in_flight=1)),  # back to back
+        ('{"kind":"closed","in_flight":4,"think_ms":10}', Closed(in_flight=4, think_ms=10.0)),
+    ],
+)
+def test_demand_kinds_decode(demand: str, kind: object) -> None:
+    spec = decode(f'{{"name":"t","model":"vad","slo_ms":5,"demand":{demand}}}'.encode(), TenantSpec)
+    assert spec.demand == kind
+
+
+@pytest.mark.parametrize(
+    ("demand", "why"),
+    [
+        ('{"kind":"bursty","rate_rps":20}', "Invalid value 'bursty'"),
+        ('{"rate_rps":20}', "Object missing required field `kind`"),
+        ('{"kind":"poisson","rate_rps":0}', "rate_rps must be in"),
+        ('{"kind":"poisson","rate_rps":2e6}', "rate_rps must be in"),
+        ('{"kind":"periodic","fps":-30}', "fps must be in"),
+        ('{"kind":"periodic","fps":30,"jitter_ms":-1}', "jitter_ms must be in"),
+        ('{"kind":"closed","in_flight":0}', "in_flight must be in"),
+        ('{"kind":"closed","in_flight":5000}', "in_flight must be in"),
+        ('{"kind":"closed","in_flight":1.5}', "Expected `int`"),
+        ('{"kind":"closed","in_flight":1,"think_ms":"x"}', "Expected `float`, got `str`"),
+        ('"closed"', "Expected `object | null`"),
+    ],
+)
+def test_malformed_demands_are_wire_errors(demand: str, why: str) -> None:
+    with pytest.raises(WireError, match=re.escape(why)) as info:
+        decode_command(('{"type":"deploy","v":1,"command_id":"c","device_id":"d","tenant":'
+                        f'{{"name":"t","model":"vad","slo_ms":5,"demand":{demand}}}}}').encode())
+    assert info.value.code is ErrorCode.BAD_REQUEST
 
 
 @SETTINGS

@@ -71,9 +71,10 @@ class PerfBook:
 
     def load(
         self, *, tenant: str, model: str, variant: str, kind: str, rate_rps: float, slo_ms: float = math.inf,
-        arrival_scv: float = 1.0,
+        arrival_scv: float = 1.0, in_flight: int = 0, think_ms: float = 0.0,
     ) -> tuple[str, Load] | str:
-        """(processor name, Load) for a tenant on a device of ``kind``, or why it cannot run there."""
+        """(processor name, Load) for a tenant on a device of ``kind``, or why it cannot run there; a closed
+        loop when ``in_flight`` > 0 (``think_ms`` outside the device per cycle), else open at ``rate_rps``."""
         spec = self.kinds.get(kind)
         if spec is None:
             return f"unknown device kind {kind or '(none)'}"
@@ -87,5 +88,5 @@ class PerfBook:
         conc = 1 if prof.runtime in SINGLE_FLIGHT_RUNTIMES else proc.servers
         return name, Load(
             tenant, rate_rps, prof.curve.at(1), slo_ms, prof.scv, conc, prof.switch_ms, f"{model}:{variant}",
-            prof.request_mb, arrival_scv,
+            prof.request_mb, arrival_scv, in_flight, think_ms,
         )

@@ -1,5 +1,11 @@
 """How one processor shared by several tenants turns their arrival rates into latencies.
 
+Open tenants (Poisson, or periodic: a low ``arrival_scv``, see ``coordinator.perf.demand``) are
+predicted by the formulas below. Tenants that run closed loops (``Load.in_flight`` > 0: N requests in
+flight, the next one sent when a reply comes back) have no arrival rate to put in them: ``predict``
+hands any set with one among it to mean value analysis over the same sharing laws
+(``coordinator.perf.mva``), which predicts their throughput as well as their latency.
+
 Each kind of hardware shares differently, so each has its own model (all rates arrive in requests per
 second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1 time alone):
 
@@ -99,6 +105,12 @@ class Load:
     group: str = ""  # tpu: tenants of one group share the model's parameters (no reload between them)
     request_mb: float = 0.0  # size of one request's payload in MB (10^6 bytes)
     arrival_scv: float = 1.0  # squared CV of the inter-arrival times at the device (1: Poisson)
+    in_flight: int = 0  # closed loop: requests outstanding at all times (0: open, at ``rate_rps``)
+    think_ms: float = 0.0  # closed loop: time outside the device per cycle (app, broker, think time)
+
+    @property
+    def closed(self) -> bool:
+        return self.in_flight > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +119,28 @@ class Outlook:
     mean_ms: tuple[float, ...]  # per load, in the order given; inf when unstable
     p95_ms: tuple[float, ...]
     service_ms: tuple[float, ...] = ()  # mean time in service per load (co-location included, no wait)
+    throughput_rps: tuple[float, ...] = ()  # per load: an open load's rate, a closed loop's predicted throughput
 
 
 def predict(proc: Processor, loads: Sequence[Load]) -> Outlook:
-    """Mean and p95 latency of every load sharing ``proc``."""
+    """Mean and p95 latency of every load sharing ``proc`` (and each one's throughput). Open loads only:
+    the queueing formulas below; with closed loops among them, mean value analysis
+    (``coordinator.perf.mva``) over the same sharing laws."""
+    if not loads:
+        return Outlook(0.0, (), (), (), ())
+    if any(ld.closed for ld in loads):
+        from coordinator.perf.mva import predict_closed
+
+        return predict_closed(proc, loads)
+    return _with_rates(predict_open(proc, loads), loads)
+
+
+def _with_rates(out: Outlook, loads: Sequence[Load]) -> Outlook:
+    return Outlook(out.utilisation, out.mean_ms, out.p95_ms, out.service_ms, tuple(ld.rate_rps for ld in loads))
+
+
+def predict_open(proc: Processor, loads: Sequence[Load]) -> Outlook:
+    """``predict`` for open loads (every load's ``rate_rps`` is its arrival rate; ``in_flight`` ignored)."""
     if not loads:
         return Outlook(0.0, (), (), ())
     if proc.kind == "cpu":
@@ -283,4 +313,4 @@ def _tpu(loads: Sequence[Load]) -> Outlook:
     return Outlook(rho, tuple(means), tuple(p95s), tuple(services))
 
 
-__all__ = ["Load", "Outlook", "Processor", "predict"]
+__all__ = ["Load", "Outlook", "Processor", "predict", "predict_open"]

@@ -5,7 +5,8 @@ loads of the tenants it hosts with their current utilisation. Checking a device 
 sharing-model evaluation of that processor's loads plus the newcomer; committing appends the load and
 updates memory and utilisation, never rebuilding anything else. A device fits when it is online, runs
 the model's runtime, the book has a profile for the model on its kind, its memory holds the variant,
-the processor's predicted utilisation stays at or under ``headroom``, and every tenant on the processor,
+the processor's predicted utilisation stays at or under ``headroom`` (unless closed loops share it: they
+fill what is free by design, so only the SLOs judge them), and every tenant on the processor,
 the newcomer included, keeps its predicted p95 at or under its SLO. The score is the smallest relative
 slack (SLO - p95) / SLO left on the processor: the higher, the safer.
 
@@ -38,11 +39,14 @@ Chosen = tuple[str, str, Load, float]  # (device, processor, load, processor uti
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """What placement expects of a tenant: its request rate and its p95 objective."""
+    """What placement expects of a tenant: its request rate (or, for a closed loop, its requests in
+    flight and time outside the device per cycle) and its p95 objective."""
 
     rate_rps: float
     slo_ms: float = math.inf
     arrival_scv: float = 1.0  # how bursty its arrivals are (squared CV of the gaps; 1: Poisson)
+    in_flight: int = 0  # closed loop: requests outstanding at all times (0: open, at rate_rps)
+    think_ms: float = 0.0  # closed loop: time outside the device per cycle
 
 
 class _Proc:
@@ -67,7 +71,10 @@ class _Dev:
 
 
 def _own_demand(proc: Processor, load: Load) -> float:
-    """The least utilisation ``load`` adds to ``proc`` (its own work, no slowdown, no reloads)."""
+    """The least utilisation ``load`` adds to ``proc`` (its own work, no slowdown, no reloads); a closed
+    loop takes what is free, so it adds nothing it must have."""
+    if load.closed:
+        return 0.0
     work = load.rate_rps * load.service_ms / 1000.0
     return work / proc.servers if proc.kind == "cpu" else work
 
@@ -124,6 +131,7 @@ class Planner:
         return self.book.load(
             tenant=tenant, model=model, variant=variant, kind=kind, rate_rps=rate, slo_ms=slo,
             arrival_scv=d.arrival_scv if d is not None else 1.0,
+            in_flight=d.in_flight if d is not None else 0, think_ms=d.think_ms if d is not None else 0.0,
         )
 
     # -- checking one device ----------------------------------------------------------------------
@@ -136,7 +144,8 @@ class Planner:
         st = dev.procs[proc_name]
         loads = [*st.loads, load]
         out = predict(st.proc, loads)
-        if out.utilisation > self.headroom:
+        # closed loops fill the processor by design (their throughput adapts): the SLOs judge them
+        if out.utilisation > self.headroom and not any(ld.closed for ld in loads):
             return f"{proc_name} utilisation {out.utilisation:.2f} > headroom {self.headroom:.2f}"
         score = 1.0
         for ld, p95 in zip(loads, out.p95_ms, strict=True):

@@ -92,6 +92,11 @@ class Model:
         d = self.demand.get(tenant)
         return d.arrival_scv if d is not None else 1.0
 
+    def loop(self, tenant: str) -> tuple[int, float]:
+        """(requests in flight, ms outside the device per cycle) of a closed loop; (0, 0) when open."""
+        d = self.demand.get(tenant)
+        return (d.in_flight, d.think_ms) if d is not None else (0, 0.0)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -141,12 +146,14 @@ def assess(host: Host, model: Model, corrections: Mapping[str, float] | None = N
         s = r.spec
         got = model.book.load(tenant=s.name, model=s.model, variant=s.variant, kind=host.kind,
                               rate_rps=max(model.rate(s.name), 1e-6), slo_ms=s.slo_ms,
-                              arrival_scv=model.burstiness(s.name))
+                              arrival_scv=model.burstiness(s.name), in_flight=model.loop(s.name)[0],
+                              think_ms=model.loop(s.name)[1])
         prof = model.book.profile(s.model, s.variant, host.kind)
         if isinstance(got, str) or prof is None:
             return Verdict(empty, empty, {}, empty, f"{s.name}: {got if isinstance(got, str) else 'no profile'}")
         pname, ld = got
-        b = expected_batch(ld.rate_rps, prof.curve, ld.concurrency, s.max_batch) if capabilities_of(r.runtime).batches else 1.0
+        batches = capabilities_of(r.runtime).batches and not ld.closed  # a closed loop of few in flight: batch 1
+        b = expected_batch(ld.rate_rps, prof.curve, ld.concurrency, s.max_batch) if batches else 1.0
         if b > 1.0:
             proc = kind.processors[pname]
             # a batch of b is one job: its payload is b requests' (the per-MB path and background
@@ -163,7 +170,8 @@ def assess(host: Host, model: Model, corrections: Mapping[str, float] | None = N
     fix = corrections or {}
     for pname, items in per.items():
         out = predict(kind.processors[pname], items)
-        loads[pname] = out.utilisation / model.headroom
+        # closed loops fill the processor by design (their throughput adapts): only the SLOs judge them
+        loads[pname] = 0.0 if any(ld.closed for ld in items) else out.utilisation / model.headroom
         for ld, p95 in zip(items, out.p95_ms, strict=True):
             p95s[ld.name] = p95 * fix.get(ld.name, 1.0)
             ratios[ld.name] = p95s[ld.name] / ld.slo_ms

@@ -22,6 +22,37 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_broker_args(parser)
 
 
+def _demand_args(parser: argparse.ArgumentParser, *, rate_default: float | None) -> None:
+    """``--rate`` | ``--fps`` [``--jitter-ms``] | ``--closed N`` [``--think-ms``]: how requests arrive."""
+    kind = parser.add_mutually_exclusive_group()
+    rate_help = "Poisson: expected requests per second" + (f" (default {rate_default:g})" if rate_default else "")
+    kind.add_argument("--rate", type=float, default=None, help=rate_help)
+    kind.add_argument("--fps", type=float, default=None, help="periodic: one request every 1/FPS seconds (a camera)")
+    kind.add_argument("--closed", type=int, default=None, metavar="N",
+                      help="closed loop: N requests in flight, the next sent when a reply arrives")
+    parser.add_argument("--jitter-ms", type=float, default=0.0,
+                        help="with --fps: standard deviation of each request's offset from its slot (ms)")
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="with --closed: time between a reply and the next request (ms, default 0)")
+
+
+def _demand(args: argparse.Namespace) -> Any:
+    """The declared demand the flags give (None: none declared); ValueError on a bad figure."""
+    from edgefleet.wire import Closed, Periodic, Poisson
+
+    if args.jitter_ms and args.fps is None:
+        raise ValueError("--jitter-ms needs --fps")
+    if args.think_ms and args.closed is None:
+        raise ValueError("--think-ms needs --closed")
+    if args.fps is not None:
+        return Periodic(fps=args.fps, jitter_ms=args.jitter_ms)
+    if args.closed is not None:
+        return Closed(in_flight=args.closed, think_ms=args.think_ms)
+    if args.rate is not None:
+        return Poisson(rate_rps=args.rate)
+    return None
+
+
 def register(subparsers: Any) -> None:
     """Add ``deploy``, ``undeploy`` and ``status`` to the parent CLI."""
     deploy = subparsers.add_parser("deploy", help="run a tenant on the fleet (the coordinator places it)")
@@ -32,6 +63,7 @@ def register(subparsers: Any) -> None:
     deploy.add_argument("--min-fidelity", type=float, default=0.0, help="lowest fidelity vs fp32, in [0, 1]")
     deploy.add_argument("--max-batch", type=int, default=8, help="largest batch the device may form")
     deploy.add_argument("--device", default=None, help="pin to this device instead of letting placement choose")
+    _demand_args(deploy, rate_default=None)
     _common(deploy)
     deploy.set_defaults(func=cmd_deploy)
 
@@ -55,7 +87,7 @@ def register(subparsers: Any) -> None:
     plan.add_argument("--model", required=True, help="zoo model name")
     plan.add_argument("--variant", default="fp32", choices=["fp32", "fp16", "int8"])
     plan.add_argument("--slo-ms", type=float, required=True, help="p95 latency objective, milliseconds")
-    plan.add_argument("--rate", type=float, default=1.0, help="expected requests per second (default 1)")
+    _demand_args(plan, rate_default=1.0)
     _common(plan)
     plan.set_defaults(func=cmd_plan)
 
@@ -90,7 +122,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     try:
         spec = TenantSpec(name=args.name, model=args.model, variant=args.variant, slo_ms=args.slo_ms,
-                          min_fidelity=args.min_fidelity, max_batch=args.max_batch)
+                          min_fidelity=args.min_fidelity, max_batch=args.max_batch, demand=_demand(args))
     except ValueError as exc:
         print(f"edgefleet deploy: {exc}")
         return 2
@@ -131,8 +163,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from edgefleet.wire import OpPlan, TenantSpec
 
     try:
-        op = OpPlan(tenant=TenantSpec(name=args.add, model=args.model, variant=args.variant, slo_ms=args.slo_ms),
-                    rate_rps=args.rate)
+        demand = _demand(args)
+        rate = args.rate if args.rate is not None else (args.fps if args.fps is not None else 1.0)
+        op = OpPlan(tenant=TenantSpec(name=args.add, model=args.model, variant=args.variant, slo_ms=args.slo_ms,
+                                      demand=demand), rate_rps=rate)
     except ValueError as exc:
         print(f"edgefleet plan: {exc}")
         return 2

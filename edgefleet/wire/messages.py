@@ -35,6 +35,52 @@ class _Plain(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # -- tenants -------------------------------------------------------------------------------------
+MAX_DEMAND_RPS = 1e6  # a declared rate or frame rate beyond this is a typo, not a tenant
+MAX_IN_FLIGHT = 4096  # requests one closed loop may keep in flight
+MAX_THINK_MS = 3_600_000.0  # an hour between a reply and the next request
+
+
+class Poisson(_Plain, frozen=True, tag_field="kind", tag="poisson"):
+    """Independent requests at ``rate_rps`` on average (an open loop: apps, events)."""
+
+    rate_rps: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate_rps) and 0.0 < self.rate_rps <= MAX_DEMAND_RPS):
+            raise ValueError(f"rate_rps must be in (0, {MAX_DEMAND_RPS:g}], got {self.rate_rps}")
+
+
+class Periodic(_Plain, frozen=True, tag_field="kind", tag="periodic"):
+    """A stream of one request every 1/``fps`` seconds (a camera), each sent up to a random offset from
+    its slot: ``jitter_ms`` is the standard deviation of that offset (0: a strict clock)."""
+
+    fps: float
+    jitter_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.fps) and 0.0 < self.fps <= MAX_DEMAND_RPS):
+            raise ValueError(f"fps must be in (0, {MAX_DEMAND_RPS:g}], got {self.fps}")
+        if not (math.isfinite(self.jitter_ms) and 0.0 <= self.jitter_ms <= MAX_THINK_MS):
+            raise ValueError(f"jitter_ms must be in [0, {MAX_THINK_MS:.0f}], got {self.jitter_ms}")
+
+
+class Closed(_Plain, frozen=True, tag_field="kind", tag="closed"):
+    """A closed loop: ``in_flight`` requests outstanding at all times, each sent ``think_ms`` after the
+    reply to the one before it (0: back to back, a video pipeline)."""
+
+    in_flight: Int
+    think_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.in_flight <= MAX_IN_FLIGHT):
+            raise ValueError(f"in_flight must be in [1, {MAX_IN_FLIGHT}], got {self.in_flight}")
+        if not (math.isfinite(self.think_ms) and 0.0 <= self.think_ms <= MAX_THINK_MS):
+            raise ValueError(f"think_ms must be in [0, {MAX_THINK_MS:.0f}], got {self.think_ms}")
+
+
+DemandSpec = Poisson | Periodic | Closed  # how a tenant's requests arrive, tagged by ``kind``
+
+
 class TenantSpec(_Plain, frozen=True):
     """What an operator asks for: a named tenant running one zoo model under a latency objective."""
 
@@ -44,6 +90,9 @@ class TenantSpec(_Plain, frozen=True):
     variant: str = "fp32"  # fp32 | fp16 | int8
     min_fidelity: float = 0.0  # lowest fidelity vs fp32 the tenant accepts, in [0, 1]
     max_batch: int = 8  # largest batch the device may form for this tenant
+    # how its requests arrive, as the operator declares it (the performance model's prior; what the
+    # devices measure takes over); None: not declared, taken as Poisson at the measured rate
+    demand: Poisson | Periodic | Closed | None = None
 
     def __post_init__(self) -> None:
         _name("tenant name", self.name)

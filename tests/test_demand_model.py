@@ -132,8 +132,8 @@ loops = st.lists(
 )
 
 
-def _loads(spec: list[tuple[float, int, float, int]]) -> list[Load]:
-    return [closed(f"t{i}", s, n, z, concurrency=m, switch_ms=1.0) for i, (s, n, z, m) in enumerate(spec)]
+def _loads(spec: list[tuple[float, int, float, int]], switch_ms: float = 1.0) -> list[Load]:
+    return [closed(f"t{i}", s, n, z, concurrency=m, switch_ms=switch_ms) for i, (s, n, z, m) in enumerate(spec)]
 
 
 @settings(max_examples=150, deadline=None)
@@ -146,8 +146,10 @@ def test_mva_throughput_is_bounded_by_the_loop_alone_and_the_processor(proc: Pro
         # X <= N / (s + Z): no loop runs faster than alone with no wait (dispatch adds to s on a CPU)
         z = mva.outside_ms(proc, ld)
         assert x <= ld.in_flight * 1000.0 / (ld.service_ms + proc.dispatch_ms + z) * (1 + 1e-9)
-        # Little over the cycle: X·(R + Z) = N
-        assert x * (r + z) / 1000.0 == pytest.approx(ld.in_flight)
+        # Little over the cycle: X·(R + Z) = N, the cycle's CPU outside the device stretched on full cores
+        assert x * (r + z) / 1000.0 <= ld.in_flight * (1 + 1e-9)
+        if proc.kind != "cpu" or proc.path_ms + proc.background_ms == 0.0:
+            assert x * (r + z) / 1000.0 == pytest.approx(ld.in_flight)
     if proc.kind == "gpu" and proc.servers >= sum(ld.in_flight for ld in loads):
         # processor sharing (product form, MVA exact): one unit of work per ms at most. (FCFS with
         # class-dependent service is not product form; MVA may pass capacity there by a few %.)
@@ -158,12 +160,13 @@ def test_mva_throughput_is_bounded_by_the_loop_alone_and_the_processor(proc: Pro
 @given(st.sampled_from([GPU, Processor("gpu", 1), TPU, CPU2, Processor("cpu", 4, 0.183)]), loops, st.integers(0, 3))
 def test_mva_is_monotone_in_the_population(proc: Processor, spec: list, which: int) -> None:
     # (on a CPU with the agent's request path the approximation of the path's wait can dip a loop's
-    # throughput by a few % at one more in flight: that law is checked by the bounds above)
-    loads = _loads(spec)
+    # throughput by a few % at one more in flight: that law is checked by the bounds above; on a TPU
+    # more requests of one model mean fewer reloads, which may rightly shorten its latency: no reloads here)
+    loads = _loads(spec, switch_ms=0.0)
     i = which % len(loads)
     more = [*loads]
     more[i] = Load(loads[i].name, 1.0, loads[i].service_ms, in_flight=loads[i].in_flight + 1,
-                   think_ms=loads[i].think_ms, concurrency=loads[i].concurrency, switch_ms=1.0)
+                   think_ms=loads[i].think_ms, concurrency=loads[i].concurrency)
     a, b = predict(proc, loads), predict(proc, more)
     # one more in flight: that loop's throughput and latency do not fall; nobody else's throughput grows
     assert b.throughput_rps[i] >= a.throughput_rps[i] * (1 - 1e-6)

@@ -37,7 +37,11 @@ alone, an arrival of class i finding Q_j · (N_j - δ_ij) / N_j, by damped fixed
   2 workers: each waits s/2, as the exact schedule does); a tenant of concurrency m also waits for its
   own requests ahead, W_own = (A_i − (m − 1))⁺·o_i / m, and the wait is the longer of the two. The
   agent's serial request path (interpreter lock) is one server more: the X_j·g_j requests of class j
-  found in it are ahead, Σ_j X_j·g_j·g_j.
+  found in it are ahead, Σ_j X_j·g_j·g_j. The cycle's own CPU work outside the latency — the path
+  before receipt and after the reply (path − dispatch) and what the app and broker spend per request
+  where they share the cores (``background_ms``) — runs on the same cores: when the workers and the
+  work aside fill them, it is time-shared like the rest, max(1, (k + X + 1)/c), and the cycle
+  lengthens by that work times the stretch − 1.
 
 Open tenants on the same processor (Poisson or periodic) are held at their rates: a closed arrival
 finds their mean number present, λ·R by Little, and they are predicted by the open model
@@ -89,6 +93,7 @@ class Stay:
     wait_ms: float  # mean wait (for a worker, a slot or the server)
     p_wait: float  # probability it waits at all
     run_scv: float  # squared CV of the time in service
+    outside_extra_ms: float = 0.0  # cpu: how much longer the cycle's CPU work outside the device takes
 
 
 Law = Callable[[int, Found], Stay]
@@ -127,7 +132,11 @@ def _cpu_law(proc: Processor, loads: Sequence[Load]) -> Law:
         w_path = sum(r * g * g for r, g in zip(f.rate_per_ms, path, strict=True))
         p = 1.0 - (1.0 - p) * (1.0 - rho_g)
         scv = (1.0 + ld.scv) * (1.0 + spread) - 1.0
-        return Stay(d + run + wait + w_path, run, occ, wait + w_path, p, scv)
+        # the cycle's CPU outside the latency (the path before receipt and after the reply, the app and
+        # broker where they share these cores: background) is time-shared too once the cores are full
+        outside_cpu = max(0.0, proc.path_of(ld) - d) + proc.background_of(ld)
+        shared = max(1.0, (others + aside + 1.0) / c)
+        return Stay(d + run + wait + w_path, run, occ, wait + w_path, p, scv, outside_cpu * (shared - 1.0))
 
     return law
 
@@ -189,7 +198,7 @@ def _exact(law: Law, closed: list[int], loads: Sequence[Load], fixed: Found, thi
                 continue
             prev = tuple(v - (1 if idx == a else 0) for idx, v in enumerate(n))
             st = law(closed[a], _found(fixed, closed, q[prev], x[prev], b[prev]))
-            xa = n[a] / (st.mean_ms + think[closed[a]])
+            xa = n[a] / (st.mean_ms + think[closed[a]] + st.outside_extra_ms)
             xn[a], qn[a] = xa, xa * st.mean_ms
             bn[a] = xa * st.run_ms if cpu else 0.0
             if n == tuple(pops):
@@ -221,7 +230,7 @@ def _schweitzer(law: Law, closed: list[int], loads: Sequence[Load], fixed: Found
             scale = [(pops[j] - (1 if j == a else 0)) / pops[j] for j in range(k)]
             st = law(closed[a], _found(fixed, closed, [q[j] * scale[j] for j in range(k)],
                                        [x[j] * scale[j] for j in range(k)], [b[j] * scale[j] for j in range(k)]))
-            xa = pops[a] / (st.mean_ms + think[closed[a]])
+            xa = pops[a] / (st.mean_ms + think[closed[a]] + st.outside_extra_ms)
             new_x[a], new_q[a], new_b[a] = xa, xa * st.mean_ms, xa * st.run_ms if cpu else 0.0
             stays[closed[a]] = st
         change = max(abs(nq - oq) / max(nq, 1e-12) for nq, oq in zip(new_q, q, strict=True))

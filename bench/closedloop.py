@@ -1,0 +1,314 @@
+"""``edgefleet bench closedloop``: closed loops and periodic streams, the model's prediction against a real agent.
+
+One real agent process on this machine (``LocalFleet``), real zoo models (ONNX Runtime and LiteRT), each
+tenant driven by its own app process through the broker, as apps on a fleet are:
+
+1. **Solo**: each model alone, back to back (one request in flight, the next sent when the reply
+   arrives). These runs are the prediction's only inputs: per model its mean time in service and its
+   spread (from the answers' ``service_ms``), and its time outside the device per cycle, Z = 1/X − R
+   (the round trip through the broker and the app: throughput X and mean time at the device R).
+2. **Closed mixes**: 2, 3 and 4 tenants back to back at once, and single models with two in flight.
+   Predicted by mean value analysis (``coordinator.perf.mva``) over the CPU sharing law of the book's
+   ``x86-cpu`` processor as deployed here (``bench.perfmodel.deployed_book``: this box's workers, the
+   agent's request path, the CPU the co-located apps and broker spend per request) with the solo inputs
+   — never the mix's own measurements.
+3. **Periodic streams**: one tenant sending on a strict clock at several frame rates beside a Poisson
+   tenant. Predicted by the open model with the stream's declared gap spread (``periodic_scv``, 0 for a
+   strict clock) and Poisson's 1, from the same solo inputs.
+
+A tenant's latency is taken at the device — queueing plus service, from each answer's ``queue_ms`` and
+``service_ms`` — which is what the model predicts; its throughput is the answers per second its app
+received during the measured part of the run (after a warm-up). Metrics, defined before the run:
+``mape_closed_latency`` and ``mape_closed_throughput`` = mean over the closed tenants of the mixes (and
+the two-in-flight runs) of |predicted − measured| / measured of the mean latency and of the throughput
+(goal <= 0.05 each); ``mape_periodic_p95`` = the same over the periodic tenants of their p95 (goal <=
+0.10). ``mape_closed_p95`` and ``mape_poisson_p95`` (the Poisson tenants beside the streams) are
+reported beside them. Failed requests are counted per case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.harness import finish, machine, pyplot
+from bench.perfmodel import KIND, deployed_book
+from edgefleet.localfleet import AgentPlan, LocalFleet
+from edgefleet.wire import Closed, DemandSpec, Periodic, Poisson, TenantSpec
+
+RUNTIME = {"ocr-rec": "onnxruntime", "ocr-det": "onnxruntime", "hand-landmark": "litert",
+           "pose-landmark": "litert", "selfie-seg": "litert"}
+MODELS = tuple(RUNTIME)
+WARMUP_S = 2.0
+
+
+@dataclass(frozen=True)
+class Tenant:
+    model: str
+    demand: DemandSpec
+
+    @property
+    def name(self) -> str:
+        return f"cl-{self.model}"
+
+
+def closed_cases() -> list[tuple[str, list[Tenant]]]:
+    one = Closed(in_flight=1)
+    return [
+        ("ocr-rec x2 in flight", [Tenant("ocr-rec", Closed(in_flight=2))]),
+        ("hand-landmark x2 in flight", [Tenant("hand-landmark", Closed(in_flight=2))]),
+        ("mix2 onnx+litert", [Tenant("ocr-rec", one), Tenant("hand-landmark", one)]),
+        ("mix2 litert", [Tenant("pose-landmark", one), Tenant("selfie-seg", one)]),
+        ("mix3", [Tenant("ocr-rec", one), Tenant("pose-landmark", one), Tenant("hand-landmark", one)]),
+        ("mix4", [Tenant("ocr-rec", one), Tenant("ocr-det", one), Tenant("hand-landmark", one),
+                  Tenant("pose-landmark", one)]),
+        ("mix4 litert-heavy", [Tenant("ocr-det", one), Tenant("selfie-seg", one), Tenant("hand-landmark", one),
+                               Tenant("pose-landmark", one)]),
+    ]
+
+
+# (periodic model, its share of one core, Poisson model, its share of one core): loads chosen by the
+# solo measurements (share x 1000 / solo service ms), so the streams run at frame rates the box can serve
+PERIODIC = (
+    ("pose-landmark", 0.2, "ocr-rec", 0.3),
+    ("pose-landmark", 0.4, "ocr-rec", 0.3),
+    ("pose-landmark", 0.6, "ocr-rec", 0.3),
+    ("hand-landmark", 0.3, "ocr-det", 0.3),
+    ("selfie-seg", 0.3, "hand-landmark", 0.3),
+)
+
+
+def periodic_cases(solo: dict[str, dict[str, Any]]) -> list[tuple[str, list[Tenant]]]:
+    out = []
+    for stream, u_stream, other, u_other in PERIODIC:
+        fps = round(u_stream * 1000.0 / solo[stream]["service_mean_ms"], 1)
+        rate = round(u_other * 1000.0 / solo[other]["service_mean_ms"], 1)
+        out.append((f"{stream} {fps:g} fps + {other} Poisson {rate:g}/s",
+                    [Tenant(stream, Periodic(fps=fps)), Tenant(other, Poisson(rate_rps=rate))]))
+    return out
+
+
+# -- the apps (one process per tenant) -------------------------------------------------------------------
+def _app(settings: Any, prefix: str, tenant: str, model: str, demand: DemandSpec, start_at: float,
+         warmup_s: float, seconds: float, seed: int, out: Any) -> None:
+    """One app: drives ``tenant`` by its demand from wall-clock ``start_at``; sends back (sent, done,
+    queue_ms, service_ms) per answer (times relative to the measured part's start) and the failures."""
+    got = asyncio.run(_drive(settings, prefix, tenant, model, demand, start_at, warmup_s, seconds, seed))
+    out.send(got)
+    out.close()
+
+
+async def _drive(settings: Any, prefix: str, tenant: str, model: str, demand: DemandSpec, start_at: float,
+                 warmup_s: float, seconds: float, seed: int) -> tuple[list[tuple[float, float, float, float]], int]:
+    from edgefleet.sdk import AsyncInferenceClient, InferenceError
+    from edgefleet.zoo import sample_inputs
+
+    feeds = dict(sample_inputs(model))
+    rows: list[tuple[float, float, float, float]] = []
+    failed = 0
+    rng = random.Random(seed)
+    async with AsyncInferenceClient(settings, prefix=prefix) as client:
+        await client.infer_with_meta(tenant, feeds, timeout_s=10.0)  # connected and warm before the clock
+        delay = start_at - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t0 = time.perf_counter() + warmup_s  # the measured part starts here
+        end = t0 + seconds
+
+        async def one() -> bool:
+            nonlocal failed
+            sent = time.perf_counter()
+            try:
+                r = await client.infer_with_meta(tenant, feeds, timeout_s=10.0)
+            except InferenceError:
+                failed += 1 if sent >= t0 else 0
+                return False
+            rows.append((sent - t0, time.perf_counter() - t0, float(r.meta.get("queue_ms", 0.0)),
+                         float(r.meta.get("service_ms", 0.0))))
+            return True
+
+        if isinstance(demand, Closed):
+            async def loop() -> None:
+                while time.perf_counter() < end:
+                    await one()
+                    if demand.think_ms:
+                        await asyncio.sleep(demand.think_ms / 1000.0)
+
+            await asyncio.gather(*(loop() for _ in range(int(demand.in_flight))))
+        else:
+            tasks = []
+            at = time.perf_counter()
+            k = 0
+            while at < end:
+                if isinstance(demand, Periodic):
+                    k += 1
+                    at = t0 - warmup_s + k / demand.fps + (rng.gauss(0.0, demand.jitter_ms / 1000.0)
+                                                            if demand.jitter_ms else 0.0)
+                else:
+                    at += rng.expovariate(demand.rate_rps)
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                tasks.append(asyncio.create_task(one()))
+            await asyncio.gather(*tasks)
+    return rows, failed
+
+
+def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> list[dict[str, Any]]:
+    """Drive ``tenants`` at once, each from its own process; per tenant its measured figures."""
+    ctx = mp.get_context("spawn")
+    start_at = time.time() + 4.0  # the apps' imports and connections first
+    procs = []
+    for i, t in enumerate(tenants):
+        here, there = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_app, args=(fleet.settings, fleet.prefix, t.name, t.model, t.demand, start_at,
+                                           WARMUP_S, seconds, i, there), daemon=True)
+        p.start()
+        procs.append((p, here))
+    out = []
+    for (p, here), t in zip(procs, tenants, strict=True):
+        rows, failed = here.recv() if here.poll(seconds + 60.0) else ([], -1)
+        p.join(10.0)
+        a = np.asarray(rows, dtype=float).reshape(-1, 4)
+        sent_in = a[(a[:, 0] >= 0.0) & (a[:, 0] < seconds)]  # latency: requests sent in the measured part
+        done_in = a[(a[:, 1] >= 0.0) & (a[:, 1] < seconds)]  # throughput: answers received in it
+        lat = sent_in[:, 2] + sent_in[:, 3]
+        out.append({
+            "tenant": t.name, "model": t.model, "runtime": RUNTIME[t.model], "demand": _describe(t.demand),
+            "requests": len(sent_in), "failed": int(failed),
+            "measured_mean_ms": float(lat.mean()) if len(lat) else float("nan"),
+            "measured_p95_ms": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
+            "measured_rps": float(len(done_in) / seconds),
+            "service_mean_ms": float(sent_in[:, 3].mean()) if len(sent_in) else float("nan"),
+            "service_scv": float(sent_in[:, 3].var() / sent_in[:, 3].mean() ** 2) if len(sent_in) > 1 else 0.0,
+            "queue_mean_ms": float(sent_in[:, 2].mean()) if len(sent_in) else float("nan"),
+        })
+    return out
+
+
+def _describe(d: DemandSpec) -> dict[str, Any]:
+    if isinstance(d, Closed):
+        return {"kind": "closed", "in_flight": int(d.in_flight), "think_ms": d.think_ms}
+    if isinstance(d, Periodic):
+        return {"kind": "periodic", "fps": d.fps, "jitter_ms": d.jitter_ms}
+    return {"kind": "poisson", "rate_rps": d.rate_rps}
+
+
+# -- the prediction ------------------------------------------------------------------------------------
+def predict_case(solo: dict[str, dict[str, Any]], tenants: list[Tenant]) -> list[tuple[float, float, float]]:
+    """(mean ms, p95 ms, req/s) per tenant of a case, from the solo figures and the book's processor."""
+    from coordinator.perf.demand import periodic_scv
+    from coordinator.perf.sharing import Load, predict
+
+    book = deployed_book()
+    proc = book.kinds[KIND].processors["cpu"]
+    loads = []
+    for t in tenants:
+        s = solo[t.model]
+        prof = book.profile(t.model, "fp32", KIND)
+        assert prof is not None, t.model
+        conc = 1 if RUNTIME[t.model] == "litert" else proc.servers
+        base = dict(service_ms=s["service_mean_ms"], scv=s["service_scv"], concurrency=conc,
+                    request_mb=prof.request_mb)
+        d = t.demand
+        if isinstance(d, Closed):
+            loads.append(Load(t.name, 1.0, in_flight=int(d.in_flight), think_ms=d.think_ms + s["outside_ms"],
+                              **base))  # type: ignore[arg-type]
+        elif isinstance(d, Periodic):
+            loads.append(Load(t.name, d.fps, arrival_scv=periodic_scv(d.fps, d.jitter_ms), **base))  # type: ignore[arg-type]
+        else:
+            loads.append(Load(t.name, d.rate_rps, **base))  # type: ignore[arg-type]
+    out = predict(proc, loads)
+    return list(zip(out.mean_ms, out.p95_ms, out.throughput_rps, strict=True))
+
+
+def _ape(pred: float, meas: float) -> float | None:
+    if not (meas > 0 and np.isfinite(meas)):
+        return None
+    return 1.0 if not np.isfinite(pred) else float(abs(pred - meas) / meas)
+
+
+def _mape(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return float(np.mean(got)) if got else None
+
+
+def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str, Any]:
+    solo_s, case_s = (4.0, 6.0) if quick else (8.0, 15.0)
+    closed = closed_cases()[2:5] if quick else closed_cases()
+    cases: list[dict[str, Any]] = []
+    solo: dict[str, dict[str, Any]] = {}
+    with LocalFleet(agents=[AgentPlan("cl-a", budget_mb=512)], prefix=f"cl{time.monotonic_ns() % 10**8}") as fleet:
+        fleet.wait_online(["cl-a"], 60)
+        for m in MODELS:
+            fleet.deploy(TenantSpec(name=f"cl-{m}", model=m, slo_ms=10_000.0, max_batch=1))
+        for m in MODELS:  # 1. the inputs: each alone, back to back
+            (fig,) = _run_case(fleet, [Tenant(m, Closed(in_flight=1))], solo_s)
+            fig["outside_ms"] = 1000.0 / fig["measured_rps"] - fig["measured_mean_ms"] if fig["measured_rps"] else 0.0
+            solo[m] = fig
+        periodic = periodic_cases(solo)[1:3] if quick else periodic_cases(solo)
+        for kind, group in (("closed", closed), ("periodic", periodic)):
+            for label, tenants in group:
+                measured = _run_case(fleet, tenants, case_s)
+                predicted = predict_case(solo, tenants)
+                for fig, (mean, p95, rps) in zip(measured, predicted, strict=True):
+                    fig.update({"case": label, "case_kind": kind, "predicted_mean_ms": mean, "predicted_p95_ms": p95,
+                                "predicted_rps": rps, "ape_mean": _ape(mean, fig["measured_mean_ms"]),
+                                "ape_p95": _ape(p95, fig["measured_p95_ms"]), "ape_rps": _ape(rps, fig["measured_rps"])})
+                    cases.append(fig)
+    closed_t = [c for c in cases if c["demand"]["kind"] == "closed"]
+    periodic_t = [c for c in cases if c["demand"]["kind"] == "periodic"]
+    poisson_t = [c for c in cases if c["demand"]["kind"] == "poisson"]
+    data: dict[str, Any] = {
+        "benchmark": "closedloop",
+        "quick": quick,
+        "kind": KIND,
+        "seconds_solo": solo_s,
+        "seconds_per_case": case_s,
+        "warmup_s": WARMUP_S,
+        "mape_closed_latency": _mape([c["ape_mean"] for c in closed_t]),
+        "mape_closed_throughput": _mape([c["ape_rps"] for c in closed_t]),
+        "mape_periodic_p95": _mape([c["ape_p95"] for c in periodic_t]),
+        "mape_closed_p95": _mape([c["ape_p95"] for c in closed_t]),
+        "mape_poisson_p95": _mape([c["ape_p95"] for c in poisson_t]),
+        "failed_requests": sum(max(c["failed"], 0) for c in cases) + sum(max(s["failed"], 0) for s in solo.values()),
+        "goal": {"mape_closed_latency": 0.05, "mape_closed_throughput": 0.05, "mape_periodic_p95": 0.10},
+        "solo": solo,
+        "runs": cases,
+        "machine": machine(),
+    }
+    return finish(json_path, data, _plot if plot else None)
+
+
+def _plot(data: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    panels = (
+        ("closed: mean latency at the device (ms)", "measured_mean_ms", "predicted_mean_ms", "closed",
+         data["mape_closed_latency"]),
+        ("closed: throughput (req/s)", "measured_rps", "predicted_rps", "closed", data["mape_closed_throughput"]),
+        ("periodic (o) and Poisson (x): p95 at the device (ms)", "measured_p95_ms", "predicted_p95_ms", "open",
+         data["mape_periodic_p95"]),
+    )
+    for ax, (title, mx, py, which, mape) in zip(axes, panels, strict=True):
+        runs = [r for r in data["runs"] if (r["demand"]["kind"] == "closed") == (which == "closed")]
+        for r in runs:
+            marker = "x" if r["demand"]["kind"] == "poisson" else "o"
+            ax.scatter(r[mx], r[py], marker=marker, color="C0" if marker == "o" else "C1")
+            ax.annotate(r["model"], (r[mx], r[py]), fontsize=6)
+        vals = [v for r in runs for v in (r[mx], r[py]) if np.isfinite(v)]
+        top = max([*vals, 1.0]) * 1.1
+        ax.plot([0, top], [0, top], "--", color="grey")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_xlabel("measured")
+        ax.set_ylabel("predicted")
+        ax.set_title(f"{title}\nMAPE {mape if mape is None else round(mape, 3)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.batching import BatchPolicy
 from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
-from edgefleet.mqtt import MqttSettings
+from edgefleet.mqtt import DATA_LINKS, MqttSettings
 from edgefleet.wire import Topics, WireError, validate_device_id
 
 MB = 1024 * 1024
@@ -39,6 +39,7 @@ class AgentConfig:
     metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
     memory_policy: str = "predictive"  # predictive | lru | static (see agent.memory.manager)
     batch_policy: str = "adaptive"  # adaptive | fixed:N | delay:MS (see agent.batching.BatchPolicy)
+    data_link: str = "auto"  # requests' connection: auto | lean | paho (see edgefleet.mqtt.data_link)
     # Simulation only: serve every model from fake-runtime descriptions <dir>/<model>/<variant>.json
     # (service times in seconds, sizes in bytes; see agent.fakes) instead of the zoo; None: off.
     fake_models_dir: Path | None = None
@@ -79,6 +80,7 @@ _AGENT_FIELDS = {
     "batch_policy",
     "metrics_port",
     "fake_models_dir",
+    "data_link",
 }
 
 
@@ -118,7 +120,15 @@ def config_from_dict(data: dict[str, Any], source: str = "agent config") -> Agen
         batch_policy=_batch_policy(s),
         metrics_port=s.int("metrics_port", 0, lo=0, hi=65535),
         fake_models_dir=Path(fake_dir) if fake_dir else None,
+        data_link=_data_link(s),
     )
+
+
+def _data_link(s: Section) -> str:
+    value = s.str("data_link", "auto")
+    if value not in DATA_LINKS:
+        raise ConfigError(f"{s.source}: [agent] data_link must be one of {', '.join(DATA_LINKS)}, got {value!r}")
+    return value
 
 
 def _policy(s: Section) -> str:

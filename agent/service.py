@@ -45,7 +45,7 @@ from agent.state import AgentState
 from agent.telemetry import WindowStats
 from edgefleet import __version__
 from edgefleet.metrics import MetricsServer, TelemetryMetrics, start_metrics
-from edgefleet.mqtt import Inbound, MqttLink, Will
+from edgefleet.mqtt import Inbound, MqttLink, Will, data_link
 from edgefleet.runtime import available_runtimes
 from edgefleet.runtime.detect import detect_accelerators, device_kind
 from edgefleet.wire import (
@@ -104,7 +104,7 @@ class Agent:
             on_connect=self._on_connect,
         )
         # requests and replies: their own connection (see the module docstring)
-        self.data = MqttLink(config.mqtt, client_id=f"ef-agent-{self.device_id}-data")
+        self.data = data_link(config.mqtt, f"ef-agent-{self.device_id}-data", config.data_link)
         self.server = Server(
             device_id=self.device_id,
             topics=self.topics,

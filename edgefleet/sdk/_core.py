@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
+from edgefleet.mqtt import DataLink, Inbound, MqttSettings, data_link
 from edgefleet.sdk.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -213,21 +213,22 @@ class ClientCore(Generic[P]):
         self.inbox = self.topics.replies(self.client_id)
         self.qos = qos
         self.connect_timeout_s = float(connect_timeout_s)
+        self.transport = "auto"  # the data link: lean (mqtt5 codec) where installed, else paho
         self._pending: dict[bytes, P] = {}
         self._lock = threading.Lock()
-        self._link: MqttLink | None = None
+        self._link: DataLink | None = None
         self._closed = False
         self.late_replies = 0  # replies that arrived after their call timed out or was abandoned
         self.stray_replies = 0  # replies without correlation data
         self.sent = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def _start_link(self) -> MqttLink:
+    def _start_link(self) -> DataLink:
         if self._closed:
             raise closed_error()
         if self._link is not None:
             return self._link
-        link = MqttLink(self.settings, self.client_id)
+        link = data_link(self.settings, self.client_id, self.transport)
         # Subscribed before connecting: the link makes the subscription on connect, ahead of any publish.
         link.subscribe(self.inbox, self._on_reply, qos=self.qos)
         link.start()
@@ -248,7 +249,7 @@ class ClientCore(Generic[P]):
         if link is not None:
             link.stop()
 
-    def _require_link(self) -> MqttLink:
+    def _require_link(self) -> DataLink:
         link = self._link
         if link is None:
             raise closed_error()

@@ -86,26 +86,18 @@ def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any])
     if len(tensors) > MAX_TENSORS:
         raise WireError(ErrorCode.BAD_REQUEST, f"at most {MAX_TENSORS} tensors per frame")
     specs: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
+    arrays: list[tuple[int, np.ndarray]] = []
     offset = 0
     for name, value in tensors.items():
         arr = np.asarray(value)
         wire_dtype = DTYPES.get(arr.dtype.name)
         if wire_dtype is None:
             raise WireError(ErrorCode.BAD_DTYPE, f"tensor {name!r}: dtype {arr.dtype} cannot be sent")
-        data = np.ascontiguousarray(arr, dtype=wire_dtype).tobytes()
-        specs.append(
-            {
-                "name": name,
-                "dtype": arr.dtype.name,
-                "shape": list(arr.shape),
-                "offset": offset,
-                "nbytes": len(data),
-            }
-        )
-        pad = (-len(data)) % 8
-        blobs.append(data + b"\x00" * pad)
-        offset += len(data) + pad
+        nbytes = arr.size * wire_dtype.itemsize
+        specs.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset,
+                      "nbytes": nbytes})
+        arrays.append((offset, arr.astype(wire_dtype, copy=False)))
+        offset += nbytes + (-nbytes) % 8
     header = json.dumps(
         {"v": FRAME_VERSION, "kind": kind, "tensors": specs, "meta": dict(meta)},
         separators=(",", ":"),
@@ -113,9 +105,19 @@ def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any])
     ).encode()
     if len(header) > MAX_HEADER_BYTES:
         raise WireError(ErrorCode.BAD_REQUEST, "frame header too large")
-    head = _PREFIX.pack(MAGIC, len(header)) + header
-    head += b"\x00" * ((-len(head)) % 8)
-    return head + b"".join(blobs)
+    start = _PREFIX.size + len(header)
+    start += (-start) % 8
+    if not arrays:
+        return _PREFIX.pack(MAGIC, len(header)) + header + b"\x00" * (start - _PREFIX.size - len(header))
+    # one buffer, each tensor's bytes copied into it once (padding stays zero)
+    out = bytearray(start + offset)
+    _PREFIX.pack_into(out, 0, MAGIC, len(header))
+    out[_PREFIX.size : _PREFIX.size + len(header)] = header
+    for at, arr in arrays:
+        if arr.size:
+            dest = np.frombuffer(out, dtype=arr.dtype, count=arr.size, offset=start + at).reshape(arr.shape)
+            np.copyto(dest, arr)
+    return bytes(out)
 
 
 def encode_request(

@@ -82,6 +82,8 @@ class AgentState:
             for column, kind in (("boot_id", str), ("seq", int), ("sent_at", float)):
                 if column not in columns:  # outboxes from before end-to-end telemetry confirmation
                     db.table("outbox").add_column(column, kind)
+            if "telemetry_ledger" not in db.table_names():  # windows produced per boot, kept after delivery
+                db.table("telemetry_ledger").create({"boot_id": str, "produced": int}, pk="boot_id")
             if "meta" not in db.table_names():
                 db.table("meta").create({"key": str, "value": str}, pk="key")
                 db.table("meta").insert({"key": "schema", "value": str(SCHEMA_VERSION)})
@@ -134,14 +136,38 @@ class AgentState:
     # -- outbox -------------------------------------------------------------------------------------
     def enqueue(self, topic: str, payload: bytes, *, qos: int, retain: bool, kind: str,
                 boot_id: str | None = None, seq: int | None = None) -> int:
-        """Add a row; telemetry carries its (boot_id, seq) so the coordinator's confirmation can find it."""
+        """Add a row; telemetry carries its (boot_id, seq) so the coordinator's confirmation can find it,
+        and is counted in the boot's ledger in the same transaction (``telemetry_ledger``)."""
+        ledger = kind == "telemetry" and boot_id is not None and seq is not None
         with self._lock:
-            cur = self._db.conn.execute(
-                "INSERT INTO outbox (topic, payload, qos, retain, kind, created, boot_id, seq)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (topic, payload, qos, int(retain), kind, time.time(), boot_id, seq),
-            )
+            conn = self._db.conn
+            if ledger:
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "INSERT INTO outbox (topic, payload, qos, retain, kind, created, boot_id, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (topic, payload, qos, int(retain), kind, time.time(), boot_id, seq),
+                )
+                if ledger:
+                    conn.execute(
+                        "INSERT INTO telemetry_ledger (boot_id, produced) VALUES (?, ?) ON CONFLICT(boot_id)"
+                        " DO UPDATE SET produced = MAX(produced, excluded.produced)",
+                        (boot_id, int(seq or 0) + 1),
+                    )
+                    conn.execute("COMMIT")
+            except BaseException:
+                if ledger:
+                    conn.execute("ROLLBACK")
+                raise
             return int(cur.lastrowid or 0)
+
+    def telemetry_ledger(self) -> dict[str, int]:
+        """boot id -> telemetry windows that boot produced (seqs 0 .. n-1), whether or not delivered: what
+        a benchmark compares with the coordinator's store to see a lost tail."""
+        with self._lock:
+            rows = self._db.conn.execute("SELECT boot_id, produced FROM telemetry_ledger").fetchall()
+        return {str(b): int(n) for b, n in rows}
 
     def pending(self, limit: int = 100, *, resend_before: float = 0.0) -> list[OutboxRow]:
         """Rows to publish, oldest first: never sent, or telemetry sent before ``resend_before`` (a

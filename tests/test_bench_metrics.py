@@ -219,3 +219,46 @@ def test_provenance_names_the_commit_and_machine() -> None:
     prov = results.provenance()
     assert prov["commit"] is None or len(prov["commit"]) == 40
     assert prov["machine"]["cpus"] and prov["started_utc"] and prov["finished_utc"]
+
+
+# ---- multitenancy's per-mix figures ------------------------------------------------------------------
+
+
+def test_multitenancy_mix_figures() -> None:
+    from bench.multitenancy import headline, mix_figures
+
+    fig = mix_figures(agent_solo={"a": 100.0, "b": 50.0}, agent_conc={"a": 80.0, "b": 40.0},
+                      raw_solo={"a": 125.0, "b": 50.0}, raw_conc={"a": 100.0, "b": 45.0})
+    assert fig["gain_vs_serial"] == pytest.approx(1.6)  # 80/100 + 40/50
+    assert fig["raw_gain_vs_serial"] == pytest.approx(1.7)  # 100/125 + 45/50
+    # agent work 80/125 + 40/50 = 1.44 over raw work 1.7 = 0.847
+    assert fig["no_loss_ratio"] == pytest.approx(1.44 / 1.7)
+    assert fig["solo_no_loss"] == {"a": pytest.approx(0.8), "b": pytest.approx(1.0)}  # 100/125, 50/50
+    assert fig["agent_serial_rps_total"] == pytest.approx(200.0 / 3.0)  # 2 / (1/100 + 1/50)
+    second = {"gain_vs_serial": 1.2, "raw_gain_vs_serial": 1.3, "no_loss_ratio": 0.95}
+    head = headline({"m1": fig, "m2": second})
+    assert head["no_loss_ratio_min"] == pytest.approx(1.44 / 1.7)  # min(0.847, 0.95)
+    assert head["gain_vs_serial_min"] == pytest.approx(1.2)  # min(1.6, 1.2)
+    assert head["gain_vs_serial_min_where_raw_reaches_goal"] == pytest.approx(1.6)  # only m1's raw >= 1.6
+    assert head["raw_gain_vs_serial_min"] == pytest.approx(1.3)
+
+
+# ---- perfmodel's scoring of one run ---------------------------------------------------------------------
+
+
+def test_perfmodel_scores_failures_as_beyond_the_slo() -> None:
+    from bench.perfmodel import score_run
+
+    names = {"a": "t0-a"}
+    # 20 answers of 2 ms queue + 8 ms service = 10 ms inside the agent, 12.5 ms at the app; predicted 11
+    clean = [{"inside": [(2.0, 8.0)] * 20, "app_ms": [12.5] * 20, "failures": {}}]
+    row = score_run(("a",), 0.4, names, {"a": 10.0}, clean, {"t0-a": (11.0, 8.0)}, {"t0-a": (20.0, 8.0)})[0]
+    assert row["measured_p95_ms"] == pytest.approx(10.0)
+    assert row["ape"] == pytest.approx(0.1)  # |11 - 10| / 10
+    assert row["ape_app"] == pytest.approx(0.12)  # |11 - 12.5| / 12.5
+    assert row["ape_book_only"] == pytest.approx(1.0)  # |20 - 10| / 10
+    # 19 answers and 1 timeout: the p95's rank 0.95 * 19 = 18.05 reaches the failure -> inf, error 1
+    failed = [{"inside": [(2.0, 8.0)] * 19, "app_ms": [12.5] * 19, "failures": {"timeout": 1}}]
+    row = score_run(("a",), 0.8, names, {"a": 10.0}, failed, {"t0-a": (11.0, 8.0)}, {"t0-a": (11.0, 8.0)})[0]
+    assert row["measured_p95_ms"] == INF and row["failed"] == 1
+    assert row["ape"] == 1.0 and row["ape_app"] == 1.0

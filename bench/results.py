@@ -155,7 +155,8 @@ def figures_vs_goals(data: Mapping[str, Any]) -> list[str]:
 
 def describe(name: str) -> str:
     """The first sentence of bench/NAME.py's docstring, without its command prefix ("" when none)."""
-    spec = importlib.util.find_spec(f"bench.{name}") if (REPO / "bench" / f"{name}.py").exists() else None
+    module = name.replace("-", "_")
+    spec = importlib.util.find_spec(f"bench.{module}") if (REPO / "bench" / f"{module}.py").exists() else None
     if spec is None or spec.origin is None:
         return ""
     doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text())) or ""

@@ -9,7 +9,7 @@ device's birth says what actually runs, and ``reconcile`` closes the gap with De
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 
 from coordinator.commands import Outbox
@@ -145,11 +145,18 @@ class Engine:
             else:
                 self.tenants.move_off(t, f"{device_id} offline ({why})")
 
-    def check_liveness(self) -> None:
+    def check_liveness(self, heard: Mapping[str, float] | None = None) -> None:
+        """Declare dead every online device silent longer than ``device_timeout_s``. ``heard``: when each
+        device's latest message *arrived* (stamped on receipt, before it waited in the coordinator's own
+        queue), so a device whose messages wait behind a backlog is never taken for silent."""
         now = self.clock()
-        for d in self.store.devices():
-            silent = now - max(d.last_seen, self._started_at)
-            if d.online and silent > self.device_timeout_s:
+        for device_id in sorted(self.store.online_ids()):
+            d = self.store.device(device_id)
+            if d is None:
+                continue
+            seen = max(d.last_seen, self._started_at, heard.get(device_id, 0.0) if heard is not None else 0.0)
+            silent = now - seen
+            if silent > self.device_timeout_s:
                 self.lost(d.device_id, f"{SILENT} {silent:.0f} s")
 
     # -- telemetry --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from coordinator import rebalance
 from coordinator.models import UnknownModel
@@ -52,6 +53,7 @@ class Rebalancer:
         self.policy = policy
         self.clock = clock
         self.streaks: dict[str, Streak] = {}  # in memory: a restarted coordinator starts afresh
+        self._at_risk: set[str] = set()  # the tenants whose streak is long enough for ``due`` to consider
         self.moves: list[Move] = []
 
     @property
@@ -100,27 +102,53 @@ class Rebalancer:
         return Situation(hosts, model, variants, observed)
 
     @staticmethod
-    def model(live: LivePredictedLatency) -> Model:
-        return Model(live.learner.book, dict(live.demand), live.headroom, live.default_rps)
+    def model(live: LivePredictedLatency, *, frozen: bool = True) -> Model:
+        """The model's inputs; ``frozen=False`` lends the live demand read-only instead of copying it
+        (for a judgement that ends before the demand changes, as one window's is)."""
+        demand = dict(live.demand) if frozen else MappingProxyType(live.demand)
+        return Model(live.learner.book, demand, live.headroom, live.default_rps)
 
     # -- per window --------------------------------------------------------------------------------
     def window(self, t: Telemetry) -> None:
-        """Streaks after one stored window of ``t.device_id``, then the plan for what is due."""
+        """Streaks after one stored window of ``t.device_id``, then the plan for what is due. Touches
+        only that device's tenants: the cost of a window does not grow with the fleet."""
         rows = self.store.tenants_on(t.device_id)
         running = [r.name for r in rows if r.state == "running" and r.pinned is None]
-        self.streaks = rebalance.observe(self.streaks, t.tenants, self.policy, running)
+        self._merge(rebalance.observed(self.streaks, t.tenants, self.policy, running))
         live = self.live
         if live is not None and self.policy.predict and self.policy.enabled:
-            host = self.host(t.device_id)
-            if host is not None:
-                verdict = rebalance.assess(host, self.model(live))
+            device = self.store.device(t.device_id)
+            if device is not None:
+                host = self._host(device, rows, self._busy(t.device_id))
+                verdict = rebalance.assess(host, self.model(live, frozen=False))
                 bad = () if verdict.unmodelled else verdict.violating(self.policy.ratio)
-                self.streaks = rebalance.observe_predicted(self.streaks, bad, running)
+                self._merge(rebalance.predicted_observed(self.streaks, bad, running))
         self.run(self.clock())
 
+    def _busy(self, device_id: str) -> set[str]:
+        return {c.tenant for c in self.tenants.outbox.outstanding(device_id=device_id)}
+
+    def _merge(self, changed: dict[str, Streak]) -> None:
+        self.streaks.update(changed)
+        for name, s in changed.items():
+            if rebalance.at_risk(s, self.policy):
+                self._at_risk.add(name)
+            else:
+                self._at_risk.discard(name)
+
+    def _reindex(self) -> None:
+        self._at_risk = {n for n, s in self.streaks.items() if rebalance.at_risk(s, self.policy)}
+
     def run(self, now: float, *, joined: bool = False) -> None:
-        if not rebalance.due(self.streaks, self.policy, now, joined=joined):
+        candidates = {n: self.streaks[n] for n in self._at_risk if n in self.streaks}
+        if not rebalance.due(candidates, self.policy, now, joined=joined):
             return
+        try:
+            self._run(now, joined)
+        finally:
+            self._reindex()
+
+    def _run(self, now: float, joined: bool) -> None:
         self.streaks = rebalance.forget(self.streaks, (r.name for r in self.store.tenants()))
         result = rebalance.plan(self.situation(), self.streaks, self.policy, now, joined=joined)
         for dp in result.devices:

@@ -1,15 +1,23 @@
 """The coordinator process: one MQTT link, one worker thread that owns the database, one timer.
 
-paho's network thread only enqueues what arrives. The worker takes one message at a time, applies it
-in a database transaction, then runs the timer duties (send due commands, declare silent devices dead,
-answer operator calls whose time ran out, publish the performance model's report when it is due).
-``queue.get(timeout=...)`` is the timer, so nothing needs a lock. Every message is handled
-defensively: a malformed payload is logged and counted, never fatal.
+paho's network thread only enqueues what arrives, stamping when each device was last heard from. The
+worker takes what is queued in small batches (up to ``BATCH_MAX`` messages or ``BATCH_S`` seconds of
+work), applies each message in its own savepoint of one database transaction per batch, commits, and
+only then tells devices which telemetry windows the database now holds (``TelemetryAck``); then it runs
+the timer duties (send due commands, declare silent devices dead, answer operator calls whose time ran
+out, publish the performance model's report when it is due). ``queue.get(timeout=...)`` is the timer,
+so nothing needs a lock. Every message is handled defensively: a malformed payload is logged and
+counted, never fatal; a handler that fails rolls back its own message only.
+
+Back-pressure: when more than ``MAX_QUEUED`` messages wait, telemetry windows are shed on arrival
+(counted, never acknowledged: their agents send them again after ``telemetry_resend_s``), so the
+worker keeps acknowledging at its capacity instead of falling behind a growing backlog; statuses,
+command acks and operator calls are never shed. Liveness is judged from arrival: a device whose
+messages wait in this queue, or whose windows are shed, has been heard and is not declared dead.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import threading
@@ -46,6 +54,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_WAIT_S = 1.0  # the worker wakes at least this often
 PRUNE_EVERY_S = 60.0
+PRUNE_BATCH = 5_000  # telemetry rows deleted per transaction, so pruning never stalls the worker long
+BATCH_MAX = 256  # messages applied in one transaction, their telemetry acknowledged after its commit
+BATCH_S = 0.05  # seconds of work after which a batch is committed even if more is queued
+MAX_QUEUED = 5_000  # messages waiting; past this, arriving telemetry windows are shed (to be resent)
+LIVENESS_EVERY_S = 1.0  # the liveness check's period
 
 
 @dataclass
@@ -55,6 +68,8 @@ class Counters:
     received: dict[str, int] = field(default_factory=dict)  # channel -> messages
     malformed: dict[str, int] = field(default_factory=dict)  # channel -> payloads or topics refused
     errors: int = 0  # handler bugs caught by the worker
+    shed: int = 0  # telemetry windows refused on arrival because the queue was full (agents resend them)
+    batches: int = 0  # transactions of queued messages committed
 
 
 @dataclass
@@ -84,6 +99,9 @@ class Coordinator:
         self._metrics_server: MetricsServer | None = None
         self._gauges_at = 0.0
         self._stored: list[tuple[str, str, int]] = []  # (device, boot, seq) held by the open transaction
+        self._heard: dict[str, float] = {}  # device -> when its latest message arrived (paho thread writes)
+        self._liveness_at = 0.0
+        self._lag_s = 0.0  # how long the last message handled had waited in the queue
         self._reports = ReportSchedule(config.model_report_period_s)  # the model's retained error report
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ready = threading.Event()
@@ -137,6 +155,9 @@ class Coordinator:
                               "Messages refused as malformed, by channel"))
         out.append(Sample("edgefleet_coordinator_handler_errors_total", c.errors, {}, "counter",
                           "Handler failures caught by the coordinator's worker (state rolled back)"))
+        out.append(Sample("edgefleet_coordinator_shed_windows_total", c.shed, {}, "counter",
+                          "Telemetry windows refused on arrival because the coordinator's queue was full"
+                          " (not acknowledged: agents send them again)"))
         return out
 
     def call(self, fn: Callable[[Engine], T], timeout_s: float = 10.0) -> T:
@@ -154,8 +175,21 @@ class Coordinator:
 
     # -- paho thread: enqueue only ------------------------------------------------------------------
     def _enqueue(self, channel: str) -> Callable[[Inbound], None]:
+        device_topic = channel in ("status", "telemetry", "acks")
+        queue_ = self._queue
+        heard = self._heard
+        clock = self.clock
+
         def handler(msg: Inbound) -> None:
-            self._queue.put((channel, msg))
+            now = clock()
+            if device_topic:
+                parts = msg.topic.rsplit("/", 2)
+                if len(parts) == 3:
+                    heard[parts[1]] = now  # a malformed topic names no device; the worker refuses it
+            if channel == "telemetry" and queue_.qsize() >= MAX_QUEUED:
+                self.counters.shed += 1  # not acknowledged: the agent sends it again
+                return
+            queue_.put((channel, msg, now))
 
         return handler
 
@@ -176,28 +210,89 @@ class Coordinator:
             return
         self._ready.set()
         last_prune = 0.0
+        pending: Any = None  # an item taken from the queue that ended a batch, handled next
         try:
             while True:
-                try:
-                    item = self._queue.get(timeout=self._wait_s(engine, desk))
-                except queue.Empty:
-                    item = None
+                item = pending
+                pending = None
+                if item is None:
+                    try:
+                        item = self._queue.get(timeout=self._wait_s(engine, desk))
+                    except queue.Empty:
+                        item = None
                 if item is _STOP:
                     return
                 if isinstance(item, _Call):
                     self._do_call(engine, item)
                 elif item is not None:
-                    channel, msg = item
-                    if self._guarded(store, functools.partial(self._dispatch, engine, desk, channel, msg)):
-                        self._confirm_telemetry()  # only after the commit: the agent then forgets them
-                    self._stored.clear()
+                    pending = self._batch(store, engine, desk, item)
                 self._guarded(store, lambda: self._tick(engine, desk))
                 if self.clock() - last_prune > PRUNE_EVERY_S:
                     last_prune = self.clock()
-                    self._guarded(store, lambda: store.prune_telemetry(
-                        self.clock() - self.config.telemetry_retention_s))
+                    self._forget_unheard(engine)
+                    before = self.clock() - self.config.telemetry_retention_s
+                    while self._prune(store, before) >= PRUNE_BATCH:
+                        pass
         finally:
             store.close()
+
+    def _forget_unheard(self, engine: Engine) -> None:
+        """Drop arrival stamps too old to matter (bounded memory, whatever topics were seen)."""
+        horizon = self.clock() - 2 * engine.device_timeout_s
+        for device, at in list(self._heard.items()):
+            if at < horizon:
+                self._heard.pop(device, None)
+
+    def _prune(self, store: Store, before: float) -> int:
+        pruned = [0]
+
+        def prune() -> None:
+            pruned[0] = store.prune_telemetry(before, PRUNE_BATCH)
+
+        self._guarded(store, prune)
+        return pruned[0]
+
+    def _batch(self, store: Store, engine: Engine, desk: OpsDesk, first: tuple[str, Inbound, float]) -> Any:
+        """Apply ``first`` and what else is queued (up to ``BATCH_MAX`` messages or ``BATCH_S`` seconds)
+        in one transaction, each message in its own savepoint; acknowledge the stored telemetry after
+        the commit. Returns an item taken from the queue that is not a message (handled next), or None."""
+        started = time.monotonic()
+        follow: Any = None
+        ok = False
+        try:
+            with store.atomic():
+                item: Any = first
+                n = 0
+                while True:
+                    channel, msg, arrived = item
+                    self._lag_s = self.clock() - arrived
+                    mark = len(self._stored)
+                    try:
+                        with store.atomic():
+                            self._dispatch(engine, desk, channel, msg)
+                    except Exception:
+                        del self._stored[mark:]
+                        self.counters.errors += 1
+                        log.exception("coordinator worker: handling failed (message rolled back, service continues)")
+                    n += 1
+                    if n >= BATCH_MAX or time.monotonic() - started >= BATCH_S:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not (isinstance(item, tuple) and len(item) == 3):
+                        follow = item
+                        break
+            ok = True
+        except Exception:
+            self.counters.errors += 1
+            log.exception("coordinator worker: committing a batch failed (rolled back, service continues)")
+        if ok:
+            self.counters.batches += 1
+            self._confirm_telemetry()  # only after the commit: the agents then forget them
+        self._stored.clear()
+        return follow
 
     def _wait_s(self, engine: Engine, desk: OpsDesk) -> float:
         """Seconds until the timer has something to do: a command due, or an operator call's deadline."""
@@ -205,7 +300,7 @@ class Coordinator:
             now = self.clock()
             sending = None
             if self.link.connected:
-                sending = engine.outbox.next_due_at({d.device_id for d in engine.store.devices() if d.online})
+                sending = engine.outbox.next_due_at(engine.store.online_ids())
             due = [t for t in (sending, desk.next_deadline()) if t is not None]
             return max(0.01, min(MAX_WAIT_S, *(t - now for t in due))) if due else MAX_WAIT_S
         except Exception:
@@ -241,13 +336,18 @@ class Coordinator:
         item.done.set()
 
     def _tick(self, engine: Engine, desk: OpsDesk) -> None:
-        engine.check_liveness()
-        if self._metrics_server is not None and self.clock() - self._gauges_at >= 1.0:
-            self._gauges_at = self.clock()
+        now = self.clock()
+        # Liveness once a second, and never from a backlog: arrival times count as heard, and while the
+        # messages handled had waited long in the queue the check waits too.
+        if now - self._liveness_at >= LIVENESS_EVERY_S or now < self._liveness_at:
+            self._liveness_at = now
+            if self._lag_s < engine.device_timeout_s / 3:
+                engine.check_liveness(self._heard)
+        if self._metrics_server is not None and now - self._gauges_at >= 1.0:
+            self._gauges_at = now
             self._fleet_gauges = _fleet_gauges(engine)
         if self.link.connected:
-            online = {d.device_id for d in engine.store.devices() if d.online}
-            engine.send_due(online)
+            engine.send_due(engine.store.online_ids())
             self._publish_model_report(engine)
         desk.expire()
 
@@ -318,17 +418,14 @@ def _placement(name: str) -> Placement:
 
 
 def _fleet_gauges(engine: Engine) -> list[Sample]:
-    """Devices online and tenants by state, from the store (worker thread)."""
-    devices = engine.store.devices()
-    states: dict[str, int] = {}
-    for t in engine.store.tenants():
-        states[t.state] = states.get(t.state, 0) + 1
+    """Devices online and tenants by state, from the store's in-memory counts (worker thread)."""
+    online, offline = engine.store.device_count()
     out = [
-        Sample("edgefleet_devices", sum(1 for d in devices if d.online), {"online": "true"}, "gauge",
+        Sample("edgefleet_devices", online, {"online": "true"}, "gauge",
                "Devices the coordinator knows, by liveness"),
-        Sample("edgefleet_devices", sum(1 for d in devices if not d.online), {"online": "false"}, "gauge",
+        Sample("edgefleet_devices", offline, {"online": "false"}, "gauge",
                "Devices the coordinator knows, by liveness"),
     ]
-    for state, n in sorted(states.items()):
+    for state, n in engine.store.tenant_count().items():
         out.append(Sample("edgefleet_tenants", n, {"state": state}, "gauge", "Tenants by placement state"))
     return out

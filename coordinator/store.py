@@ -7,6 +7,26 @@ WAL mode; one connection, used only by the service's worker thread. Each event i
 Every write to a device or tenant row is reported to the ``Changes`` handed out by ``watch()``, so that
 what is derived from those rows in memory (the fleet snapshot, ``coordinator.snapshots``) re-reads
 only what changed; a rolled-back transaction reports everything as changed.
+
+The device and tenant tables are also held in memory, written through: every write goes to SQLite and to
+the in-memory rows in the same call, and reads (``devices``, ``device``, ``tenants``, ``tenant``,
+``tenants_on``, ``tenants_in``, ``online_ids``) never touch SQLite. This is what keeps a telemetry
+window's cost independent of the fleet's size: the hot path writes its rows and reads only its own
+device's and tenants' rows, by key. A transaction keeps an undo log of the in-memory rows it changed;
+a rollback (of the whole transaction or of a nested block's savepoint) restores them, so memory never
+shows a write the database does not hold. ``reread_devices``/``reread_tenants`` read SQLite itself
+(the reference the tests compare the in-memory rows with).
+
+What this assumes, and what would change with a shared database (PostgreSQL) and several coordinators:
+the in-memory rows are exact only while this ``Store`` sees every write to the rows it reads. With
+several coordinators each would own a partition of the devices (telemetry, status and acks split by a
+shared subscription hashed on the device id, so a device's messages reach one coordinator) and keep
+in memory only its partition's device rows and those devices' tenant rows; a write to another
+partition's rows (a migration to a device owned elsewhere, an operator call answered by another
+replica) would go through the owner or be announced (PostgreSQL ``LISTEN``/``NOTIFY`` with the row's
+key, or a version column checked before use), and the undo log becomes the database's own rollback
+plus a re-read of the keys the transaction touched. Nothing else in the coordinator reads the rows
+except through these methods.
 """
 
 from __future__ import annotations
@@ -14,9 +34,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +149,26 @@ class Store:
         self._depth = 0
         self._watchers: weakref.WeakSet[Changes] = weakref.WeakSet()
         self._migrate()
+        # the device and tenant rows in memory, written through (see the module's docstring)
+        self._devices: dict[str, DeviceRow] = {}
+        self._online: set[str] = set()
+        self._tenants: dict[str, TenantRow] = {}
+        self._on_device: dict[str, set[str]] = {}  # device -> names of the tenants assigned to it
+        self._in_state: dict[str, set[str]] = {}  # state -> names of the tenants in it
+        self._undo: list[Callable[[], None]] = []  # restores the memory rows of the open transaction
+        self._outstanding: dict[str, CommandRow] = {}  # command id -> the pending or sent command
+        # rows whose telemetry-derived columns changed in memory and are written at the next flush (the end
+        # of the transaction: one executemany per batch of windows instead of statements per window)
+        self._dirty_devices: set[str] = set()
+        self._dirty_tenants: set[str] = set()
+        self._flush_at = 0.0  # the time written as the flushed tenants' updated_at
+        for d in self.reread_devices():
+            self._set_device(d)
+        for t in self.reread_tenants():
+            self._set_tenant(t.name, t)
+        for c in self._commands_from_db(outstanding=True):
+            self._outstanding[c.command_id] = c
+        self._undo.clear()
 
     def _migrate(self) -> None:
         db = self.db  # every statement is idempotent, so a crash half-way is harmless
@@ -148,6 +188,7 @@ class Store:
         db.table("telemetry").create_index(
             ["device_id", "boot_id", "seq"], unique=True, if_not_exists=True, index_name="telemetry_key"
         )
+        db.table("telemetry").create_index(["received_at"], if_not_exists=True)  # pruning by age
         db.table("tenants").create(
             {"name": str, "spec": str, "runtime": str, "size_bytes": int, "device_id": str, "state": str,
              "detail": str, "tried": str, "pinned": str, "arrival_rps": float, "latency_p50_ms": float,
@@ -187,13 +228,24 @@ class Store:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """One transaction around the block (nested blocks join the outer one); rolled back on error."""
+        """One transaction around the block; rolled back on error. A nested block is a savepoint inside
+        the outer transaction: an error in it undoes only its own writes (and propagates), its success
+        leaves them to the outer transaction's commit or rollback."""
         if self._depth:
+            name = f"sp{self._depth}"
+            mark = len(self._undo)
+            self.db.execute(f"SAVEPOINT {name}")
             self._depth += 1
             try:
                 yield
+            except BaseException:
+                self.db.execute(f"ROLLBACK TO {name}")
+                self.db.execute(f"RELEASE {name}")
+                self._rollback_memory(mark)
+                raise
             finally:
                 self._depth -= 1
+            self.db.execute(f"RELEASE {name}")
             return
         self.db.execute("BEGIN IMMEDIATE")
         self._depth = 1
@@ -202,10 +254,96 @@ class Store:
         except BaseException:
             self._depth = 0
             self.db.execute("ROLLBACK")
-            self._all_written()  # what the watchers were told of may be undone
+            self._rollback_memory(0)
+            raise
+        try:
+            self.flush()
+        except BaseException:
+            self._depth = 0
+            self.db.execute("ROLLBACK")
+            self._rollback_memory(0)
             raise
         self._depth = 0
         self.db.execute("COMMIT")
+        self._undo.clear()
+
+    def flush(self) -> None:
+        """Write the telemetry-derived columns changed in memory since the last flush (``record_window``,
+        ``record_tenant_window``); done before every commit and after those calls outside a transaction."""
+        if self._dirty_devices:
+            rows = [(d.last_seen, d.model_memory_bytes, d.cpu_percent, d.device_id)
+                    for d in (self._devices.get(k) for k in self._dirty_devices) if d is not None]
+            self._dirty_devices.clear()
+            self.db.conn.executemany(
+                "UPDATE devices SET last_seen = ?, model_memory_bytes = ?, cpu_percent = ? WHERE device_id = ?", rows)
+        if self._dirty_tenants:
+            now = self._flush_at
+            trows = [(t.arrival_rps, t.latency_p50_ms, t.latency_p95_ms, t.errors, now, t.name)
+                     for t in (self._tenants.get(k) for k in self._dirty_tenants) if t is not None]
+            self._dirty_tenants.clear()
+            self.db.conn.executemany(
+                "UPDATE tenants SET arrival_rps = ?, latency_p50_ms = ?, latency_p95_ms = ?, errors = ?,"
+                " updated_at = ? WHERE name = ?", trows)
+
+    def _set_command(self, command_id: str, c: CommandRow | None) -> None:
+        """The in-memory outstanding command ``command_id`` becomes ``c`` (None, or settled: dropped)."""
+        old = self._outstanding.get(command_id)
+        if self._depth:
+            self._undo.append(lambda: self._restore_command(command_id, old))
+        self._restore_command(command_id, c)
+
+    def _restore_command(self, command_id: str, c: CommandRow | None) -> None:
+        if c is None or c.state not in OUTSTANDING:
+            self._outstanding.pop(command_id, None)
+        else:
+            self._outstanding[command_id] = c
+
+    def _rollback_memory(self, mark: int) -> None:
+        """Undo the in-memory writes made since the undo log held ``mark`` entries."""
+        while len(self._undo) > mark:
+            self._undo.pop()()
+        self._all_written()  # what the watchers were told of may be undone
+
+    # -- the in-memory rows (every change goes through these two) ----------------------------------
+    def _set_device(self, d: DeviceRow) -> None:
+        old = self._devices.get(d.device_id)
+        if self._depth:
+            self._undo.append(lambda: self._restore_device(d.device_id, old))
+        self._restore_device(d.device_id, d)
+
+    def _restore_device(self, device_id: str, d: DeviceRow | None) -> None:
+        if d is None:
+            self._devices.pop(device_id, None)
+            self._online.discard(device_id)
+            return
+        self._devices[device_id] = d
+        if d.online:
+            self._online.add(device_id)
+        else:
+            self._online.discard(device_id)
+
+    def _set_tenant(self, name: str, t: TenantRow | None) -> None:
+        old = self._tenants.get(name)
+        if self._depth:
+            self._undo.append(lambda: self._restore_tenant(name, old))
+        self._restore_tenant(name, t)
+
+    def _restore_tenant(self, name: str, t: TenantRow | None) -> None:
+        old = self._tenants.pop(name, None)
+        if old is not None:
+            if old.device_id is not None:
+                names = self._on_device.get(old.device_id)
+                if names is not None:
+                    names.discard(name)
+                    if not names:
+                        del self._on_device[old.device_id]
+            self._in_state.get(old.state, set()).discard(name)
+        if t is None:
+            return
+        self._tenants[name] = t
+        if t.device_id is not None:
+            self._on_device.setdefault(t.device_id, set()).add(name)
+        self._in_state.setdefault(t.state, set()).add(name)
 
     def close(self) -> None:
         self.db.close()
@@ -234,44 +372,78 @@ class Store:
             cpu_percent=r["cpu_percent"], detail=r["detail"] or "",
         )
 
-    def devices(self) -> list[DeviceRow]:
+    def reread_devices(self) -> list[DeviceRow]:
+        """Every device row as SQLite holds it (a full read: for start-up and checks, never the hot path)."""
         return [self._device(r) for r in self._rows("SELECT * FROM devices ORDER BY device_id")]
 
+    def devices(self) -> list[DeviceRow]:
+        """Every device, by id (from memory; sorting makes it O(n log n): not for the hot path)."""
+        return [self._devices[k] for k in sorted(self._devices)]
+
     def device(self, device_id: str) -> DeviceRow | None:
-        rows = self._rows("SELECT * FROM devices WHERE device_id = ?", (device_id,))
-        return self._device(rows[0]) if rows else None
+        return self._devices.get(device_id)
+
+    def online_ids(self) -> frozenset[str]:
+        """The devices online now (a copy)."""
+        return frozenset(self._online)
+
+    def is_online(self, device_id: str) -> bool:
+        return device_id in self._online
+
+    def device_count(self) -> tuple[int, int]:
+        """(online, offline) devices."""
+        return len(self._online), len(self._devices) - len(self._online)
 
     def record_birth(self, birth: Birth, now: float) -> None:
+        caps = birth.capabilities
+        reported = sorted(birth.tenants)
         self._upsert(
             "devices",
-            {"device_id": birth.device_id, "kind": birth.capabilities.device_kind,
-             "capabilities": encode(birth.capabilities).decode(), "online": 1, "boot_id": birth.boot_id,
-             "last_seen": now, "reported": json.dumps(sorted(birth.tenants)), "detail": ""},
+            {"device_id": birth.device_id, "kind": caps.device_kind,
+             "capabilities": encode(caps).decode(), "online": 1, "boot_id": birth.boot_id,
+             "last_seen": now, "reported": json.dumps(reported), "detail": ""},
             "device_id",
         )
+        old = self._devices.get(birth.device_id)
+        self._set_device(DeviceRow(
+            device_id=birth.device_id, online=True, kind=caps.device_kind, runtimes=tuple(caps.runtimes),
+            memory_budget_bytes=int(caps.memory_budget_bytes), boot_id=birth.boot_id, last_seen=now,
+            reported=tuple(reported), model_memory_bytes=old.model_memory_bytes if old is not None else None,
+            cpu_percent=old.cpu_percent if old is not None else None, detail="",
+        ))
         self._device_written(birth.device_id)
+
+    def _update_device(self, device_id: str, **changes: Any) -> None:
+        old = self._devices.get(device_id)
+        if old is not None:
+            self._set_device(replace(old, **changes))
+        self._device_written(device_id)
 
     def set_offline(self, device_id: str, detail: str) -> None:
         self.db.execute("UPDATE devices SET online = 0, detail = ? WHERE device_id = ?", (detail, device_id))
-        self._device_written(device_id)
+        self._update_device(device_id, online=False, detail=detail)
 
     def set_online(self, device_id: str, reported: list[str], now: float) -> None:
+        listed = sorted(reported)
         self.db.execute(
             "UPDATE devices SET online = 1, detail = '', reported = ?, last_seen = ? WHERE device_id = ?",
-            (json.dumps(sorted(reported)), now, device_id),
+            (json.dumps(listed), now, device_id),
         )
-        self._device_written(device_id)
+        self._update_device(device_id, online=True, detail="", reported=tuple(listed), last_seen=now)
 
     def touch(self, device_id: str, now: float) -> None:
         self.db.execute("UPDATE devices SET last_seen = ? WHERE device_id = ?", (now, device_id))
-        self._device_written(device_id)
+        self._update_device(device_id, last_seen=now)
 
     def record_window(self, t: Telemetry, now: float) -> None:
-        self.db.execute(
-            "UPDATE devices SET last_seen = ?, model_memory_bytes = ?, cpu_percent = ? WHERE device_id = ?",
-            (now, t.device.model_memory_bytes, t.device.cpu_percent, t.device_id),
-        )
-        self._device_written(t.device_id)
+        """The device's last window: last seen, model memory and CPU (written to SQLite at the flush)."""
+        if t.device_id not in self._devices:
+            return
+        self._update_device(t.device_id, last_seen=now, model_memory_bytes=t.device.model_memory_bytes,
+                            cpu_percent=t.device.cpu_percent)
+        self._dirty_devices.add(t.device_id)
+        if not self._depth:
+            self.flush()
 
     # -- telemetry --------------------------------------------------------------------------------
     def add_telemetry(self, t: Telemetry, now: float) -> bool:
@@ -289,8 +461,13 @@ class Store:
         row = self.db.execute("SELECT count(*) FROM telemetry WHERE device_id = ?", (device_id,)).fetchone()
         return int(row[0])
 
-    def prune_telemetry(self, before: float) -> int:
-        return self.db.execute("DELETE FROM telemetry WHERE received_at < ?", (before,)).rowcount
+    def prune_telemetry(self, before: float, limit: int = 0) -> int:
+        """Delete windows received before ``before`` (at most ``limit`` of the oldest when > 0)."""
+        if limit <= 0:
+            return self.db.execute("DELETE FROM telemetry WHERE received_at < ?", (before,)).rowcount
+        return self.db.execute(
+            "DELETE FROM telemetry WHERE id IN (SELECT id FROM telemetry WHERE received_at < ?"
+            " ORDER BY received_at LIMIT ?)", (before, limit)).rowcount
 
     # -- tenants ----------------------------------------------------------------------------------
     @staticmethod
@@ -306,16 +483,28 @@ class Store:
             requested=decode(requested.encode(), TenantSpec) if requested else None,
         )
 
-    def tenants(self) -> list[TenantRow]:
+    def reread_tenants(self) -> list[TenantRow]:
+        """Every tenant row as SQLite holds it (a full read: for start-up and checks, never the hot path)."""
         return [self._tenant(r) for r in self._rows("SELECT * FROM tenants ORDER BY name")]
 
+    def tenants(self) -> list[TenantRow]:
+        """Every tenant, by name (from memory; O(n log n): not for the hot path)."""
+        return [self._tenants[k] for k in sorted(self._tenants)]
+
     def tenant(self, name: str) -> TenantRow | None:
-        rows = self._rows("SELECT * FROM tenants WHERE name = ?", (name,))
-        return self._tenant(rows[0]) if rows else None
+        return self._tenants.get(name)
 
     def tenants_on(self, device_id: str) -> list[TenantRow]:
-        rows = self._rows("SELECT * FROM tenants WHERE device_id = ? ORDER BY name", (device_id,))
-        return [self._tenant(r) for r in rows]
+        """The tenants assigned to ``device_id``, by name."""
+        return [self._tenants[n] for n in sorted(self._on_device.get(device_id, ()))]
+
+    def tenants_in(self, state: str) -> list[TenantRow]:
+        """The tenants in ``state``, by name."""
+        return [self._tenants[n] for n in sorted(self._in_state.get(state, ()))]
+
+    def tenant_count(self) -> dict[str, int]:
+        """Tenants by state (states with none left out)."""
+        return {state: len(names) for state, names in sorted(self._in_state.items()) if names}
 
     def put_tenant(self, t: TenantRow, now: float) -> None:
         self._upsert(
@@ -328,19 +517,26 @@ class Store:
              "requested": encode(t.requested).decode() if t.requested is not None else None},
             "name",
         )
+        self._set_tenant(t.name, t)
         self._tenant_written(t.name)
 
     def delete_tenant(self, name: str) -> None:
         self.db.execute("DELETE FROM tenants WHERE name = ?", (name,))
+        self._set_tenant(name, None)
         self._tenant_written(name)
 
     def record_tenant_window(self, name: str, w: TenantWindow, now: float) -> None:
-        self.db.execute(
-            "UPDATE tenants SET arrival_rps = ?, latency_p50_ms = ?, latency_p95_ms = ?, errors = ?,"
-            " updated_at = ? WHERE name = ?",
-            (w.arrival_rps, w.latency_p50_ms, w.latency_p95_ms, w.errors, now, name),
-        )
+        """A tenant's last window: rate, latency and errors (written to SQLite at the flush)."""
+        old = self._tenants.get(name)
+        if old is None:
+            return
+        self._set_tenant(name, replace(old, arrival_rps=w.arrival_rps, latency_p50_ms=w.latency_p50_ms,
+                                       latency_p95_ms=w.latency_p95_ms, errors=int(w.errors)))
         self._tenant_written(name)
+        self._dirty_tenants.add(name)
+        self._flush_at = now
+        if not self._depth:
+            self.flush()
 
     # -- commands ---------------------------------------------------------------------------------
     @staticmethod
@@ -359,16 +555,30 @@ class Store:
             " next_attempt_at, created_at, result) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, '')",
             (command_id, device_id, tenant, kind, payload, now, now),
         )
-        return CommandRow(int(cur.lastrowid or 0), command_id, device_id, tenant, kind, payload, "pending", 0,
-                          now, now, "")
+        row = CommandRow(int(cur.lastrowid or 0), command_id, device_id, tenant, kind, payload, "pending", 0,
+                         now, now, "")
+        self._set_command(command_id, row)
+        return row
 
     def command(self, command_id: str) -> CommandRow | None:
+        held = self._outstanding.get(command_id)
+        if held is not None:
+            return held
         rows = self._rows("SELECT * FROM commands WHERE command_id = ?", (command_id,))
         return self._command(rows[0]) if rows else None
 
     def commands(self, *, device_id: str | None = None, tenant: str | None = None, kind: str | None = None,
                  outstanding: bool = False) -> list[CommandRow]:
-        """Commands in creation order, filtered; ``outstanding`` keeps pending and sent ones."""
+        """Commands in creation order, filtered; ``outstanding`` keeps pending and sent ones (read from
+        memory: the outstanding commands are few, whatever the history)."""
+        if not outstanding:
+            return self._commands_from_db(device_id=device_id, tenant=tenant, kind=kind)
+        return sorted((c for c in self._outstanding.values()
+                       if (device_id is None or c.device_id == device_id) and (tenant is None or c.tenant == tenant)
+                       and (kind is None or c.kind == kind)), key=lambda c: c.seq)
+
+    def _commands_from_db(self, *, device_id: str | None = None, tenant: str | None = None, kind: str | None = None,
+                          outstanding: bool = False) -> list[CommandRow]:
         where, params = ["1 = 1"], []
         for column, value in (("device_id", device_id), ("tenant", tenant), ("kind", kind)):
             if value is not None:
@@ -384,6 +594,10 @@ class Store:
             "UPDATE commands SET state = 'sent', attempts = ?, next_attempt_at = ? WHERE command_id = ?",
             (attempts, next_attempt_at, command_id),
         )
+        held = self._outstanding.get(command_id)
+        if held is not None:
+            self._set_command(command_id, replace(held, state="sent", attempts=attempts,
+                                                  next_attempt_at=next_attempt_at))
 
     def finish_command(self, command_id: str, state: str, result: str) -> None:
         if state not in COMMAND_STATES:
@@ -391,6 +605,9 @@ class Store:
         self.db.execute(
             "UPDATE commands SET state = ?, result = ? WHERE command_id = ?", (state, result, command_id)
         )
+        held = self._outstanding.get(command_id)
+        if held is not None:
+            self._set_command(command_id, replace(held, state=state, result=result))
 
     def expedite(self, device_id: str, now: float) -> None:
         """Make every outstanding command to ``device_id`` due now (the device just came back)."""
@@ -399,3 +616,6 @@ class Store:
             " AND next_attempt_at > ?",
             (now, device_id, now),
         )
+        for c in list(self._outstanding.values()):
+            if c.device_id == device_id and c.next_attempt_at > now:
+                self._set_command(c.command_id, replace(c, next_attempt_at=now))

@@ -128,9 +128,7 @@ class Tenants:
 
     def place_unplaced(self) -> None:
         """Give every unplaced tenant a fresh round (called when capacity appears)."""
-        for t in self.store.tenants():
-            if t.state != "unplaced":
-                continue
+        for t in self.store.tenants_in("unplaced"):
             decision = self._decide(t.spec, self.facts_of(t), pinned=t.pinned)
             if isinstance(decision, Placed):
                 self._assign(t, decision, (decision.device_id,), decision.reason)

@@ -207,6 +207,21 @@ def test_silent_device_is_declared_dead(rig: Rig) -> None:
     assert rig.store.device("d1").detail.startswith("silent for")  # type: ignore[union-attr]
 
 
+def test_a_device_heard_recently_is_not_dead_while_its_messages_wait_in_the_queue(rig: Rig) -> None:
+    """Liveness counts arrival (stamped on the network thread), not handling: d1's windows arrived 5 s
+    ago but wait behind a backlog, so 31 s after its last *handled* message it is still alive; once
+    nothing has arrived for more than 30 s it is declared dead."""
+    rig.birth("d1")
+    rig.now += 31
+    rig.engine.check_liveness({"d1": rig.now - 5})  # arrived 5 s ago, not handled yet
+    d1 = rig.store.device("d1")
+    assert d1 is not None and d1.online
+    rig.now += 26  # the latest arrival is now 31 s old
+    rig.engine.check_liveness({"d1": rig.now - 31})
+    d1 = rig.store.device("d1")
+    assert d1 is not None and not d1.online and d1.detail.startswith("silent for 31 s")
+
+
 def test_commands_to_an_offline_device_wait(rig: Rig) -> None:
     rig.birth("d1")
     rig.engine.deploy(spec())

@@ -8,7 +8,9 @@ import dataclasses
 import math
 import random
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
 from coordinator.perf import (
     ErrorBook,
@@ -486,3 +488,22 @@ def test_arrival_burstiness_from_a_window(measured: float, arrivals: int, used: 
     w = TenantWindow(tenant="a", model="m", variant="fp32", slo_ms=10.0, arrivals=arrivals,
                      arrival_scv=measured)
     assert arrival_scv(w) == used
+
+
+@given(st.lists(st.tuples(st.sampled_from([f"t{i}" for i in range(40)]), st.booleans()), max_size=60))
+def test_the_sharded_error_book_behaves_as_a_dict_and_never_changes_an_old_book(ops: list[tuple[str, bool]]) -> None:
+    """Recording copies one shard of the book (so a window's cost does not grow with the tenants); it
+    must still act as a plain mapping, and every earlier book must stay as it was."""
+    book, model = ErrorBook(), {}
+    history = [(book, dict(model))]
+    for i, (tenant, keep) in enumerate(ops):
+        if keep:
+            book = book.record(tenant, Scored(10.0 + i, 10.0))
+            model[tenant] = book.stats[tenant]
+        else:
+            book = book.forget(tenant)
+            model.pop(tenant, None)
+        history.append((book, dict(model)))
+    for b, m in history:
+        assert dict(b.stats) == m and len(b.stats) == len(m) and set(b.stats) == set(m)
+        assert all((t in b.stats) == (t in m) for t in ("t0", "t1", "nope"))

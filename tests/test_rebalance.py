@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
-from coordinator.rebalance import RebalancePolicy, Streak, due, forget, moved, observe, observe_predicted
+from coordinator.rebalance import (
+    RebalancePolicy,
+    Streak,
+    due,
+    forget,
+    moved,
+    observe,
+    observe_predicted,
+    observed,
+    predicted_observed,
+)
 from edgefleet.wire import TenantWindow
 
 POLICY = RebalancePolicy(windows=3, ratio=1.0, cooldown_s=60.0)
@@ -67,3 +79,20 @@ def test_a_stuck_attempt_keeps_its_streak_and_a_join_lifts_its_cooldown() -> Non
 def test_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RebalancePolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@given(st.lists(st.tuples(st.sampled_from(("a", "b", "c")), st.floats(1, 300), st.integers(0, 3)), max_size=6),
+       st.dictionaries(st.sampled_from(("a", "b", "c", "z")), st.builds(Streak, st.integers(0, 5)), max_size=4),
+       st.lists(st.sampled_from(("a", "b", "c")), max_size=3))
+def test_a_window_changes_only_its_own_tenants_streaks(windows: list[tuple[str, float, int]],
+                                                       before: dict[str, Streak], hosted: list[str]) -> None:
+    """``observed`` returns exactly the entries ``observe`` changes (the rebalancer merges them in place,
+    so a window's cost does not grow with the fleet); every other streak is untouched."""
+    policy = RebalancePolicy()
+    ws = [TenantWindow(tenant=t, model="m", variant="fp32", slo_ms=100.0, completions=c, latency_p95_ms=p95)
+          for t, p95, c in windows]
+    changed = observed(before, ws, policy, hosted)
+    assert observe(before, ws, policy, hosted) == {**before, **changed}
+    assert set(changed) <= set(hosted) & {w.tenant for w in ws if w.completions > 0}
+    bad = hosted[:1]
+    assert observe_predicted(before, bad, hosted) == {**before, **predicted_observed(before, bad, hosted)}

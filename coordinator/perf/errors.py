@@ -13,7 +13,7 @@ its averages, so the report the coordinator publishes (``coordinator.perf.report
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -39,10 +39,65 @@ class ErrorStat:
     last: Scored  # the latest window scored
 
 
+SHARDS = 256  # a recorded window copies one shard of the book's entries, not the whole book
+
+
+class ShardedStats(Mapping[str, ErrorStat]):
+    """An immutable mapping from tenant to its error, split into ``SHARDS`` shards by the tenant's hash:
+    ``with_entry`` copies the one shard it changes and shares the others, so recording one window costs
+    about n / SHARDS + SHARDS, not n (a fleet's tenants are many and each window records a few)."""
+
+    __slots__ = ("_len", "_shards")
+
+    def __init__(self, items: Mapping[str, ErrorStat] | None = None) -> None:
+        shards: list[dict[str, ErrorStat]] = [{} for _ in range(SHARDS)]
+        for k, v in (items or {}).items():
+            shards[hash(k) % SHARDS][k] = v
+        self._shards: tuple[Mapping[str, ErrorStat], ...] = tuple(MappingProxyType(d) for d in shards)
+        self._len = sum(len(d) for d in shards)
+
+    @classmethod
+    def _of(cls, shards: tuple[Mapping[str, ErrorStat], ...], n: int) -> ShardedStats:
+        out = cls.__new__(cls)
+        out._shards, out._len = shards, n
+        return out
+
+    def __getitem__(self, key: str) -> ErrorStat:
+        return self._shards[hash(key) % SHARDS][key]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._shards[hash(key) % SHARDS]
+
+    def __iter__(self) -> Iterator[str]:
+        for shard in self._shards:
+            yield from shard
+
+    def __len__(self) -> int:
+        return self._len
+
+    def with_entry(self, key: str, value: ErrorStat) -> ShardedStats:
+        i = hash(key) % SHARDS
+        shard = dict(self._shards[i])
+        n = self._len + (0 if key in shard else 1)
+        shard[key] = value
+        return self._of((*self._shards[:i], MappingProxyType(shard), *self._shards[i + 1:]), n)
+
+    def without(self, key: str) -> ShardedStats:
+        i = hash(key) % SHARDS
+        if key not in self._shards[i]:
+            return self
+        shard = {k: v for k, v in self._shards[i].items() if k != key}
+        return self._of((*self._shards[:i], MappingProxyType(shard), *self._shards[i + 1:]), self._len - 1)
+
+
 @dataclass(frozen=True)
 class ErrorBook:
     alpha: float = 0.2
-    stats: Mapping[str, ErrorStat] = field(default_factory=lambda: MappingProxyType({}))
+    stats: Mapping[str, ErrorStat] = field(default_factory=ShardedStats)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stats, ShardedStats):
+            object.__setattr__(self, "stats", ShardedStats(self.stats))
 
     def record(self, tenant: str, scored: Scored) -> ErrorBook:
         """The book after one window of ``tenant``; unchanged when either p95 is unusable."""
@@ -57,9 +112,12 @@ class ErrorBook:
             a = self.alpha
             new = ErrorStat((1 - a) * old.ape + a * abs(rel), (1 - a) * old.bias + a * rel, old.windows + 1,
                             scored)
-        stats = dict(self.stats)
-        stats[tenant] = new
-        return ErrorBook(self.alpha, MappingProxyType(stats))
+        return ErrorBook(self.alpha, self._sharded.with_entry(tenant, new))
+
+    @property
+    def _sharded(self) -> ShardedStats:
+        assert isinstance(self.stats, ShardedStats)  # made so in __post_init__
+        return self.stats
 
     def record_all(self, windows: Iterable[tuple[str, Scored]]) -> ErrorBook:
         book = self
@@ -70,7 +128,7 @@ class ErrorBook:
     def forget(self, tenant: str) -> ErrorBook:
         if tenant not in self.stats:
             return self
-        return ErrorBook(self.alpha, MappingProxyType({k: v for k, v in self.stats.items() if k != tenant}))
+        return ErrorBook(self.alpha, self._sharded.without(tenant))
 
     def mean_ape(self) -> float:
         """The fleet-wide figure to publish: mean over tenants of their EWMA APE (nan when empty)."""

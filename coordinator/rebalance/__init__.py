@@ -6,11 +6,14 @@ from coordinator.rebalance.planner import Action, DevicePlan, Migrate, Plan, Rec
 from coordinator.rebalance.streaks import (
     RebalancePolicy,
     Streak,
+    at_risk,
     due,
     forget,
     moved,
     observe,
     observe_predicted,
+    observed,
+    predicted_observed,
 )
 
 __all__ = [
@@ -27,11 +30,14 @@ __all__ = [
     "Streak",
     "Verdict",
     "assess",
+    "at_risk",
     "due",
     "expected_batch",
     "forget",
     "moved",
     "observe",
     "observe_predicted",
+    "observed",
     "plan",
+    "predicted_observed",
 ]

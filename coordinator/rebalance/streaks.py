@@ -63,29 +63,49 @@ class Streak:
     stuck: bool = False  # the last attempt found no plan that restores feasibility
 
 
-def observe(streaks: Mapping[str, Streak], windows: Iterable[TenantWindow], policy: RebalancePolicy,
-            hosted: Iterable[str]) -> dict[str, Streak]:
-    """Streaks after one device's telemetry window; only tenants the coordinator runs there count."""
-    out = dict(streaks)
+def observed(streaks: Mapping[str, Streak], windows: Iterable[TenantWindow], policy: RebalancePolicy,
+             hosted: Iterable[str]) -> dict[str, Streak]:
+    """The streaks one device's telemetry window changes (only those: the caller merges them, so a
+    window costs what its own tenants cost, not the fleet's); only tenants the coordinator runs there
+    count."""
+    out: dict[str, Streak] = {}
     here = set(hosted)
     for w in windows:
         if w.tenant not in here or w.completions <= 0:
             continue
-        s = out.get(w.tenant, Streak())
+        s = out.get(w.tenant) or streaks.get(w.tenant, Streak())
         bad = w.latency_p95_ms > policy.ratio * w.slo_ms
         out[w.tenant] = replace(s, over=s.over + 1 if bad else 0)
+    return out
+
+
+def observe(streaks: Mapping[str, Streak], windows: Iterable[TenantWindow], policy: RebalancePolicy,
+            hosted: Iterable[str]) -> dict[str, Streak]:
+    """Streaks after one device's telemetry window; only tenants the coordinator runs there count."""
+    return {**streaks, **observed(streaks, windows, policy, hosted)}
+
+
+def predicted_observed(streaks: Mapping[str, Streak], violating: Iterable[str],
+                       hosted: Iterable[str]) -> dict[str, Streak]:
+    """The streaks changed when the model judged one device at a telemetry window: ``violating`` of
+    ``hosted`` (only those, for the caller to merge)."""
+    bad = set(violating)
+    out: dict[str, Streak] = {}
+    for name in hosted:
+        s = streaks.get(name, Streak())
+        out[name] = replace(s, predicted=s.predicted + 1 if name in bad else 0)
     return out
 
 
 def observe_predicted(streaks: Mapping[str, Streak], violating: Iterable[str],
                       hosted: Iterable[str]) -> dict[str, Streak]:
     """Streaks after the model judged one device at a telemetry window: ``violating`` of ``hosted``."""
-    out = dict(streaks)
-    bad = set(violating)
-    for name in hosted:
-        s = out.get(name, Streak())
-        out[name] = replace(s, predicted=s.predicted + 1 if name in bad else 0)
-    return out
+    return {**streaks, **predicted_observed(streaks, violating, hosted)}
+
+
+def at_risk(s: Streak, policy: RebalancePolicy) -> bool:
+    """Whether ``s`` has run long enough for ``due`` to consider its tenant (cooldown aside)."""
+    return s.over >= policy.windows or (policy.predict and s.predicted >= policy.windows)
 
 
 def due(streaks: Mapping[str, Streak], policy: RebalancePolicy, now: float, *, joined: bool = False) -> list[str]:
@@ -94,8 +114,7 @@ def due(streaks: Mapping[str, Streak], policy: RebalancePolicy, now: float, *, j
     if not policy.enabled:
         return []
     return sorted(t for t, s in streaks.items()
-                  if (s.over >= policy.windows or (policy.predict and s.predicted >= policy.windows))
-                  and (now - s.last_move_at >= policy.cooldown_s or (joined and s.stuck)))
+                  if at_risk(s, policy) and (now - s.last_move_at >= policy.cooldown_s or (joined and s.stuck)))
 
 
 def moved(streaks: Mapping[str, Streak], tenant: str, now: float, *, stuck: bool = False) -> dict[str, Streak]:

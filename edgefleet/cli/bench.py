@@ -27,6 +27,7 @@ BENCHMARKS = {
     "placement": "bench.placement",
     "closedloop": "bench.closedloop",
     "gpu-sharing": "bench.gpu_sharing",
+    "ingest": "bench.ingest",
 }
 
 # name -> module under bench/ exposing main(args, registered_benchmarks) -> exit status: not benchmarks

@@ -598,6 +598,8 @@ class Store:
         if held is not None:
             self._set_command(command_id, replace(held, state="sent", attempts=attempts,
                                                   next_attempt_at=next_attempt_at))
+        else:
+            self._reload_command(command_id)  # a settled command sent again is outstanding again
 
     def finish_command(self, command_id: str, state: str, result: str) -> None:
         if state not in COMMAND_STATES:
@@ -608,6 +610,13 @@ class Store:
         held = self._outstanding.get(command_id)
         if held is not None:
             self._set_command(command_id, replace(held, state=state, result=result))
+        elif state in OUTSTANDING:
+            self._reload_command(command_id)
+
+    def _reload_command(self, command_id: str) -> None:
+        rows = self._rows("SELECT * FROM commands WHERE command_id = ?", (command_id,))
+        if rows:
+            self._set_command(command_id, self._command(rows[0]))
 
     def expedite(self, device_id: str, now: float) -> None:
         """Make every outstanding command to ``device_id`` due now (the device just came back)."""

@@ -25,9 +25,11 @@ Phases, with metrics defined before the run:
   (percent of one core) and RSS, and ``ms_per_window`` = coordinator CPU ms per acknowledged window. A
   step *keeps up* when acknowledged >= 97% of offered and ack p99 < 1 s; the steps stop after the
   first that does not. ``max_devices_at_5s`` is the largest size that kept up.
-- ``saturation``: offered twice the capacity (``capacity_wps``: the highest acknowledged rate of any
-  step), by shortening the windows' period on the last step's fleet, measured after more than one
-  resend period so resends are part of the load. ``saturated_ack_ratio`` = acknowledged / capacity
+- ``capacity_probes``: only when every step kept up, the last fleet's period is divided by 1.6 at a
+  time until the acknowledgements no longer keep up. ``capacity_wps`` is the highest acknowledged rate
+  of any step or probe.
+- ``saturation``: offered twice the capacity, by shortening the windows' period on the last step's
+  fleet, measured after more than one resend period so resends are part of the load. ``saturated_ack_ratio`` = acknowledged / capacity
   (goal >= 0.95: the rate levels off instead of collapsing).
 - ``drain``: new windows stop, resends continue; ``lost`` = windows never acknowledged (goal 0).
 - ``cold_start``: a fresh coordinator and database and ``cold_devices`` devices whose births all go out
@@ -526,10 +528,23 @@ def _steps(workdir: Path, quick: bool) -> dict[str, Any]:
                 print(f"ingest: {step}", flush=True)
                 if not step["keeps_up"]:
                     break
-            capacity = max(s["acked_wps"] for s in steps)
+            # capacity: when every step kept up, the last fleet's windows come faster (period / 1.6 at a
+            # time) until the acknowledgements no longer keep up; the highest acknowledged rate seen
+            probes: list[dict[str, Any]] = []
+            period = PERIOD_S
+            while steps[-1]["keeps_up"] and (not probes or probes[-1]["keeps_up"]) and len(probes) < 6:
+                period /= 1.6
+                sim.period(period)
+                time.sleep(warm_s)
+                probe = _measure(sim, coord, measure_s, broker)
+                probe["period_s"] = round(period, 3)
+                probe["keeps_up"] = _keeps_up(probe)
+                probes.append(probe)
+                print(f"ingest capacity probe: {probe}", flush=True)
+            capacity = max(s["acked_wps"] for s in steps + probes)
             # saturation: twice the capacity on the last step's fleet, with resends in the steady state
             offered_now = steps[-1]["offered_wps"] or 1.0
-            sim.period(PERIOD_S * offered_now / (2.0 * capacity))
+            sim.period(PERIOD_S * offered_now / (2.0 * capacity))  # the last step's fleet, 2 x capacity
             time.sleep(8.0 if quick else RESEND_S + 10.0)
             sat = _measure(sim, coord, measure_s, broker)
             sat["capacity_wps"] = capacity
@@ -545,7 +560,8 @@ def _steps(workdir: Path, quick: bool) -> dict[str, Any]:
         finally:
             sim.stop()
             coord.stop()
-    return {"steps": steps, "saturation": sat, "capacity_wps": capacity, "lost": final["unacked"],
+    return {"steps": steps, "capacity_probes": probes, "saturation": sat, "capacity_wps": capacity,
+            "lost": final["unacked"],
             "dup_acks": final["dup_acks"], "commands_to_devices": final["commands"],
             "false_deaths_during_steps": deaths, "coordinator_rss_mib_end": round(rss_end, 1)}
 
@@ -610,6 +626,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "lost": stepped["lost"],
         "ceiling": ceiling,
         "steps": steps,
+        "capacity_probes": stepped["capacity_probes"],
         "saturation": stepped["saturation"],
         "cold_start": cold,
         "false_deaths_during_steps": stepped["false_deaths_during_steps"],

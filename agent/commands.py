@@ -159,9 +159,12 @@ class CommandRunner:
         try:
             if isinstance(cmd, Deploy):
                 self._deploy(cmd.tenant)
+                log.info("deployed %s (%s:%s, SLO %g ms)", cmd.tenant.name, cmd.tenant.model,
+                         cmd.tenant.variant, cmd.tenant.slo_ms)
                 return True, "", f"{cmd.tenant.name} serving {cmd.tenant.model}:{cmd.tenant.variant}"
             if isinstance(cmd, Undeploy):
                 self._undeploy(cmd.tenant)
+                log.info("undeployed %s", cmd.tenant)
                 return True, "", f"{cmd.tenant} removed"
             if isinstance(cmd, Configure) and self._configure is not None:
                 return True, "", self._configure(cmd.tenant)

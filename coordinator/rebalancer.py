@@ -45,6 +45,24 @@ class Move:
     reason: str
 
 
+def situation_key(move: Move) -> tuple[str, str]:
+    """What a repeated decision must differ in to be logged again: its action and the outcome's code
+    ("no_fit", "stays", "moving", ...) without the figures that change every window."""
+    return move.action, move.outcome.split(":", 1)[0].strip()
+
+
+def worth_logging(last: tuple[str, str] | None, move: Move) -> bool:
+    """Log a decision the first time, whenever it changes, and every action that was carried out; a
+    tenant that keeps finding nothing to do (a one-agent fleet after a burst: ``migrate ... no_fit``)
+    is logged once until its situation changes."""
+    key = situation_key(move)
+    return last != key or key[1] in ("moving", "configuring")
+
+
+def _recovered(s: Streak) -> bool:
+    return s.over == 0 and s.predicted == 0
+
+
 class Rebalancer:
     def __init__(self, *, store: Store, tenants: Tenants, policy: RebalancePolicy,
                  clock: Callable[[], float]) -> None:
@@ -55,6 +73,7 @@ class Rebalancer:
         self.streaks: dict[str, Streak] = {}  # in memory: a restarted coordinator starts afresh
         self._at_risk: set[str] = set()  # the tenants whose streak is long enough for ``due`` to consider
         self.moves: list[Move] = []
+        self._logged: dict[str, tuple[str, str]] = {}  # tenant -> situation_key of its last logged decision
 
     @property
     def live(self) -> LivePredictedLatency | None:
@@ -123,6 +142,9 @@ class Rebalancer:
                 verdict = rebalance.assess(host, self.model(live, frozen=False))
                 bad = () if verdict.unmodelled else verdict.violating(self.policy.ratio)
                 self._merge(rebalance.predicted_observed(self.streaks, bad, running))
+        for name in running:  # back within its SLO: its next decision is news again
+            if name in self._logged and (name not in self.streaks or _recovered(self.streaks[name])):
+                del self._logged[name]
         self.run(self.clock())
 
     def _busy(self, device_id: str) -> set[str]:
@@ -177,10 +199,14 @@ class Rebalancer:
             self._record(Move(now, action.tenant, "configure", outcome, reason))
 
     def _record(self, move: Move) -> None:
-        level = logging.WARNING if move.action != "none" else logging.INFO
-        log.log(level, "rebalance %s %s: %s (%s)", move.action, move.tenant, move.outcome, move.reason)
+        if worth_logging(self._logged.get(move.tenant), move):
+            level = logging.WARNING if move.action != "none" else logging.INFO
+            log.log(level, "rebalance %s %s: %s (%s)", move.action, move.tenant, move.outcome, move.reason)
+            self._logged[move.tenant] = situation_key(move)
+        else:
+            log.debug("rebalance %s %s: %s (%s)", move.action, move.tenant, move.outcome, move.reason)
         self.moves.append(move)
         del self.moves[:-MOVES_KEPT]
 
 
-__all__ = ["MOVES_KEPT", "Move", "Rebalancer"]
+__all__ = ["MOVES_KEPT", "Move", "Rebalancer", "situation_key", "worth_logging"]

@@ -279,6 +279,7 @@ class Tenants:
         return None
 
     def removed(self, t: TenantRow, reply: OpReply) -> None:
+        log.info("tenant %s undeployed from %s", t.name, t.device_id)
         self.store.delete_tenant(t.name)
         if isinstance(self.placement, LivePredictedLatency):  # its demand and model error go too
             self.placement.forget(t.name)

@@ -17,6 +17,7 @@ from coordinator.rebalance import (
     observed,
     predicted_observed,
 )
+from coordinator.rebalancer import Move, situation_key, worth_logging
 from edgefleet.wire import TenantWindow
 
 POLICY = RebalancePolicy(windows=3, ratio=1.0, cooldown_s=60.0)
@@ -96,3 +97,27 @@ def test_a_window_changes_only_its_own_tenants_streaks(windows: list[tuple[str, 
     assert set(changed) <= set(hosted) & {w.tenant for w in ws if w.completions > 0}
     bad = hosted[:1]
     assert observe_predicted(before, bad, hosted) == {**before, **predicted_observed(before, bad, hosted)}
+
+
+# One warning per tenant and situation: a one-agent fleet after a burst keeps finding ``no_fit`` every
+# window; only the first such decision is logged until the outcome's code changes or the tenant recovers.
+_NO_FIT = Move(0.0, "a", "migrate", "no_fit: no device fits a: edge-01 p95 81.2 ms > 60 ms", "over SLO")
+_NO_FIT_LATER = Move(5.0, "a", "migrate", "no_fit: no device fits a: edge-01 p95 92.0 ms > 60 ms", "over SLO")
+_MOVING = Move(10.0, "a", "migrate", "moving", "over SLO")
+_STAYS = Move(10.0, "a", "none", "stays", "no plan restores the SLO")
+
+
+@pytest.mark.parametrize(
+    ("last", "move", "logged"),
+    [
+        (None, _NO_FIT, True),  # first time: news
+        (("migrate", "no_fit"), _NO_FIT_LATER, False),  # same code, other figures: already said
+        (("migrate", "no_fit"), _STAYS, True),  # another situation
+        (("migrate", "moving"), _MOVING, True),  # carried-out actions are always logged
+        (("none", "stays"), _STAYS, False),
+    ],
+)
+def test_repeated_rebalance_decisions_are_logged_once(last: tuple[str, str] | None, move: Move,
+                                                      logged: bool) -> None:
+    assert worth_logging(last, move) is logged
+    assert situation_key(_NO_FIT) == situation_key(_NO_FIT_LATER) == ("migrate", "no_fit")

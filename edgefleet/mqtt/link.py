@@ -313,6 +313,16 @@ class MqttLink:
 
     def _ready(self) -> None:
         """Connected and every subscription acknowledged: now announce (the on_connect hook)."""
+        with self._lock:
+            filters = sorted(self._routes)
+        where = f"{self.settings.host}:{self.settings.port}"
+        if self.connects <= 1:
+            log.info("connected to the MQTT broker at %s as %s", where, self.client_id)
+        else:
+            log.info("reconnected to the MQTT broker at %s as %s (connection %d)", where, self.client_id,
+                     self.connects)
+        if filters:
+            log.info("subscribed to %s", ", ".join(filters))
         self._connected.set()
         if self._on_connect_hook is not None:
             self._on_connect_hook(self)

@@ -123,7 +123,7 @@ def _compare(fleet: LocalFleet) -> dict[str, int]:
 
 
 def _trial(trial: int, quick: bool) -> dict[str, Any]:
-    plans = [AgentPlan("cx-a", budget_mb=128), AgentPlan("cx-b", budget_mb=128)]
+    plans = [AgentPlan("cx-a", budget_mib=128), AgentPlan("cx-b", budget_mib=128)]
     events: list[dict[str, Any]] = []
     with LocalFleet(agents=plans, prefix=f"cx{trial}x{time.monotonic_ns() % 10**8}", device_timeout_s=30.0) as fleet:
         watch = Watch(fleet)
@@ -267,7 +267,7 @@ def _overload(quick: bool) -> dict[str, Any]:
 
     model = "ocr-rec"
     seconds = 5.0 if quick else 12.0
-    with LocalFleet(agents=[AgentPlan("ov-a", budget_mb=128)], prefix=f"ov{time.monotonic_ns() % 10**8}") as fleet:
+    with LocalFleet(agents=[AgentPlan("ov-a", budget_mib=128)], prefix=f"ov{time.monotonic_ns() % 10**8}") as fleet:
         fleet.deploy(TenantSpec(name="ov", model=model, slo_ms=1000.0))
         feeds = dict(sample_inputs(model))
         agent = psutil.Process(fleet.children["ov-a"].proc.pid)  # type: ignore[union-attr]

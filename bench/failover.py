@@ -108,8 +108,8 @@ def _planned(fleet: LocalFleet, moves: int) -> dict[str, Any]:
 
 
 def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str, Any]:
-    plans = [AgentPlan("fo-a", budget_mb=128, telemetry_period_s=1.0),
-             AgentPlan("fo-b", budget_mb=128, telemetry_period_s=1.0)]
+    plans = [AgentPlan("fo-a", budget_mib=128, telemetry_period_s=1.0),
+             AgentPlan("fo-b", budget_mib=128, telemetry_period_s=1.0)]
     with LocalFleet(agents=plans, prefix=f"fo{time.monotonic_ns() % 10**8}", device_timeout_s=30.0) as fleet:
         crash = _fault(fleet, "crash", settle_s=1.0)
         hang = _fault(fleet, "hang", settle_s=1.0)

@@ -55,12 +55,12 @@ def agent_toml(
     state_dir: Path,
     *,
     prefix: str,
-    budget_mb: int = 1024,
+    budget_mib: int = 1024,
     workers: int = 0,
     period_s: float = 1.0,
     data_dir: str | None = None,
 ) -> str:
-    plan = AgentPlan(device_id, budget_mb=budget_mb, telemetry_period_s=period_s, workers=workers)
+    plan = AgentPlan(device_id, budget_mib=budget_mib, telemetry_period_s=period_s, workers=workers)
     return localfleet.agent_toml(plan, port, state_dir, prefix=prefix, data_dir=data_dir)
 
 

@@ -246,7 +246,7 @@ def calibrate(book: PerfBook, seconds: float) -> tuple[PerfBook, dict[str, int]]
     learner = Learner(book)
     models = sorted({m for mix in MIXES for m in mix})
     learnt: dict[str, int] = {}
-    with LocalFleet(agents=[AgentPlan("pm-cal", budget_mb=256)], prefix=f"pmc{time.monotonic_ns() % 10**8}") as fleet:
+    with LocalFleet(agents=[AgentPlan("pm-cal", budget_mib=256)], prefix=f"pmc{time.monotonic_ns() % 10**8}") as fleet:
         windows = Windows(fleet, "pm-cal")
         try:
             fleet.wait_online(["pm-cal"], 60)
@@ -303,7 +303,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
     learnt_book, learnt = calibrate(book, 5.0 if quick else 10.0)
     runs: list[dict[str, Any]] = []
     capacities: dict[str, dict[str, float]] = {}
-    with LocalFleet(agents=[AgentPlan("pm-a", budget_mb=256)], prefix=f"pm{time.monotonic_ns() % 10**8}") as fleet:
+    with LocalFleet(agents=[AgentPlan("pm-a", budget_mib=256)], prefix=f"pm{time.monotonic_ns() % 10**8}") as fleet:
         fleet.wait_online(["pm-a"], 60)
         for mix in mixes:
             names = {m: f"t{i}-{m}" for i, m in enumerate(mix)}

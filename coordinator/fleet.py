@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-MB = 1_000_000  # decimal megabyte, used only to print sizes for people
+MB = 1_000_000  # decimal megabyte (10^6 bytes): a unit for sizes written in tests and benchmarks
+MIB = 1 << 20  # mebibyte: budgets are configured in MiB, so sizes are printed in MiB too
 
 
-def mb(size_bytes: int) -> str:
-    """``10857958`` -> ``"10.9 MB"``."""
-    return f"{size_bytes / MB:.1f} MB"
+def mib(size_bytes: int) -> str:
+    """``10857958`` -> ``"10.4 MiB"``; a budget of ``memory_budget_mib = 512`` prints as ``"512.0 MiB"``."""
+    return f"{size_bytes / MIB:.1f} MiB"
+
+
+mb = mib  # the former name, kept so that code written against it still runs; prints MiB
 
 
 @dataclass(frozen=True)

@@ -41,19 +41,16 @@ from edgefleet.wire import (
 if TYPE_CHECKING:
     from edgefleet.cli.opsclient import OpsClient
 
-MB = 1_000_000
-
-
 class FleetError(RuntimeError):
     """A process of the local fleet did not start or did not come online; the message says which."""
 
 
 @dataclass(frozen=True)
 class AgentPlan:
-    """One agent to start. ``budget_mb`` is its model-memory budget in MiB (2^20 bytes)."""
+    """One agent to start. ``budget_mib`` is its model-memory budget in MiB (2^20 bytes)."""
 
     device_id: str
-    budget_mb: int = 256
+    budget_mib: int = 256
     telemetry_period_s: float = 1.0
     workers: int = 0  # 0: the agent chooses from the cores it has
     extra_toml: str = ""  # appended to the [agent] table, e.g. 'memory_policy = "lru"'
@@ -72,7 +69,7 @@ def agent_toml(plan: AgentPlan, port: int, state_dir: Path, *, prefix: str, data
         f'device_id = "{plan.device_id}"',
         f'state_dir = "{state_dir}"',
         f'prefix = "{prefix}"',
-        f"memory_budget_mb = {plan.budget_mb}",
+        f"memory_budget_mib = {plan.budget_mib}",
         f"telemetry_period_s = {plan.telemetry_period_s}",
         f"workers = {plan.workers}",
     ]

@@ -172,7 +172,7 @@ def test_agent_and_coordinator_killed_mid_command_converge_with_no_tenant_twice(
     from edgefleet.localfleet import AgentPlan, LocalFleet
     from edgefleet.wire import OpMigrate
 
-    plans = [AgentPlan("k-a", budget_mb=64, telemetry_period_s=0.5), AgentPlan("k-b", budget_mb=64,
+    plans = [AgentPlan("k-a", budget_mib=64, telemetry_period_s=0.5), AgentPlan("k-b", budget_mib=64,
                                                                                telemetry_period_s=0.5)]
     with LocalFleet(agents=plans, prefix="kill" + uuid.uuid4().hex[:6], workdir=tmp_path) as fleet:
         fleet.deploy(TenantSpec(name="stay", model="vad", slo_ms=500))

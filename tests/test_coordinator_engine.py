@@ -278,8 +278,8 @@ def test_placement_counts_memory_of_assigned_tenants(rig: Rig) -> None:
     assert rig.engine.deploy(spec("a")) is None
     assert rig.engine.deploy(spec("b")) is None
     third = rig.engine.deploy(spec("c"))
-    # 25 MB - 2 x 10.9 MB = 3.3 MB free < 10.9 MB
-    assert third is not None and third.message.endswith("d1: needs 10.9 MB, 3.3 MB free")
+    # 25 MB - 2 x 10.9 MB = 3.3 MB free < 10.9 MB, printed in MiB: 10.9e6 / 2^20 = 10.4, 3.3e6 / 2^20 = 3.1
+    assert third is not None and third.message.endswith("d1: needs 10.4 MiB, 3.1 MiB free")
 
 
 def test_decisions_in_one_transaction_see_each_other_and_a_rollback_frees_its_slot(rig: Rig) -> None:
@@ -297,7 +297,8 @@ def test_decisions_in_one_transaction_see_each_other_and_a_rollback_frees_its_sl
         last = rig.engine.deploy(spec("c"))
     # 15 MB - 10.9 MB = 4.1 MB free on d1, 12 MB - 10.9 MB = 1.1 MB on d2
     assert last is not None and last.code == "no_fit"
-    assert "d1: needs 10.9 MB, 4.1 MB free" in last.message and "d2: needs 10.9 MB, 1.1 MB free" in last.message
+    # printed in MiB (/ 1.048576): 10.4, 4.0 and 1.1
+    assert "d1: needs 10.4 MiB, 4.0 MiB free" in last.message and "d2: needs 10.4 MiB, 1.1 MiB free" in last.message
     assert (rig.state("a"), rig.state("b")) == (("deploying", "d1"), ("deploying", "d2"))
     with pytest.raises(RuntimeError), rig.store.atomic():
         rig.engine.undeploy("a")

@@ -60,16 +60,16 @@ def test_choice(case: str, devices: list[DeviceSnapshot], model: ModelFacts, exp
 
 
 NOFITS = [
-    # d1: litert missing; d2: 10 MB - 9.9 MB = 0.1 MB free < 0.2 MB needed
+    # d1: litert missing; d2: 10 MB - 9.9 MB = 0.1 MB free < 0.2 MB needed (printed in MiB: / 1.048576)
     ("no runtime and no room", [dev("d1", 100, runtimes=(ORT,)), dev("d2", 10, 9.9, runtimes=(LITERT,))],
-     FACE, "d1: no runtime litert; d2: needs 0.2 MB, 0.1 MB free"),
-    # d1: onnxruntime missing; d2: 14 MB - 10.9 MB = 3.1 MB free < 10.9 MB needed
+     FACE, "d1: no runtime litert; d2: needs 0.2 MiB, 0.1 MiB free"),
+    # d1: onnxruntime missing; d2: 14 MB - 10.9 MB = 3.1 MB free < 10.9 MB needed; in MiB 3.0 and 10.4
     ("too full", [dev("d1", 100, runtimes=(LITERT,)), dev("d2", 14, 10.9)],
-     OCR_REC, "d1: no runtime onnxruntime; d2: needs 10.9 MB, 3.1 MB free"),
+     OCR_REC, "d1: no runtime onnxruntime; d2: needs 10.4 MiB, 3.0 MiB free"),
     ("offline", [dev("d1", 100, online=False)], OCR_REC, "d1: offline"),
     ("empty fleet", [], OCR_REC, "no devices known"),
     # over-committed device (used > budget) reports 0 MB free, not a negative number
-    ("over-committed", [dev("d1", 10, 12)], OCR_REC, "d1: needs 10.9 MB, 0.0 MB free"),
+    ("over-committed", [dev("d1", 10, 12)], OCR_REC, "d1: needs 10.4 MiB, 0.0 MiB free"),
 ]
 
 

@@ -59,7 +59,7 @@ def test_summary_counts_failures_and_slo_attainment() -> None:
 
 def test_the_plan_meets_the_brief() -> None:
     # Three devices with different budgets; >= 5 tenants on >= 4 models from both runtimes.
-    assert len(DEVICES) == 3 and len({d.budget_mb for d in DEVICES}) == 3
+    assert len(DEVICES) == 3 and len({d.budget_mib for d in DEVICES}) == 3
     assert len(TENANTS) >= 5 and len({t.spec.model for t in TENANTS}) >= 4
     assert {t.runtime for t in TENANTS} == {"onnxruntime", "litert"}
     assert tenants(2.0)[0].rate_rps == 2 * TENANTS[0].rate_rps

@@ -30,8 +30,8 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[LocalFleet]:
-    plans = [AgentPlan("dev-a", budget_mb=64, telemetry_period_s=0.5),
-             AgentPlan("dev-b", budget_mb=48, telemetry_period_s=0.5)]
+    plans = [AgentPlan("dev-a", budget_mib=64, telemetry_period_s=0.5),
+             AgentPlan("dev-b", budget_mib=48, telemetry_period_s=0.5)]
     with LocalFleet(agents=plans, prefix=f"e2e{time.monotonic_ns() % 10**8}", device_timeout_s=10.0) as f:
         yield f
 
@@ -152,7 +152,7 @@ def test_killed_agent_tenants_are_replaced_and_calls_succeed(fleet: LocalFleet) 
 def test_a_secured_fleet_serves_granted_apps_and_refuses_the_others(tmp_path: Path) -> None:
     """Every process with its own account under the generated ACL: the real agent and coordinator work,
     an app reaches its own tenant, and a call to a tenant it was not granted never reaches a device."""
-    with LocalFleet(agents=[AgentPlan("sec-a", budget_mb=64, telemetry_period_s=0.5)], prefix="sec",
+    with LocalFleet(agents=[AgentPlan("sec-a", budget_mib=64, telemetry_period_s=0.5)], prefix="sec",
                     secure=True, apps={"app-one": ["one"], "app-two": ["two"]}, workdir=tmp_path) as fleet:
         assert oct((tmp_path / "sec-a" / "agent.toml").stat().st_mode & 0o777) == "0o600"
         fleet.deploy(TenantSpec(name="one", model="ocr-cls", slo_ms=500))

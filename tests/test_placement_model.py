@@ -102,7 +102,7 @@ CASES = [
         "d1: no profile for m1:fp32 on tpu-box",
     ),
     ("unknown kind", [dev("d1", "jetson")], ("t1", M1, 1, 100), {}, "d1: unknown device kind jetson"),
-    ("memory", [dev("d1", "box", 4)], ("t1", M1, 1, 100), {}, "d1: needs 5.0 MB, 4.0 MB free"),
+    ("memory", [dev("d1", "box", 4)], ("t1", M1, 1, 100), {}, "d1: needs 4.8 MiB, 3.8 MiB free"),  # 5 MB and 4 MB printed in MiB
     (
         "offline and no runtime",
         [dev("d1", online=False), dev("d2", runtimes=(LITERT,))],
@@ -276,7 +276,7 @@ def test_knapsack_choices(policy: FirstFit, expected: str) -> None:
     decision = policy.place(spec("t", M1, 50), M1, fleet)
     assert isinstance(decision, Placed) and decision.device_id == expected
     nofit = policy.place(spec("t", M1, 50), M1, FleetSnapshot((_mem("a", 4),)))
-    assert isinstance(nofit, NoFit) and nofit.reason == "a: needs 5.0 MB, 4.0 MB free"
+    assert isinstance(nofit, NoFit) and nofit.reason == "a: needs 4.8 MiB, 3.8 MiB free"  # 5e6 and 4e6 bytes in MiB
 
 
 @settings(max_examples=80, deadline=None)

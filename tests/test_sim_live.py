@@ -14,7 +14,7 @@ from agent.host import DeployError
 from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
 from coordinator.perf.calibration import VARIANT, build_book
 from coordinator.placement.live import book_kind
-from coordinator.sim.agents import KINDS, MB, DeviceKind
+from coordinator.sim.agents import KINDS, MIB, DeviceKind
 from coordinator.sim.devices import (
     ModelShape,
     agent_plan,
@@ -74,8 +74,8 @@ def test_a_fleet_without_devices_is_refused(count: int | None, per_kind: int) ->
         live_devices(count=count, per_kind=per_kind)
 
 
-CORAL_TPU = DeviceKind("coral-usb", "coral-tpu", 128 * MB)
-X86_CPU = DeviceKind("x86_64-cpu", "x86-cpu", 512 * MB)
+CORAL_TPU = DeviceKind("coral-usb", "coral-tpu", 128 * MIB)
+X86_CPU = DeviceKind("x86_64-cpu", "x86-cpu", 512 * MIB)
 
 
 @pytest.mark.parametrize(("shape", "kind", "expected"), [
@@ -203,8 +203,8 @@ def test_the_cli_refuses_bad_live_runs_before_starting_anything(argv: list[str],
 def test_the_report_compares_each_answer_with_the_book_of_the_kind_that_gave_it() -> None:
     spec = TenantSpec(name="pose", model="pose-landmark", slo_ms=20.0)
     status = FleetStatus(
-        devices=[DeviceView("tpu-1", False, "coral-usb", ["litert"], 128 * MB, 0, [], 0.0),
-                 DeviceView("cpu-1", True, "x86_64-cpu", ["litert"], 512 * MB, 0, ["pose"], 0.0)],
+        devices=[DeviceView("tpu-1", False, "coral-usb", ["litert"], 128 * MIB, 0, [], 0.0),
+                 DeviceView("cpu-1", True, "x86_64-cpu", ["litert"], 512 * MIB, 0, ["pose"], 0.0)],
         tenants=[TenantView("pose", "pose-landmark", "fp32", 20.0, "running", "cpu-1", latency_p95_ms=18.0)],
         ts=0.0)
     calls = [Call("pose", 1.0, True, "tpu-1", 5.0, 4.2), Call("pose", 2.0, True, "tpu-1", 5.0, 1.1),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from coordinator.fleet import FleetSnapshot, ModelFacts, mb
+from coordinator.fleet import FleetSnapshot, ModelFacts, mib
 from coordinator.placement.memory import feasible
 from coordinator.placement.seam import Decision, NoFit, Placed
 from edgefleet.wire import TenantSpec
@@ -54,8 +54,8 @@ class _Knapsack:
         return Placed(
             best.device_id,
             float(after),
-            f"{self.name}: {mb(best.free_bytes)} free, "
-            f"{spec.model}:{spec.variant} needs {mb(model.size_bytes)}",
+            f"{self.name}: {mib(best.free_bytes)} free, "
+            f"{spec.model}:{spec.variant} needs {mib(model.size_bytes)}",
         )
 
     def plan(self, tenants: Sequence[tuple[TenantSpec, ModelFacts]], fleet: FleetSnapshot) -> list[Decision]:
@@ -72,7 +72,7 @@ class _Knapsack:
             ids = groups.get(model.runtime, [])
             frees = [free[i] for i in ids]
             if not any(f >= model.size_bytes for f in frees):
-                out.append(NoFit(f"no online device with {model.runtime} has {mb(model.size_bytes)} free"))
+                out.append(NoFit(f"no online device with {model.runtime} has {mib(model.size_bytes)} free"))
                 continue
             did = ids[self.choose(frees, [budget[i] for i in ids], model.size_bytes)]
             free[did] -= model.size_bytes

@@ -8,7 +8,7 @@ with fewer tenants, then to the smaller device id, so the choice is deterministi
 
 from __future__ import annotations
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mb
+from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
 from coordinator.placement.seam import Decision, NoFit, Placed
 from edgefleet.wire import TenantSpec
 
@@ -21,7 +21,7 @@ def rejection(device: DeviceSnapshot, model: ModelFacts) -> str | None:
         return f"no runtime {model.runtime}"
     free = device.free_bytes
     if free < model.size_bytes:
-        return f"needs {mb(model.size_bytes)}, {mb(max(free, 0))} free"
+        return f"needs {mib(model.size_bytes)}, {mib(max(free, 0))} free"
     return None
 
 
@@ -55,7 +55,7 @@ class MostFreeMemory:
             device_id=best.device_id,
             score=float(after),
             reason=(
-                f"most free memory: {mb(best.free_bytes)} free of {mb(best.memory_budget_bytes)}, "
-                f"{spec.model}:{spec.variant} needs {mb(model.size_bytes)}"
+                f"most free memory: {mib(best.free_bytes)} free of {mib(best.memory_budget_bytes)}, "
+                f"{spec.model}:{spec.variant} needs {mib(model.size_bytes)}"
             ),
         )

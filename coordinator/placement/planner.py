@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mb
+from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
 from coordinator.perf import Load, Outlook, PerfBook, Processor, predict
 from coordinator.placement.seam import Decision, NoFit, Placed
 from edgefleet.wire import TenantSpec
@@ -138,7 +138,7 @@ class Planner:
     def check(self, dev: _Dev, proc_name: str, load: Load, size: int) -> tuple[float, Outlook] | str:
         """(score, outlook with ``load`` added) or why ``load`` does not fit on ``dev``."""
         if dev.free < size:
-            return f"needs {mb(size)}, {mb(max(dev.free, 0))} free"
+            return f"needs {mib(size)}, {mib(max(dev.free, 0))} free"
         if dev.blocked:
             return dev.blocked
         st = dev.procs[proc_name]

@@ -31,9 +31,9 @@ from edgefleet.wire import (
     Undeploy,
 )
 
-MB = 1 << 20
+MIB = 1 << 20
 LOAD_BASE_S = 0.3  # session creation and warm-up of a model, whatever its size
-LOAD_S_PER_MB = 0.05  # reading and initialising parameters
+LOAD_S_PER_MIB = 0.05  # reading and initialising parameters
 UNSTABLE_P95_FACTOR = 10.0  # reported p95 of an overloaded tenant, in multiples of its SLO
 
 
@@ -49,10 +49,10 @@ class DeviceKind:
 
 
 KINDS: tuple[DeviceKind, ...] = (
-    DeviceKind("x86_64-cpu", "x86-cpu", 512 * MB),
-    DeviceKind("aarch64-cpu", "arm-cpu", 128 * MB),
-    DeviceKind("jetson-orin-nano", "jetson-gpu", 256 * MB, accelerator="cuda:0"),
-    DeviceKind("coral-usb", "coral-tpu", 128 * MB, accelerator="edgetpu:usb:0"),
+    DeviceKind("x86_64-cpu", "x86-cpu", 512 * MIB),
+    DeviceKind("aarch64-cpu", "arm-cpu", 128 * MIB),
+    DeviceKind("jetson-orin-nano", "jetson-gpu", 256 * MIB, accelerator="cuda:0"),
+    DeviceKind("coral-usb", "coral-tpu", 128 * MIB, accelerator="edgetpu:usb:0"),
 )
 
 
@@ -113,7 +113,7 @@ class SimAgent:
         """How long applying ``cmd`` takes before its Ack goes out."""
         if isinstance(cmd, Undeploy) or cmd.command_id in self.applied:
             return 0.01
-        return LOAD_BASE_S + LOAD_S_PER_MB * self._size(cmd.tenant) / MB
+        return LOAD_BASE_S + LOAD_S_PER_MIB * self._size(cmd.tenant) / MIB
 
     def apply(self, cmd: Deploy | Undeploy | Configure, now: float) -> Ack:
         """Apply ``cmd`` (once per command id) and return the Ack to publish."""
@@ -173,7 +173,7 @@ class SimAgent:
                                         colocated=[n for n in names if n != name]))
         used = sum(self._size(s) for s in self.hosted.values())
         self.seq += 1
-        device = DeviceWindow(cpu_percent=min(100.0, 100.0 * cpu_util), memory_used_bytes=used + 64 * MB,
+        device = DeviceWindow(cpu_percent=min(100.0, 100.0 * cpu_util), memory_used_bytes=used + 64 * MIB,
                               memory_budget_bytes=self.kind.budget_bytes, model_memory_bytes=used)
         return Telemetry(device_id=self.device_id, boot_id=self.boot_id, seq=self.seq, window_start=start,
                          window_end=end, device=device, tenants=sorted(windows, key=lambda w: w.tenant))

@@ -19,7 +19,7 @@ from typing import Any
 
 from coordinator.perf import PerfBook
 from coordinator.perf.calibration import VARIANT
-from coordinator.sim.agents import KINDS, MB, DeviceKind
+from coordinator.sim.agents import KINDS, MIB, DeviceKind
 from edgefleet.localfleet import AgentPlan
 
 Tensor = tuple[str, str, tuple[int | None, ...]]  # name, numpy dtype, shape (None: dynamic)
@@ -106,5 +106,5 @@ def fake_path(folder: Path, model: str) -> Path:
 def agent_plan(device: LiveDevice, fake_dir: Path, *, telemetry_period_s: float = 1.0) -> AgentPlan:
     """The agent that plays ``device``: its kind, its budget in MiB, one worker per core of the kind."""
     extra = f'device_kind = "{device.kind.reported}"\nfake_models_dir = "{fake_dir}"'
-    return AgentPlan(device.device_id, budget_mb=device.kind.budget_bytes // MB,
+    return AgentPlan(device.device_id, budget_mib=device.kind.budget_bytes // MIB,
                      telemetry_period_s=telemetry_period_s, workers=device.kind.cpu_count, extra_toml=extra)

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                        apps={app_name(t.spec.name): [t.spec.name] for t in loads})
     print(f"edgefleet demo: starting a private Mosquitto{' (passwords and ACLs)' if args.secure else ''}, "
           f"a coordinator and {len(DEVICES)} agents "
-          f"({', '.join(f'{d.device_id} {d.budget_mb} MiB' for d in DEVICES)})", flush=True)
+          f"({', '.join(f'{d.device_id} {d.budget_mib} MiB' for d in DEVICES)})", flush=True)
     try:
         fleet.start()
         for load in loads:

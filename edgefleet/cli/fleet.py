@@ -13,7 +13,7 @@ from typing import Any
 
 from edgefleet.wire import FleetStatus, OpReply, TenantModelError, TenantView
 
-MB = 1_000_000
+MIB = 1 << 20  # sizes are printed in MiB, the unit budgets are configured in
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -198,11 +198,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def format_status(status: FleetStatus) -> str:
     """The two tables ``edgefleet status`` prints: devices, then tenants."""
-    devices: list[tuple[str, ...]] = [("DEVICE", "ONLINE", "KIND", "RUNTIMES", "MODEL MEM MB", "TENANTS")]
+    devices: list[tuple[str, ...]] = [("DEVICE", "ONLINE", "KIND", "RUNTIMES", "MODEL MEM MiB", "TENANTS")]
     for d in status.devices:
         devices.append((
             d.device_id, "yes" if d.online else "no", d.device_kind or "-", ",".join(d.runtimes) or "-",
-            f"{d.memory_used_bytes / MB:.1f}/{d.memory_budget_bytes / MB:.1f}", ",".join(d.tenants) or "-",
+            f"{d.memory_used_bytes / MIB:.1f}/{d.memory_budget_bytes / MIB:.1f}", ",".join(d.tenants) or "-",
         ))
     model = {e.tenant: e for e in status.model.tenants} if status.model is not None else None
     head = ("TENANT", "MODEL", "DEVICE", "STATE", "RPS", "P50/P95 MS", "SLO MS", "ERRORS")

@@ -29,9 +29,9 @@ class TenantLoad:
 
 
 DEVICES: tuple[AgentPlan, ...] = (
-    AgentPlan("edge-small", budget_mb=24),
-    AgentPlan("edge-medium", budget_mb=28),
-    AgentPlan("edge-large", budget_mb=32),
+    AgentPlan("edge-small", budget_mib=24),
+    AgentPlan("edge-medium", budget_mib=28),
+    AgentPlan("edge-large", budget_mib=32),
 )
 
 TENANTS: tuple[TenantLoad, ...] = (

@@ -39,7 +39,7 @@ from agent.host import DeployError, LocalModels, ModelHost, ModelResolver, ZooRe
 from agent.memory.manager import MemoryManager
 from agent.outbox import Outbox
 from agent.scheduler import Scheduler
-from agent.serving import Server
+from agent.serving import Server, answer_bad_name
 from agent.slots import Slots
 from agent.state import AgentState
 from agent.telemetry import WindowStats
@@ -116,6 +116,9 @@ class Agent:
             max_payload_bytes=config.max_payload_bytes,
             default_timeout_ms=config.default_timeout_ms,
         )
+        # opt-in: a second connection so that its fleet-wide subscription never routes into the tenants' own
+        self.names_link = (MqttLink(config.mqtt, client_id=f"ef-agent-{self.device_id}-names")
+                           if config.answer_bad_names else None)
         self.outbox = Outbox(self.state, self.link, max_bytes=config.outbox_max_bytes,
                              resend_after_s=config.telemetry_resend_s)
         self.commands = CommandRunner(
@@ -156,6 +159,9 @@ class Agent:
         self._telemetry_thread.start()
         self.data.start()
         self.link.start()
+        if self.names_link is not None:
+            self.names_link.subscribe(self.topics.infer_any_shared, self._on_any_request, qos=0)
+            self.names_link.start()
         self._metrics_server = start_metrics(self.metrics.samples, self.config.metrics_port)
 
     def stop(self) -> None:
@@ -163,6 +169,8 @@ class Agent:
         self._stop.set()
         for name in list(self.memory.assigned):
             self.data.unsubscribe(self.topics.infer_shared(name))
+        if self.names_link is not None:
+            self.names_link.stop()
         self.commands.stop()
         self.memory.stop()
         self.server.stop()
@@ -313,6 +321,9 @@ class Agent:
     def _on_request(self, msg: Inbound) -> None:
         self.server.on_request(msg.topic, msg.payload, msg.response_topic, msg.correlation_data, msg.qos,
                                msg.received_at)
+
+    def _on_any_request(self, msg: Inbound) -> None:
+        answer_bad_name(self.server, msg.topic, msg.payload, msg.response_topic, msg.correlation_data, msg.qos)
 
     def _on_command(self, msg: Inbound) -> None:
         try:

@@ -71,6 +71,7 @@ class Server:
         self.clock = clock
         self.dropped_no_reply_topic = 0
         self._tenant_of: dict[str, str] = {}  # request topic -> tenant
+        self.dropped_bad_reply_topic = 0
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -87,6 +88,18 @@ class Server:
         now = received if received is not None else self.clock()
         if not response_topic:
             self.dropped_no_reply_topic += 1  # nobody to answer; nothing else to do
+            return
+        if not usable_reply_topic(response_topic):
+            self.dropped_bad_reply_topic += 1  # MQTT forbids publishing there: nobody can be answered
+            if self.dropped_bad_reply_topic == 1:
+                log.warning("dropped a request whose Response Topic %r cannot be published to (a wildcard, "
+                            "NUL or too long); further ones are counted in dropped_bad_reply_topic",
+                            response_topic[:200])
+            return
+        if correlation is None:
+            self.error(response_topic, correlation, qos, ErrorCode.BAD_REQUEST,
+                       "the request has no Correlation Data: its reply could not be matched to it; set the "
+                       "MQTT 5 Correlation Data property")
             return
         tenant = self._tenant_of.get(topic)
         if tenant is None:
@@ -126,6 +139,13 @@ class Server:
             return
         timeout_ms = frame.timeout_ms or self.default_timeout_ms or max(4 * spec.slo_ms, 1000.0)
         deadline = now + timeout_ms / 1e3
+        spent_ms = 1e3 * (self.clock() - now)
+        if spent_ms >= timeout_ms:  # no queue could help: the budget itself is too short
+            stats.error(tenant)
+            self.error(response_topic, correlation, qos, ErrorCode.BUDGET_EXPIRED,
+                       f"timeout_ms {timeout_ms:g} was spent before the request could be queued ({spent_ms:.3f} ms "
+                       f"after receipt); the same budget cannot succeed: send a larger one")
+            return
         early = self.scheduler.admission(slot, deadline)
         if not early.ok:  # shed before checking the tensors or queueing anything
             stats.shed(tenant)
@@ -297,3 +317,22 @@ class Server:
         for r in reqs:
             self.stats.error(r.tenant)
         self.reject(reqs, code, message)
+
+
+def usable_reply_topic(topic: str) -> bool:
+    """Whether a requester's Response Topic is a topic one may publish to (MQTT 5, 4.7: no wildcards, no
+    NUL; at most 65535 bytes of UTF-8)."""
+    return not ("#" in topic or "+" in topic or "\x00" in topic) and len(topic.encode("utf-8", "replace")) <= 65535
+
+
+def answer_bad_name(server: Server, topic: str, payload: bytes, response_topic: str | None,
+                    correlation: bytes | None, qos: int) -> bool:
+    """A request from the fleet-wide shared group (``Topics.infer_any_shared``): answered with bad_request
+    when its tenant name breaks the rules (no replica subscribes to such a topic); returns whether it was.
+    Requests to valid names are left to the tenant's own replicas."""
+    try:
+        server.topics.parse(topic)
+    except WireError:
+        server.on_request(topic, payload, response_topic, correlation, qos)
+        return True
+    return False

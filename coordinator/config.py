@@ -15,6 +15,7 @@ from typing import Any
 from coordinator.rebalance import RebalancePolicy
 from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
 from edgefleet.mqtt import MqttSettings
+from edgefleet.paths import default_state_dir
 from edgefleet.wire import Topics, WireError
 from edgefleet.wire.names import CLIENT_RE
 
@@ -111,8 +112,8 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
     coordinator_id = c.str("id", "coordinator")
     if not CLIENT_RE.match(coordinator_id):
         raise ConfigError(f"{source}: [coordinator] id must match {CLIENT_RE.pattern}, got {coordinator_id!r}")
-    db = c.str("db", "coordinator.db")
-    db_path = Path(db).expanduser()
+    db = c.opt_str("db")
+    db_path = Path(db).expanduser() if db else default_state_dir("coordinator") / "coordinator.db"
     if not db_path.is_absolute() and source.endswith(".toml"):
         db_path = Path(source).parent / db_path  # relative to the config file, not the working directory
     k = Section(source, "commands", data.get("commands"), _COMMAND_FIELDS)

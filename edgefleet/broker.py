@@ -1,6 +1,7 @@
-"""A private Mosquitto broker on a free loopback port, for the demo, the benchmarks and the tests.
+"""A Mosquitto broker of edgefleet's own, for ``edgefleet broker``, the demo, the benchmarks and the tests.
 
-It writes its own config (never the system's) with the queue limits set deliberately: Mosquitto 2.0's
+It writes its own config (never the system's) with the settings of the shipped config/mosquitto.conf
+(a test keeps the two equal): no-delay, and queue limits set deliberately, because Mosquitto 2.0's
 defaults (20 in flight, 1000 queued per client) silently drop QoS 1 messages for a slow subscriber.
 """
 
@@ -55,8 +56,10 @@ class PrivateBroker:
         limits: BrokerLimits = BrokerLimits(),
         extra_config: str = "",
         persistence: bool = False,
+        bind: str = "127.0.0.1",
     ) -> None:
         self.binary = find_mosquitto()
+        self.bind = bind
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edgefleet-broker-"))
@@ -64,7 +67,7 @@ class PrivateBroker:
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         lines = [
-            f"listener {self.port} 127.0.0.1",
+            f"listener {self.port} {bind}",
             "allow_anonymous true" if "password_file" not in extra_config else "allow_anonymous false",
             f"max_inflight_messages {limits.max_inflight_messages}",
             f"max_queued_messages {limits.max_queued_messages}",
@@ -72,6 +75,7 @@ class PrivateBroker:
             "set_tcp_nodelay true",  # request/response latency: no Nagle delay on small messages
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.workdir}/",
+            "autosave_interval 60",
             "log_dest stderr",
             "log_type error",
             "log_type information",
@@ -89,7 +93,9 @@ class PrivateBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        """``mqtt://host:port`` as ``$EDGEFLEET_MQTT_URL`` takes it (loopback when bound to all addresses)."""
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
+        return f"mqtt://{host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed by the OS
@@ -106,7 +112,8 @@ class PrivateBroker:
                 raise BrokerUnavailable(
                     f"mosquitto exited with {self._proc.returncode}: {self.log_path.read_text()[-2000:]}"
                 )
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            probe = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
+            with contextlib.suppress(OSError), socket.create_connection((probe, self.port), 0.2):
                 return
             time.sleep(0.05)
         self.stop()

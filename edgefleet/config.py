@@ -1,13 +1,15 @@
 """Helpers shared by the agent's and coordinator's TOML config loaders: typed, validated, field-named.
 
-A config error names the file, the table and the field (``agent.toml: [agent] memory_budget_mb must be
+A config error names the file, the table and the field (``agent.toml: [agent] memory_budget_mib must be
 > 0, got -5``), so an operator can fix it without reading code.
 """
 
 from __future__ import annotations
 
 import builtins
+import os
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from edgefleet.mqtt import MqttSettings
+from edgefleet.paths import MQTT_URL_ENV, client_config_path
 
 
 class ConfigError(ValueError):
@@ -90,7 +93,56 @@ class Section:
 MQTT_FIELDS = {"host", "port", "keepalive_s", "username", "password", "tls_ca", "tls_cert", "tls_key"}
 
 
-def mqtt_settings(source: str, data: Mapping[str, Any] | None) -> MqttSettings:
+def parse_mqtt_url(url: str, source: str = MQTT_URL_ENV) -> dict[str, Any]:
+    """``mqtt://[user[:password]@]host[:port]`` as ``[mqtt]`` table keys (port 1883 when left out). TLS
+    needs CA and key files, which a URL cannot carry: use a config file's [mqtt] table for it."""
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme != "mqtt":
+        why = "TLS needs files: give them in an [mqtt] table (--mqtt-config)" if parsed.scheme == "mqtts" else \
+            "expected mqtt://[user[:password]@]host[:port]"
+        raise ConfigError(f"{source}: {url!r}: {why}")
+    try:
+        port = parsed.port or 1883
+    except ValueError:
+        raise ConfigError(f"{source}: {url!r}: the port must be a number in 1..65535") from None
+    if not parsed.hostname or parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        raise ConfigError(f"{source}: {url!r}: expected mqtt://[user[:password]@]host[:port]")
+    out: dict[str, Any] = {"host": parsed.hostname, "port": port}
+    if parsed.username:
+        out["username"] = urllib.parse.unquote(parsed.username)
+    if parsed.password is not None:
+        out["password"] = urllib.parse.unquote(parsed.password)
+    return out
+
+
+def ambient_mqtt() -> tuple[str, dict[str, Any]]:
+    """The broker settings of this shell or user: ``$EDGEFLEET_MQTT_URL`` over the ``[mqtt]`` table of the
+    client config file (edgefleet.paths); returns (where they came from, the keys)."""
+    sources: list[str] = []
+    table: dict[str, Any] = {}
+    client_file = client_config_path()
+    if client_file.is_file():
+        file_table = read_toml(client_file).get("mqtt") or {}
+        if not isinstance(file_table, dict):
+            raise ConfigError(f"{client_file}: [mqtt] must be a table")
+        table.update(file_table)
+        sources.append(str(client_file))
+    url = os.environ.get(MQTT_URL_ENV)
+    if url:
+        table.update(parse_mqtt_url(url))
+        sources.append(f"${MQTT_URL_ENV}")
+    return " and ".join(sources) or "defaults", table
+
+
+def mqtt_settings(source: str, data: Mapping[str, Any] | None, *, ambient: bool = True) -> MqttSettings:
+    """MqttSettings from an ``[mqtt]`` table; with ``ambient``, keys it leaves out come from
+    ``$EDGEFLEET_MQTT_URL`` and the client config file (``ambient_mqtt``)."""
+    if ambient:
+        where, table = ambient_mqtt()
+        if table:
+            merged = {**table, **dict(data or {})}
+            source = f"{source} (with {where})" if data else where
+            data = merged
     s = Section(source, "mqtt", data, MQTT_FIELDS)
     try:
         return MqttSettings(

@@ -59,3 +59,24 @@ def test_an_unknown_batch_policy_names_the_accepted_ones(tmp_path: Path, value: 
 def test_a_batch_policy_that_is_not_a_string_is_refused(tmp_path: Path, value: object) -> None:
     with pytest.raises(ConfigError, match="batch_policy"):
         config_from_dict(_agent(tmp_path, batch_policy=value))
+
+
+# Sizes are MiB and named so: memory_budget_mib = 512 is 512 x 2^20 = 536_870_912 bytes.
+@pytest.mark.parametrize(("old", "new", "attr", "value", "bytes_"), [
+    ("memory_budget_mb", "memory_budget_mib", "memory_budget_bytes", 512, 536_870_912),
+    ("max_payload_mb", "max_payload_mib", "max_payload_bytes", 8, 8_388_608),
+    ("outbox_max_mb", "outbox_max_mib", "outbox_max_bytes", 64, 67_108_864),
+])
+def test_mib_keys_and_their_deprecated_mb_spelling(tmp_path: Path, old: str, new: str, attr: str, value: int,
+                                                   bytes_: int) -> None:
+    assert getattr(config_from_dict(_agent(tmp_path, **{new: value})), attr) == bytes_
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated .* write {new} = {value}"):
+        assert getattr(config_from_dict(_agent(tmp_path, **{old: value})), attr) == bytes_
+    with pytest.raises(ConfigError, match=f"{old} and {new} are the same setting"):
+        config_from_dict(_agent(tmp_path, **{old: value, new: value}))
+
+
+def test_the_example_config_uses_the_mib_names() -> None:
+    text = EXAMPLE.read_text()
+    assert "memory_budget_mib = 512" in text and "_mb " not in text and "_mb=" not in text
+    assert load_config(EXAMPLE).memory_budget_bytes == 512 << 20

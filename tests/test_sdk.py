@@ -54,6 +54,7 @@ EXPECTED: dict[ErrorCode, type[InferenceError]] = {
     ErrorCode.BAD_DTYPE: BadRequest,
     ErrorCode.PAYLOAD_TOO_LARGE: BadRequest,
     ErrorCode.UNSUPPORTED_VERSION: BadRequest,
+    ErrorCode.BUDGET_EXPIRED: BadRequest,  # the same budget can never succeed: fix the request
     ErrorCode.UNKNOWN_TENANT: UnknownTenant,
     ErrorCode.FIDELITY_UNAVAILABLE: FidelityUnavailable,
     ErrorCode.DEADLINE_EXCEEDED: DeadlineExceeded,

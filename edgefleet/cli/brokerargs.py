@@ -4,6 +4,8 @@
 ``edgefleet security init`` writes (``clients/operator.toml``), or an agent's or coordinator's own
 config — so credentials and TLS paths never have to appear on a command line. ``--host`` and
 ``--port`` given explicitly override the file; the password can also come from EDGEFLEET_MQTT_PASSWORD.
+Without ``--mqtt-config`` the broker is the one of ``$EDGEFLEET_MQTT_URL`` or of the client config file
+(``edgefleet.paths``), so one export serves every command.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from edgefleet.mqtt import MqttSettings
 
 def add_broker_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("broker")
-    g.add_argument("--host", default=None, help="MQTT broker host (default 127.0.0.1)")
-    g.add_argument("--port", type=int, default=None, help="MQTT broker port (default 1883)")
+    g.add_argument("--host", default=None,
+                   help="MQTT broker host (default: from $EDGEFLEET_MQTT_URL or the client config file, else "
+                        "127.0.0.1)")
+    g.add_argument("--port", type=int, default=None,
+                   help="MQTT broker port (default: from $EDGEFLEET_MQTT_URL or the client config file, else 1883)")
     g.add_argument("--prefix", default="ef", help="topic prefix of the fleet (default ef)")
     g.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer (default 10)")
     g.add_argument("--mqtt-config", default=None, metavar="FILE",
@@ -32,9 +37,9 @@ def settings_from_args(args: argparse.Namespace) -> MqttSettings:
     from edgefleet.config import mqtt_settings, read_toml
 
     if args.mqtt_config:
-        settings = mqtt_settings(args.mqtt_config, read_toml(args.mqtt_config).get("mqtt"))
+        settings = mqtt_settings(args.mqtt_config, read_toml(args.mqtt_config).get("mqtt"), ambient=False)
     else:
-        settings = MqttSettings()
+        settings = mqtt_settings("defaults", None)  # $EDGEFLEET_MQTT_URL, the client config file
     if args.host is not None:
         settings = dataclasses.replace(settings, host=args.host)
     if args.port is not None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Sub-command modules, in the order they appear in --help.
 _AREAS = (
     "edgefleet.cli.models",
+    "edgefleet.cli.broker",
     "edgefleet.cli.fleet",
     "edgefleet.cli.top",
     "edgefleet.cli.demo",

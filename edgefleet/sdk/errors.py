@@ -43,7 +43,8 @@ class InferenceError(Exception):
 
 
 class BadRequest(InferenceError, ValueError):
-    """The request is wrong (frame, shape, dtype, size, version, tenant name): fix it, do not retry."""
+    """The request is wrong (frame, shape, dtype, size, version, tenant name, a budget too short to even
+    queue it): fix it, do not retry."""
 
 
 class UnknownTenant(InferenceError):
@@ -108,6 +109,7 @@ _CLASSES: dict[ErrorCode, type[InferenceError]] = {
     ErrorCode.BAD_DTYPE: BadRequest,
     ErrorCode.PAYLOAD_TOO_LARGE: BadRequest,
     ErrorCode.UNSUPPORTED_VERSION: BadRequest,
+    ErrorCode.BUDGET_EXPIRED: BadRequest,
     ErrorCode.UNKNOWN_TENANT: UnknownTenant,
     ErrorCode.FIDELITY_UNAVAILABLE: FidelityUnavailable,
     ErrorCode.DEADLINE_EXCEEDED: DeadlineExceeded,

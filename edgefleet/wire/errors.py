@@ -20,6 +20,7 @@ class ErrorCode(str, enum.Enum):
     UNSUPPORTED_VERSION = "unsupported_version"  # frame or message version this peer does not speak
     UNKNOWN_TENANT = "unknown_tenant"  # no such tenant on the device that received the request
     FIDELITY_UNAVAILABLE = "fidelity_unavailable"  # no resident variant meets the requested fidelity
+    BUDGET_EXPIRED = "budget_expired"  # the request's timeout_ms was spent before it could be queued
     # The system could not serve it in time: retry later or elsewhere.
     DEADLINE_EXCEEDED = "deadline_exceeded"  # the request's deadline passed before a result existed
     OVERLOADED = "overloaded"  # shed at admission: the queue could not meet the deadline

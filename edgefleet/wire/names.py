@@ -16,26 +16,30 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 CLIENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def _check(kind: str, value: object, pattern: re.Pattern[str]) -> str:
+NAME_RULE = "lower-case letters, digits, '-' and '_', starting with a letter or digit, 1-63 characters"
+CLIENT_RULE = "letters, digits, '-', '_' and '.', starting with a letter or digit, 1-128 characters"
+
+
+def _check(kind: str, value: object, pattern: re.Pattern[str], rule: str) -> str:
     # fullmatch, not match: '$' also matches before a trailing newline, which no topic may contain
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise WireError(
             ErrorCode.BAD_REQUEST,
-            f"invalid {kind} {value!r}: must match {pattern.pattern}",
+            f"invalid {kind} {value!r}: {rule} (must match {pattern.pattern})",
         )
     return value
 
 
 def validate_tenant_name(value: object) -> str:
     """Return ``value`` if it is a valid tenant name, else raise WireError(bad_request)."""
-    return _check("tenant name", value, NAME_RE)
+    return _check("tenant name", value, NAME_RE, NAME_RULE)
 
 
 def validate_device_id(value: object) -> str:
     """Return ``value`` if it is a valid device id, else raise WireError(bad_request)."""
-    return _check("device id", value, NAME_RE)
+    return _check("device id", value, NAME_RE, NAME_RULE)
 
 
 def validate_client_id(value: object) -> str:
     """Return ``value`` if it is usable as an inbox segment, else raise WireError(bad_request)."""
-    return _check("client id", value, CLIENT_RE)
+    return _check("client id", value, CLIENT_RE, CLIENT_RULE)

@@ -164,7 +164,7 @@ def _parse_specs(header: Mapping[str, Any], data: memoryview) -> dict[str, np.nd
         name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
         offset, nbytes = spec.get("offset"), spec.get("nbytes")
         if not isinstance(name, str) or not name or len(name) > 256 or name in out:
-            raise _bad(f"tensors[{i}].name must be a unique non-empty string")
+            raise _bad(f"tensors[{i}].name must be a unique non-empty string of at most 256 characters")
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise WireError(ErrorCode.BAD_DTYPE, f"tensor {name!r}: unsupported dtype {dtype!r}")
         if (
@@ -173,7 +173,7 @@ def _parse_specs(header: Mapping[str, Any], data: memoryview) -> dict[str, np.nd
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape)
         ):
             raise WireError(
-                ErrorCode.BAD_SHAPE, f"tensor {name!r}: shape must be <= {MAX_RANK} ints in [0, {MAX_DIM}]"
+                ErrorCode.BAD_SHAPE, f"tensor {name!r}: shape must be a list of at most {MAX_RANK} integers, each in [0, {MAX_DIM}]"
             )
         for key, val in (("offset", offset), ("nbytes", nbytes)):
             if not isinstance(val, int) or isinstance(val, bool) or val < 0:

@@ -103,6 +103,13 @@ class Topics:
 
     # -- filters for subscribers ---------------------------------------------------------------
     @property
+    def infer_any_shared(self) -> str:
+        """Every inference topic, in one shared group whose name no tenant's group can take (tenant
+        names are lower case): an agent that joins it gets one copy of each request, once in the
+        fleet, and answers those whose tenant name breaks the rules, which no replica ever receives."""
+        return f"$share/EF-any/{self.root}/tenants/+/infer"
+
+    @property
     def all_status(self) -> str:
         return f"{self.root}/devices/+/status"
 

@@ -20,11 +20,25 @@ SAMPLES_DIR = REPO_MODELS_DIR / "samples"
 FETCH_HINT = "run `edgefleet models fetch`"
 
 
+def checkout_data_dir() -> Path | None:
+    """``<checkout>/.data`` when edgefleet runs from a source checkout (an editable install, as ``make``
+    makes), where ``make`` fetches the zoo; None for an installed wheel."""
+    root = REPO_MODELS_DIR.parent
+    if (root / "pyproject.toml").is_file() and COMMITTED_CATALOG.is_file():
+        return root / ".data"
+    return None
+
+
 def data_dir() -> Path:
-    """``$EDGEFLEET_DATA_DIR``, else ``$XDG_CACHE_HOME/edgefleet``, else ``~/.cache/edgefleet``."""
+    """``$EDGEFLEET_DATA_DIR``; else, run from a source checkout, the checkout's ``.data`` (what ``make``
+    fetched: every command finds it without an export); else ``$XDG_CACHE_HOME/edgefleet``, else
+    ``~/.cache/edgefleet``."""
     explicit = os.environ.get("EDGEFLEET_DATA_DIR")
     if explicit:
         return Path(explicit).expanduser()
+    checkout = checkout_data_dir()
+    if checkout is not None:
+        return checkout
     cache = os.environ.get("XDG_CACHE_HOME")
     base = Path(cache).expanduser() if cache else Path.home() / ".cache"
     return base / "edgefleet"

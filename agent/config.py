@@ -58,6 +58,9 @@ class AgentConfig:
     # they would go unanswered) with bad_request. Costs one more copy of every request to one agent of
     # the fleet (a fleet-wide shared subscription), so it is off by default.
     answer_bad_names: bool = False
+    # Runtimes this device must offer ("onnxruntime", "litert", "edgetpu"): checked by --check-config and
+    # at start (exit status 2 when one is missing); empty: whatever is installed.
+    runtimes: tuple[str, ...] = ()
 
     @property
     def topics(self) -> Topics:
@@ -97,6 +100,7 @@ _AGENT_FIELDS = {
     "fake_models_dir",
     "data_link",
     "answer_bad_names",
+    "runtimes",
 }
 
 
@@ -113,7 +117,8 @@ def config_from_dict(data: dict[str, Any], source: str = "agent config") -> Agen
     except WireError as exc:
         raise ConfigError(f"{source}: [agent] {exc.message}") from None
     data_dir = s.opt_str("data_dir")
-    state_dir = s.opt_str("state_dir")  # default: the unit's StateDirectory=, else the user's state folder
+    # default: the unit's StateDirectory=, else the user's state folder
+    state_dir = s.str("state_dir") if "state_dir" in s.data else None
     fake_dir = s.opt_str("fake_models_dir")
     if fake_dir and not Path(fake_dir).is_dir():
         raise ConfigError(f"{source}: [agent] fake_models_dir {fake_dir!r} is not a folder")
@@ -139,6 +144,7 @@ def config_from_dict(data: dict[str, Any], source: str = "agent config") -> Agen
         fake_models_dir=Path(fake_dir) if fake_dir else None,
         data_link=_data_link(s),
         answer_bad_names=s.bool("answer_bad_names", False),
+        runtimes=_runtimes(s),
     )
 
 
@@ -165,6 +171,16 @@ def _renamed(source: str, table: Any) -> Any:
         log.warning("%s", message)
         out[new] = out.pop(old)
     return out
+
+
+def _runtimes(s: Section) -> tuple[str, ...]:
+    from edgefleet.runtime.registry import RUNTIME_NAMES
+
+    value = s.data.get("runtimes", [])
+    known = [r for r in RUNTIME_NAMES if r != "fake"]
+    if not isinstance(value, list) or not all(isinstance(r, str) and r in known for r in value):
+        raise ConfigError(f"{s.source}: [agent] runtimes must be a list of {', '.join(known)}, got {value!r}")
+    return tuple(value)
 
 
 def _policy(s: Section) -> str:

@@ -1,5 +1,8 @@
 """``edgefleet-agent --config FILE``: run the agent until SIGTERM/SIGINT.
 
+``--check-config`` validates the config and the runtimes it names, the state folder and the zoo, prints
+what it found and exits (0: ready to start, 2: not) without connecting or starting anything.
+
 Under systemd (Type=notify) it reports READY=1 once connected and WATCHDOG=1 every half WatchdogSec;
 without NOTIFY_SOCKET those calls do nothing.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -32,7 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="host an extra local model file under NAME (fp32 only); repeatable",
     )
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the config and the runtimes it names, then exit (0: ok, 2: not)")
     args = parser.parse_args(argv)
+    if args.check_config:
+        return check_config(args.config)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
     )
@@ -44,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if any(len(p) != 2 or not p[0] for p in pairs):
                 raise ConfigError("--model takes NAME=PATH")
             local = LocalModels({name: Path(path) for name, path in pairs})
+        missing = [problem for _, problem in runtime_problems(config.runtimes) if problem]
+        if missing:
+            raise ConfigError(f"{args.config}: " + "; ".join(missing))
     except (ConfigError, OSError) as exc:
         print(f"edgefleet-agent: {exc}", file=sys.stderr)
         return 2
@@ -58,6 +69,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     systemd_notify.stopping("leaving cleanly")
     agent.stop()
     return 0
+
+
+def runtime_problems(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(runtime, why it cannot be used, or '') for each named runtime: its package imports and it opens."""
+    from edgefleet.runtime import EdgeRuntimeError, get_runtime
+
+    out = []
+    for name in names:
+        try:
+            get_runtime(name)
+            out.append((name, ""))
+        except EdgeRuntimeError as exc:
+            out.append((name, f"runtime {name}: {exc}"))
+    return out
+
+
+def _writable(path: Path) -> bool:
+    """Whether ``path`` is, or could be created as, a writable folder (nothing is created)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def check_config(path: str) -> int:
+    """``--check-config``: one line per check, ``ok`` or what is wrong; 0 when the agent could start."""
+    from edgefleet.runtime import available_runtimes
+    from edgefleet.zoo.paths import data_dir, local_catalog_path
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"config: {exc}")
+        return 2
+    bad = 0
+    print(f"config: ok ({path}: device {config.device_id}, prefix {config.prefix})")
+    for name, problem in runtime_problems(config.runtimes or [r for r in available_runtimes() if r != "fake"]):
+        print(problem or f"runtime {name}: ok")
+        bad += bool(problem) and name in config.runtimes
+    if not config.runtimes:
+        print("runtimes: none required ([agent] runtimes); the agent offers what is installed")
+    if _writable(config.state_dir):
+        print(f"state_dir: ok ({config.state_dir})")
+    else:
+        print(f"state_dir: {config.state_dir} cannot be created or written")
+        bad += 1
+    zoo = config.data_dir or data_dir()
+    if config.fake_models_dir is not None:
+        print(f"models: fakes from {config.fake_models_dir}")
+    elif local_catalog_path(zoo).is_file():
+        print(f"models: ok ({zoo})")
+    else:
+        print(f"models: no zoo in {zoo} yet: deploys will fail until `edgefleet models fetch --data-dir {zoo}`")
+    print(f"broker: {config.mqtt.host}:{config.mqtt.port} (not contacted)")
+    return 2 if bad else 0
 
 
 if __name__ == "__main__":

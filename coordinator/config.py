@@ -112,7 +112,7 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
     coordinator_id = c.str("id", "coordinator")
     if not CLIENT_RE.match(coordinator_id):
         raise ConfigError(f"{source}: [coordinator] id must match {CLIENT_RE.pattern}, got {coordinator_id!r}")
-    db = c.opt_str("db")
+    db = c.str("db") if "db" in c.data else None
     db_path = Path(db).expanduser() if db else default_state_dir("coordinator") / "coordinator.db"
     if not db_path.is_absolute() and source.endswith(".toml"):
         db_path = Path(source).parent / db_path  # relative to the config file, not the working directory

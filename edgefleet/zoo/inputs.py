@@ -31,6 +31,36 @@ VAD_RATE = 16000
 VAD_CHUNK = 512
 VAD_CONTEXT = 64
 
+# What each model's inputs hold and how to make them (what ``edgefleet models show`` prints): the shapes
+# with their fixed sizes (N is the batch axis; the catalog records only what the model file declares), and
+# the preprocessing the models' own pipelines apply, which the sample inputs below follow.
+INPUT_SHAPES: dict[str, dict[str, str]] = {
+    "ocr-det": {"x": "[N, 3, H, W] (H and W multiples of 32; the sample is 192 x 480)"},
+    "ocr-rec": {"x": "[N, 3, 48, W] (W up to 320; the samples are 320)"},
+    "ocr-cls": {"x": "[N, 3, 48, 192]"},
+    "vad": {"input": f"[N, {VAD_CONTEXT + VAD_CHUNK}]", "state": "[2, N, 128]", "sr": "[] (int64)"},
+    "face-detect": {"input": "[1, 128, 128, 3]"},
+    "selfie-seg": {"input_1": "[1, 256, 256, 3]"},
+    "hand-landmark": {"input_1": "[1, 224, 224, 3]"},
+    "pose-landmark": {"input_1": "[1, 256, 256, 3]"},
+}
+_PPOCR = "RGB scaled to [0, 1], then (x - 0.5) / 0.5; channels first (NCHW)"
+_MEDIAPIPE = "RGB letterboxed to {0}x{0} (aspect kept, black padding), values scaled to {1}; channels last (NHWC)"
+PREPROCESSING: dict[str, str] = {
+    "ocr-det": f"the whole image, {_PPOCR}",
+    "ocr-rec": f"one text line cropped, resized to height 48 keeping its aspect (width up to 320, zero padding "
+               f"on the right), {_PPOCR}",
+    "ocr-cls": f"one text line cropped, resized to height 48 keeping its aspect (width up to 192, zero padding "
+               f"on the right), {_PPOCR}",
+    "vad": f"16 kHz mono audio as float32 in [-1, 1]: each request is the previous request's last {VAD_CONTEXT} "
+           f"samples followed by {VAD_CHUNK} new ones; state is zeros at the start of a stream, then the "
+           f"previous reply's state; sr = {VAD_RATE}",
+    "face-detect": _MEDIAPIPE.format(128, "[-1, 1]"),
+    "selfie-seg": _MEDIAPIPE.format(256, "[0, 1]"),
+    "hand-landmark": _MEDIAPIPE.format(224, "[0, 1]") + "; a crop around one hand",
+    "pose-landmark": _MEDIAPIPE.format(256, "[0, 1]") + "; a crop around one person",
+}
+
 # Axis along which each input grows with the batch (None: shared by the whole batch).
 _BATCH_AXES: dict[str, dict[str, int | None]] = {"vad": {"input": 0, "state": 1, "sr": None}}
 

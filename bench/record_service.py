@@ -124,7 +124,7 @@ def record_agent_path(models: tuple[str, ...], n: int) -> dict[str, list[float]]
     out: dict[str, list[float]] = {}
     with PrivateBroker() as broker:
         settings = MqttSettings(port=broker.port, keepalive_s=10)
-        agent = spawn_agent("rec-agent", broker.port, work, prefix=prefix, budget_mb=2048)
+        agent = spawn_agent("rec-agent", broker.port, work, prefix=prefix, budget_mib=2048)
         ctl = CommandClient(settings, Topics(prefix))
         try:
             ctl.wait_online("rec-agent", 60)

@@ -204,5 +204,10 @@ def _batch_policy(s: Section) -> str:
     return value
 
 
-def load_config(path: str | Path) -> AgentConfig:
-    return config_from_dict(read_toml(path), str(path))
+def load_config(path: str | Path, *, device_id: str | None = None) -> AgentConfig:
+    """The config at ``path``; ``device_id`` replaces the file's (its state folder default follows it)."""
+    data = read_toml(path)
+    if device_id is not None:
+        table = data.get("agent")
+        data["agent"] = {**(table if isinstance(table, dict) else {}), "device_id": device_id}
+    return config_from_dict(data, str(path))

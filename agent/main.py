@@ -35,17 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=PATH",
         help="host an extra local model file under NAME (fp32 only); repeatable",
     )
+    parser.add_argument("--device-id", default=None, metavar="ID",
+                        help="this device's id instead of the config's [agent] device_id (one config, many agents)")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config and the runtimes it names, then exit (0: ok, 2: not)")
     args = parser.parse_args(argv)
     if args.check_config:
-        return check_config(args.config)
+        return check_config(args.config, args.device_id)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"
     )
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, device_id=args.device_id)
         local = None
         if args.model:
             pairs = [m.split("=", 1) for m in args.model]
@@ -93,13 +95,13 @@ def _writable(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, device_id: str | None = None) -> int:
     """``--check-config``: one line per check, ``ok`` or what is wrong; 0 when the agent could start."""
     from edgefleet.runtime import available_runtimes
     from edgefleet.zoo.paths import data_dir, local_catalog_path
 
     try:
-        config = load_config(path)
+        config = load_config(path, device_id=device_id)
     except ConfigError as exc:
         print(f"config: {exc}")
         return 2

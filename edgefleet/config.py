@@ -157,3 +157,9 @@ def mqtt_settings(source: str, data: Mapping[str, Any] | None, *, ambient: bool 
         )
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def client_settings() -> MqttSettings:
+    """The broker an app or tool on this machine should use: ``$EDGEFLEET_MQTT_URL``, else the client config
+    file, else 127.0.0.1:1883 (what every ``edgefleet`` command uses without options)."""
+    return mqtt_settings("defaults", None)

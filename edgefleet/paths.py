@@ -2,7 +2,8 @@
 
 * State (the agent's SQLite state and outbox, the coordinator's database, ``edgefleet broker``'s
   persistence): ``$STATE_DIRECTORY`` when systemd runs the process with ``StateDirectory=`` (the units
-  do), ``/var/lib/edgefleet`` for root, else ``$XDG_STATE_HOME/edgefleet`` (``~/.local/state/edgefleet``).
+  do), else ``$XDG_STATE_HOME/edgefleet`` when set, else ``/var/lib/edgefleet`` for root, else
+  ``~/.local/state/edgefleet``.
 * The broker's address for every command: ``--host``/``--port``, else ``--mqtt-config FILE``, else
   ``$EDGEFLEET_MQTT_URL`` (``mqtt://[user[:password]@]host[:port]``), else the ``[mqtt]`` table of the
   client config file ``$XDG_CONFIG_HOME/edgefleet/client.toml`` (``~/.config/edgefleet/client.toml``),
@@ -23,10 +24,12 @@ def state_root() -> Path:
     systemd = os.environ.get("STATE_DIRECTORY")  # set by systemd for StateDirectory=; may list several
     if systemd:
         return Path(systemd.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg:  # set explicitly: honoured for root too
+        return Path(xdg).expanduser() / "edgefleet"
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return Path("/var/lib/edgefleet")
-    xdg = os.environ.get("XDG_STATE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state") / "edgefleet"
+    return Path.home() / ".local" / "state" / "edgefleet"
 
 
 def default_state_dir(component: str) -> Path:

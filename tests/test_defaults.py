@@ -45,6 +45,7 @@ def test_state_goes_under_the_users_state_folder_or_the_units_state_directory(
     assert default_state_dir("agent-edge-01") == Path("/var/lib/edgefleet-agent")
     assert agent_config({"agent": {"device_id": "edge-01"}}).state_dir == Path("/var/lib/edgefleet-agent")
     monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setattr("os.geteuid", lambda: 0)
     assert default_state_dir("coordinator") == Path("/var/lib/edgefleet/coordinator")
 

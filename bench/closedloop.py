@@ -243,7 +243,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
     closed = closed_cases()[2:5] if quick else closed_cases()
     cases: list[dict[str, Any]] = []
     solo: dict[str, dict[str, Any]] = {}
-    with LocalFleet(agents=[AgentPlan("cl-a", budget_mb=512)], prefix=f"cl{time.monotonic_ns() % 10**8}") as fleet:
+    with LocalFleet(agents=[AgentPlan("cl-a", budget_mib=512)], prefix=f"cl{time.monotonic_ns() % 10**8}") as fleet:
         fleet.wait_online(["cl-a"], 60)
         for m in MODELS:
             fleet.deploy(TenantSpec(name=f"cl-{m}", model=m, slo_ms=10_000.0, max_batch=1))

@@ -65,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     agent.start()
-    connected = agent.wait_connected(30)
+    connected = agent.wait_connected(2)
+    if not connected:  # said at once, with the address tried; the agent keeps trying in the background
+        logging.getLogger("agent").warning("cannot reach the MQTT broker at %s:%d yet; retrying in the background",
+                                           config.mqtt.host, config.mqtt.port)
+        connected = agent.wait_connected(28)
     systemd_notify.ready(f"serving as {config.device_id}" if connected else "broker unreachable; retrying")
     systemd_notify.keep_alive(done)  # WATCHDOG=1 every half WatchdogSec until SIGTERM/SIGINT
     systemd_notify.stopping("leaving cleanly")

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     coordinator = Coordinator(config)
     try:
-        coordinator.start()
+        coordinator.start(timeout_s=2.0)  # an unreachable broker is reported within 2 s, then retried
     except Exception as exc:
         print(f"edgefleet-coordinator: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -127,7 +127,7 @@ def _spawn(device_id: str, core: int, port: int, work: Path, prefix: str) -> loc
     state.mkdir(parents=True, exist_ok=True)
     cfg = work / f"{device_id}.toml"
     # the agent's own budget is generous: the binding budget is the one the policies are given
-    cfg.write_text(agent_toml(device_id, port, state, prefix=prefix, budget_mb=1024, workers=1, period_s=1.0))
+    cfg.write_text(agent_toml(device_id, port, state, prefix=prefix, budget_mib=1024, workers=1, period_s=1.0))
     argv = ["taskset", "-c", str(core), sys.executable, "-m", "agent.main", "--config", str(cfg),
             "--log-level", "WARNING"]
     child = localfleet.Child(device_id, argv, work / f"{device_id}.log")

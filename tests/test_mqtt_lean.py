@@ -8,6 +8,7 @@ that ``edgefleet security init`` writes. Pure: topic matching and the fixed head
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import uuid
@@ -134,6 +135,35 @@ def test_share_properties_large_payloads_and_reconnect(broker: PrivateBroker, mq
         caller.stop()
         link.stop()
     assert not link.connected
+
+
+@pytest.mark.broker
+def test_replies_published_from_the_reader_thread_never_wait_for_their_own_pubacks(
+        broker: PrivateBroker, mqtt_settings: MqttSettings) -> None:
+    """A handler runs on the reader thread, and the agent answers errors (shed, bad requests) there. With
+    the in-flight window full, waiting for room would wait for the PUBACKs only that thread reads: the
+    publishes are parked and sent as PUBACKs come, so a burst far larger than the window is all answered
+    without the link stalling for its keepalive."""
+    root = f"lean{uuid.uuid4().hex[:8]}"
+    topic = f"{root}/tenants/t/infer"
+    link = data_link(dataclasses.replace(mqtt_settings, max_inflight=2, keepalive_s=60),
+                     f"lean-{uuid.uuid4().hex[:8]}", "lean")
+    assert isinstance(link, LeanLink)
+    _Echo(link, f"$share/ef-t/{topic}")
+    link.start()
+    inbox = f"{root}/clients/c/replies"
+    caller, got, cond = _caller(mqtt_settings, inbox, f"c-{uuid.uuid4().hex[:8]}")
+    try:
+        assert link.wait_connected(10)
+        burst = [os.urandom(16) for _ in range(300)]  # 150 times the window of 2
+        for corr in burst:
+            caller.publish(topic, b"x", qos=1, response_topic=inbox, correlation_data=corr)
+        with cond:  # well under the 60 s keepalive after which a stalled link would have given up
+            assert cond.wait_for(lambda: all(c in got for c in burst), 20), sum(c in got for c in burst)
+        assert link.handler_errors == 0 and link.dropped_publishes == 0 and link.disconnects == 0
+    finally:
+        caller.stop()
+        link.stop()
 
 
 @pytest.mark.broker

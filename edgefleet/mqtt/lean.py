@@ -28,6 +28,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 18  # bytes asked of the socket per read
 LARGE_PACKET = 1 << 16  # packets at least this large are read straight into their own buffer
+BACKLOG_MAX = 10_000  # QoS 1 publishes the reader thread may park while the in-flight window is full
 _QOS = (mqtt5.QoS.AT_MOST_ONCE, mqtt5.QoS.AT_LEAST_ONCE, mqtt5.QoS.AT_LEAST_ONCE)
 _PINGREQ = mqtt5.PingReqPacket().write()
 
@@ -127,7 +129,9 @@ class LeanLink:
         self._routes: dict[str, tuple[str, Handler, int]] = {}  # filter -> (match filter, handler, qos)
         self._by_topic: dict[str, list[Handler]] = {}  # topic -> handlers (cache, cleared on change)
         self._lock = threading.Lock()  # routes, packet ids, in flight
-        self._wlock = threading.Lock()  # the socket's writes (and, with TLS, its reads)
+        # the socket's writes (and, with TLS, its reads); re-entrant because the reader thread, holding it
+        # for a TLS read, dispatches what it read, and that writes PUBACKs
+        self._wlock = threading.RLock()
         self._room = threading.Condition(self._lock)  # in-flight publishes
         self._sock: socket.socket | None = None
         self._tls = False
@@ -136,6 +140,9 @@ class LeanLink:
         self._thread: threading.Thread | None = None
         self._next_id = 0
         self._inflight: set[int] = set()  # our QoS 1 publishes awaiting PUBACK
+        # QoS 1 publishes made on the reader thread while the window was full: it cannot wait for room,
+        # since only it reads the PUBACKs that make room; they are sent as PUBACKs free the window
+        self._backlog: deque[tuple[str, bytes | bytearray | memoryview, dict[str, Any]]] = deque()
         self._max_inflight = max(1, settings.max_inflight)
         self._waiters: dict[int, threading.Event] = {}  # SUBACK / UNSUBACK by packet id
         self._last_out = 0.0
@@ -244,26 +251,44 @@ class LeanLink:
         Raises LinkDown when not connected."""
         if not self._connected.is_set():
             raise LinkDown(f"{self.client_id} is not connected")
+        props: dict[str, Any] = {
+            "retain": retain, "response_topic": response_topic, "correlation_data": correlation_data,
+            "content_type": content_type, "expiry_s": expiry_s, "user_properties": user_properties,
+        }
         pid = None
         if qos:
+            on_reader = threading.current_thread() is self._thread
             with self._room:
                 end = time.monotonic() + self.settings.keepalive_s
-                while len(self._inflight) >= self._max_inflight:
+                while len(self._inflight) >= self._max_inflight or self._backlog:
+                    if on_reader:  # waiting here would wait for ourselves: park it until a PUBACK
+                        if len(self._backlog) >= BACKLOG_MAX:
+                            self.dropped_publishes += 1
+                            raise LinkDown(f"{self.client_id}: {BACKLOG_MAX} publishes wait for room in flight")
+                        self._backlog.append((topic, bytes(payload), props))  # the caller may reuse its buffer
+                        return
                     left = end - time.monotonic()
                     if left <= 0 or not self._connected.is_set():
                         raise LinkDown(f"{self.client_id}: no PUBACK came for {len(self._inflight)} publishes")
                     self._room.wait(min(left, 0.5))
                 pid = self._packet_id()
                 self._inflight.add(pid)
+        self._send_publish(topic, payload, qos, pid, props)
+
+    def _send_publish(
+        self, topic: str, payload: bytes | bytearray | memoryview, qos: int, pid: int | None, props: dict[str, Any]
+    ) -> None:
+        expiry_s = props["expiry_s"]
+        user_properties = props["user_properties"]
         head = mqtt5.PublishPacket(
             topic,
             b"",
             qos=_QOS[qos],
-            retain=retain,
+            retain=props["retain"],
             packet_id=pid,
-            response_topic=response_topic,
-            correlation_data=correlation_data,
-            content_type=content_type,
+            response_topic=props["response_topic"],
+            correlation_data=props["correlation_data"],
+            content_type=props["content_type"],
             message_expiry_interval=int(expiry_s) if expiry_s else None,
             user_properties=list(user_properties) if user_properties else None,
         ).write()
@@ -272,6 +297,19 @@ class LeanLink:
             self._write(head)
         else:  # the codec wrote the headers; the payload goes to the socket as it is (no copy)
             self._write(with_payload_length(head, size), payload)
+
+    def _send_backlog(self) -> None:
+        """Send parked QoS 1 publishes while the in-flight window has room (reader thread)."""
+        while True:
+            with self._room:
+                if not self._backlog or len(self._inflight) >= self._max_inflight:
+                    if not self._backlog:
+                        self._room.notify_all()  # publishers on other threads waited behind the backlog
+                    return
+                topic, payload, props = self._backlog.popleft()
+                pid = self._packet_id()
+                self._inflight.add(pid)
+            self._send_publish(topic, payload, 1, pid, props)
 
     def _write(self, data: bytes, payload: bytes | bytearray | memoryview | None = None) -> None:
         sock = self._sock
@@ -476,7 +514,10 @@ class LeanLink:
             elif isinstance(packet, mqtt5.PubAckPacket):
                 with self._room:
                     self._inflight.discard(packet.packet_id)
-                    self._room.notify()
+                    if not self._backlog:
+                        self._room.notify()
+                if self._backlog:
+                    self._send_backlog()
             elif isinstance(packet, mqtt5.PingRespPacket):
                 self._ping_sent = 0.0
             elif isinstance(packet, (mqtt5.SubAckPacket, mqtt5.UnsubAckPacket)):
@@ -531,8 +572,9 @@ class LeanLink:
             with contextlib.suppress(OSError):
                 sock.close()
         with self._room:
-            self.dropped_publishes += len(self._inflight)
+            self.dropped_publishes += len(self._inflight) + len(self._backlog)
             self._inflight.clear()
+            self._backlog.clear()
             self._room.notify_all()
             self._waiters.clear()  # their callers time out: the ack cannot come
 

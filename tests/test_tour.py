@@ -145,6 +145,12 @@ def test_the_readme_tour_runs_as_written(shell: Shell) -> None:
     migrate = next(v for k, v in out.items() if k.startswith("edgefleet migrate doc-angle"))
     assert "edge-0" in deploy and "edge-02" in migrate
     assert "doc-angle" in out["edgefleet status"] and "edge-01" in out["edgefleet status"]
+    # what went right was said at INFO, once: deploys and undeploys on both sides
+    coordinator, edge1, edge2 = ((shell.work / f"bg-{i}.log").read_text() for i in range(3))
+    assert coordinator.count("INFO") and "tenant doc-angle -> edge-01" in coordinator
+    assert coordinator.count("tenant doc-angle undeployed from edge-02") == 1
+    assert edge1.count("deployed doc-angle (ocr-cls:fp32") == 1 and edge1.count("undeployed doc-angle") == 1
+    assert edge2.count("deployed doc-angle (ocr-cls:fp32") == 1 and edge2.count("undeployed doc-angle") == 1
     # a fresh state folder: everything the coordinator and the agents kept is under it
     state = Path(shell.env["XDG_STATE_HOME"])
     kept = {p.name for p in state.rglob("*.db")}

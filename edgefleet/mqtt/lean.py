@@ -396,6 +396,13 @@ class LeanLink:
                 self._dispatch([packet])
             sock.settimeout(None)
         self.connects += 1
+        if self.connects == 1:  # once each, at INFO: what went right
+            log.info("%s: connected to the MQTT broker at %s:%d", self.client_id, s.host, s.port)
+        else:
+            log.info("%s: reconnected to the MQTT broker at %s:%d (connection %d)", self.client_id, s.host, s.port,
+                     self.connects)
+        if routes:
+            log.info("%s: subscribed to %s", self.client_id, ", ".join(f for f, _ in routes))
         self._connected.set()
         if self._on_connect_hook is not None:
             try:

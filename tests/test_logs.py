@@ -1,0 +1,59 @@
+"""The agent and the coordinator say what went right, at INFO and once each: connected, subscribed,
+reconnected after the broker came back, and (in the tour) deployed and undeployed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgefleet.broker import PrivateBroker
+
+pytestmark = [pytest.mark.broker]
+
+
+def _wait(path: Path, text: str, count: int = 1, timeout_s: float = 30.0) -> str:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        log = path.read_text() if path.exists() else ""
+        if log.count(text) >= count:
+            return log
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} x{count} not in {path.name}:\n{path.read_text()[-3000:]}")
+
+
+def test_connect_subscribe_and_reconnect_are_logged_once_each(tmp_path: Path) -> None:
+    with PrivateBroker(workdir=tmp_path / "broker") as broker:
+        mqtt = f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nkeepalive_s = 5\n'
+        (tmp_path / "agent.toml").write_text(
+            f'[agent]\ndevice_id = "log-a"\nstate_dir = "{tmp_path / "agent"}"\nprefix = "lg"\n\n{mqtt}')
+        (tmp_path / "coordinator.toml").write_text(
+            f'prefix = "lg"\n\n[coordinator]\ndb = "{tmp_path / "c.db"}"\n\n{mqtt}')
+        logs = {name: tmp_path / f"{name}.log" for name in ("agent", "coordinator")}
+        procs = [subprocess.Popen([sys.executable, "-m", f"{name}.main", "--config", str(tmp_path / f"{name}.toml")],
+                                  stdout=logs[name].open("w"), stderr=subprocess.STDOUT)
+                 for name in ("agent", "coordinator")]
+        try:
+            for path in logs.values():
+                log = _wait(path, "subscribed to")
+                assert "INFO" in log and "connected to the MQTT broker at 127.0.0.1:" in log
+            broker.restart()
+            for path in logs.values():
+                log = _wait(path, "reconnected to the MQTT broker", timeout_s=60)
+            time.sleep(1.0)
+            agent_log, coordinator_log = (p.read_text() for p in logs.values())
+            # the coordinator has one connection; the agent two (control, requests): each line once per link
+            assert coordinator_log.count(" connected to the MQTT broker") == 1
+            assert coordinator_log.count("reconnected to the MQTT broker") == 1
+            assert agent_log.count(" connected to the MQTT broker") == 2
+            assert agent_log.count("reconnected to the MQTT broker") >= 1
+            assert "lg/v1/devices/+/telemetry" in coordinator_log  # what it subscribed to
+            assert "lg/v1/devices/log-a/commands" in agent_log
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(20)

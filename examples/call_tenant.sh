@@ -7,6 +7,7 @@
 #
 # Usage:
 #   call_tenant.sh [-h host] [-p port] [-P prefix] [-w timeout_s] [-q qos] TENANT INPUT SHAPE WORD...
+#   (host and port default to those of $EDGEFLEET_MQTT_URL, else 127.0.0.1:1883)
 #
 #   INPUT   the model input's name, e.g. x
 #   SHAPE   dimensions joined by 'x', e.g. 1x2 (product must equal the number of WORDs)
@@ -26,10 +27,17 @@ set -euo pipefail
 
 host=127.0.0.1
 port=1883
+if [ -n "${EDGEFLEET_MQTT_URL:-}" ]; then  # mqtt://[user[:password]@]host[:port], as every edgefleet command
+  url=${EDGEFLEET_MQTT_URL#mqtt://}
+  url=${url%/}
+  url=${url##*@}
+  host=${url%%:*}
+  [[ $url == *:* ]] && port=${url##*:}
+fi
 prefix=ef
 timeout_s=5
 qos=1
-usage() { sed -n '8,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
+usage() { sed -n '8,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 1; }
 while getopts "h:p:P:w:q:" opt; do
   case "$opt" in
     h) host=$OPTARG ;;

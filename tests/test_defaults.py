@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.parse
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
 from agent.config import config_from_dict as agent_config
 from coordinator.config import config_from_dict as coordinator_config
@@ -137,3 +144,31 @@ def test_the_shipped_broker_config_and_edgefleet_broker_agree(tmp_path: Path) ->
     assert shipped["set_tcp_nodelay"] == "true" and shipped["persistence"] == "true"
     assert int(shipped["max_queued_messages"]) == limits.max_queued_messages > 1000  # Mosquitto's default drops
     assert int(shipped["max_packet_size"]) > 8 << 20  # the agent's default max_payload_mib, with headers
+
+
+@given(host=st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,10}){0,2}", fullmatch=True),
+       port=st.integers(1, 65535), user=st.none() | st.text("abc:@/%", min_size=1, max_size=8))
+def test_mqtt_urls_round_trip(host: str, port: int, user: str | None) -> None:
+    auth = "" if user is None else f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(user, safe='')}@"
+    table = parse_mqtt_url(f"mqtt://{auth}{host}:{port}")
+    assert (table["host"], table["port"]) == (host, port)
+    assert table.get("username") == user and table.get("password") == user
+
+
+@pytest.mark.broker
+def test_edgefleet_broker_runs_mosquitto_with_the_shipped_settings_until_sigterm(tmp_path: Path) -> None:
+    port = PrivateBroker(workdir=tmp_path / "probe").port  # a free port (never started)
+    cmd = [sys.executable, "-m", "edgefleet.cli.main", "broker", "--port", str(port), "--state-dir", str(tmp_path / "b")]
+    printed = subprocess.run([*cmd, "--print-config"], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert f"listener {port} 127.0.0.1" in printed and "set_tcp_nodelay true" in printed
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert f"Mosquitto on mqtt://127.0.0.1:{port}" in proc.stdout.readline()
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    with pytest.raises(OSError):  # Mosquitto went with it
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

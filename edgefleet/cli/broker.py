@@ -49,6 +49,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
     if args.print_config:
         print(broker.config_path.read_text(), end="")
         return 0
+    done = threading.Event()  # set by SIGTERM or Ctrl-C, from before Mosquitto starts: it is never left behind
+    if not args.detach:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: done.set())
     try:
         broker.start()
     except BrokerUnavailable as exc:
@@ -62,9 +66,6 @@ def cmd_broker(args: argparse.Namespace) -> int:
         return 0
     print(f"edgefleet broker: Mosquitto on {broker.url} (state and log in {state_dir}); Ctrl-C stops it\n"
           f"  in other shells: export {MQTT_URL_ENV}={broker.url}", flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
     while not done.wait(1.0):
         if not broker.running:
             print(f"edgefleet broker: Mosquitto exited; see {broker.log_path}", file=sys.stderr)

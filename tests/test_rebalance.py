@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given
@@ -121,3 +123,19 @@ def test_repeated_rebalance_decisions_are_logged_once(last: tuple[str, str] | No
                                                       logged: bool) -> None:
     assert worth_logging(last, move) is logged
     assert situation_key(_NO_FIT) == situation_key(_NO_FIT_LATER) == ("migrate", "no_fit")
+
+
+def test_the_rebalancer_logs_a_repeated_no_fit_once_and_again_when_it_changes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from typing import Any, cast
+
+    from coordinator.rebalancer import Rebalancer
+
+    r = Rebalancer(store=cast(Any, None), tenants=cast(Any, None), policy=POLICY, clock=lambda: 0.0)
+    caplog.set_level(logging.DEBUG, logger="coordinator.rebalancer")
+    for move in (_NO_FIT, _NO_FIT_LATER, _NO_FIT_LATER, _STAYS, _STAYS, _NO_FIT):
+        r._record(move)
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.INFO]
+    # no_fit once, then stays (a new situation), then no_fit again (changed back): three lines for six decisions
+    assert [w.split(":")[0] for w in warnings] == ["rebalance migrate a", "rebalance none a", "rebalance migrate a"]
+    assert len(r.moves) == 6  # every decision is still kept for inspection

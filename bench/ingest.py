@@ -17,9 +17,10 @@ per-tenant records and the rebalancer's checks.
 Phases, with metrics defined before the run:
 
 - ``ceiling``: the same simulator against a null coordinator (one bare paho client that answers every
-  window with its TelemetryAck at once, no database): the rate the simulator, the broker and one
-  Python MQTT client reach together. A coordinator figure near it is limited by the harness, not by
-  the coordinator.
+  window with its TelemetryAck at once, no database), the offered rate raised step by step: the
+  highest acknowledged rate that still kept up is what the simulator, the broker and one Python MQTT
+  client reach together. A coordinator figure near it is limited by the harness and the MQTT client,
+  not by the coordinator's own work.
 - ``steps``: the fleet grows through ``SIZES``; at each size, after a warm-up, over ``MEASURE_S``:
   offered and acknowledged windows/s, ack latency p50/p99 (first send to ack), the coordinator's CPU
   (percent of one core) and RSS, and ``ms_per_window`` = coordinator CPU ms per acknowledged window. A
@@ -486,8 +487,12 @@ def _keeps_up(step: dict[str, Any]) -> bool:
 
 
 def _ceiling(quick: bool) -> dict[str, Any]:
-    """The simulator, broker and one Python MQTT client together, against a null coordinator."""
+    """The simulator, broker and one Python MQTT client together, against a null coordinator: the offered
+    rate rises step by step; the ceiling is the highest acknowledged rate of a step that kept up."""
     ctx = mp.get_context("spawn")
+    devices = 2000 if quick else 5000
+    rates = (1000, 2000, 3000) if quick else (1000, 2000, 3000, 4000, 5000, 6500)
+    ramp: list[dict[str, Any]] = []
     with PrivateBroker(limits=BrokerLimits(max_inflight_messages=1000)) as broker:
         stop, counter = ctx.Event(), ctx.Value("l", 0, lock=False)
         null = ctx.Process(target=_null_coordinator, args=(broker.port, stop, counter), daemon=True)
@@ -495,19 +500,25 @@ def _ceiling(quick: bool) -> dict[str, Any]:
         time.sleep(1.0)
         sim = Simulator(broker.port)
         try:
-            devices = 2000 if quick else 5000
             sim.grow(devices, birth=False)
-            sim.period(0.5)  # offered: devices / 0.5 s, far above what one client answers
             sim.send(True)
-            time.sleep(3 if quick else 5)
-            m = _measure(sim, None, 5 if quick else 15, broker)
+            for rate in rates:
+                sim.period(devices / rate)
+                time.sleep(4.0)
+                m = _measure(sim, None, 6 if quick else 10, broker)
+                m["keeps_up"] = _keeps_up(m)
+                ramp.append({k: m[k] for k in ("offered_wps", "acked_wps", "ack_p50_ms", "ack_p99_ms",
+                                                "simulator_cpu_percent", "broker_cpu_percent", "keeps_up")})
+                print(f"ingest ceiling step: {ramp[-1]}", flush=True)
+                if not m["keeps_up"]:
+                    break
             sim.send(False)
         finally:
             sim.stop()
             stop.set()
             null.join(10)
-    return {"devices": devices, "period_s": 0.5, **{k: m[k] for k in (
-        "offered_wps", "acked_wps", "ack_p50_ms", "ack_p99_ms", "simulator_cpu_percent", "broker_cpu_percent")}}
+    kept = [r["acked_wps"] for r in ramp if r["keeps_up"]]
+    return {"devices": devices, "acked_wps": max(kept) if kept else 0.0, "ramp": ramp}
 
 
 def _steps(workdir: Path, quick: bool) -> dict[str, Any]:

@@ -346,7 +346,7 @@ def seed_database(db: Path, devices: int) -> None:
     """A database that assigns each device's tenants to it, running (a coordinator restarted under a
     running fleet)."""
     from coordinator.models import ZooModels
-    from coordinator.store import Store, TenantRow
+    from coordinator.store import Store, TenantRow, TenantState
 
     models = ZooModels()
     facts = {m: models.facts(m, "fp32") for m in MODELS}
@@ -356,7 +356,7 @@ def seed_database(db: Path, devices: int) -> None:
             for name, model in tenants_of(i):
                 f = facts[model]
                 store.put_tenant(TenantRow(spec=TenantSpec(name=name, model=model, slo_ms=200.0), runtime=f.runtime,
-                                           size_bytes=f.size_bytes, device_id=device_id(i), state="running",
+                                           size_bytes=f.size_bytes, device_id=device_id(i), state=TenantState.RUNNING,
                                            detail="", tried=()), 0.0)
     store.close()
 

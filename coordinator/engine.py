@@ -16,10 +16,10 @@ from coordinator.commands import Outbox
 from coordinator.fleet import FleetSnapshot
 from coordinator.models import ModelLookup
 from coordinator.placement import Placement
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import NullModel, PerfModel
 from coordinator.rebalance import RebalancePolicy, Streak
 from coordinator.rebalancer import Move, Rebalancer
-from coordinator.store import Store
+from coordinator.store import Store, TenantState
 from coordinator.tenants import Settled, Tenants
 from edgefleet.wire import Ack, Birth, Death, OpReply, Telemetry, TenantSpec
 
@@ -31,17 +31,24 @@ SILENT = "silent for"  # prefix of the offline detail of a device declared dead 
 class Engine:
     def __init__(self, *, store: Store, outbox: Outbox, models: ModelLookup, placement: Placement,
                  clock: Callable[[], float], device_timeout_s: float, settled: Settled | None = None,
-                 rebalance: RebalancePolicy | None = None) -> None:
+                 rebalance: RebalancePolicy | None = None, model: PerfModel | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.clock = clock
         self.device_timeout_s = device_timeout_s
+        # the performance model (kept by ``tenants``, see ``model``)
         self.tenants = Tenants(store=store, outbox=outbox, models=models, placement=placement, clock=clock,
-                               settled=settled)
+                               settled=settled, model=model if model is not None else NullModel())
         self._started_at = clock()  # liveness counts from here: devices get a chance to re-announce
         self.duplicate_windows = 0
         self.rebalance = rebalance or RebalancePolicy()
         self.rebalancer = Rebalancer(store=store, tenants=self.tenants, policy=self.rebalance, clock=clock)
+
+    @property
+    def model(self) -> PerfModel:
+        """The performance model: learns from every stored window and every Ack's profile; placement and
+        the rebalancer are handed its predictor (a memory-only coordinator's learns and predicts nothing)."""
+        return self.tenants.model
 
     @property
     def streaks(self) -> dict[str, Streak]:
@@ -99,7 +106,7 @@ class Engine:
         now = self.clock()
         assigned = self.store.tenants_on(device_id)
         for t in assigned:
-            if t.state == "removing":
+            if t.state == TenantState.REMOVING:
                 if t.name not in listed:
                     self.outbox.cancel(tenant=t.name, kind="undeploy", device_id=device_id, why="already gone")
                     self.tenants.removed(t, OpReply(ok=True, device_id=device_id, message=f"{t.name} removed"))
@@ -108,14 +115,14 @@ class Engine:
                 continue  # its Ack will settle it
             if t.name not in listed:
                 self.outbox.deploy(device_id, t.spec, now)
-                self.store.put_tenant(replace(t, state="deploying", detail=f"{device_id} lost it; redeploying"),
+                self.store.put_tenant(replace(t, state=TenantState.DEPLOYING, detail=f"{device_id} lost it; redeploying"),
                                       now)
-            elif t.state != "running":
-                self.store.put_tenant(replace(t, state="running"), now)
+            elif t.state != TenantState.RUNNING:
+                self.store.put_tenant(replace(t, state=TenantState.RUNNING), now)
         names = {t.name for t in assigned}
         for name in sorted(listed - names):
             row = self.store.tenant(name)
-            if row is not None and row.state == "moving" and row.moving_from == device_id:
+            if row is not None and row.state == TenantState.MOVING and row.moving_from == device_id:
                 continue  # the source of a planned move keeps serving until the target acks
             if not self.outbox.outstanding(device_id=device_id, tenant=name, kind="undeploy"):
                 log.info("device %s hosts %s, which is not assigned to it: undeploying", device_id, name)
@@ -137,13 +144,22 @@ class Engine:
         for t in self.store.tenants_on(device_id):
             self.outbox.cancel(tenant=t.name, kind="deploy", device_id=device_id, why=f"{device_id} offline")
             self.outbox.cancel(tenant=t.name, kind="configure", device_id=device_id, why=f"{device_id} offline")
-            if t.state == "removing":
+            if t.state == TenantState.REMOVING:
                 gone = f"{t.name} removed; {device_id} went offline before acking"
                 self.tenants.removed(t, OpReply(ok=True, device_id=device_id, message=gone))
-            elif t.state == "moving":
+            elif t.state == TenantState.MOVING:
                 self.tenants.move_back(t, f"{device_id} went offline ({why})")
             else:
                 self.tenants.move_off(t, f"{device_id} offline ({why})")
+
+    def tick(self, heard: Mapping[str, float] | None = None, *, liveness: bool = True, sending: bool = True) -> None:
+        """The one periodic cycle (the service's timer, the simulator's and the tests' rig): declare silent
+        devices dead (``liveness``; ``heard``: arrival stamps, see ``check_liveness``), then send the
+        commands that are due to online devices (``sending``: False while the broker is unreachable)."""
+        if liveness:
+            self.check_liveness(heard)
+        if sending:
+            self.send_due(self.store.online_ids())
 
     def check_liveness(self, heard: Mapping[str, float] | None = None) -> None:
         """Declare dead every online device silent longer than ``device_timeout_s``. ``heard``: when each
@@ -166,9 +182,7 @@ class Engine:
             self.duplicate_windows += 1
             return
         device = self.store.device(t.device_id)
-        placement = self.tenants.placement
-        if isinstance(placement, LivePredictedLatency):  # learns from each window once, duplicates not
-            placement.observe(device.kind if device is not None else "", t)
+        self.model.observe(device.kind if device is not None else "", t)  # each window once, duplicates not
         if device is None or device.boot_id != t.boot_id:
             return  # stored, but from a boot whose birth we have not seen (or an old one)
         self.store.record_window(t, now)

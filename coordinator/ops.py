@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coordinator.engine import Engine
-from coordinator.placement.live import LivePredictedLatency
 from edgefleet.wire import (
     DeviceView,
     FleetStatus,
@@ -80,11 +79,8 @@ def fleet_status(engine: Engine) -> FleetStatus:
 
 def model_report(engine: Engine, now: float) -> ModelReport | None:
     """The performance model's error on the tenants the coordinator manages: what it publishes on
-    ``{prefix}/v1/coordinator/model`` and what ``op.status`` carries. None when placement has no model."""
-    placement = engine.tenants.placement
-    if not isinstance(placement, LivePredictedLatency):
-        return None
-    return placement.report(now, {t.name for t in engine.store.tenants()})
+    ``{prefix}/v1/coordinator/model`` and what ``op.status`` carries. None without a performance model."""
+    return engine.model.report(now, {t.name for t in engine.store.tenants()})
 
 
 class OpsDesk:

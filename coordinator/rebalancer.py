@@ -2,7 +2,7 @@
 decision recorded.
 
 Runs on the coordinator's worker thread like the engine. Per telemetry window of a device it updates
-the streaks (measured p95 over SLO; with the performance-model placement also the model's verdict on
+the streaks (measured p95 over SLO; with a performance model also the model's verdict on
 that device at the demand just reported) and then asks ``rebalance.planner.plan`` what to do for the
 tenants that are due. Reconfigurations go out as Configure commands (``Tenants.reconfigure``: the row
 takes the new spec at the Ack), migrations as make-before-break moves (``Tenants.migrate``, which asks
@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from coordinator import rebalance
 from coordinator.models import UnknownModel
-from coordinator.placement.live import LivePredictedLatency, book_kind
-from coordinator.rebalance import Host, Migrate, Model, RebalancePolicy, Resident, Situation, Streak
+from coordinator.placement.live import book_kind
+from coordinator.rebalance import Host, Migrate, RebalancePolicy, Resident, Situation, Streak
 from coordinator.snapshots import CHARGED_STATES
-from coordinator.store import DeviceRow, Store, TenantRow
+from coordinator.store import DeviceRow, Store, TenantRow, TenantState
 from coordinator.tenants import Tenants
 from edgefleet.wire import Telemetry
 from edgefleet.wire.messages import VARIANTS
@@ -75,18 +74,13 @@ class Rebalancer:
         self.moves: list[Move] = []
         self._logged: dict[str, tuple[str, str]] = {}  # tenant -> situation_key of its last logged decision
 
-    @property
-    def live(self) -> LivePredictedLatency | None:
-        p = self.tenants.placement
-        return p if isinstance(p, LivePredictedLatency) else None
-
     # -- inputs ------------------------------------------------------------------------------------
     def _host(self, device: DeviceRow, rows: list[TenantRow], busy: set[str]) -> Host:
         residents = []
         for t in rows:
             if t.device_id != device.device_id or t.state not in CHARGED_STATES:
                 continue
-            ok = t.state == "running" and t.name not in busy
+            ok = t.state == TenantState.RUNNING and t.name not in busy
             residents.append(Resident(t.spec, t.runtime, t.size_bytes, changeable=ok, movable=ok and t.pinned is None))
         return Host(device.device_id, book_kind(device.kind) or device.kind, device.online,
                     frozenset(device.runtimes), device.memory_budget_bytes, tuple(residents))
@@ -108,8 +102,7 @@ class Rebalancer:
 
     def situation(self) -> Situation:
         hosts = self.hosts()
-        live = self.live
-        model = None if live is None else self.model(live)
+        model = self.tenants.model.predictor(frozen=True)
         variants = {}
         for m in sorted({r.spec.model for h in hosts for r in h.residents}):
             for v in VARIANTS:
@@ -120,26 +113,19 @@ class Rebalancer:
         observed = {t.name: t.latency_p95_ms for t in self.store.tenants() if t.latency_p95_ms > 0}
         return Situation(hosts, model, variants, observed)
 
-    @staticmethod
-    def model(live: LivePredictedLatency, *, frozen: bool = True) -> Model:
-        """The model's inputs; ``frozen=False`` lends the live demand read-only instead of copying it
-        (for a judgement that ends before the demand changes, as one window's is)."""
-        demand = dict(live.demand) if frozen else MappingProxyType(live.demand)
-        return Model(live.learner.book, demand, live.headroom, live.default_rps)
-
     # -- per window --------------------------------------------------------------------------------
     def window(self, t: Telemetry) -> None:
         """Streaks after one stored window of ``t.device_id``, then the plan for what is due. Touches
         only that device's tenants: the cost of a window does not grow with the fleet."""
         rows = self.store.tenants_on(t.device_id)
-        running = [r.name for r in rows if r.state == "running" and r.pinned is None]
+        running = [r.name for r in rows if r.state == TenantState.RUNNING and r.pinned is None]
         self._merge(rebalance.observed(self.streaks, t.tenants, self.policy, running))
-        live = self.live
-        if live is not None and self.policy.predict and self.policy.enabled:
+        model = self.tenants.model.predictor() if self.policy.predict and self.policy.enabled else None
+        if model is not None:
             device = self.store.device(t.device_id)
             if device is not None:
                 host = self._host(device, rows, self._busy(t.device_id))
-                verdict = rebalance.assess(host, self.model(live, frozen=False))
+                verdict = rebalance.assess(host, model)
                 bad = () if verdict.unmodelled else verdict.violating(self.policy.ratio)
                 self._merge(rebalance.predicted_observed(self.streaks, bad, running))
         for name in running:  # back within its SLO: its next decision is news again

@@ -33,7 +33,7 @@ from coordinator.models import ModelLookup, ZooModels
 from coordinator.ops import OpsDesk, fleet_status, model_report
 from coordinator.perf.report import ReportSchedule
 from coordinator.placement import MostFreeMemory, Placement
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, PerfModel
 from coordinator.store import Store
 from edgefleet.metrics import MetricsServer, Sample, TelemetryMetrics, start_metrics
 from edgefleet.mqtt import Inbound, MqttLink
@@ -87,11 +87,17 @@ class Coordinator:
     """Run in-process with ``start()`` / ``stop()``; ``main()`` wraps it for the command line."""
 
     def __init__(self, config: CoordinatorConfig, *, models: ModelLookup | None = None,
-                 placement: Placement | None = None, clock: Callable[[], float] = time.time) -> None:
+                 placement: Placement | None = None, model: PerfModel | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``placement`` and ``model`` default to what ``config.placement`` names (the performance model
+        of ``predicted-latency``, or none); a ``placement`` given alone runs without a model."""
         self.config = config
         self.topics = config.topics
         self.models: ModelLookup = models if models is not None else ZooModels()
-        self.placement: Placement = placement if placement is not None else _placement(config.placement)
+        if placement is None:
+            placement, model = _placement(config.placement)
+        self.placement: Placement = placement
+        self.model: PerfModel = model if model is not None else NullModel()
         self.clock = clock
         self.counters = Counters()
         self.metrics = TelemetryMetrics()  # every device's windows, served on config.metrics_port (0: off)
@@ -141,12 +147,11 @@ class Coordinator:
         """What ``GET /metrics`` serves (metrics thread): telemetry totals, fleet gauges, message counts."""
         c = self.counters
         out = self.metrics.samples() + list(self._fleet_gauges)
-        if isinstance(self.placement, LivePredictedLatency):
-            for tenant, stat in sorted(self.placement.errors.stats.items()):
-                out.append(Sample("edgefleet_model_p95_error_ratio", stat.ape, {"tenant": tenant}, "gauge",
-                                  "EWMA of |predicted - measured| / measured p95 latency, per tenant"))
-                out.append(Sample("edgefleet_model_p95_bias_ratio", stat.bias, {"tenant": tenant}, "gauge",
-                                  "EWMA of (predicted - measured) / measured p95: < 0 means optimistic"))
+        for tenant, stat in sorted(self.model.errors.stats.items()):
+            out.append(Sample("edgefleet_model_p95_error_ratio", stat.ape, {"tenant": tenant}, "gauge",
+                              "EWMA of |predicted - measured| / measured p95 latency, per tenant"))
+            out.append(Sample("edgefleet_model_p95_bias_ratio", stat.bias, {"tenant": tenant}, "gauge",
+                              "EWMA of (predicted - measured) / measured p95: < 0 means optimistic"))
         for channel, n in sorted(dict(c.received).items()):
             out.append(Sample("edgefleet_coordinator_messages_total", n, {"channel": channel}, "counter",
                               "Messages the coordinator received, by channel"))
@@ -199,7 +204,7 @@ class Coordinator:
             store = Store(self.config.db_path)
             outbox = Outbox(store, self.topics, self.config.commands,
                             lambda topic, payload: self._publish(topic, payload))
-            engine = Engine(store=store, outbox=outbox, models=self.models, placement=self.placement,
+            engine = Engine(store=store, outbox=outbox, models=self.models, placement=self.placement, model=self.model,
                             clock=self.clock, device_timeout_s=self.config.device_timeout_s,
                             rebalance=self.config.rebalance)
             desk = OpsDesk(engine, self._reply, self.clock, self.config.op_timeout_s)
@@ -339,15 +344,15 @@ class Coordinator:
         now = self.clock()
         # Liveness once a second, and never from a backlog: arrival times count as heard, and while the
         # messages handled had waited long in the queue the check waits too.
-        if now - self._liveness_at >= LIVENESS_EVERY_S or now < self._liveness_at:
+        liveness = now - self._liveness_at >= LIVENESS_EVERY_S or now < self._liveness_at
+        if liveness:
             self._liveness_at = now
-            if self._lag_s < engine.device_timeout_s / 3:
-                engine.check_liveness(self._heard)
+        engine.tick(self._heard, liveness=liveness and self._lag_s < engine.device_timeout_s / 3,
+                    sending=self.link.connected)
         if self._metrics_server is not None and now - self._gauges_at >= 1.0:
             self._gauges_at = now
             self._fleet_gauges = _fleet_gauges(engine)
         if self.link.connected:
-            engine.send_due(engine.store.online_ids())
             self._publish_model_report(engine)
         desk.expire()
 
@@ -409,12 +414,13 @@ class Coordinator:
         self.link.publish(topic, encode(reply), qos=1, correlation_data=corr)
 
 
-def _placement(name: str) -> Placement:
+def _placement(name: str) -> tuple[Placement, PerfModel]:
+    """The placement ``name`` and the performance model it reads (a null one for memory alone)."""
     if name == "predicted-latency":
         from coordinator.perf.calibration import build_book
 
-        return LivePredictedLatency(build_book())
-    return MostFreeMemory()
+        return ModelPlacement(), LearnedModel(build_book())
+    return MostFreeMemory(), NullModel()
 
 
 def _fleet_gauges(engine: Engine) -> list[Sample]:

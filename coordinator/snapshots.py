@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from coordinator.fleet import DeviceSnapshot, FleetSnapshot, TenantLoad
-from coordinator.store import DeviceRow, Store, TenantRow
+from coordinator.store import DeviceRow, Store, TenantRow, TenantState
 
-CHARGED_STATES = ("pending", "deploying", "running", "moving", "removing")  # states that hold memory on a device
+CHARGED_STATES = (TenantState.PENDING, TenantState.DEPLOYING, TenantState.RUNNING, TenantState.MOVING,
+                  TenantState.REMOVING)  # states that hold memory on a device
 
 
 def charge(t: TenantRow) -> tuple[str, TenantLoad] | None:

@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,24 @@ from edgefleet.wire.codec import decode
 
 SCHEMA_VERSION = 1
 
-TENANT_STATES = ("pending", "deploying", "running", "moving", "unplaced", "removing")
+class TenantState(str, Enum):
+    """Where a tenant is in its lifecycle (stored by value). ``pending``: created, not yet placed;
+    ``deploying``: a Deploy is out to ``device_id``; ``running``: acked there; ``moving``: running on
+    ``moving_from`` while a Deploy to ``device_id`` is out (make-before-break); ``unplaced``: no device
+    fits (``detail`` says why); ``removing``: an Undeploy is out."""
+
+    PENDING = "pending"
+    DEPLOYING = "deploying"
+    RUNNING = "running"
+    MOVING = "moving"
+    UNPLACED = "unplaced"
+    REMOVING = "removing"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TENANT_STATES = tuple(s.value for s in TenantState)
 COMMAND_STATES = ("pending", "sent", "acked", "failed", "cancelled")
 OUTSTANDING = ("pending", "sent")
 
@@ -73,7 +91,7 @@ class TenantRow:
     runtime: str
     size_bytes: int  # memory charged to the assigned device
     device_id: str | None
-    state: str  # one of TENANT_STATES
+    state: TenantState
     detail: str
     tried: tuple[str, ...]  # devices tried in the current placement round
     pinned: str | None = None  # the operator asked for this device; the tenant never moves elsewhere
@@ -475,7 +493,7 @@ class Store:
         requested = r.get("requested")
         return TenantRow(
             spec=decode(r["spec"].encode(), TenantSpec), runtime=r["runtime"], size_bytes=int(r["size_bytes"]),
-            device_id=r["device_id"], state=r["state"], detail=r["detail"] or "",
+            device_id=r["device_id"], state=TenantState(r["state"]), detail=r["detail"] or "",
             tried=tuple(json.loads(r["tried"] or "[]")), pinned=r["pinned"], moving_from=r.get("moving_from"),
             arrival_rps=r["arrival_rps"] or 0.0,
             latency_p50_ms=r["latency_p50_ms"] or 0.0, latency_p95_ms=r["latency_p95_ms"] or 0.0,
@@ -510,7 +528,7 @@ class Store:
         self._upsert(
             "tenants",
             {"name": t.name, "spec": encode(t.spec).decode(), "runtime": t.runtime, "size_bytes": t.size_bytes,
-             "device_id": t.device_id, "state": t.state, "detail": t.detail, "tried": json.dumps(list(t.tried)),
+             "device_id": t.device_id, "state": TenantState(t.state).value, "detail": t.detail, "tried": json.dumps(list(t.tried)),
              "pinned": t.pinned, "moving_from": t.moving_from, "arrival_rps": t.arrival_rps,
              "latency_p50_ms": t.latency_p50_ms,
              "latency_p95_ms": t.latency_p95_ms, "errors": t.errors, "updated_at": now,

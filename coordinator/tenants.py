@@ -14,7 +14,7 @@ own spec is kept beside the running one (``TenantRow.requested``): a deploy is i
 the operator asked, so re-applying a manifest after a reconfiguration answers "already runs", and only
 a genuinely different spec conflicts.
 An applied Deploy's or Configure's Ack may carry the service profile the device measured as it loaded
-the variant; the learning placement takes it (``LivePredictedLatency.profiled``).
+the variant; the performance model takes it (``PerfModel.profiled``).
 Operator calls waiting on a tenant are told through the ``on_settled`` callback.
 """
 
@@ -27,10 +27,10 @@ from dataclasses import replace
 from coordinator.commands import Exhausted, Outbox
 from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.models import ModelLookup, UnknownModel
-from coordinator.placement import Decision, NoFit, Placed, Placement, RatedPlacement
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement import Decision, NoFit, Placed, Placement
+from coordinator.placement.live import NullModel, PerfModel, demand_at
 from coordinator.snapshots import SnapshotCache
-from coordinator.store import CommandRow, Store, TenantRow
+from coordinator.store import CommandRow, Store, TenantRow, TenantState
 from edgefleet.wire import Ack, Configure, OpReply, ServiceProfile, TenantSpec
 from edgefleet.wire.codec import decode
 
@@ -53,11 +53,12 @@ def reconfigured(running: TenantSpec, asked: TenantSpec) -> str:
 
 class Tenants:
     def __init__(self, *, store: Store, outbox: Outbox, models: ModelLookup, placement: Placement,
-                 clock: Callable[[], float], settled: Settled | None = None) -> None:
+                 clock: Callable[[], float], settled: Settled | None = None, model: PerfModel | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.models = models
         self.placement = placement
+        self.model: PerfModel = model if model is not None else NullModel()  # the engine's
         self.clock = clock
         self.on_settled: Settled = settled or (lambda tenant, kind, reply: None)
         self.stray_acks = 0
@@ -83,17 +84,18 @@ class Tenants:
         candidates = fleet.excluding(exclude)
         if exclude and not candidates.devices:
             return NoFit(f"no device left to try after {', '.join(exclude)}")
-        return self.placement.place(spec, facts, candidates)
+        self.model.declare(spec)  # its declared demand is the model's prior from now on
+        return self.placement.place(spec, facts, candidates, self.model.predictor())
 
     def _assign(self, t: TenantRow, placed: Placed, tried: tuple[str, ...], detail: str) -> None:
         now = self.clock()
-        row = replace(t, device_id=placed.device_id, state="deploying", tried=tried, detail=detail)
+        row = replace(t, device_id=placed.device_id, state=TenantState.DEPLOYING, tried=tried, detail=detail)
         self.store.put_tenant(row, now)
         self.outbox.deploy(placed.device_id, t.spec, now)
         log.info("tenant %s -> %s (%s)", t.name, placed.device_id, placed.reason)
 
     def _unplace(self, t: TenantRow, detail: str, *, settle: bool = True) -> None:
-        self.store.put_tenant(replace(t, device_id=None, state="unplaced", detail=detail), self.clock())
+        self.store.put_tenant(replace(t, device_id=None, state=TenantState.UNPLACED, detail=detail), self.clock())
         log.warning("tenant %s unplaced: %s", t.name, detail)
         if settle:
             self.on_settled(t.name, "deploy", OpReply(ok=False, code="deploy_failed", message=detail))
@@ -111,10 +113,10 @@ class Tenants:
 
     def deploy_failed(self, cmd: CommandRow, why: str) -> None:
         t = self.store.tenant(cmd.tenant)
-        if t is not None and t.device_id == cmd.device_id and t.state == "moving":
+        if t is not None and t.device_id == cmd.device_id and t.state == TenantState.MOVING:
             self.move_back(t, f"{cmd.device_id}: {why}")
             return
-        if t is None or t.device_id != cmd.device_id or t.state != "deploying":
+        if t is None or t.device_id != cmd.device_id or t.state != TenantState.DEPLOYING:
             return  # the tenant moved on since this command was issued
         detail = f"{cmd.device_id}: {why}"
         if t.pinned is not None or len(t.tried) >= MAX_DEVICES_PER_ROUND:
@@ -128,7 +130,7 @@ class Tenants:
 
     def place_unplaced(self) -> None:
         """Give every unplaced tenant a fresh round (called when capacity appears)."""
-        for t in self.store.tenants_in("unplaced"):
+        for t in self.store.tenants_in(TenantState.UNPLACED):
             decision = self._decide(t.spec, self.facts_of(t), pinned=t.pinned)
             if isinstance(decision, Placed):
                 self._assign(t, decision, (decision.device_id,), decision.reason)
@@ -138,17 +140,17 @@ class Tenants:
         """Start deploying ``spec``; the reply now, or None when it comes through ``settled`` later."""
         existing = self.store.tenant(spec.name)
         if existing is not None:
-            if existing.state == "removing":
+            if existing.state == TenantState.REMOVING:
                 return OpReply(ok=False, code="conflict", message=f"tenant {spec.name} is being removed")
             if existing.asked != spec:  # the operator's spec, not the rebalancer's reconfiguration of it
                 return OpReply(ok=False, code="conflict",
                                message=f"tenant {spec.name} exists with a different spec; undeploy it first")
-            if existing.state == "running":
+            if existing.state == TenantState.RUNNING:
                 how = ("" if existing.requested is None else
                        f", reconfigured by the rebalancer: {reconfigured(existing.spec, spec)}")
                 return OpReply(ok=True, device_id=existing.device_id,
                                message=f"{spec.name} already runs on {existing.device_id}{how}")
-            if existing.state != "unplaced":
+            if existing.state != TenantState.UNPLACED:
                 return None  # identical and on its way: answer with the same outcome
             pinned = pinned or existing.pinned
         try:
@@ -159,7 +161,7 @@ class Tenants:
         if isinstance(decision, NoFit):
             return OpReply(ok=False, code="no_fit", message=f"no device fits {spec.name}: {decision.reason}")
         row = TenantRow(spec=spec, runtime=facts.runtime, size_bytes=facts.size_bytes, device_id=None,
-                        state="pending", detail="", tried=(), pinned=pinned)
+                        state=TenantState.PENDING, detail="", tried=(), pinned=pinned)
         self._assign(row, decision, (decision.device_id,), decision.reason)
         return None
 
@@ -172,8 +174,9 @@ class Tenants:
         if self.store.tenant(spec.name) is not None:
             return OpReply(ok=False, code="conflict", message=f"tenant {spec.name} exists; plan under a new name")
         fleet = self.snapshot()
-        decision = (self.placement.place_at(spec, facts, fleet, rate_rps)
-                    if isinstance(self.placement, RatedPlacement) else self.placement.place(spec, facts, fleet))
+        # the model is asked about a tenant it does not hold: its demand goes with the question only
+        decision = self.placement.place(spec, facts, fleet,
+                                        self.model.predictor({spec.name: demand_at(spec, rate_rps)}))
         if isinstance(decision, NoFit):
             return OpReply(ok=False, code="no_fit", message=f"{spec.name} would not fit: {decision.reason}")
         return OpReply(ok=True, device_id=decision.device_id,
@@ -185,7 +188,7 @@ class Tenants:
         t = self.store.tenant(name)
         if t is None:
             return OpReply(ok=False, code="unknown_tenant", message=f"no tenant {name}")
-        if t.state != "running" or t.device_id is None:
+        if t.state != TenantState.RUNNING or t.device_id is None:
             return OpReply(ok=False, code="conflict", message=f"{name} is {t.state}; only a running tenant moves")
         if target == t.device_id:
             return OpReply(ok=True, device_id=target, message=f"{name} already runs on {target}")
@@ -196,7 +199,7 @@ class Tenants:
         if isinstance(decision, NoFit):
             return OpReply(ok=False, code="no_fit", message=f"no device fits {name}: {decision.reason}")
         now = self.clock()
-        row = replace(t, device_id=decision.device_id, state="moving", moving_from=source,
+        row = replace(t, device_id=decision.device_id, state=TenantState.MOVING, moving_from=source,
                       tried=(decision.device_id,), detail=f"moving from {source}: {decision.reason}")
         self.store.put_tenant(row, now)
         self.outbox.deploy(decision.device_id, t.spec, now)
@@ -209,7 +212,7 @@ class Tenants:
         t = self.store.tenant(name)
         if t is None:
             return OpReply(ok=False, code="unknown_tenant", message=f"no tenant {name}")
-        if t.state != "running" or t.device_id is None:
+        if t.state != TenantState.RUNNING or t.device_id is None:
             return OpReply(ok=False, code="conflict", message=f"{name} is {t.state}; only a running tenant changes")
         if spec.name != name or spec.model != t.spec.model:
             return OpReply(ok=False, code="bad_request", message=f"{name}: a reconfiguration keeps name and model")
@@ -248,7 +251,7 @@ class Tenants:
         if source is None or device is None or not device.online:
             self.move_off(replace(t, moving_from=None), f"move failed ({why}) and {source} is offline")
         else:
-            self.store.put_tenant(replace(t, device_id=source, state="running", moving_from=None, tried=(),
+            self.store.put_tenant(replace(t, device_id=source, state=TenantState.RUNNING, moving_from=None, tried=(),
                                           detail=f"move to {target} failed: {why}"), self.clock())
         self.on_settled(t.name, "migrate", OpReply(ok=False, code="move_failed", device_id=source,
                                                    message=f"{t.name} stays on {source}: {why}"))
@@ -257,13 +260,13 @@ class Tenants:
         t = self.store.tenant(name)
         if t is None:
             return OpReply(ok=False, code="unknown_tenant", message=f"no tenant {name}")
-        if t.state == "removing":
+        if t.state == TenantState.REMOVING:
             return None
-        if t.state != "running":
+        if t.state != TenantState.RUNNING:
             self.on_settled(name, "deploy", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
         self.outbox.cancel(tenant=name, kind="deploy", why="tenant undeployed")
         self.outbox.cancel(tenant=name, kind="configure", why="tenant undeployed")
-        if t.state == "moving" and t.moving_from is not None:
+        if t.state == TenantState.MOVING and t.moving_from is not None:
             self.outbox.undeploy(t.moving_from, name, self.clock())
             self.on_settled(name, "migrate", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
         if t.device_id is None:
@@ -275,14 +278,13 @@ class Tenants:
             self.store.delete_tenant(name)
             return OpReply(ok=True, device_id=t.device_id,
                            message=f"{name} removed; {t.device_id} is offline and will undeploy it when back")
-        self.store.put_tenant(replace(t, state="removing", detail=""), self.clock())
+        self.store.put_tenant(replace(t, state=TenantState.REMOVING, detail=""), self.clock())
         return None
 
     def removed(self, t: TenantRow, reply: OpReply) -> None:
         log.info("tenant %s undeployed from %s", t.name, t.device_id)
         self.store.delete_tenant(t.name)
-        if isinstance(self.placement, LivePredictedLatency):  # its demand and model error go too
-            self.placement.forget(t.name)
+        self.model.forget(t.name)  # its demand and model error go too
         self.on_settled(t.name, "undeploy", reply)
 
     # -- acks and timeouts -------------------------------------------------------------------------
@@ -304,37 +306,37 @@ class Tenants:
         if cmd.kind == "deploy":
             if not a.ok:
                 self.deploy_failed(cmd, f"{a.code or a.result}: {a.message}")
-            elif t is not None and here and t.state == "moving":
+            elif t is not None and here and t.state == TenantState.MOVING:
                 source = t.moving_from
-                self.store.put_tenant(replace(t, state="running", moving_from=None,
+                self.store.put_tenant(replace(t, state=TenantState.RUNNING, moving_from=None,
                                               detail=f"moved from {source}"), self.clock())
                 if source is not None:
                     self.outbox.undeploy(source, t.name, self.clock())  # break only after make
                 self.on_settled(t.name, "migrate", OpReply(ok=True, device_id=cmd.device_id,
                                                            message=f"{t.name} moved from {source} to {cmd.device_id}"))
-            elif t is not None and here and t.state == "deploying":
-                self.store.put_tenant(replace(t, state="running"), self.clock())  # detail: how it got here
+            elif t is not None and here and t.state == TenantState.DEPLOYING:
+                self.store.put_tenant(replace(t, state=TenantState.RUNNING), self.clock())  # detail: how it got here
                 why = f" ({t.detail})" if t.detail else ""
                 self.on_settled(t.name, "deploy", OpReply(ok=True, device_id=cmd.device_id,
                                                         message=f"{t.name} running on {cmd.device_id}{why}"))
         elif cmd.kind == "configure":
-            if t is not None and here and t.state == "running":
+            if t is not None and here and t.state == TenantState.RUNNING:
                 self._configured(t, cmd, a)
-        elif t is not None and here and t.state == "removing":
+        elif t is not None and here and t.state == TenantState.REMOVING:
             reply = OpReply(ok=a.ok, code="" if a.ok else (a.code or "undeploy_failed"),
                             device_id=cmd.device_id, message=a.message or f"{t.name} removed")
             self.removed(t, reply)
 
     def _profiled(self, profile: ServiceProfile, device_id: str) -> None:
-        """A device timed a variant as it loaded it: the learning placement's book learns it."""
+        """A device timed a variant as it loaded it: the performance model's book learns it."""
         device = self.store.device(device_id)
-        if not isinstance(self.placement, LivePredictedLatency) or device is None:
+        if device is None:
             return
         try:
             runtime = self.models.facts(profile.model, profile.variant).runtime
         except UnknownModel:
             return
-        self.placement.profiled(device.kind, profile, runtime)
+        self.model.profiled(device.kind, profile, runtime)
 
     def send_due(self, online: Collection[str]) -> None:
         """Send due commands; a command that ran out of attempts may start a move, sent at once."""
@@ -351,6 +353,6 @@ class Tenants:
                 self.deploy_failed(cmd, why)
                 continue
             t = self.store.tenant(cmd.tenant)
-            if t is not None and t.device_id == cmd.device_id and t.state == "removing":
+            if t is not None and t.device_id == cmd.device_id and t.state == TenantState.REMOVING:
                 self.removed(t, OpReply(ok=False, code="deadline_exceeded", device_id=cmd.device_id,
                                          message=f"{cmd.device_id}: {why}; removed from the fleet's plan"))

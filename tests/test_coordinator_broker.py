@@ -474,7 +474,7 @@ def test_malformed_payloads_do_not_crash(
 class ExplodingPlacement:
     """A placement with a bug, to show the worker survives it."""
 
-    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
+    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot, perf: object = None) -> Decision:
         raise RuntimeError("placement bug")
 
 

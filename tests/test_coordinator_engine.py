@@ -60,9 +60,7 @@ class Rig:
         """Advance the clock, run the timer duties, return what was sent."""
         self.now += advance
         before = len(self.sent)
-        self.engine.check_liveness()
-        online = {d.device_id for d in self.store.devices() if d.online}
-        self.engine.send_due(online)
+        self.engine.tick()
         return [c for _, c in self.sent[before:]]
 
     def birth(self, device: str, budget_mb: float = 100, runtimes: tuple[str, ...] = ("onnxruntime",),
@@ -410,11 +408,11 @@ def test_an_undeployed_tenant_leaves_the_learning_placement(tmp_path: Path) -> N
     """The model's expected demand and error book forget a tenant once it is gone, so neither the
     placement nor the published report keeps counting it."""
     from coordinator.perf.calibration import build_book
-    from coordinator.placement.live import LivePredictedLatency
+    from coordinator.placement.live import LearnedModel, ModelPlacement
 
     rig = Rig(tmp_path)
-    live = LivePredictedLatency(build_book())
-    rig.engine.tenants.placement = live
+    live = LearnedModel(build_book())
+    rig.engine.tenants.placement, rig.engine.tenants.model = ModelPlacement(), live
     rig.birth("d1")
     rig.engine.deploy(spec())
     [dep] = rig.tick()
@@ -509,11 +507,11 @@ def test_an_acks_profile_makes_its_variant_placeable(tmp_path: Path) -> None:
     teaches the learning placement a profile the calibration never had: a new int8 tenant is placed at
     once. A profile of a model the catalog lacks, or in a stray ack, changes nothing."""
     from coordinator.perf.calibration import build_book
-    from coordinator.placement.live import LivePredictedLatency
+    from coordinator.placement.live import LearnedModel, ModelPlacement
 
     rig = Rig(tmp_path)
-    live = LivePredictedLatency(build_book())
-    rig.engine.tenants.placement = live
+    live = LearnedModel(build_book())
+    rig.engine.tenants.placement, rig.engine.tenants.model = ModelPlacement(), live
     rig.birth("d1")  # reports x86_64-cpu: the book's x86-cpu
     int8 = TenantSpec(name="t2", model="ocr-rec", variant="int8", slo_ms=500.0)
     refused = rig.engine.deploy(int8)

@@ -21,7 +21,7 @@ from agent.config import AgentConfig
 from agent.service import Agent
 from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
 from coordinator.perf.calibration import build_book
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import LearnedModel, ModelPlacement
 from edgefleet.cli.main import main as cli_main
 from edgefleet.mqtt import MqttSettings
 from edgefleet.sdk import InferenceClient
@@ -40,13 +40,13 @@ def cli(*argv: str) -> tuple[int, str]:
 
 
 @pytest.fixture()
-def fleet(tmp_path: Path, mqtt_settings: MqttSettings, prefix: str) -> Iterator[tuple[Coordinator, LivePredictedLatency]]:
+def fleet(tmp_path: Path, mqtt_settings: MqttSettings, prefix: str) -> Iterator[tuple[Coordinator, LearnedModel]]:
     config = CoordinatorConfig(
         db_path=tmp_path / "c.db", mqtt=mqtt_settings, prefix=prefix, coordinator_id=f"co-{uuid.uuid4().hex[:8]}",
         op_timeout_s=30.0, placement="predicted-latency",
         commands=CommandPolicy(ack_timeout_s=20.0, max_attempts=3, backoff_s=0.5, backoff_max_s=2.0))
-    live = LivePredictedLatency(build_book())
-    coordinator = Coordinator(config, placement=live)
+    live = LearnedModel(build_book())
+    coordinator = Coordinator(config, placement=ModelPlacement(), model=live)
     coordinator.start()
     agent = Agent(AgentConfig(device_id="dev-a", device_kind="x86_64-cpu", state_dir=tmp_path / "agent",
                               mqtt=mqtt_settings, prefix=prefix, telemetry_period_s=1.0, workers=2,
@@ -62,7 +62,7 @@ def fleet(tmp_path: Path, mqtt_settings: MqttSettings, prefix: str) -> Iterator[
 
 
 def test_a_closed_loop_goes_from_deploy_to_plan(
-    fleet: tuple[Coordinator, LivePredictedLatency], mqtt_settings: MqttSettings, topics: Topics, prefix: str,
+    fleet: tuple[Coordinator, LearnedModel], mqtt_settings: MqttSettings, topics: Topics, prefix: str,
 ) -> None:
     coordinator, live = fleet
     broker = ["--port", str(mqtt_settings.port), "--prefix", prefix, "--timeout", "30"]

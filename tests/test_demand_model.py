@@ -15,7 +15,7 @@ from coordinator.perf import mva
 from coordinator.perf.calibration import build_book
 from coordinator.perf.demand import Expected, declared, observed, periodic_scv
 from coordinator.perf.sharing import Load, Processor, predict, predict_open
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import LearnedModel, ModelPlacement
 from coordinator.placement.seam import NoFit, Placed
 from edgefleet.wire import Closed, Periodic, Poisson, TenantSpec, TenantWindow
 
@@ -217,13 +217,15 @@ def _fleet() -> FleetSnapshot:
 
 
 def test_placement_plans_a_closed_tenant_by_its_loop() -> None:
-    live = LivePredictedLatency(build_book())
+    live, placement = LearnedModel(build_book()), ModelPlacement()
     facts = ModelFacts("ocr-rec", "fp32", "onnxruntime", 11 << 20)
     # back to back, one in flight: alone on the box it takes ocr-rec's ~24 ms plus the request path,
     # so a 40 ms SLO holds; two loops in flight on two cores keep it near the same; ten do not
     ok = TenantSpec(name="cam", model="ocr-rec", slo_ms=40.0, demand=Closed(in_flight=1))
-    assert isinstance(live.place(ok, facts, _fleet()), Placed)
+    live.declare(ok)  # as the engine does before it places a tenant
+    assert isinstance(placement.place(ok, facts, _fleet(), live.predictor()), Placed)
     many = TenantSpec(name="cam2", model="ocr-rec", slo_ms=40.0, demand=Closed(in_flight=10))
-    decision = live.place(many, facts, _fleet())
+    live.declare(many)
+    decision = placement.place(many, facts, _fleet(), live.predictor())
     assert isinstance(decision, NoFit) and "p95" in decision.reason
     assert live.demand["cam"].in_flight == 1

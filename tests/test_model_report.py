@@ -19,7 +19,7 @@ import pytest
 
 from coordinator import Coordinator
 from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import LearnedModel, ModelPlacement
 from edgefleet.cli.fleet import format_status
 from edgefleet.cli.opsclient import call_ops
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
@@ -82,7 +82,7 @@ class Reports:
 @pytest.fixture()
 def fleet(tmp_path: Path, mqtt_settings: MqttSettings, prefix: str) -> Iterator[tuple[Coordinator, list[FakeAgent]]]:
     config = dataclasses.replace(make_config(tmp_path, mqtt_settings, prefix), model_report_period_s=PERIOD_S)
-    coordinator = Coordinator(config, placement=LivePredictedLatency(BOOK))
+    coordinator = Coordinator(config, placement=ModelPlacement(), model=LearnedModel(BOOK))
     coordinator.start()
     agents: list[FakeAgent] = []
     yield coordinator, agents

@@ -16,7 +16,7 @@ from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantL
 from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
 from coordinator.perf.deployed import DEFAULT_SCV, seed_points
 from coordinator.perf.learner import Learner
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import LearnedModel
 from coordinator.placement.model import PredictedLatency
 from coordinator.placement.planner import Demand
 from coordinator.placement.seam import NoFit, Placed
@@ -104,7 +104,7 @@ def test_what_the_book_cannot_hold_changes_nothing(kind: str, runtime: str, meas
 
 
 def test_the_live_placement_maps_the_reported_kind() -> None:
-    live = LivePredictedLatency(BOOK)
+    live = LearnedModel(BOOK)
     live.profiled("x86_64-cpu", ServiceProfile(model="ocr", variant="int8", ms_by_batch={1: 2.5}), "onnxruntime")
     assert live.learner.book.profile("ocr", "int8", KIND) is not None
 

@@ -9,7 +9,7 @@ from coordinator.config import ConfigError, config_from_dict
 from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
 from coordinator.perf.calibration import build_book
 from coordinator.placement import NoFit, Placed
-from coordinator.placement.live import LivePredictedLatency, book_kind
+from coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, book_kind, demand_at
 from edgefleet.wire import DeviceWindow, Telemetry, TenantSpec, TenantWindow
 
 MB = 1_000_000
@@ -39,20 +39,41 @@ def _window(rate: float, slo_ms: float = 200.0) -> Telemetry:
 
 
 def test_a_tenant_fits_until_the_measured_load_of_its_neighbour_leaves_no_room() -> None:
-    live = LivePredictedLatency(build_book())
+    live, placement = LearnedModel(build_book()), ModelPlacement()
     spec = TenantSpec(name="new", model="ocr-rec", slo_ms=200.0)
     fleet = _fleet(TenantLoad("busy", "ocr-rec", "fp32", 11 * MB))
-    assert isinstance(live.place(spec, REC, fleet), Placed)  # the neighbour is expected at 1 req/s
+    assert isinstance(placement.place(spec, REC, fleet, live.predictor()), Placed)  # the neighbour: 1 req/s
     live.observe("x86_64-cpu", _window(rate=200.0))  # it is really taking 200 req/s of 24 ms work
     assert live.demand["busy"].rate_rps == pytest.approx(200.0)
-    decision = live.place(spec, REC, fleet)
+    decision = placement.place(spec, REC, fleet, live.predictor())
     assert isinstance(decision, NoFit) and "a" in decision.reason
     live.forget("busy")
-    assert isinstance(live.place(spec, REC, fleet), Placed)
+    assert isinstance(placement.place(spec, REC, fleet, live.predictor()), Placed)
+
+
+def test_a_question_at_a_rate_changes_nothing_in_the_model() -> None:
+    """``plan --add`` asks about a tenant that does not exist at a given rate: the rate goes with the
+    question (the predictor), never into the model's demand; the same tenant at 1 req/s fits, at 500
+    req/s of 24 ms work on two cores it cannot."""
+    live, placement = LearnedModel(build_book()), ModelPlacement()
+    spec = TenantSpec(name="asked", model="ocr-rec", slo_ms=200.0)
+    fleet = _fleet()
+    assert isinstance(placement.place(spec, REC, fleet, live.predictor({"asked": demand_at(spec, 1.0)})), Placed)
+    heavy = placement.place(spec, REC, fleet, live.predictor({"asked": demand_at(spec, 500.0)}))
+    assert isinstance(heavy, NoFit)
+    assert "asked" not in live.demand and "asked" not in live.expected
+
+
+def test_the_null_model_learns_and_predicts_nothing_and_model_placement_says_so() -> None:
+    null = NullModel()
+    null.observe("x86_64-cpu", _window(rate=5.0))
+    assert null.predictor() is None and null.report(0.0) is None and len(null.errors.stats) == 0
+    decision = ModelPlacement().place(TenantSpec(name="n", model="ocr-rec", slo_ms=200.0), REC, _fleet(), None)
+    assert isinstance(decision, NoFit) and "performance model" in decision.reason
 
 
 def test_the_prediction_error_is_recorded_per_tenant() -> None:
-    live = LivePredictedLatency(build_book())
+    live = LearnedModel(build_book())
     live.observe("x86_64-cpu", _window(rate=5.0))
     stat = live.errors.stats["busy"]
     assert stat.windows == 1 and stat.ape >= 0.0

@@ -22,7 +22,7 @@ from agent.config import AgentConfig
 from agent.service import Agent
 from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
 from coordinator.perf.calibration import build_book, read
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import LearnedModel, ModelPlacement
 from edgefleet.cli.opsclient import call_ops
 from edgefleet.mqtt import MqttSettings
 from edgefleet.wire import Ack, OpDeploy, OpPlan, ServiceProfile, TenantSpec, Topics
@@ -35,13 +35,13 @@ PLAUSIBLE = 5.0  # a batch-1 time within this factor of the calibration's figure
 @pytest.fixture()
 def fleet(
     tmp_path: Path, mqtt_settings: MqttSettings, topics: Topics, prefix: str
-) -> Iterator[tuple[Coordinator, LivePredictedLatency, Watcher]]:
+) -> Iterator[tuple[Coordinator, LearnedModel, Watcher]]:
     config = CoordinatorConfig(
         db_path=tmp_path / "c.db", mqtt=mqtt_settings, prefix=prefix, coordinator_id=f"co-{uuid.uuid4().hex[:8]}",
         op_timeout_s=30.0, placement="predicted-latency",
         commands=CommandPolicy(ack_timeout_s=20.0, max_attempts=3, backoff_s=0.5, backoff_max_s=2.0))
-    live = LivePredictedLatency(build_book())
-    coordinator = Coordinator(config, placement=live)
+    live = LearnedModel(build_book())
+    coordinator = Coordinator(config, placement=ModelPlacement(), model=live)
     coordinator.start()
     watcher = Watcher(mqtt_settings, topics)
     agent = Agent(AgentConfig(device_id="dev-a", device_kind="x86_64-cpu", state_dir=tmp_path / "agent",
@@ -64,7 +64,7 @@ def _profiled(w: Watcher, variant: str) -> list[Ack]:
 
 
 def test_a_deploy_profile_reaches_the_coordinators_book(
-    fleet: tuple[Coordinator, LivePredictedLatency, Watcher], mqtt_settings: MqttSettings, topics: Topics,
+    fleet: tuple[Coordinator, LearnedModel, Watcher], mqtt_settings: MqttSettings, topics: Topics,
 ) -> None:
     coordinator, live, w = fleet
     int8 = TenantSpec(name="cls2", model="ocr-cls", variant="int8", slo_ms=500.0)

@@ -30,7 +30,7 @@ from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
 from coordinator.fleet import ModelFacts
 from coordinator.models import StaticModels
 from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import LearnedModel, ModelPlacement
 from coordinator.rebalance import RebalancePolicy
 from coordinator.sim.agents import DeviceKind, SimAgent
 from edgefleet.cli.opsclient import call_ops
@@ -105,8 +105,7 @@ def test_a_predicted_violation_is_fixed_by_the_rebalancers_command(
         op_timeout_s=5.0, placement="predicted-latency",
         commands=CommandPolicy(ack_timeout_s=0.5, max_attempts=6, backoff_s=0.1, backoff_max_s=0.4),
         rebalance=RebalancePolicy(windows=2, cooldown_s=0.0, margin=0.1))
-    placement = LivePredictedLatency(BOOK, headroom=0.8)
-    coordinator = Coordinator(config, models=MODELS, placement=placement)
+    coordinator = Coordinator(config, models=MODELS, placement=ModelPlacement(), model=LearnedModel(BOOK, headroom=0.8))
     coordinator.start()
     rates = {"t1": 60.0, "t2": 60.0}
     agents: list[BrokerSimAgent] = []

@@ -3,7 +3,7 @@
 from coordinator.placement.knapsack import BestFit, FirstFit, SpreadFit, WorstFit
 from coordinator.placement.memory import MostFreeMemory, rejection
 from coordinator.placement.model import Demand, PredictedLatency
-from coordinator.placement.seam import Decision, NoFit, Placed, Placement, RatedPlacement
+from coordinator.placement.seam import Decision, NoFit, Placed, Placement
 
 __all__ = [
     "BestFit",
@@ -15,7 +15,6 @@ __all__ = [
     "Placed",
     "Placement",
     "PredictedLatency",
-    "RatedPlacement",
     "SpreadFit",
     "WorstFit",
     "rejection",

@@ -14,11 +14,15 @@ in proportion to budgets (the strongest memory-only baseline when memory is not 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from coordinator.fleet import FleetSnapshot, ModelFacts, mib
 from coordinator.placement.memory import feasible
 from coordinator.placement.seam import Decision, NoFit, Placed
 from edgefleet.wire import TenantSpec
+
+if TYPE_CHECKING:
+    from coordinator.rebalance.outlook import Model
 
 # (free bytes of the feasible devices in id order, their budgets, size) -> index into that list
 Chooser = Callable[[Sequence[int], Sequence[int], int], int]
@@ -44,7 +48,8 @@ class _Knapsack:
     name = "knapsack"
     choose: Chooser = staticmethod(_first)
 
-    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
+    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
+              perf: Model | None = None) -> Decision:
         fits = feasible(fleet, model)
         if isinstance(fits, NoFit):
             return fits

@@ -1,21 +1,33 @@
-"""Model-driven placement that learns from the fleet: ``PredictedLatency`` fed by every telemetry window.
+"""The performance model the engine owns, learnt from the fleet, and the placement that reads it.
 
-The coordinator's worker owns one ``LivePredictedLatency``. Each telemetry window updates, in order,
+``PerfModel`` is what the engine keeps and feeds: ``observe`` each stored telemetry window, ``profiled``
+each deploy-time profile an Ack carries, ``declare`` a tenant's declared demand before it is placed,
+``forget`` a tenant that left, ``report`` its prediction error, and ``predictor`` an immutable
+``Model`` (book, expected demand, headroom) for one decision, which placement and the rebalancer read.
+A question about a tenant that does not exist yet (``edgefleet plan --add`` at a rate) passes its
+demand to ``predictor``; the model itself never changes for it. ``NullModel`` is the memory-only
+coordinator's: it learns nothing, reports nothing and predicts nothing, so no caller asks which
+placement it has.
+
+``LearnedModel`` is ``placement = "predicted-latency"``'s. Each telemetry window updates, in order,
 the performance model (``coordinator.perf.learner``: the service curves follow what the agents measure,
 and the predicted p95 is scored against the measured one) and the expected demand
 (``coordinator.perf.demand``: the kind the tenant's spec declares — Poisson, periodic, or a closed loop
 — is the prior, and each window's measured rate and gap spread, or a closed loop's time outside the
 device, take over; with its SLO); the profile a device measured when it loaded a variant (carried by the
-Ack of the Deploy or Configure) seeds that variant's curve on the device's kind. A placement decision
-is then ``PredictedLatency.place`` over the current book and demand — a pure function of that state,
-which changes only between decisions on the same thread. Device kinds that agents report (``x86_64-cpu``, ``jetson-orin-nano``, ``coral-usb``...) are
-mapped onto the calibrated kinds of the book (``x86-cpu``, ``jetson-gpu``, ``coral-tpu``, ``arm-cpu``).
+Ack of the Deploy or Configure) seeds that variant's curve on the device's kind. ``ModelPlacement`` is
+then ``PredictedLatency.place`` over the predictor it is handed — a pure function of it. Device kinds
+that agents report (``x86_64-cpu``, ``jetson-orin-nano``, ``coral-usb``...) are mapped onto the
+calibrated kinds of the book (``x86-cpu``, ``jetson-gpu``, ``coral-tpu``, ``arm-cpu``).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from types import MappingProxyType
+from typing import Protocol
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.perf import ErrorBook, PerfBook
@@ -24,7 +36,8 @@ from coordinator.perf.learner import Learner
 from coordinator.perf.report import model_report
 from coordinator.placement.model import PredictedLatency
 from coordinator.placement.planner import Demand
-from coordinator.placement.seam import Decision
+from coordinator.placement.seam import Decision, NoFit
+from coordinator.rebalance.outlook import Model
 from edgefleet.wire import ModelReport, ServiceProfile, Telemetry, TenantSpec
 
 
@@ -42,10 +55,57 @@ def book_kind(device_kind: str) -> str:
     return ""
 
 
-class LivePredictedLatency:
-    """The ``Placement`` the coordinator uses with ``placement = "predicted-latency"``."""
+class PerfModel(Protocol):
+    """The performance model as the engine sees it (worker thread)."""
 
-    name = "predicted-latency"
+    @property
+    def errors(self) -> ErrorBook: ...
+
+    def observe(self, device_kind: str, telemetry: Telemetry) -> None: ...
+
+    def profiled(self, device_kind: str, profile: ServiceProfile, runtime: str) -> None: ...
+
+    def declare(self, spec: TenantSpec) -> None: ...
+
+    def forget(self, tenant: str) -> None: ...
+
+    def report(self, ts: float, only: Collection[str] | None = None) -> ModelReport | None: ...
+
+    def predictor(self, extra: Mapping[str, Demand] | None = None, *, frozen: bool = False) -> Model | None: ...
+
+
+class NullModel:
+    """The model of a coordinator that places by memory alone: learns, reports and predicts nothing."""
+
+    errors = ErrorBook()
+
+    def observe(self, device_kind: str, telemetry: Telemetry) -> None:
+        return None
+
+    def profiled(self, device_kind: str, profile: ServiceProfile, runtime: str) -> None:
+        return None
+
+    def declare(self, spec: TenantSpec) -> None:
+        return None
+
+    def forget(self, tenant: str) -> None:
+        return None
+
+    def report(self, ts: float, only: Collection[str] | None = None) -> ModelReport | None:
+        return None
+
+    def predictor(self, extra: Mapping[str, Demand] | None = None, *, frozen: bool = False) -> Model | None:
+        return None
+
+
+def demand_at(spec: TenantSpec, rate_rps: float) -> Demand:
+    """The demand of ``spec`` expected at ``rate_rps`` (what ``edgefleet plan --add`` asks about): its
+    declared kind, at that rate."""
+    return _demand(declared(spec.demand, rate_rps), spec.slo_ms)
+
+
+class LearnedModel:
+    """The ``PerfModel`` of ``placement = "predicted-latency"``: the learner and the expected demand."""
 
     def __init__(self, book: PerfBook, *, default_rps: float = 1.0, headroom: float = 0.8) -> None:
         self.learner = Learner(book)
@@ -98,25 +158,28 @@ class LivePredictedLatency:
         self.expected.pop(tenant, None)
         self.learner = dataclasses.replace(self.learner, errors=self.learner.errors.forget(tenant))
 
-    def place_at(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot, rate_rps: float) -> Decision:
-        """``place`` for a tenant expected at ``rate_rps`` (what ``edgefleet plan`` asks)."""
-        saved = self.demand.get(spec.name)
-        self.demand[spec.name] = _demand(declared(spec.demand, rate_rps), spec.slo_ms)
-        try:
-            return self.place(spec, model, fleet)
-        finally:
-            if saved is None:
-                del self.demand[spec.name]
-            else:
-                self.demand[spec.name] = saved
+    def predictor(self, extra: Mapping[str, Demand] | None = None, *, frozen: bool = False) -> Model:
+        """The model's inputs for one decision; ``extra`` adds (or overrides) the demand of tenants being
+        asked about. ``frozen`` copies the demand (a plan kept beyond this call); otherwise it is lent
+        read-only, for a decision that ends before the next window changes it."""
+        base: Mapping[str, Demand] = dict(self.demand) if frozen else MappingProxyType(self.demand)
+        demand = base if not extra else collections.ChainMap(dict(extra), base)  # type: ignore[arg-type]
+        return Model(self.learner.book, demand, self.headroom, self.default_rps)
 
-    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
-        self.declare(spec)
+
+class ModelPlacement:
+    """``placement = "predicted-latency"``: ``PredictedLatency`` over the predictor it is handed (pure)."""
+
+    name = "predicted-latency"
+
+    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot, perf: Model | None = None) -> Decision:
+        if perf is None:
+            return NoFit("the predicted-latency placement needs the performance model, which this coordinator has not")
         mapped = FleetSnapshot(tuple(
             dataclasses.replace(d, device_kind=book_kind(d.device_kind) or d.device_kind) for d in fleet.devices
         ), fleet.ts)
-        policy = PredictedLatency(self.learner.book, demand=self.demand, default_rps=self.default_rps,
-                                  headroom=self.headroom, probe=None)
+        policy = PredictedLatency(perf.book, demand=perf.demand, default_rps=perf.default_rps,
+                                  headroom=perf.headroom, probe=None)
         return policy.place(spec, model, mapped)
 
 

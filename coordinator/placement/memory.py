@@ -8,9 +8,14 @@ with fewer tenants, then to the smaller device id, so the choice is deterministi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
 from coordinator.placement.seam import Decision, NoFit, Placed
 from edgefleet.wire import TenantSpec
+
+if TYPE_CHECKING:
+    from coordinator.rebalance.outlook import Model
 
 
 def rejection(device: DeviceSnapshot, model: ModelFacts) -> str | None:
@@ -45,7 +50,8 @@ class MostFreeMemory:
 
     name = "most-free-memory"
 
-    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
+    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
+              perf: Model | None = None) -> Decision:
         fits = feasible(fleet, model)
         if isinstance(fits, NoFit):
             return fits

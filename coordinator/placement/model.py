@@ -22,12 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.perf import PerfBook
 from coordinator.placement.planner import Demand, Planner
 from coordinator.placement.seam import Decision
 from edgefleet.wire import TenantSpec
+
+if TYPE_CHECKING:
+    from coordinator.rebalance.outlook import Model
 
 DEFAULT_HEADROOM = 0.8
 DEFAULT_PROBE = 3
@@ -73,7 +77,8 @@ class PredictedLatency:
             probe=None if exhaustive else self.probe,
         )
 
-    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision:
+    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
+              perf: Model | None = None) -> Decision:
         decision, _ = self.planner(fleet, exhaustive=True).decide(spec, model)
         return decision
 

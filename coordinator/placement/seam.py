@@ -8,10 +8,13 @@ values (``NoFit``), never exceptions, so the caller handles them in the same bra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
 from edgefleet.wire import TenantSpec
+
+if TYPE_CHECKING:
+    from coordinator.rebalance.outlook import Model
 
 
 @dataclass(frozen=True)
@@ -30,13 +33,8 @@ Decision = Placed | NoFit
 
 
 class Placement(Protocol):
-    """Chooses a device for one tenant. Must be pure: same inputs, same answer, no I/O."""
+    """Chooses a device for one tenant. Must be pure: same inputs, same answer, no I/O. ``perf`` is the
+    performance model's predictor for this decision (None without one: memory-only policies ignore it)."""
 
-    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot) -> Decision: ...
-
-
-@runtime_checkable
-class RatedPlacement(Placement, Protocol):
-    """A placement that can also answer for a tenant expected at a given request rate."""
-
-    def place_at(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot, rate_rps: float) -> Decision: ...
+    def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
+              perf: Model | None = None) -> Decision: ...

@@ -19,7 +19,7 @@ from coordinator.models import StaticModels
 from coordinator.perf import PerfBook
 from coordinator.perf.calibration import VARIANT, build_book, read
 from coordinator.placement import MostFreeMemory, Placement
-from coordinator.placement.live import LivePredictedLatency
+from coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, PerfModel
 from coordinator.sim.agents import KINDS, SimAgent
 from coordinator.sim.world import World, WorldConfig
 from edgefleet.wire import Telemetry, TenantSpec
@@ -60,8 +60,10 @@ def calibrated_models() -> StaticModels:
                          for m, v in models.items()})
 
 
-def _placement(name: str, book: PerfBook) -> Placement:
-    return LivePredictedLatency(book) if name == "predicted-latency" else MostFreeMemory()
+def _placement(name: str, book: PerfBook) -> tuple[Placement, PerfModel]:
+    if name == "predicted-latency":
+        return ModelPlacement(), LearnedModel(book)
+    return MostFreeMemory(), NullModel()
 
 
 class _Recorder:
@@ -85,10 +87,10 @@ def run_scenario(sc: Scenario) -> dict[str, Any]:
     rng = random.Random(sc.seed)
     book = build_book()
     models = calibrated_models()
-    placement = _placement(sc.placement, book)
+    placement, perf = _placement(sc.placement, book)
     config = WorldConfig(telemetry_period_s=sc.telemetry_period_s, device_timeout_s=sc.device_timeout_s,
                          will_delay_s=sc.will_delay_s)
-    world = World(models=models, placement=placement, config=config, seed=sc.seed)
+    world = World(models=models, placement=placement, model=perf, config=config, seed=sc.seed)
     t0 = world.start
     rates: dict[str, float] = {}
     for i in range(sc.devices):

@@ -19,6 +19,7 @@ from coordinator.config import CommandPolicy
 from coordinator.engine import Engine
 from coordinator.models import ModelLookup
 from coordinator.placement import Placement
+from coordinator.placement.live import PerfModel
 from coordinator.rebalance import RebalancePolicy
 from coordinator.sim.agents import SimAgent
 from coordinator.sim.clock import EventQueue
@@ -65,7 +66,7 @@ WindowHook = Callable[[Telemetry], None]
 
 class World:
     def __init__(self, *, models: ModelLookup, placement: Placement, config: WorldConfig | None = None,
-                 seed: int = 0, start: float = 1_000_000.0) -> None:
+                 seed: int = 0, start: float = 1_000_000.0, model: PerfModel | None = None) -> None:
         self.config = config or WorldConfig()
         self.queue = EventQueue(start)
         self.start = start
@@ -74,7 +75,7 @@ class World:
         self.store = Store(":memory:")
         self.outbox = Outbox(self.store, Topics("ef"), self.config.commands, self._publish)
         self.settled: list[tuple[float, str, str, OpReply]] = []
-        self.engine = Engine(store=self.store, outbox=self.outbox, models=models, placement=placement,
+        self.engine = Engine(store=self.store, outbox=self.outbox, models=models, placement=placement, model=model,
                              clock=self.queue.clock, device_timeout_s=self.config.device_timeout_s,
                              settled=self._settled, rebalance=self.config.rebalance)
         self.agents: dict[str, SimAgent] = {}
@@ -178,12 +179,11 @@ class World:
 
     # -- the coordinator's timer ------------------------------------------------------------------
     def online(self) -> set[str]:
-        return {d.device_id for d in self.store.devices() if d.online}
+        return set(self.store.online_ids())
 
     def _tick(self) -> None:
         with self.store.atomic():
-            self.engine.check_liveness()
-            self.engine.send_due(self.online())
+            self.engine.tick()
 
     def run_until(self, t: float) -> None:
         self.queue.run_until(t)

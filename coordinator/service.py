@@ -9,11 +9,14 @@ out, publish the performance model's report when it is due). ``queue.get(timeout
 so nothing needs a lock. Every message is handled defensively: a malformed payload is logged and
 counted, never fatal; a handler that fails rolls back its own message only.
 
-Back-pressure: when more than ``MAX_QUEUED`` messages wait, telemetry windows are shed on arrival
-(counted, never acknowledged: their agents send them again after ``telemetry_resend_s``), so the
-worker keeps acknowledging at its capacity instead of falling behind a growing backlog; statuses,
-command acks and operator calls are never shed. Liveness is judged from arrival: a device whose
-messages wait in this queue, or whose windows are shed, has been heard and is not declared dead.
+Back-pressure: when more than ``PAUSE_AT`` messages wait, the telemetry subscription is dropped until
+the queue is down to ``RESUME_AT``, so the broker sheds windows at no cost to this process; past
+``MAX_QUEUED`` windows that still arrive are shed on arrival. A shed window is never acknowledged, so
+its agent sends it again after ``telemetry_resend_s``; the worker keeps acknowledging at its capacity
+instead of falling behind a backlog that resends feed. Statuses, command acks and operator calls are
+never shed. Liveness is judged from arrival: a device whose messages wait in this queue has been heard
+and is not declared dead; while telemetry is paused, and for a timeout after, no device is declared
+dead by silence (deaths still come as the broker's last wills).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ PRUNE_BATCH = 5_000  # telemetry rows deleted per transaction, so pruning never 
 BATCH_MAX = 256  # messages applied in one transaction, their telemetry acknowledged after its commit
 BATCH_S = 0.05  # seconds of work after which a batch is committed even if more is queued
 MAX_QUEUED = 5_000  # messages waiting; past this, arriving telemetry windows are shed (to be resent)
+PAUSE_AT = 4_000  # messages waiting: the telemetry subscription is dropped (the broker sheds, at no cost here)
+RESUME_AT = 1_000  # ... and taken again once the queue is down to this
 LIVENESS_EVERY_S = 1.0  # the liveness check's period
 
 
@@ -69,6 +74,7 @@ class Counters:
     malformed: dict[str, int] = field(default_factory=dict)  # channel -> payloads or topics refused
     errors: int = 0  # handler bugs caught by the worker
     shed: int = 0  # telemetry windows refused on arrival because the queue was full (agents resend them)
+    pauses: int = 0  # times the telemetry subscription was dropped because the queue was deep
     batches: int = 0  # transactions of queued messages committed
 
 
@@ -108,15 +114,19 @@ class Coordinator:
         self._heard: dict[str, float] = {}  # device -> when its latest message arrived (paho thread writes)
         self._liveness_at = 0.0
         self._lag_s = 0.0  # how long the last message handled had waited in the queue
+        self._paused = False  # the telemetry subscription is dropped (back-pressure, see _pace)
+        self._paused_until = -1e18  # when the last pause ended (liveness waits a timeout after it)
         self._reports = ReportSchedule(config.model_report_period_s)  # the model's retained error report
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.link = MqttLink(config.mqtt, client_id=config.coordinator_id)
+        self._on_telemetry = self._enqueue("telemetry")
         for filter_, channel in ((self.topics.all_status, "status"), (self.topics.all_telemetry, "telemetry"),
                                  (self.topics.all_acks, "acks"), (self.topics.ops(), "ops")):
-            self.link.subscribe(filter_, self._enqueue(channel), qos=1)
+            self.link.subscribe(filter_, self._on_telemetry if channel == "telemetry" else self._enqueue(channel),
+                                qos=1)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
@@ -160,6 +170,8 @@ class Coordinator:
                               "Messages refused as malformed, by channel"))
         out.append(Sample("edgefleet_coordinator_handler_errors_total", c.errors, {}, "counter",
                           "Handler failures caught by the coordinator's worker (state rolled back)"))
+        out.append(Sample("edgefleet_coordinator_telemetry_pauses_total", c.pauses, {}, "counter",
+                          "Times the telemetry subscription was dropped because the coordinator's queue was deep"))
         out.append(Sample("edgefleet_coordinator_shed_windows_total", c.shed, {}, "counter",
                           "Telemetry windows refused on arrival because the coordinator's queue was full"
                           " (not acknowledged: agents send them again)"))
@@ -231,6 +243,7 @@ class Coordinator:
                     self._do_call(engine, item)
                 elif item is not None:
                     pending = self._batch(store, engine, desk, item)
+                self._pace()
                 self._guarded(store, lambda: self._tick(engine, desk))
                 if self.clock() - last_prune > PRUNE_EVERY_S:
                     last_prune = self.clock()
@@ -240,6 +253,28 @@ class Coordinator:
                         pass
         finally:
             store.close()
+
+    def _pace(self) -> None:
+        """Back-pressure at the broker: while more than ``PAUSE_AT`` messages wait, the telemetry
+        subscription is dropped, so the broker sheds windows (their agents send them again: no ack came)
+        instead of this process paying to receive and refuse each one; it is taken again at
+        ``RESUME_AT``. Receiving a window costs a fair share of handling it, so refusing on arrival alone
+        would let resends crowd out the work once offered more than capacity."""
+        try:
+            waiting = self._queue.qsize()
+            if not self._paused and waiting >= PAUSE_AT:
+                self._paused = True
+                self.counters.pauses += 1
+                self.link.unsubscribe(self.topics.all_telemetry)
+                log.warning("telemetry paused: %d messages wait (agents send unconfirmed windows again)", waiting)
+            elif self._paused and waiting <= RESUME_AT:
+                self._paused = False
+                self._paused_until = self.clock()
+                self.link.subscribe(self.topics.all_telemetry, self._on_telemetry, qos=1)
+                log.info("telemetry resumed: %d messages wait", waiting)
+        except Exception:
+            self.counters.errors += 1
+            log.exception("coordinator worker: pacing telemetry failed")
 
     def _forget_unheard(self, engine: Engine) -> None:
         """Drop arrival stamps too old to matter (bounded memory, whatever topics were seen)."""
@@ -347,7 +382,9 @@ class Coordinator:
         liveness = now - self._liveness_at >= LIVENESS_EVERY_S or now < self._liveness_at
         if liveness:
             self._liveness_at = now
-        engine.tick(self._heard, liveness=liveness and self._lag_s < engine.device_timeout_s / 3,
+        # nor while telemetry is paused or was within a timeout: a device's windows may all have been shed
+        heard_all = not self._paused and now - self._paused_until > engine.device_timeout_s
+        engine.tick(self._heard, liveness=liveness and heard_all and self._lag_s < engine.device_timeout_s / 3,
                     sending=self.link.connected)
         if self._metrics_server is not None and now - self._gauges_at >= 1.0:
             self._gauges_at = now

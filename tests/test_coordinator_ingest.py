@@ -108,3 +108,25 @@ def test_a_full_queue_sheds_telemetry_only_and_every_arrival_counts_as_heard(
     acks(inbound(topics.acks("d3"), b"{}"))
     assert c._queue.qsize() == 4 and c.counters.shed == 1
     assert c._heard == {"d1": 123.0, "d2": 123.0, "d3": 123.0}
+
+
+def test_a_deep_queue_drops_the_telemetry_subscription_until_it_drains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At ``PAUSE_AT`` waiting messages the telemetry subscription goes (the broker sheds windows, which
+    their agents resend), the other subscriptions stay; at ``RESUME_AT`` it comes back."""
+    monkeypatch.setattr(service, "PAUSE_AT", 3)
+    monkeypatch.setattr(service, "RESUME_AT", 1)
+    topics = Topics("ef")
+    c = Coordinator(config(tmp_path, MqttSettings(port=1), "ef"))  # never started: routes only
+    routes = c.link._routes
+    for _ in range(3):
+        c._queue.put(("telemetry", Inbound(topic=topics.telemetry("d1"), payload=b"", qos=1, retain=False), 0.0))
+    c._pace()
+    assert c._paused and c.counters.pauses == 1
+    assert topics.all_telemetry not in routes and topics.all_status in routes and topics.all_acks in routes
+    c._queue.get_nowait()
+    c._pace()  # 2 waiting: still paused
+    assert c._paused and topics.all_telemetry not in routes
+    c._queue.get_nowait()
+    c._pace()  # 1 waiting: resumed
+    assert not c._paused and topics.all_telemetry in routes and c.counters.pauses == 1

@@ -84,6 +84,13 @@ def check_install(tmp_path: Path, *, no_index: bool) -> None:
     where = subprocess.run([str(python), "-c", "import edgefleet, agent; print(edgefleet.__file__, agent.__file__)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout
     assert str(REPO) not in where and str(venv) in where
+    # the catalog and samples come with the wheel: a device can list and fetch the zoo
+    listed = subprocess.run([str(venv / "bin" / "edgefleet"), "models", "show", "ocr-cls"], capture_output=True,
+                            text=True, cwd=tmp_path, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+                            timeout=60)
+    assert listed.returncode == 0 and "sizes: [N, 3, 48, 192]" in listed.stdout, listed.stdout + listed.stderr
+    samples = venv / "share" / "edgefleet" / "models" / "samples"
+    assert {p.name for p in samples.iterdir()} >= {"grace_hopper_256.jpg", "printed_text.png", "speech_en_16k.wav"}
 
     credentials = tmp_path / "credentials"
     credentials.mkdir()

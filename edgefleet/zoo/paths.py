@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from edgefleet.zoo.catalog import NAME_RE, VARIANTS, Catalog, read_catalog
 from edgefleet.zoo.errors import ModelIntegrityError, ModelNotFound
 
-REPO_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+def _models_dir() -> Path:
+    """``models/`` of the source checkout, or where the wheel installs its copy (``share/edgefleet/models``)."""
+    checkout = Path(__file__).resolve().parents[2] / "models"
+    if (checkout / "catalog.json").is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / "edgefleet" / "models"
+
+
+REPO_MODELS_DIR = _models_dir()
 COMMITTED_CATALOG = REPO_MODELS_DIR / "catalog.json"
 SAMPLES_DIR = REPO_MODELS_DIR / "samples"
 FETCH_HINT = "run `edgefleet models fetch`"

@@ -7,7 +7,8 @@ document's own hex dump, or built and read here with ``struct`` and ``json`` fro
 3, never with edgefleet's codec. The agent is ``edgefleet-agent`` serving a tenant ``double`` (y = 2x,
 input ``x`` float32 ``[N, 2]``, the model of the worked example) with ``answer_bad_names = true`` and a
 4 KiB request limit. Every code of the document's error table is either driven here by one request or
-named in ``NOT_DRIVABLE`` with the reason one request cannot cause it.
+named in ``NOT_DRIVABLE`` with the reason one request cannot cause it. The documented ``deploy`` and
+``undeploy`` commands (section 5) are published from the shell too, and their acks read there.
 """
 
 from __future__ import annotations
@@ -351,3 +352,50 @@ def test_the_error_table(fleet: Fleet, code: str, case: str, tenant: str, payloa
     assert isinstance(reply.meta["message"], str) and reply.meta["message"]
     if tenant == "Doc-Angle":  # the message states the documented rule
         assert "1-63 characters" in str(reply.meta["message"])
+
+
+# -- section 5: the documented deploy and undeploy commands, from the shell --------------------------
+def documented_json(after_heading: str) -> list[str]:
+    section = doc_text().split(after_heading, 1)[1].split("\n### ", 1)[0]
+    return re.findall(r"```json\n(.+?)\n```", section)
+
+
+def test_the_documented_deploy_and_undeploy_are_applied_and_acknowledged(fleet: Fleet) -> None:
+    from edgefleet.zoo.paths import data_dir, local_catalog_path
+
+    if not local_catalog_path(data_dir()).is_file():
+        pytest.skip("the model zoo is not fetched (make zoo): the documented deploy names ocr-cls")
+    deploy, undeploy = documented_json("### `deploy` and `undeploy`")
+    device_topic = f"{fleet.prefix}/v1/devices/conf-a"
+    out = fleet.client.workdir / "device.txt"
+    sub = subprocess.Popen(["mosquitto_sub", "-V", "mqttv5", "-p", str(fleet.client.port), "-q", "1",
+                            "-t", f"{device_topic}/#", "-F", "%t %p"], stdout=out.open("w"), stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (fleet.client.publish(f"{device_topic}/probe", b"probe", correlation=None,
+                                               response_topic=None) or "probe" in out.read_text()), 10, "subscribed")
+        suffix = uuid.uuid4().hex[:6]
+
+        def command(text: str) -> dict[str, object]:
+            cmd = json.loads(text.replace('"box-1"', '"conf-a"').replace('"c-000', f'"c-{suffix}-'))
+            fleet.client.publish(f"{device_topic}/commands", json.dumps(cmd).encode(), correlation=None,
+                                 response_topic=None)
+            return cmd
+
+        def ack(command_id: object, n: int = 1) -> dict[str, object]:
+            def found() -> list[dict[str, object]]:
+                acks = [json.loads(line.split(" ", 1)[1]) for line in out.read_text().splitlines()
+                        if line.startswith(f"{device_topic}/acks ")]
+                return [a for a in acks if a["command_id"] == command_id]
+            wait_for(lambda: len(found()) >= n, 60, f"ack of {command_id}")
+            return found()[n - 1]
+
+        sent = command(deploy)
+        first = ack(sent["command_id"])
+        assert first["ok"] is True and first["result"] == "applied", first
+        assert command(deploy)["command_id"] == sent["command_id"]  # the same id again: applied at most once
+        assert ack(sent["command_id"], 2)["result"] == "duplicate"
+        gone = ack(command(undeploy)["command_id"])
+        assert gone["ok"] is True and gone["result"] == "applied", gone
+    finally:
+        sub.terminate()
+        sub.wait(5)

@@ -44,6 +44,8 @@ class Request:
     correlation: bytes | None = None
     qos: int = 0
     batch_key: object = None  # requests with equal non-None keys can run as one batch
+    stream: object = None  # a stream tenant's frame (agent.stream.StreamFrame); None: a request
+    stream_key: str | None = None  # its source topic: a newer frame of the same source replaces it
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,25 @@ class Scheduler:
                 slot.queue.append(req)
                 self._cond.notify()
             return decision
+
+    def offer_latest(self, req: Request) -> int | None:
+        """Queue a stream frame in place of the frames of its source still waiting (newest frame wins:
+        no admission, no queue). Returns how many it replaced (skipped), or None when the tenant is not
+        scheduled here."""
+        with self._cond:
+            slot = self._slot(req.tenant)
+            if slot is None or self._closed:
+                return None
+            q = slot.queue
+            key = req.stream_key
+            skipped = sum(1 for r in q if r.stream_key == key)
+            if skipped:
+                kept = [r for r in q if r.stream_key != key]
+                q.clear()
+                q.extend(kept)
+            q.append(req)
+            self._cond.notify()
+            return skipped
 
     # -- consumer side -----------------------------------------------------------------------------
     def take(self, timeout: float) -> Batch | None:

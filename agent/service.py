@@ -42,6 +42,7 @@ from agent.scheduler import Scheduler
 from agent.serving import Server, answer_bad_name
 from agent.slots import Slots
 from agent.state import AgentState
+from agent.stream import StreamServer
 from agent.telemetry import WindowStats
 from edgefleet import __version__
 from edgefleet.metrics import MetricsServer, TelemetryMetrics, start_metrics
@@ -119,6 +120,10 @@ class Agent:
         # opt-in: a second connection so that its fleet-wide subscription never routes into the tenants' own
         self.names_link = (MqttLink(config.mqtt, client_id=f"ef-agent-{self.device_id}-names")
                            if config.answer_bad_names else None)
+        # stream tenants: sources and handovers on the data link, so a handover is ordered with the frames
+        self.stream = StreamServer(device_id=self.device_id, topics=self.topics, link=self.data,
+                                   scheduler=self.scheduler, memory=self.memory, stats=self.stats)
+        self.server.run_stream = self.stream.run
         self.outbox = Outbox(self.state, self.link, max_bytes=config.outbox_max_bytes,
                              resend_after_s=config.telemetry_resend_s)
         self.commands = CommandRunner(
@@ -171,6 +176,10 @@ class Agent:
             self.data.unsubscribe(self.topics.infer_shared(name))
         if self.names_link is not None:
             self.names_link.stop()
+        for name, slot in list(self.memory.assigned.items()):
+            if slot.spec is not None and slot.spec.stream is None:
+                self.data.unsubscribe(self.topics.infer_shared(name))
+        self.stream.stop()
         self.commands.stop()
         self.memory.stop()
         self.server.stop()
@@ -282,8 +291,11 @@ class Agent:
                 return f"{name} is not hosted"
             if desired is not None and current == desired:
                 return f"{name} already runs as asked"
-            if desired is not None and current is not None and current.model == desired.model:
+            if (desired is not None and current is not None and current.model == desired.model
+                    and (current.stream is None) == (desired.stream is None)):
                 message = self.memory.reconfigure(desired)  # same model: changed in place
+                if desired.stream is not None and desired.stream != current.stream:
+                    self.stream.update(desired)  # new sources, rules or results format
                 self.state.put_tenant(desired)
                 return message
             if in_place:
@@ -303,13 +315,20 @@ class Agent:
     def _host(self, spec: TenantSpec) -> None:
         self.memory.assign(spec)
         # make-before-break: acknowledged by the broker before the deploy is acknowledged
-        self.data.subscribe(self.topics.infer_shared(spec.name), self._on_request, qos=1, wait_s=5.0)
+        if spec.stream is not None:
+            self.stream.host(spec)  # sources, then the hand-over announcement (agent.stream)
+        else:
+            self.data.subscribe(self.topics.infer_shared(spec.name), self._on_request, qos=1, wait_s=5.0)
 
     def _remove(self, name: str) -> None:
         # Stop taking new requests first (after the broker's UNSUBACK, plus a moment for deliveries it
         # had already started); answer what is queued; then free the model. A planned move loses nothing.
-        self.data.unsubscribe(self.topics.infer_shared(name), wait_s=2.0, linger_s=0.2)
+        if self.stream.hosts(name):
+            self.stream.leave(name)  # frames already received are still answered
+        else:
+            self.data.unsubscribe(self.topics.infer_shared(name), wait_s=2.0, linger_s=0.2)
         self.scheduler.wait_drained(name, timeout=5.0)
+        self.stream.forget(name)
         self.server.reject(
             self.scheduler.remove_tenant(name),
             ErrorCode.NOT_READY,

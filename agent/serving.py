@@ -70,6 +70,8 @@ class Server:
         self.default_timeout_ms = default_timeout_ms
         self.clock = clock
         self.dropped_no_reply_topic = 0
+        # runs stream tenants' frames (agent.stream.StreamServer.run): they publish results, not replies
+        self.run_stream: Callable[[Batch], tuple[int, float] | None] | None = None
         self._tenant_of: dict[str, str] = {}  # request topic -> tenant
         self.dropped_bad_reply_topic = 0
         self._threads: list[threading.Thread] = []
@@ -261,6 +263,9 @@ class Server:
 
     def run_batch(self, batch: Batch) -> tuple[int, float] | None:
         """Run one batch and answer its requests; returns (rows, service seconds) when the model ran."""
+        first = batch.requests[0] if batch.requests else batch.expired[0] if batch.expired else None
+        if first is not None and first.stream is not None and self.run_stream is not None:
+            return self.run_stream(batch)
         for r in batch.expired:
             self.stats.error(r.tenant, deadline=True)
             self.error(r.response_topic, r.correlation, r.qos, ErrorCode.DEADLINE_EXCEEDED,

@@ -40,6 +40,9 @@ class _Acc:
     gap_s: float = 0.0
     gap_sq: float = 0.0
     seen: int = 0  # latency samples offered to the reservoir
+    skipped: int = 0  # stream frames replaced by a newer one before they ran
+    ages_ms: list[float] = field(default_factory=list)  # stream frames' age at result time (reservoir)
+    ages_seen: int = 0
 
 
 def _cv2(n: float, total: float, squares: float) -> float:
@@ -117,6 +120,26 @@ class WindowStats:
             if rows == 1:
                 acc.single_sq += service_s * service_s
 
+    def skipped(self, tenant: str, frames: int) -> None:
+        """Stream frames of ``tenant`` replaced by a newer frame of their source before they ran."""
+        with self._lock:
+            self._get(tenant).skipped += frames
+
+    def frame_age(self, tenant: str, age_ms: float, *, slo_ms: float) -> None:
+        """A stream frame's result was published ``age_ms`` after the frame was captured (or received);
+        a stream tenant's SLO is judged on this age."""
+        with self._lock:
+            acc = self._get(tenant)
+            if age_ms > slo_ms:
+                acc.slo_misses += 1
+            acc.ages_seen += 1
+            if len(acc.ages_ms) < MAX_SAMPLES:
+                acc.ages_ms.append(age_ms)
+            else:
+                j = self._rng.randrange(acc.ages_seen)
+                if j < MAX_SAMPLES:
+                    acc.ages_ms[j] = age_ms
+
     def completion(self, tenant: str, *, latency_s: float, queue_s: float, slo_ms: float) -> None:
         ms = latency_s * 1e3
         with self._lock:
@@ -188,6 +211,8 @@ class WindowStats:
             spec = specs.get(name)
             lat = np.asarray(a.latencies_ms, dtype=np.float64)
             p50, p95, p99 = np.percentile(lat, [50, 95, 99]).tolist() if lat.size else [0.0, 0.0, 0.0]
+            ages = np.asarray(a.ages_ms, dtype=np.float64)
+            age50, age95 = np.percentile(ages, [50, 95]).tolist() if ages.size else [0.0, 0.0]
             out.append(
                 TenantWindow(
                     tenant=name,
@@ -216,6 +241,9 @@ class WindowStats:
                     batches_by_size={b: int(n) for b, (n, _) in sorted(a.by_batch.items())},
                     colocated=sorted(t for t in variants if t != name),
                     resident=name in variants,
+                    frames_skipped=a.skipped,
+                    frame_age_p50_ms=float(age50),
+                    frame_age_p95_ms=float(age95),
                 )
             )
         return out

@@ -17,6 +17,7 @@ import pytest
 
 from edgefleet.wire import ErrorCode, ParsedTopic, TopicKind, Topics, decode
 from edgefleet.wire import messages as wire_messages
+from edgefleet.wire import streams as wire_streams
 from edgefleet.wire.tensors import CONTENT_TYPE, DTYPES
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read docs/asyncapi.yaml (pip install pyyaml)")
@@ -50,9 +51,13 @@ def walk_refs(node: Any) -> list[str]:
     return []
 
 
+def _wire_vars() -> dict[str, object]:
+    return {**vars(wire_messages), **vars(wire_streams)}
+
+
 def tagged_classes() -> dict[str, type[msgspec.Struct]]:
     out: dict[str, type[msgspec.Struct]] = {}
-    for name, obj in vars(wire_messages).items():
+    for name, obj in _wire_vars().items():
         if isinstance(obj, type) and issubclass(obj, msgspec.Struct) and not name.startswith("_"):
             tag = obj.__struct_config__.tag
             if isinstance(tag, str) and obj.__struct_config__.tag_field == "type":
@@ -63,7 +68,7 @@ def tagged_classes() -> dict[str, type[msgspec.Struct]]:
 def kind_tagged_classes() -> dict[str, type[msgspec.Struct]]:
     """Parts of messages tagged by ``kind`` (a tenant's declared demand)."""
     out: dict[str, type[msgspec.Struct]] = {}
-    for name, obj in vars(wire_messages).items():
+    for name, obj in _wire_vars().items():
         if (isinstance(obj, type) and issubclass(obj, msgspec.Struct) and not name.startswith("_")
                 and obj.__struct_config__.tag_field == "kind"):
             out[name] = obj
@@ -78,6 +83,9 @@ def build(topics: Topics, parsed: ParsedTopic) -> str:
         TopicKind.COMMANDS: topics.commands,
         TopicKind.ACKS: topics.acks,
         TopicKind.REPLIES: topics.replies,
+        TopicKind.RESULTS: topics.results,
+        TopicKind.EVENTS: topics.events,
+        TopicKind.HANDOVER: topics.handover,
     }
     if parsed.kind is TopicKind.OPS:
         return topics.ops()
@@ -137,7 +145,7 @@ def test_every_message_type_tag_has_a_schema(doc: dict[str, Any]) -> None:
 
 def plain_classes() -> dict[str, type[msgspec.Struct]]:
     out: dict[str, type[msgspec.Struct]] = {}
-    for name, obj in vars(wire_messages).items():
+    for name, obj in _wire_vars().items():
         if (isinstance(obj, type) and issubclass(obj, msgspec.Struct) and not name.startswith("_")
                 and obj.__struct_config__.tag is None):
             out[name] = obj

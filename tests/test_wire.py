@@ -65,6 +65,7 @@ from edgefleet.wire.codec import (
     decode_ack,
     decode_model_report,
     decode_reply,
+    decode_stream_message,
     decode_telemetry,
     decode_to_device,
 )
@@ -869,6 +870,9 @@ def test_protocol_json_examples_decode() -> None:
         "op.status": decode_op,
         "op.reply": lambda b: decode(b, OpReply),
         "model.report": decode_model_report,
+        "stream.result": decode_stream_message,
+        "stream.event": decode_stream_message,
+        "stream.handover": decode_stream_message,
     }
     seen = set()
     for block in blocks:

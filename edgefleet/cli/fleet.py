@@ -64,6 +64,14 @@ def register(subparsers: Any) -> None:
     deploy.add_argument("--max-batch", type=int, default=8, help="largest batch the device may form")
     deploy.add_argument("--device", default=None, help="pin to this device instead of letting placement choose")
     _demand_args(deploy, rate_default=None)
+    deploy.add_argument("--source", action="append", default=None, metavar="TOPIC",
+                        help="a stream tenant: take frames from this topic filter (repeat for several sources); "
+                             "results and events go to {prefix}/v1/tenants/NAME/results and /events")
+    deploy.add_argument("--event", action="append", default=[], metavar="RULE",
+                        help="with --source: NAME:VALUE>=ON[/OFF] (an event when VALUE rises to ON and when it "
+                             "falls below OFF) or NAME:VALUE~HOLD (when the class VALUE changes and holds HOLD frames)")
+    deploy.add_argument("--results", choices=["auto", "json", "tensors"], default="auto",
+                        help="with --source: results as JSON, EFT1 tensors, or JSON when the model has a decoder")
     _common(deploy)
     deploy.set_defaults(func=cmd_deploy)
 
@@ -117,12 +125,47 @@ def _failed(args: argparse.Namespace, reply: OpReply) -> int:
     return 1
 
 
+def parse_event(text: str) -> Any:
+    """An event rule from ``NAME:VALUE>=ON[/OFF]`` (Above) or ``NAME:VALUE~HOLD`` (TopChange).
+    Examples: ``someone:face_score_max>=0.7/0.5`` -> on at 0.7, off below 0.5; ``label:scores.argmax~3``
+    -> a new class that holds 3 frames. ValueError says what is wrong."""
+    from edgefleet.wire import Above, TopChange
+
+    name, sep, rest = text.partition(":")
+    if not sep:
+        raise ValueError(f"event {text!r}: expected NAME:VALUE>=ON[/OFF] or NAME:VALUE~HOLD")
+    try:
+        if ">=" in rest:
+            value, _, levels = rest.partition(">=")
+            on, _, off = levels.partition("/")
+            return Above(name=name, value=value, on=float(on), off=float(off) if off else None)
+        if "~" in rest:
+            value, _, hold = rest.partition("~")
+            return TopChange(name=name, value=value, hold_frames=int(hold))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event {text!r}: {exc}") from None
+    raise ValueError(f"event {text!r}: expected NAME:VALUE>=ON[/OFF] or NAME:VALUE~HOLD")
+
+
+def _stream(args: argparse.Namespace) -> Any:
+    """The stream part the flags give (None: a request tenant); ValueError on bad flags."""
+    from edgefleet.wire import StreamSpec
+
+    if not args.source:
+        if args.event or args.results != "auto":
+            raise ValueError("--event and --results need --source")
+        return None
+    return StreamSpec(sources=list(args.source), events=[parse_event(e) for e in args.event],
+                      results=args.results)
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from edgefleet.wire import OpDeploy, TenantSpec
 
     try:
         spec = TenantSpec(name=args.name, model=args.model, variant=args.variant, slo_ms=args.slo_ms,
-                          min_fidelity=args.min_fidelity, max_batch=args.max_batch, demand=_demand(args))
+                          min_fidelity=args.min_fidelity, max_batch=args.max_batch, demand=_demand(args),
+                          stream=_stream(args))
     except ValueError as exc:
         print(f"edgefleet deploy: {exc}")
         return 2

@@ -12,6 +12,7 @@ from edgefleet.wire.codec import (
     decode_model_report,
     decode_op,
     decode_status,
+    decode_stream_message,
     decode_to_device,
     encode,
 )
@@ -48,6 +49,16 @@ from edgefleet.wire.messages import (
     Undeploy,
 )
 from edgefleet.wire.names import validate_device_id, validate_tenant_name
+from edgefleet.wire.streams import (
+    Above,
+    EventRule,
+    FrameId,
+    StreamEvent,
+    StreamHandover,
+    StreamResult,
+    StreamSpec,
+    TopChange,
+)
 from edgefleet.wire.tensors import (
     ErrorFrame,
     RequestFrame,
@@ -61,6 +72,7 @@ from edgefleet.wire.topics import ParsedTopic, TopicKind, Topics
 
 __all__ = [
     "WIRE_VERSION",
+    "Above",
     "Ack",
     "Birth",
     "Capabilities",
@@ -74,7 +86,9 @@ __all__ = [
     "DeviceWindow",
     "ErrorCode",
     "ErrorFrame",
+    "EventRule",
     "FleetStatus",
+    "FrameId",
     "ModelReport",
     "OpDeploy",
     "OpMigrate",
@@ -88,12 +102,17 @@ __all__ = [
     "RequestFrame",
     "ResultFrame",
     "ServiceProfile",
+    "StreamEvent",
+    "StreamHandover",
+    "StreamResult",
+    "StreamSpec",
     "Telemetry",
     "TelemetryAck",
     "TenantModelError",
     "TenantSpec",
     "TenantView",
     "TenantWindow",
+    "TopChange",
     "TopicKind",
     "Topics",
     "Undeploy",
@@ -104,6 +123,7 @@ __all__ = [
     "decode_model_report",
     "decode_op",
     "decode_status",
+    "decode_stream_message",
     "decode_to_device",
     "encode",
     "encode_error",

@@ -12,6 +12,9 @@ import msgspec
 
 from edgefleet.wire.errors import ErrorCode, WireError
 from edgefleet.wire.messages import Ack, Command, ModelReport, Op, OpReply, Status, Telemetry, ToDevice
+from edgefleet.wire.streams import StreamEvent, StreamHandover, StreamResult
+
+StreamMessage = StreamResult | StreamEvent | StreamHandover
 
 WIRE_VERSION = 1
 MAX_CONTROL_BYTES = 1 << 20  # 1 MiB: larger control messages are refused before parsing
@@ -80,3 +83,8 @@ def decode_reply(data: bytes) -> OpReply:
 
 def decode_model_report(data: bytes) -> ModelReport:
     return decode(data, ModelReport)
+
+
+def decode_stream_message(data: bytes) -> StreamMessage:
+    """A stream tenant's result, event or hand-over (JSON; EFT1 results are read with decode_frame)."""
+    return decode(data, StreamMessage)  # type: ignore[no-any-return]

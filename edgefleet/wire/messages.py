@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from edgefleet.wire.names import NAME_RE
+from edgefleet.wire.streams import StreamSpec
 
 VARIANTS = ("fp32", "fp16", "int8")
 # Integers are signed 64-bit on the wire: what SQLite stores and every JSON peer can hold (msgspec alone
@@ -93,6 +94,9 @@ class TenantSpec(_Plain, frozen=True):
     # how its requests arrive, as the operator declares it (the performance model's prior; what the
     # devices measure takes over); None: not declared, taken as Poisson at the measured rate
     demand: Poisson | Periodic | Closed | None = None
+    # a stream tenant: the device subscribes to these sources and publishes results and events
+    # (edgefleet.wire.streams); None: a request tenant, called on its infer topic
+    stream: StreamSpec | None = None
 
     def __post_init__(self) -> None:
         _name("tenant name", self.name)
@@ -176,6 +180,11 @@ class TenantWindow(_Plain, frozen=True):
     batches_by_size: dict[Int, Int] = msgspec.field(default_factory=dict)  # rows -> batches run
     colocated: list[str] = msgspec.field(default_factory=list)  # other tenants resident in the window
     resident: bool = True  # the model was resident at the end of the window
+    # stream tenants (arrivals are frames in, completions results out): frames replaced by a newer one
+    # of their source before they ran, and the frames' age at result time (capture or receipt -> result)
+    frames_skipped: Int = 0
+    frame_age_p50_ms: float = 0.0
+    frame_age_p95_ms: float = 0.0
 
 
 class DeviceWindow(_Plain, frozen=True):

@@ -3,6 +3,9 @@
 ::
 
     {prefix}/v1/tenants/{tenant}/infer        app -> agents hosting the tenant (shared subscription)
+    {prefix}/v1/tenants/{tenant}/results      stream tenant's device -> apps (latest retained)
+    {prefix}/v1/tenants/{tenant}/events       stream tenant's device -> apps, QoS 1
+    {prefix}/v1/tenants/{tenant}/handover     stream tenant's devices among themselves, QoS 1
     {prefix}/v1/devices/{device}/status       agent -> all, retained: birth, or death (last will)
     {prefix}/v1/devices/{device}/telemetry    agent -> coordinator
     {prefix}/v1/devices/{device}/commands     coordinator -> agent, QoS 1
@@ -35,13 +38,23 @@ class TopicKind(str, enum.Enum):
     OPS = "ops"
     MODEL = "model"
     REPLIES = "replies"
+    RESULTS = "results"
+    EVENTS = "events"
+    HANDOVER = "handover"
 
 
 @dataclass(frozen=True)
 class ParsedTopic:
     kind: TopicKind
-    name: str  # tenant for INFER, device for device topics, client for REPLIES, "" for OPS and MODEL
+    name: str  # tenant for tenant topics (INFER, RESULTS, EVENTS, HANDOVER), device for device topics, client for REPLIES, "" for OPS and MODEL
 
+
+_TENANT_KINDS = {
+    "infer": TopicKind.INFER,
+    "results": TopicKind.RESULTS,
+    "events": TopicKind.EVENTS,
+    "handover": TopicKind.HANDOVER,
+}
 
 _DEVICE_KINDS = {
     "status": TopicKind.STATUS,
@@ -78,6 +91,18 @@ class Topics:
     def infer_shared(self, tenant: str) -> str:
         """The filter replicas subscribe to; the group name is derived from the tenant."""
         return f"$share/ef-{validate_tenant_name(tenant)}/{self.infer(tenant)}"
+
+    def results(self, tenant: str) -> str:
+        """A stream tenant's results (the latest retained)."""
+        return f"{self.root}/tenants/{validate_tenant_name(tenant)}/results"
+
+    def events(self, tenant: str) -> str:
+        """A stream tenant's events."""
+        return f"{self.root}/tenants/{validate_tenant_name(tenant)}/events"
+
+    def handover(self, tenant: str) -> str:
+        """Where devices taking up a stream tenant announce it (``StreamHandover``)."""
+        return f"{self.root}/tenants/{validate_tenant_name(tenant)}/handover"
 
     def status(self, device: str) -> str:
         return f"{self.root}/devices/{validate_device_id(device)}/status"
@@ -128,8 +153,8 @@ class Topics:
         if not isinstance(topic, str) or not topic.startswith(root):
             raise WireError(ErrorCode.BAD_REQUEST, f"topic {topic!r} is not under {self.root!r}")
         rest = topic[len(root) :].split("/")
-        if len(rest) == 3 and rest[0] == "tenants" and rest[2] == "infer":
-            return ParsedTopic(TopicKind.INFER, validate_tenant_name(rest[1]))
+        if len(rest) == 3 and rest[0] == "tenants" and rest[2] in _TENANT_KINDS:
+            return ParsedTopic(_TENANT_KINDS[rest[2]], validate_tenant_name(rest[1]))
         if len(rest) == 3 and rest[0] == "devices" and rest[2] in _DEVICE_KINDS:
             return ParsedTopic(_DEVICE_KINDS[rest[2]], validate_device_id(rest[1]))
         if rest == ["coordinator", "ops"]:

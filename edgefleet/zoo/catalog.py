@@ -63,8 +63,25 @@ class Variant(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     source_sha256: Sha256 | None = None
 
 
-class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One model of the zoo."""
+class ImageInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How an encoded image (JPEG or PNG) becomes this model's input tensor, as the model's own pipeline
+    prepares it: RGB, resized to ``width`` x ``height`` (``letterbox``: keeping the aspect ratio, black
+    padding; otherwise stretched), values scaled from [0, 255] to [``low``, ``high``], channels last
+    (``nhwc``) or first (``nchw``), with a batch axis of one."""
+
+    input: str
+    width: Annotated[int, msgspec.Meta(ge=1, le=8192)]
+    height: Annotated[int, msgspec.Meta(ge=1, le=8192)]
+    layout: Literal["nhwc", "nchw"] = "nhwc"
+    low: float = 0.0
+    high: float = 1.0
+    letterbox: bool = True
+
+
+class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One model of the zoo. ``image``: the model takes encoded images (stream tenants' frames);
+    ``decoder``: the name of the function in ``edgefleet.zoo.decoders`` that turns its outputs into
+    fields that mean something (``blazeface``: faces with boxes, keypoints and scores)."""
 
     name: Name
     task: str
@@ -73,6 +90,8 @@ class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     outputs: tuple[TensorRecord, ...]
     source: Source
     variants: dict[str, Variant]
+    image: ImageInput | None = None
+    decoder: str | None = None
 
     @property
     def extension(self) -> str:

@@ -181,6 +181,8 @@ def fetch_model(
             size_bytes=size,
         ),
         variants=variants,
+        image=pinned.image if pinned is not None else None,  # declared in the committed catalog
+        decoder=pinned.decoder if pinned is not None else None,
     )
 
 

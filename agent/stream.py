@@ -36,7 +36,7 @@ from agent.memory.manager import MemoryManager
 from agent.scheduler import Batch, Request, Scheduler
 from agent.stream_events import EventRules, result_values
 from agent.telemetry import WindowStats
-from edgefleet.mqtt import Inbound, MqttLink
+from edgefleet.mqtt import DataLink, Inbound
 from edgefleet.runtime import EdgeRuntimeError, InputError, check_feeds
 from edgefleet.wire import (
     FrameId,
@@ -94,7 +94,7 @@ class StreamServer:
         *,
         device_id: str,
         topics: Topics,
-        link: MqttLink,
+        link: DataLink,
         scheduler: Scheduler,
         memory: MemoryManager,
         stats: WindowStats,
@@ -148,7 +148,12 @@ class StreamServer:
             self._route(name, source)
         if old is None:
             announce = StreamHandover(tenant=name, device=self.device_id, since=stream.since)
-            self.link.publish(self.topics.handover(name), encode(announce), qos=1, content_type=JSON)
+            try:
+                self.link.publish(self.topics.handover(name), encode(announce), qos=1, content_type=JSON)
+            except Exception as exc:  # offline (an agent restoring its tenants before it connects)
+                log.info("stream %s: no handover announced (%s); taking frames up at once", name, exc)
+                stream.taking = True
+                stream.took_up.set()
             if not stream.took_up.wait(TAKE_UP_FALLBACK_S):
                 log.warning("stream %s: own handover did not come back in %.0f s; taking frames up anyway",
                             name, TAKE_UP_FALLBACK_S)

@@ -304,3 +304,53 @@ def test_the_shell_example_feeds_a_stream_and_reads_results_with_plain_mosquitto
         assert [(e["event"], e["state"], e["frame"]["seq"]) for e in events] == [("someone", "on", 0)]
     finally:
         agent.stop()
+
+
+def test_sdk_subscriptions_blocking_and_async(
+    mqtt_settings: MqttSettings, topics: Topics, tmp_path: Path, watcher: Watcher
+) -> None:
+    import asyncio
+
+    from edgefleet.sdk import AsyncInferenceClient, InferenceClient
+
+    agent = _agent(mqtt_settings, topics, tmp_path / "a", "dev-a")
+    source = f"{topics.prefix}-cams/door/frames"
+    cam = Camera(mqtt_settings, source)
+    try:
+        _deploy(watcher, _spec(source, events=[Above(name="someone", value="face_score_max", on=0.7)]), "dev-a")
+        with InferenceClient(mqtt_settings, prefix=topics.prefix) as client, client.subscribe("cam-door") as sub:
+            for _ in range(3):
+                cam.send()
+                time.sleep(0.05)
+            got = [sub.get(5) for _ in range(4)]  # three results and one event, in any order
+            assert all(u is not None for u in got)
+            results = [u for u in got if u is not None and u.kind == "result"]
+            events = [u for u in got if u is not None and u.kind == "event"]
+            assert [u.frame.seq for u in results] == [0, 1, 2]
+            assert results[0].result is not None and results[0].result.decoded["faces"] == 1
+            assert [(u.event.event, u.event.state) for u in events if u.event] == [("someone", "on")]
+            assert sub.get(0.2) is None and sub.malformed == 0
+
+        async def read_async() -> list[int]:
+            async with AsyncInferenceClient(mqtt_settings, prefix=topics.prefix) as aclient:
+                seqs: list[int] = []
+                async with await aclient.subscribe("cam-door", events=False) as asub:
+                    first = await asub.get(5)
+                    assert first is not None and first.retained and first.frame.seq == 2  # the retained one
+                    def two_frames() -> None:
+                        for _ in range(2):
+                            cam.send()
+                            time.sleep(0.05)
+
+                    await asyncio.get_running_loop().run_in_executor(None, two_frames)
+                    async for update in asub:
+                        assert not update.retained  # published live
+                        seqs.append(update.frame.seq)  # type: ignore[arg-type]
+                        if len(seqs) == 2:
+                            break
+                return seqs
+
+        assert asyncio.run(read_async()) == [3, 4]
+    finally:
+        cam.close()
+        agent.stop()

@@ -587,4 +587,6 @@ class LeanLink:
 
 
 def _filter(filter_: str, qos: int) -> mqtt5.TopicFilter:
-    return mqtt5.TopicFilter(filter_, max_qos=_QOS[min(qos, 1)])
+    # retain_as_published off (the MQTT 5 default, and paho's): a live message arrives with retain unset,
+    # so a subscriber can tell the retained state it gets on subscribing from what is published now
+    return mqtt5.TopicFilter(filter_, max_qos=_QOS[min(qos, 1)], retain_as_published=False)

@@ -1,7 +1,8 @@
 """The SDK apps use to call a tenant's model by name, without knowing which edge box answers.
 
 ``InferenceClient`` blocks, ``AsyncInferenceClient`` awaits; both speak the protocol in
-docs/protocol.md (EFT1 frames over MQTT 5 request/response) and raise the typed errors below.
+docs/protocol.md (EFT1 frames over MQTT 5 request/response) and raise the typed errors below. Both
+``subscribe`` to stream tenants' results and events (``Subscription``, ``AsyncSubscription``).
 """
 
 from edgefleet.sdk._core import Result
@@ -24,9 +25,11 @@ from edgefleet.sdk.errors import (
     exception_class,
     raise_for,
 )
+from edgefleet.sdk.stream import AsyncSubscription, StreamUpdate, Subscription
 
 __all__ = [
     "AsyncInferenceClient",
+    "AsyncSubscription",
     "BadRequest",
     "BrokerUnavailable",
     "ClientClosed",
@@ -40,6 +43,8 @@ __all__ = [
     "NotReady",
     "Overloaded",
     "Result",
+    "StreamUpdate",
+    "Subscription",
     "UnknownTenant",
     "error_for",
     "exception_class",

@@ -14,7 +14,7 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -218,6 +218,7 @@ class ClientCore(Generic[P]):
         self._lock = threading.Lock()
         self._link: DataLink | None = None
         self._closed = False
+        self._stream_sinks: dict[str, list[Callable[[Inbound], None]]] = {}  # filter -> subscriptions
         self.late_replies = 0  # replies that arrived after their call timed out or was abandoned
         self.stray_replies = 0  # replies without correlation data
         self.sent = 0
@@ -234,6 +235,40 @@ class ClientCore(Generic[P]):
         link.start()
         self._link = link
         return link
+
+    def _stream_feed(self, tenant: str, events: bool) -> Any:
+        """What a stream subscription attaches to: the tenant's results (QoS 0) and events (QoS 1)."""
+        from edgefleet.sdk.stream import _Feed
+
+        filters = [(self.topics.results(tenant), 0)]
+        if events:
+            filters.append((self.topics.events(tenant), 1))
+        return _Feed(self._attach, self._detach, filters)
+
+    def _attach(self, filter_: str, qos: int, handler: Callable[[Inbound], None]) -> None:
+        link = self._require_link()
+        with self._lock:
+            sinks = self._stream_sinks.setdefault(filter_, [])
+            first = not sinks
+            sinks.append(handler)
+        if first:
+            def fan_out(msg: Inbound, f: str = filter_) -> None:
+                for sink in list(self._stream_sinks.get(f, ())):
+                    sink(msg)
+
+            link.subscribe(filter_, fan_out, qos=qos, wait_s=self.connect_timeout_s)
+
+    def _detach(self, filter_: str, handler: Callable[[Inbound], None]) -> None:
+        with self._lock:
+            sinks = self._stream_sinks.get(filter_, [])
+            if handler in sinks:
+                sinks.remove(handler)
+            last = not sinks
+            if last:
+                self._stream_sinks.pop(filter_, None)
+        link = self._link
+        if last and link is not None:
+            link.unsubscribe(filter_, wait_s=self.connect_timeout_s)
 
     def _unreachable(self, detail: str) -> BrokerUnavailable:
         return BrokerUnavailable(self.settings.host, self.settings.port, detail)

@@ -18,6 +18,8 @@ import numpy as np
 from edgefleet.mqtt import Inbound, MqttSettings
 from edgefleet.sdk._core import ClientCore, Prepared, Result, closed_error, parse_reply, prepare
 from edgefleet.sdk.errors import NoReply
+from edgefleet.sdk.stream import AsyncSubscription
+from edgefleet.wire import validate_tenant_name
 
 
 class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
@@ -60,6 +62,16 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    # -- stream tenants ---------------------------------------------------------------------------
+    async def subscribe(self, tenant: str, *, events: bool = True, max_pending: int = 1000) -> AsyncSubscription:
+        """Results (and, with ``events``, events) of the stream tenant ``tenant`` as an async iterator
+        (``async for update in await client.subscribe("cam-doorbell")``); the retained latest result comes
+        first when there is one. ``aclose()`` it (or use ``async with``) to unsubscribe."""
+        validate_tenant_name(tenant)
+        loop = asyncio.get_running_loop()
+        feed = self._stream_feed(tenant, events)
+        return await loop.run_in_executor(None, lambda: AsyncSubscription(tenant, feed, loop, max_pending))
 
     # -- calls ----------------------------------------------------------------------------------
     async def infer(

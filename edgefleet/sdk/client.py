@@ -17,6 +17,8 @@ import numpy as np
 from edgefleet.mqtt import Inbound, MqttSettings
 from edgefleet.sdk._core import ClientCore, Result, closed_error, parse_reply, prepare
 from edgefleet.sdk.errors import NoReply
+from edgefleet.sdk.stream import Subscription
+from edgefleet.wire import validate_tenant_name
 
 
 class _Waiter:
@@ -69,6 +71,14 @@ class InferenceClient(ClientCore[_Waiter]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    # -- stream tenants ---------------------------------------------------------------------------
+    def subscribe(self, tenant: str, *, events: bool = True, max_pending: int = 1000) -> Subscription:
+        """Results (and, with ``events``, events) of the stream tenant ``tenant``, as a blocking
+        iterator; the retained latest result comes first when there is one. Close it (or use ``with``)
+        to unsubscribe. Raises ClientClosed when the client is not open."""
+        validate_tenant_name(tenant)
+        return Subscription(tenant, self._stream_feed(tenant, events), max_pending)
 
     # -- calls ----------------------------------------------------------------------------------
     def infer(

@@ -57,6 +57,23 @@ def test_summary_counts_failures_and_slo_attainment() -> None:
     assert "deadline_exceeded 1" in summary.text
 
 
+def test_stream_rows_show_frames_results_skips_and_age() -> None:
+    from edgefleet.demo.camera import StreamStats, stream_tenant
+    from edgefleet.demo.stats import render_streams
+
+    spec, source = stream_tenant("demo1", fps=10.0)
+    assert spec.stream is not None and spec.stream.sources == [source] and spec.demand is not None
+    s = StreamStats("cam-doorbell", "face-detect", 100.0, 10.0, frames_in=12)
+    # ten results with ages 10..100 ms (p95 at rank 0.95 * 9 = 8.55: 90 + 0.55 * 10 = 95.5), two skipped
+    for i in range(10):
+        s.record_result(float(i), 10.0 * (i + 1), 1 if i in (3, 7) else 0, "edge-a")
+    assert s.age_p95() == pytest.approx(95.5)
+    row = render_streams([s]).splitlines()[1].split()
+    assert row == ["cam-doorbell", "face-detect", "edge-a", "10", "12", "10", "2", "0", "95.5", "100"]
+    s.record_result(10.0, 500.0, 0, "edge-a")
+    assert render_streams([s]).splitlines()[1].endswith("over SLO")
+
+
 def test_the_plan_meets_the_brief() -> None:
     # Three devices with different budgets; >= 5 tenants on >= 4 models from both runtimes.
     assert len(DEVICES) == 3 and len({d.budget_mib for d in DEVICES}) == 3
@@ -87,6 +104,11 @@ def test_demo_runs_to_its_summary_without_failed_requests(tmp_path: Path) -> Non
     assert " 0 failed" in out and "edgefleet demo summary" in out, out
     for t in TENANTS:
         assert t.spec.name in out
+    # the stream tenant's row: frames in, results out, skipped, events, frame age p95
+    assert "stream tenants" in out and "cam-doorbell" in out, out
+    row = [line.split() for line in out.splitlines() if line.startswith("cam-doorbell")][-1]
+    frames_in, results_out, skipped = int(row[4]), int(row[5]), int(row[6])
+    assert frames_in >= 20 and results_out + skipped <= frames_in and results_out >= frames_in - 3, row
     assert _leftovers(tmp_path / "run") == []
     assert (tmp_path / "run" / "coordinator" / "coordinator.log").exists()  # --workdir keeps the logs
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgefleet.cli.table import format_table
+
+if TYPE_CHECKING:
+    from edgefleet.demo.camera import StreamStats
 
 WINDOW_S = 10.0  # the live table's rates and percentiles cover this many recent seconds
 MAX_SAMPLES = 500_000  # the summary keeps at most this many latencies per tenant (bounded memory)
@@ -153,3 +157,19 @@ def summarise(stats: Sequence[TenantStats], *, elapsed_s: float, devices: Mappin
         *dev_lines,
     ]
     return Summary("\n".join(parts), total, failed, within, len(stats))
+
+
+def render_streams(rows: Sequence[StreamStats], placement: Mapping[str, str] | None = None, *, recent: bool = True) -> str:
+    """The stream tenants' rows (``edgefleet.demo.camera.StreamStats``): frames in, results out, frames
+    skipped (newest frame wins) and frame age p95 at the app against the SLO."""
+    head = ("STREAM", "MODEL", "DEVICE", "FPS", "FRAMES IN", "RESULTS OUT", "SKIPPED", "EVENTS", "AGE P95 MS",
+            "SLO MS", "")
+    lines: list[tuple[str, ...]] = [head]
+    for r in rows:
+        p95 = r.age_p95(recent)
+        device = (placement or {}).get(r.name) or r.device or "-"
+        flag = "" if p95 != p95 or p95 <= r.slo_ms else "over SLO"
+        lines.append((r.name, r.model, device, f"{r.fps:g}", str(r.frames_in), str(r.results_out),
+                      str(r.skipped), str(r.events), _ms(p95), f"{r.slo_ms:.0f}", flag))
+    return format_table(lines)
+

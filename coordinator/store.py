@@ -2,7 +2,9 @@
 
 Why a database: a restarted coordinator must know where every tenant was meant to run and must resume
 the commands it had not seen acknowledged, with the same command ids (agents apply an id at most once).
-WAL mode; one connection, used only by the service's worker thread. Each event is applied inside
+WAL mode; one connection, used only by the service's worker thread. The schema is versioned: numbered,
+idempotent steps (``MIGRATIONS``) bring an older database up to ``SCHEMA_VERSION`` at open, each step in
+its own transaction with the version it reaches; a newer database is refused with a clear error. Each event is applied inside
 ``atomic()`` so a crash never leaves half of a decision behind. Times are Unix seconds.
 Every write to a device or tenant row is reported to the ``Changes`` handed out by ``watch()``, so that
 what is derived from those rows in memory (the fleet snapshot, ``coordinator.snapshots``) re-reads
@@ -46,7 +48,64 @@ import sqlite_utils
 from edgefleet.wire import Birth, Telemetry, TenantSpec, TenantWindow, encode
 from edgefleet.wire.codec import decode
 
-SCHEMA_VERSION = 1
+
+class SchemaError(RuntimeError):
+    """The database was written by a newer edgefleet (its schema version is unknown here)."""
+
+
+def _v1_tables(db: sqlite_utils.Database) -> None:
+    """Version 1: devices, telemetry, tenants and commands as first released."""
+    db.table("devices").create(
+        {"device_id": str, "kind": str, "capabilities": str, "online": int, "boot_id": str,
+         "last_seen": float, "reported": str, "model_memory_bytes": int, "cpu_percent": float,
+         "detail": str},
+        pk="device_id", if_not_exists=True,
+    )
+    db.table("telemetry").create(
+        {"id": int, "device_id": str, "boot_id": str, "seq": int, "window_start": float,
+         "window_end": float, "received_at": float, "payload": bytes},
+        pk="id", if_not_exists=True,
+    )
+    db.table("telemetry").create_index(
+        ["device_id", "boot_id", "seq"], unique=True, if_not_exists=True, index_name="telemetry_key"
+    )
+    db.table("tenants").create(
+        {"name": str, "spec": str, "runtime": str, "size_bytes": int, "device_id": str, "state": str,
+         "detail": str, "tried": str, "pinned": str, "arrival_rps": float, "latency_p50_ms": float,
+         "latency_p95_ms": float, "errors": int, "updated_at": float},
+        pk="name", if_not_exists=True,
+    )
+    db.table("commands").create(
+        {"seq": int, "command_id": str, "device_id": str, "tenant": str, "kind": str, "payload": bytes,
+         "state": str, "attempts": int, "next_attempt_at": float, "created_at": float, "result": str},
+        pk="seq", if_not_exists=True,
+    )
+    db.table("commands").create_index(["command_id"], unique=True, if_not_exists=True)
+    db.table("commands").create_index(["state"], if_not_exists=True)
+
+
+def _v2_moving_from(db: sqlite_utils.Database) -> None:
+    """Version 2: planned moves keep the device still serving the tenant."""
+    if "moving_from" not in db.table("tenants").columns_dict:
+        db.table("tenants").add_column("moving_from", str)
+
+
+def _v3_requested(db: sqlite_utils.Database) -> None:
+    """Version 3: the operator's spec kept apart from the running one (NULL: the running spec is it)."""
+    if "requested" not in db.table("tenants").columns_dict:
+        db.table("tenants").add_column("requested", str)
+
+
+def _v4_telemetry_by_age(db: sqlite_utils.Database) -> None:
+    """Version 4: telemetry indexed by arrival, so pruning reads only what it deletes."""
+    db.table("telemetry").create_index(["received_at"], if_not_exists=True)
+
+
+# MIGRATIONS[i] takes a database from version i to i + 1. Every step is idempotent (databases from before
+# versioning carry version 1 with some later columns already added), and each runs in one transaction
+# with the version it reaches, so a crash half-way leaves the database at the previous version.
+MIGRATIONS = (_v1_tables, _v2_moving_from, _v3_requested, _v4_telemetry_by_age)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 class TenantState(str, Enum):
     """Where a tenant is in its lifecycle (stored by value). ``pending``: created, not yet placed;
@@ -189,42 +248,25 @@ class Store:
         self._undo.clear()
 
     def _migrate(self) -> None:
-        db = self.db  # every statement is idempotent, so a crash half-way is harmless
+        """Bring the database to ``SCHEMA_VERSION``, one numbered step at a time (``MIGRATIONS``), each in
+        its own transaction with the version it reaches; a database newer than this code is refused."""
+        db = self.db
         db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        db.table("devices").create(
-            {"device_id": str, "kind": str, "capabilities": str, "online": int, "boot_id": str,
-             "last_seen": float, "reported": str, "model_memory_bytes": int, "cpu_percent": float,
-             "detail": str},
-            pk="device_id", if_not_exists=True,
-        )
-        db.table("telemetry").create(
-            {"id": int, "device_id": str, "boot_id": str, "seq": int, "window_start": float,
-             "window_end": float, "received_at": float, "payload": bytes},
-            pk="id", if_not_exists=True,
-        )
-        db.table("telemetry").create_index(
-            ["device_id", "boot_id", "seq"], unique=True, if_not_exists=True, index_name="telemetry_key"
-        )
-        db.table("telemetry").create_index(["received_at"], if_not_exists=True)  # pruning by age
-        db.table("tenants").create(
-            {"name": str, "spec": str, "runtime": str, "size_bytes": int, "device_id": str, "state": str,
-             "detail": str, "tried": str, "pinned": str, "arrival_rps": float, "latency_p50_ms": float,
-             "latency_p95_ms": float, "errors": int, "updated_at": float},
-            pk="name", if_not_exists=True,
-        )
-        if "moving_from" not in db.table("tenants").columns_dict:
-            db.table("tenants").add_column("moving_from", str)  # databases from before planned moves
-        if "requested" not in db.table("tenants").columns_dict:
-            # databases from before the operator's spec was kept apart: NULL, taken as the running spec
-            db.table("tenants").add_column("requested", str)
-        db.table("commands").create(
-            {"seq": int, "command_id": str, "device_id": str, "tenant": str, "kind": str, "payload": bytes,
-             "state": str, "attempts": int, "next_attempt_at": float, "created_at": float, "result": str},
-            pk="seq", if_not_exists=True,
-        )
-        db.table("commands").create_index(["command_id"], unique=True, if_not_exists=True)
-        db.table("commands").create_index(["state"], if_not_exists=True)
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"the database's schema is version {version}; this coordinator knows up to "
+                              f"{SCHEMA_VERSION}: run a newer edgefleet")
+        for step in range(version, SCHEMA_VERSION):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                MIGRATIONS[step](db)
+                db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE"
+                           " SET value = excluded.value", (str(step + 1),))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def watch(self) -> Changes:
         """A record of every device and tenant row written from now on (held weakly: drop it to stop)."""

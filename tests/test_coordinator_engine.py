@@ -490,7 +490,8 @@ def test_a_database_from_before_the_requested_spec_is_migrated(tmp_path: Path) -
     first.ack(first.tick()[0])
     first.store.close()
     with sqlite3.connect(tmp_path / "c.db") as db:
-        db.execute("ALTER TABLE tenants DROP COLUMN requested")  # the schema before this column
+        db.execute("ALTER TABLE tenants DROP COLUMN requested")  # the schema before this column (version 2)
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     again = Rig(tmp_path)
     t = again.store.tenant("t1")
     assert t is not None and t.state == "running" and t.requested is None and t.asked == spec()

@@ -157,3 +157,50 @@ def test_a_failed_savepoint_undoes_only_its_own_writes() -> None:
     assert d1 is not None and d1.online  # the failed block's set_offline is undone, the birth stays
     assert [t.name for t in store.tenants()] == ["b"]
     held_equals_stored(store)
+
+
+def _schema(path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
+
+
+def test_a_version_1_database_is_migrated_step_by_step_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    import sqlite_utils
+
+    from coordinator.store import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(sqlite3.connect(path))
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.execute("INSERT INTO meta (key, value) VALUES ('schema', '1')")
+    MIGRATIONS[0](db)  # the tables as version 1 had them: no moving_from, no requested
+    spec_json = '{"name":"a","model":"ocr-rec","slo_ms":50.0}'
+    db.execute("INSERT INTO tenants (name, spec, runtime, size_bytes, device_id, state, detail, tried) VALUES"
+               " ('a', ?, 'onnxruntime', 10, 'd1', 'running', '', '[]')", (spec_json,))
+    db.conn.commit()
+    db.conn.close()
+    store = Store(path)
+    a = store.tenant("a")
+    assert a is not None and a.state == "running" and a.moving_from is None and a.requested is None
+    store.close()
+    assert _schema(path) == SCHEMA_VERSION == len(MIGRATIONS)
+    again = Store(path)  # nothing left to do
+    assert again.tenant("a") == a
+    again.close()
+
+
+def test_a_fresh_database_is_at_the_current_version_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from coordinator.store import SCHEMA_VERSION, SchemaError
+
+    Store(tmp_path / "s.db").close()
+    assert _schema(tmp_path / "s.db") == SCHEMA_VERSION
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(SchemaError, match="newer edgefleet"):
+        Store(tmp_path / "s.db")

@@ -18,7 +18,7 @@ from coordinator.models import ModelLookup
 from coordinator.placement import Placement
 from coordinator.placement.live import NullModel, PerfModel
 from coordinator.rebalance import RebalancePolicy, Streak
-from coordinator.rebalancer import Move, Rebalancer
+from coordinator.rebalance.controller import Move, Rebalancer
 from coordinator.store import Store, TenantState
 from coordinator.tenants import Settled, Tenants
 from edgefleet.wire import Ack, Birth, Death, OpReply, Telemetry, TenantSpec
@@ -56,7 +56,7 @@ class Engine:
 
     @property
     def rebalance_moves(self) -> list[Move]:
-        """The rebalancer's last decisions, each with its reason (see coordinator.rebalancer)."""
+        """The rebalancer's last decisions, each with its reason (see coordinator.rebalance.controller)."""
         return self.rebalancer.moves
 
     # -- what operators and the timer ask (see Tenants) ---------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.perf.book import KindSpec, PerfBook, Profile
-from coordinator.perf.service import ServiceCurve
+from coordinator.perf.curve import ServiceCurve
 from coordinator.perf.sharing import Processor
 
 CALIBRATION = Path(__file__).with_name("calibration.json")

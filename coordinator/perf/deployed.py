@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from coordinator.perf.book import PerfBook, Profile, ProfileKey
-from coordinator.perf.service import RlsEstimator, ServiceCurve
+from coordinator.perf.curve import RlsEstimator, ServiceCurve
 
 FAR = 8  # the batch size a one-point measurement is extended to
 DEFAULT_SCV = 0.04  # the spread of a new profile when the model has no fp32 profile on the kind (CV 0.2)

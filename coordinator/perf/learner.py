@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from coordinator.perf import deployed
+from coordinator.perf.accuracy import ErrorBook, Scored
 from coordinator.perf.book import PerfBook, ProfileKey
-from coordinator.perf.errors import ErrorBook, Scored
-from coordinator.perf.service import RlsEstimator
+from coordinator.perf.curve import RlsEstimator
 from coordinator.perf.sharing import Load, predict
 from edgefleet.wire import Telemetry, TenantWindow
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from coordinator.perf import Load, PerfBook, ServiceCurve, predict
-from coordinator.perf.service import MIN_MS
+from coordinator.perf.curve import MIN_MS
 from coordinator.placement.planner import Demand
 from edgefleet.runtime import capabilities_of
 from edgefleet.wire import TenantSpec

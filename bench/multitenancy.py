@@ -145,22 +145,22 @@ def headline(mixes: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str, Any]:
     duration = 3.0 if quick else 8.0
-    models = sorted({m for mix in MIXES.values() for m in mix})
-    raw_solo = {m: raw([m], duration / 2)[m] for m in models}
-    offered = {m: min(1.5 * raw_solo[m], MAX_OFFERED_RPS) for m in models}
-    agent_solo = {m: serve([m], offered, duration)[m] for m in models}
     mixes: dict[str, Any] = {}
     for key, mix in MIXES.items():
+        # all four measured per mix, back to back, so each ratio's two sides share the machine's conditions
+        raw_solo = {m: raw([m], duration / 2)[m] for m in mix}
         raw_conc = raw(mix, duration / 2)
+        offered = {m: min(1.5 * raw_solo[m], MAX_OFFERED_RPS) for m in mix}
+        agent_solo = {m: serve([m], offered, duration)[m] for m in mix}
         agent_conc = serve(mix, offered, duration)
         mixes[key] = {
             "models": mix,
-            "offered_rps": {m: offered[m] for m in mix},
-            "raw_solo_rps": {m: raw_solo[m] for m in mix},
+            "offered_rps": offered,
+            "raw_solo_rps": raw_solo,
             "raw_concurrent_rps": raw_conc,
-            "agent_solo_rps": {m: agent_solo[m] for m in mix},
+            "agent_solo_rps": agent_solo,
             "agent_concurrent_rps": agent_conc,
-            **mix_figures({m: agent_solo[m] for m in mix}, agent_conc, {m: raw_solo[m] for m in mix}, raw_conc),
+            **mix_figures(agent_solo, agent_conc, raw_solo, raw_conc),
         }
     data = {
         "benchmark": "multitenancy",

@@ -81,7 +81,8 @@ def _cpu_model() -> str:
 
 def provenance() -> dict[str, Any]:
     """Commit, machine, date and load of the run being written."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # result files written by earlier runs are not changes to the code that measured
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs/results")
     return {
         "commit": _git("rev-parse", "HEAD"),
         "tree_dirty": bool(status) if status is not None else None,

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "closedloop": "bench.closedloop",
     "gpu-sharing": "bench.gpu_sharing",
     "ingest": "bench.ingest",
+    "stream": "bench.stream",
 }
 
 # name -> module under bench/ exposing main(args, registered_benchmarks) -> exit status: not benchmarks

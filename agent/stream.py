@@ -17,7 +17,9 @@ subscribes to the tenant's handover topic and its sources on the *same* connecti
 A device that hosted the tenant before receives the same message on its data connection before any of
 those frames (one broker routes them in order), answers what it had received before it, and ignores
 the rest; its last results are not retained, so the retained result stays the newest. Results carry
-the frame's identity, and no frame is answered by both devices or by neither.
+the frame's identity, and no frame is answered by both devices or by neither. When a device that took
+the tenant up leaves it while the older one still hosts it (a move rolled back), it announces a release
+and the older device takes the frames up again.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class _Stream:
     taking: bool = False  # our own handover came back: frames from now on are ours
     took_up: threading.Event = field(default_factory=threading.Event)  # set with ``taking``
     yielded: bool = False  # a newer host took the tenant up: frames from now on are not ours
+    yielded_to: tuple[float, str] | None = None  # (since, device) of that host
+    leaving: bool = False
     skipped_since_result: dict[str, int] = field(default_factory=dict)  # source topic -> frames
     last_warning: float = -math.inf
     lock: threading.Lock = field(default_factory=threading.Lock)  # the rules' state and skip counts
@@ -169,7 +173,14 @@ class StreamServer:
             stream = self._streams.get(name)
         if stream is None:
             return
-        stream.yielded = True
+        was_active = stream.taking and not stream.yielded
+        stream.yielded = stream.leaving = True
+        if was_active:  # a device that yielded to this one (a move rolled back) takes the frames up again
+            note = StreamHandover(tenant=name, device=self.device_id, since=stream.since, release=True)
+            try:
+                self.link.publish(self.topics.handover(name), encode(note), qos=1, content_type=JSON)
+            except Exception as exc:
+                log.info("stream %s: no release announced (%s)", name, exc)
         self._unroute(name, set(stream.spec.stream.sources) if stream.spec.stream else set())
         self.link.unsubscribe(self.topics.handover(name), wait_s=2.0)
 
@@ -224,11 +235,16 @@ class StreamServer:
             return
         if note.tenant != tenant:
             return
-        if note.device == self.device_id and abs(note.since - stream.since) < 1e-6:
+        mine = note.device == self.device_id and abs(note.since - stream.since) < 1e-6
+        if note.release:
+            if not mine and stream.yielded and not stream.leaving and stream.yielded_to == (note.since, note.device):
+                stream.yielded, stream.yielded_to = False, None
+                log.info("stream %s: %s left it; taking the frames up again", tenant, note.device)
+        elif mine:
             stream.taking = True  # our own: every frame from now on comes after it at the other hosts
             stream.took_up.set()
         elif (note.since, note.device) > (stream.since, self.device_id) and not stream.yielded:
-            stream.yielded = True
+            stream.yielded, stream.yielded_to = True, (note.since, note.device)  # to the next host only
             log.info("stream %s: %s takes it up; answering the frames received before", tenant, note.device)
 
     def on_frame(self, tenant: str, msg: Inbound) -> None:

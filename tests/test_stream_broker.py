@@ -357,3 +357,36 @@ def test_sdk_subscriptions_blocking_and_async(
     finally:
         cam.close()
         agent.stop()
+
+
+def test_a_rolled_back_move_hands_the_stream_back(
+    mqtt_settings: MqttSettings, topics: Topics, tmp_path: Path, watcher: Watcher
+) -> None:
+    """dev-b takes the stream up, then is undeployed while dev-a still hosts it (a move rolled back):
+    dev-b's release hands the frames back to dev-a, and results keep coming with no frame twice."""
+    a = _agent(mqtt_settings, topics, tmp_path / "a", "dev-a")
+    b = _agent(mqtt_settings, topics, tmp_path / "b", "dev-b")
+    source = f"{topics.prefix}-cams/back/frames"
+    cam = Camera(mqtt_settings, source)
+    app = Subscriber(mqtt_settings, topics, "cam-door")
+    try:
+        spec = _spec(source)
+        _deploy(watcher, spec, "dev-a")
+        _deploy(watcher, spec, "dev-b")
+        for _ in range(5):
+            cam.send()
+            time.sleep(0.05)
+        wait_for(lambda: len(app.seqs()) >= 5, 10, "results from dev-b")
+        assert {r.device for r in app.results} == {"dev-b"}
+        assert watcher.command(Undeploy(command_id=uuid.uuid4().hex, device_id="dev-b", tenant="cam-door")).ok
+        for _ in range(5):
+            cam.send()
+            time.sleep(0.05)
+        wait_for(lambda: len(app.seqs()) >= 10, 10, "results from dev-a again")
+        assert [r.device for r in app.results[5:]] == ["dev-a"] * 5
+        assert app.seqs() == list(range(10))
+    finally:
+        app.close()
+        cam.close()
+        b.stop()
+        a.stop()

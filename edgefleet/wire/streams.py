@@ -181,8 +181,11 @@ class StreamHandover(_Msg, frozen=True, tag="stream.handover"):
     (QoS 1, not retained). A device that hosted the tenant before (``since`` older) answers the frames it
     received before this message and none after it; the sender answers only the frames it receives after
     its own copy of this message came back. One broker routes both in order, so no frame is answered twice
-    and none is left out."""
+    and none is left out. ``release``: the sender leaves; the device that yielded to it resumes."""
 
     tenant: str
     device: str
     since: float  # when the sender started hosting, Unix seconds: the newer host wins
+    # the sender, which had taken the tenant up, stops hosting it (a move rolled back, an undeploy): a
+    # device that yielded to it takes the frames up again from this message on
+    release: bool = False

@@ -390,3 +390,26 @@ def test_a_rolled_back_move_hands_the_stream_back(
         cam.close()
         b.stop()
         a.stop()
+
+
+def test_a_restarted_agent_serves_its_stream_tenant_again(
+    mqtt_settings: MqttSettings, topics: Topics, tmp_path: Path, watcher: Watcher
+) -> None:
+    source = f"{topics.prefix}-cams/restart/frames"
+    agent = _agent(mqtt_settings, topics, tmp_path / "a", "dev-a")
+    cam = Camera(mqtt_settings, source)
+    app = Subscriber(mqtt_settings, topics, "cam-door")
+    try:
+        _deploy(watcher, _spec(source), "dev-a")
+        agent.stop()
+        agent = _agent(mqtt_settings, topics, tmp_path / "a", "dev-a")  # same state folder: same tenants
+        time.sleep(0.3)  # its subscriptions are made on connect
+        for _ in range(5):
+            cam.send()
+            time.sleep(0.05)
+        wait_for(lambda: len(app.seqs()) >= 5, 10, "results after the restart")
+        assert app.seqs() == list(range(5))
+    finally:
+        app.close()
+        cam.close()
+        agent.stop()

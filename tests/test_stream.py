@@ -281,8 +281,7 @@ def test_event_flags(text: str, expected: object) -> None:
 @given(st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=200),
        st.floats(min_value=0.1, max_value=0.9), st.floats(min_value=0.0, max_value=0.3))
 def test_above_alternates_and_each_event_crossed_its_level(values: list[float], on: float, gap: float) -> None:
-    """Whatever the values: events alternate on, off, on...; an "on" value is >= on, an "off" value < off;
-    and there are never more events than times the value crossed from below off to at least on and back."""
+    """Whatever the values: events alternate on, off, on...; an "on" value is >= on, an "off" value < off."""
     off = on - gap
     rules = EventRules([Above(name="x", value="v", on=on, off=off)])
     fired = [f for v in values for f in rules.observe({"v": v})]

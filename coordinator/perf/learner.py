@@ -87,8 +87,12 @@ class Learner:
             return self
         return Learner(seeded.book, MappingProxyType({**self.estimators, key: seeded.estimator}), self.errors)
 
-    def observe(self, kind: str, telemetry: Telemetry) -> Learner:
-        """The learner after one telemetry window of a device of ``kind``."""
+    def observe(self, kind: str, telemetry: Telemetry,
+                loops: Mapping[str, tuple[int, float]] | None = None) -> Learner:
+        """The learner after one telemetry window of a device of ``kind``. ``loops``: tenants known to run
+        closed loops -> (requests in flight, ms outside the device per cycle); they are predicted as
+        such (mean value analysis) rather than as open arrivals at the window's rate."""
+        loops = loops or {}
         per: dict[str, list[tuple[TenantWindow, Load]]] = {}
         for w in telemetry.tenants:
             if w.arrival_rps <= 0.0:
@@ -101,6 +105,8 @@ class Learner:
                 rate_rps=w.arrival_rps,
                 slo_ms=w.slo_ms,
                 arrival_scv=arrival_scv(w),
+                in_flight=loops.get(w.tenant, (0, 0.0))[0],
+                think_ms=loops.get(w.tenant, (0, 0.0))[1],
             )
             if not isinstance(got, str):
                 per.setdefault(got[0], []).append((w, got[1]))

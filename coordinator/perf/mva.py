@@ -107,7 +107,7 @@ def _cpu_law(proc: Processor, loads: Sequence[Load]) -> Law:
 
     def law(i: int, f: Found) -> Stay:
         ld = loads[i]
-        aside = sum(r * a for r, a in zip(f.rate_per_ms, aside_per, strict=True))
+        aside = sum(r * a for r, a in zip(f.rate_per_ms, aside_per, strict=True)) + proc.external_cores
         # busy when it starts: the others' busy workers, and its own only up to its other slots (m - 1)
         others = min(float(c - 1), sum(f.busy) - f.busy[i] + min(f.busy[i], conc[i] - 1.0))
         slow, spread = _slowdown(c, kappa, others, aside)
@@ -390,7 +390,7 @@ def _outlook(proc: Processor, loads: Sequence[Load], result: dict[int, tuple[flo
             thru.append(ld.rate_rps)
             busy += rates[i] * open_out.service_ms[i]
             aside += rates[i] * (proc.path_of(ld) + proc.background_of(ld))
-    util = min(1.0, (busy + aside) / proc.servers)  # closed loops fill what is free, never past it
+    util = min(1.0, (busy + aside + proc.external_cores) / proc.servers)  # closed loops fill what is free, never past it
     if open_out is not None and open_out.utilisation >= 1.0:
         util = max(util, open_out.utilisation)
     return Outlook(util, tuple(means), tuple(p95s), tuple(services), tuple(thru))

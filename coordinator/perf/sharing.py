@@ -28,7 +28,8 @@ second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1
   waits for it once, a G/D/1 wait (Kingman, P(W > 0) = ρ_g) combined with the pool's
   (means add, P(W > 0) = 1 - (1 - P)(1 - ρ_g)); it is not in the tenants' service time. That work,
   and the CPU other processes spend per request on the same cores (``background_ms`` +
-  ``background_ms_per_mb`` x size: a broker or an app on the box), keep X cores busy on average
+  ``background_ms_per_mb`` x size: a broker or an app on the box), and whatever else keeps cores busy
+  whatever the tenants do (``external_cores``: other processes), keep X cores busy on average
   besides the workers: they count among the others busy for the contention, and when the workers and
   X together exceed the cores the workers are time-shared, so f = (1 + contention·min(k + X, c-1)) ·
   max(1, (k + 1 + X)/c) for k other workers busy, its mean and spread taken over k (binomial over the
@@ -75,10 +76,11 @@ class Processor:
     background_ms_per_mb: float = 0.0  # cpu: ... and per MB of request payload
     dispatch_ms: float = 0.0  # cpu: receipt to start of service with a worker free (in the latency)
     hold_ms: float = 0.0  # cpu: worker time per request after the runtime returns (reply; not in latency)
+    external_cores: float = 0.0  # cpu: cores kept busy by work that is not the tenants' (other processes)
 
     def __post_init__(self) -> None:
         costs = (self.contention, self.path_ms, self.path_ms_per_mb, self.background_ms, self.background_ms_per_mb,
-                 self.dispatch_ms, self.hold_ms)
+                 self.dispatch_ms, self.hold_ms, self.external_cores)
         if self.kind not in KINDS or self.servers < 1 or min(costs) < 0.0:
             raise ValueError(f"bad processor {self}")
 
@@ -209,7 +211,7 @@ def _cpu(proc: Processor, loads: Sequence[Load]) -> Outlook:
     ca2 /= total  # the merged stream's, by the stationary-interval approximation (Whitt 1982)
     if path >= 1.0:
         return _unstable(path, len(loads))
-    aside = path + extra  # cores kept busy outside the workers, on average
+    aside = path + extra + proc.external_cores  # cores kept busy outside the workers, on average
     pooled = slots > c  # else every request in service has a worker: nobody waits for the pool
     busy, slow, spread = demand, 1.0, 0.0
     for _ in range(CONTENTION_ROUNDS):

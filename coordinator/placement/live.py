@@ -127,7 +127,8 @@ class LearnedModel:
         """Learn from one window of a device (worker thread)."""
         kind = book_kind(device_kind)
         if kind in self.learner.book.kinds:
-            self.learner = self.learner.observe(kind, telemetry)
+            loops = {t: (e.in_flight, e.cycle_outside_ms) for t, e in self.expected.items() if e.closed}
+            self.learner = self.learner.observe(kind, telemetry, loops)
         for w in telemetry.tenants:
             if w.arrivals > 0 or w.tenant not in self.demand:
                 prior = self.expected.get(w.tenant) or Expected(self.default_rps)

@@ -18,8 +18,7 @@ tenant driven by its own app process through the broker, as apps on a fleet are:
    strict clock) and Poisson's 1, from the same solo inputs.
 
 This box is shared (other work runs on its two cores while the benchmark does), so every run measures
-the CPU the rest of the box spends outside the benchmark's own processes (``CpuWatch``: the whole
-box's CPU time less the fleet's, the broker's and the apps') and the model takes it as cores kept busy
+the CPU the rest of the box consumed (``BoxWatch``) and the model takes it as cores kept busy
 (``Processor.external_cores``): the solo inputs are taken back to a quiet box by the model's own
 slowdown at their run's figure, and each case is predicted at its own. That is the environment, not
 the tenants' outcome; ``*_ignoring_external`` reports the same prediction without it (raw solo
@@ -40,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import random
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,22 +179,34 @@ async def _drive(settings: Any, prefix: str, tenant: str, model: str, demand: De
     return rows, failed
 
 
-class CpuWatch:
-    """CPU this box spends outside the benchmark's own processes (the fleet, its broker, the apps): other
-    work on a shared machine, which the model takes as cores kept busy (``Processor.external_cores``)."""
+class BoxWatch:
+    """The other work on this box while a case runs. The model takes the CPU it consumed (the whole box's
+    CPU time less this process tree's: the fleet, its broker, the apps) as ``Processor.external_cores``;
+    once the cores are full that is what it got, not what it wanted, so it understates its demand. Its
+    runnable threads are sampled too every ~``PERIOD_S`` (``procs_running`` of /proc/stat less this
+    tree's threads in state R), for the record: a sampler wakes with the other timers, so that count is
+    biased up (this kernel keeps no per-task run-queue times to do better)."""
+
+    PERIOD_S = 0.1
 
     def __init__(self) -> None:
         import psutil
 
         self._psutil = psutil
         self.me = psutil.Process()
+        self._stop = threading.Event()
+        self._samples: list[float] = []
+        self._thread: threading.Thread | None = None
+        self._cpu0: tuple[float, float, float] | None = None
 
-    def sample(self) -> tuple[float, float, float]:
-        """(monotonic s, CPU seconds of the whole box, CPU seconds of this process tree)."""
+    def _tree(self) -> list[Any]:
+        return [self.me, *self.me.children(recursive=True)]
+
+    def _cpu(self) -> tuple[float, float, float]:
         t = self._psutil.cpu_times()
         busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) + getattr(t, "steal", 0.0)
         ours = 0.0
-        for proc in [self.me, *self.me.children(recursive=True)]:
+        for proc in self._tree():
             try:
                 c = proc.cpu_times()
             except self._psutil.Error:
@@ -203,16 +215,55 @@ class CpuWatch:
         return time.monotonic(), busy, ours
 
     @staticmethod
-    def external_cores(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    def _running_box() -> int:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("procs_running"):
+                return int(line.split()[1])
+        return 0
+
+    @staticmethod
+    def _running_in(pids: list[int]) -> int:
+        n = 0
+        for pid in pids:
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    stat = (task / "stat").read_text()
+                    if stat[stat.rindex(")") + 2] == "R":
+                        n += 1
+            except (OSError, ValueError):
+                continue
+        return n
+
+    def _run(self) -> None:
+        pids = [p.pid for p in self._tree()]
+        rng = random.Random(0)
+        while not self._stop.wait(self.PERIOD_S * rng.uniform(0.5, 1.5)):  # jittered: no aliasing with timers
+            box = self._running_box()
+            ours = self._running_in(pids)
+            self._samples.append(max(0.0, box - ours))
+
+    def start(self) -> None:
+        self._cpu0 = self._cpu()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> tuple[float, float]:
+        """(mean runnable threads of other work, cores of CPU other work consumed) since ``start``."""
+        self._stop.set()
+        assert self._thread is not None and self._cpu0 is not None
+        self._thread.join()
+        a, b = self._cpu0, self._cpu()
         wall = b[0] - a[0]
-        return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / wall) if wall > 0 else 0.0
+        consumed = max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / wall) if wall > 0 else 0.0
+        runnable = float(np.mean(self._samples)) if self._samples else 0.0
+        return runnable, consumed
 
 
 def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple[list[dict[str, Any]], float]:
     """Drive ``tenants`` at once, each from its own process; per tenant its measured figures, and the
     cores other work on the box kept busy during the measured part."""
     ctx = mp.get_context("spawn")
-    watch = CpuWatch()
+    watch = BoxWatch()
     start_at = time.time() + 4.0  # the apps' imports and connections first
     procs = []
     for i, t in enumerate(tenants):
@@ -222,9 +273,9 @@ def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple
         p.start()
         procs.append((p, here))
     time.sleep(max(0.0, start_at + WARMUP_S - time.time()))
-    first = watch.sample()
+    watch.start()
     time.sleep(max(0.0, start_at + WARMUP_S + seconds - time.time()))
-    external = CpuWatch.external_cores(first, watch.sample())
+    runnable, external = watch.stop()
     out = []
     for (p, here), t in zip(procs, tenants, strict=True):
         rows, failed = here.recv() if here.poll(seconds + 60.0) else ([], -1)
@@ -242,7 +293,8 @@ def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple
             "service_mean_ms": float(sent_in[:, 3].mean()) if len(sent_in) else float("nan"),
             "service_scv": float(sent_in[:, 3].var() / sent_in[:, 3].mean() ** 2) if len(sent_in) > 1 else 0.0,
             "queue_mean_ms": float(sent_in[:, 2].mean()) if len(sent_in) else float("nan"),
-            "external_cores": external,
+            "external_cores": external,  # the CPU other work consumed (the model's input)
+            "external_runnable": runnable,  # other work's runnable threads, sampled (timer-aligned: biased up)
         })
     return out, external
 

@@ -447,9 +447,19 @@ def _plot(data: dict[str, Any], path: Path) -> None:
             ax.annotate(r["model"], (r[mx], r[py]), fontsize=6)
         vals = [v for r in runs for v in (r[mx], r[py]) if np.isfinite(v)]
         top = max([*vals, 1.0]) * 1.1
-        ax.plot([0, top], [0, top], "--", color="grey")
-        ax.set_xlim(0, top)
-        ax.set_ylim(0, top)
+        if which == "open":  # the p95s span overloaded runs: a log scale; "unstable" predictions on top
+            for r in runs:
+                if not np.isfinite(r[py]) and np.isfinite(r[mx]):
+                    ax.scatter(r[mx], top, marker="^", color="C3")
+                    ax.annotate("unstable", (r[mx], top), fontsize=6)
+            low = min([*vals, top]) / 1.5
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.plot([low, top * 1.1], [low, top * 1.1], "--", color="grey")
+        else:
+            ax.plot([0, top], [0, top], "--", color="grey")
+            ax.set_xlim(0, top)
+            ax.set_ylim(0, top)
         ax.set_xlabel("measured")
         ax.set_ylabel("predicted")
         ax.set_title(f"{title}\nMAPE {mape if mape is None else round(mape, 3)}", fontsize=9)

@@ -99,7 +99,7 @@ def test_a_closed_loop_goes_from_deploy_to_plan(
     # placement answers by mean value analysis beside the resident loop: one more back-to-back loop
     # keeps a 200 ms p95, a loop of 400 in flight cannot (each waits behind the other 399)
     rc, out = cli("plan", "--add", "cam2", "--model", "ocr-cls", "--slo-ms", "200", "--closed", "1", *broker)
-    assert rc == 0 and "cam2 would run on dev-a" in out, out
+    assert rc == 0 and "cam2 would run on dev-a" in out and "at 1 in flight (" in out, out  # its throughput
     rc, out = cli("plan", "--add", "cam3", "--model", "ocr-cls", "--slo-ms", "200", "--closed", "400", *broker)
     assert rc == 1 and "no_fit" in out and "p95" in out, out
     # a periodic stream and a think time pass through too

@@ -94,7 +94,7 @@ class Planner:
         self.headroom, self.probe = headroom, probe
         self.devices: dict[str, _Dev] = {}
         self.heaps: dict[PoolKey, list[tuple[float, int, str]]] = {}
-        self._alone: dict[tuple[str, str, str, float, float], float] = {}
+        self._alone: dict[tuple[str, str, str, float, float, int, float], float] = {}
         for snap in fleet.devices:
             kind = book.kinds.get(snap.device_kind)
             dev = _Dev(snap, {n: _Proc(p) for n, p in kind.processors.items()} if kind else {})
@@ -190,7 +190,7 @@ class Planner:
 
     def _alone_slack(self, kind: str, pname: str, load: Load) -> float:
         """The newcomer's slack with the processor to itself: no device of the pool can score higher."""
-        key = (kind, pname, load.group, load.rate_rps, load.slo_ms)
+        key = (kind, pname, load.group, load.rate_rps, load.slo_ms, load.in_flight, load.think_ms)
         got = self._alone.get(key)
         if got is None:
             p95 = predict(self.book.kinds[kind].processors[pname], [load]).p95_ms[0]
@@ -256,11 +256,11 @@ class Planner:
 
     def _placed(self, spec: TenantSpec, did: str, pname: str, load: Load, score: float) -> Placed:
         kind = self.devices[did].snap.device_kind
-        return Placed(
-            did,
-            score,
-            f"predicted {spec.name} on {kind}/{pname}: min SLO slack {score:.0%} at {load.rate_rps:g} req/s",
-        )
+        at = f"{load.rate_rps:g} req/s"
+        if load.closed:  # its rate is an outcome: the throughput the model predicts for it there
+            st = self.devices[did].procs[pname]
+            at = f"{load.in_flight} in flight ({predict(st.proc, [*st.loads, load]).throughput_rps[-1]:.3g} req/s)"
+        return Placed(did, score, f"predicted {spec.name} on {kind}/{pname}: min SLO slack {score:.0%} at {at}")
 
     def commit(self, device_id: str, proc_name: str, load: Load, util: float, size: int) -> None:
         """Hold ``load`` on the device's processor, whose utilisation becomes ``util``."""

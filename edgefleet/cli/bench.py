@@ -45,6 +45,8 @@ def register(sub: Any) -> None:
                    help="where to write the JSON (default docs/results/NAME.json, .bench/NAME.json with --quick)")
     p.add_argument("--quick", action="store_true", help="short run (under a minute)")
     p.add_argument("--model", default="ocr-cls", help="zoo model for the serving benchmark")
+    p.add_argument("--peer", choices=("triton",), default=None,
+                   help="serving: also measure NVIDIA Triton on the same model (installs it under .bench/triton)")
     p.add_argument("--no-plot", action="store_true")
     p.set_defaults(func=_run)
 
@@ -60,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"quick": args.quick, "plot": not args.no_plot}
     if args.name == "serving":
         kwargs["zoo_model"] = args.model
+        kwargs["peer"] = args.peer
     data = module.run(path, **kwargs)
     if data.get("skipped"):  # the hardware it needs is not here: said, nothing written
         print(data["skipped"])

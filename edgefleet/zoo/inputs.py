@@ -183,15 +183,36 @@ def _image_model(name: str, size: int, low: float, high: float) -> Callable[[], 
     return make
 
 
+# How each image model's input is made from a picture: input name, side, value range (MediaPipe's).
+IMAGE_INPUTS: dict[str, tuple[str, int, float, float]] = {
+    "face-detect": ("input", 128, -1.0, 1.0),
+    "selfie-seg": ("input_1", 256, 0.0, 1.0),
+    "hand-landmark": ("input_1", 224, 0.0, 1.0),
+    "pose-landmark": ("input_1", 256, 0.0, 1.0),
+}
+
+
+def camera_frame(width: int = 640, height: int = 480) -> npt.NDArray[np.uint8]:
+    """A real photograph (the face sample) letterboxed into a ``width`` x ``height`` RGB frame, uint8
+    HWC: what a camera hands an app."""
+    return np.asarray(_letterbox(_image(FACE_IMAGE), width, height), dtype=np.uint8)
+
+
+def image_feeds(model: str, frame: npt.NDArray[np.uint8]) -> Feeds:
+    """``model``'s request made from an RGB frame (uint8 HWC) the way its pipeline does: letterboxed to
+    its square input and scaled to its value range."""
+    from PIL import Image
+
+    name, size, low, high = IMAGE_INPUTS[model]
+    return {name: _nhwc(_letterbox(Image.fromarray(frame, "RGB"), size, size), low, high)}
+
+
 _MAKERS: dict[str, Callable[[], list[Feeds]]] = {
     "ocr-det": _ocr_det,
     "ocr-rec": _ocr_rec,
     "ocr-cls": _ocr_cls,
     "vad": _vad,
-    "face-detect": _image_model("input", 128, -1.0, 1.0),
-    "selfie-seg": _image_model("input_1", 256, 0.0, 1.0),
-    "hand-landmark": _image_model("input_1", 224, 0.0, 1.0),
-    "pose-landmark": _image_model("input_1", 256, 0.0, 1.0),
+    **{model: _image_model(*spec) for model, spec in IMAGE_INPUTS.items()},
 }
 
 SAMPLE_MODELS = tuple(_MAKERS)

@@ -29,16 +29,23 @@ class ServiceModel:
 
     ewma: dict[int, float] = field(default_factory=dict)
     count: dict[int, int] = field(default_factory=dict)
+    _line: tuple[float, float] | None = field(default=None, repr=False, compare=False)  # fit() until observe
 
     def observe(self, batch: int, seconds: float) -> None:
         old = self.ewma.get(batch)
         self.ewma[batch] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
         self.count[batch] = self.count.get(batch, 0) + 1
+        self._line = None
 
     def fit(self) -> tuple[float, float] | None:
         """Least-squares (a, c) of t(b) = a + c*b over the sizes seen; None with fewer than two."""
         if len(self.ewma) < 2:
             return None
+        if self._line is None:
+            self._line = self._fit()
+        return self._line
+
+    def _fit(self) -> tuple[float, float]:
         bs = list(self.ewma)
         ts = [self.ewma[b] for b in bs]
         n = len(bs)
@@ -93,12 +100,17 @@ def choose_batch(
         return 0
     best_n, best_u = 1, -1.0
     total = 0
+    earliest = math.inf
     for n in range(1, len(deadlines) + 1):
         total += max(1, rows[n - 1])
+        earliest = min(earliest, deadlines[n - 1])
         if n > 1 and total > max_rows:
             break
         t = model.estimate(total)
-        on_time = sum(max(1, r) for r, d in zip(rows[:n], deadlines[:n], strict=True) if now + t <= d)
+        if now + t <= earliest:  # every one of the first n is on time
+            on_time = total
+        else:
+            on_time = sum(max(1, r) for r, d in zip(rows[:n], deadlines[:n], strict=True) if now + t <= d)
         u = on_time / t if t > 0 else float(on_time or total)
         if n == 1 or (on_time > 0 and u > best_u * 1.02):
             best_n, best_u = n, u

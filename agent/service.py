@@ -46,7 +46,7 @@ from agent.stream import StreamServer
 from agent.telemetry import WindowStats
 from edgefleet import __version__
 from edgefleet.metrics import MetricsServer, TelemetryMetrics, start_metrics
-from edgefleet.mqtt import Inbound, MqttLink, Will, data_link
+from edgefleet.mqtt import Inbound, MqttLink, Will, data_link, publish_many
 from edgefleet.runtime import available_runtimes
 from edgefleet.runtime.detect import detect_accelerators, device_kind
 from edgefleet.wire import (
@@ -114,6 +114,7 @@ class Agent:
             scheduler=self.scheduler,
             stats=self.stats,
             publish=self.data.publish,
+            publish_many=lambda replies: publish_many(self.data, replies),
             max_payload_bytes=config.max_payload_bytes,
             default_timeout_ms=config.default_timeout_ms,
         )

@@ -30,6 +30,7 @@ from agent.memory.manager import MemoryManager
 from agent.scheduler import Batch, Request, Scheduler
 from agent.slots import TenantSlot
 from agent.telemetry import WindowStats
+from edgefleet.mqtt import Outgoing
 from edgefleet.runtime import EdgeRuntimeError, InputError, check_feeds
 from edgefleet.wire import ErrorCode, RequestFrame, TopicKind, Topics, WireError, decode_frame
 from edgefleet.wire.tensors import CONTENT_TYPE, encode_error, encode_result
@@ -57,6 +58,7 @@ class Server:
         max_payload_bytes: int,
         default_timeout_ms: float,
         clock: Callable[[], float] = time.monotonic,
+        publish_many: Callable[[list[Outgoing]], None] | None = None,
     ) -> None:
         self.device_id = device_id
         self.topics = topics
@@ -66,6 +68,7 @@ class Server:
         self.slots = scheduler.slots
         self.stats = stats
         self.publish = publish
+        self.publish_many = publish_many  # a batch's replies in one write, where the link can
         self.max_payload_bytes = max_payload_bytes
         self.default_timeout_ms = default_timeout_ms
         self.clock = clock
@@ -225,6 +228,16 @@ class Server:
         except Exception:
             log.warning("could not publish reply to %r", topic, exc_info=True)
 
+    def _send_all(self, replies: list[Outgoing]) -> None:
+        if self.publish_many is None or len(replies) == 1:
+            for m in replies:
+                self._send(m.topic, m.correlation_data, m.qos, m.payload, _OK)
+            return
+        try:
+            self.publish_many(replies)
+        except Exception:
+            log.warning("could not publish %d replies", len(replies), exc_info=True)
+
     def reject(self, requests: list[Request], code: ErrorCode, message: str) -> None:
         """Answer requests that will not be served (tenant leaving, agent stopping)."""
         for r in requests:
@@ -303,6 +316,7 @@ class Server:
         rows = sum(r.rows for r in reqs) if len(reqs) > 1 else reqs[0].rows
         service_ms = round(1e3 * service, 3)
         device, tenant, variant = self.device_id, batch.tenant, hosted.variant
+        replies: list[Outgoing] = []
         for r, outs in zip(reqs, outs_per_req, strict=True):
             meta = {
                 "device": device,
@@ -312,7 +326,10 @@ class Server:
                 "service_ms": service_ms,
                 "batch": rows,
             }
-            self._send(r.response_topic, r.correlation, r.qos, encode_result(outs, meta), _OK)
+            if r.response_topic:
+                replies.append(Outgoing(r.response_topic, encode_result(outs, meta), 1 if r.qos else 0,
+                                        r.correlation, CONTENT_TYPE, _OK))
+        self._send_all(replies)
         done = self.clock()
         self.stats.served(tenant, rows=rows, service_s=service, started=start, finished=done,
                           received=[r.received for r in reqs], slo_ms=hosted.spec.slo_ms)

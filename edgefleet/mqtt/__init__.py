@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from edgefleet.mqtt.link import Handler, Inbound, MqttLink, MqttSettings, Will
+from edgefleet.mqtt.link import Handler, Inbound, MqttLink, MqttSettings, Outgoing, Will
 
 DATA_LINKS = ("auto", "lean", "paho")
 
@@ -48,6 +48,18 @@ def lean_available() -> bool:
     return True
 
 
+def publish_many(link: DataLink, messages: list[Outgoing]) -> None:
+    """Publish ``messages`` with one write where the link can
+    (the lean link), else one by one."""
+    many = getattr(link, "publish_many", None)
+    if many is not None:
+        many(messages)
+        return
+    for m in messages:
+        link.publish(m.topic, m.payload, qos=m.qos, correlation_data=m.correlation_data,
+                     content_type=m.content_type, user_properties=list(m.user_properties or ()) or None)
+
+
 def data_link(settings: MqttSettings, client_id: str, kind: str = "auto", **kw: Any) -> DataLink:
     """A connection for requests and replies: ``lean`` (the mqtt5 codec), ``paho`` (``MqttLink``), or
     ``auto`` (lean where it is available). Both offer subscribe/unsubscribe/publish/start/stop/
@@ -62,4 +74,4 @@ def data_link(settings: MqttSettings, client_id: str, kind: str = "auto", **kw: 
     return MqttLink(settings, client_id, **kw)
 
 
-__all__ = ["DATA_LINKS", "DataLink", "Inbound", "MqttLink", "MqttSettings", "Will", "data_link", "lean_available"]
+__all__ = ["DATA_LINKS", "DataLink", "Inbound", "MqttLink", "MqttSettings", "Outgoing", "Will", "data_link", "lean_available", "publish_many"]

@@ -34,7 +34,7 @@ from typing import Any
 
 import mqtt5
 
-from edgefleet.mqtt.link import Handler, Inbound, MqttSettings, _strip_share
+from edgefleet.mqtt.link import Handler, Inbound, MqttSettings, Outgoing, _strip_share
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,50 @@ class LeanLink:
                 pid = self._packet_id()
                 self._inflight.add(pid)
             self._send_publish(topic, payload, 1, pid, props)
+
+    def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        """Write several PUBLISHes with one system call (a batch's replies): each as ``publish`` would.
+        From the reader thread (which must never wait for PUBACKs it alone reads) they go one by one."""
+        if threading.current_thread() is self._thread:
+            for m in messages:
+                self.publish(m.topic, m.payload, qos=m.qos, correlation_data=m.correlation_data,
+                             content_type=m.content_type, user_properties=m.user_properties)
+            return
+        if not self._connected.is_set():
+            raise LinkDown(f"{self.client_id} is not connected")
+        parts: list[Any] = []
+        for m in messages:
+            pid = self._reserve() if m.qos else None
+            head = mqtt5.PublishPacket(
+                m.topic, b"", qos=_QOS[m.qos], packet_id=pid, correlation_data=m.correlation_data,
+                content_type=m.content_type, user_properties=list(m.user_properties) if m.user_properties else None,
+            ).write()
+            parts.append(with_payload_length(head, len(m.payload)) if m.payload else head)
+            if m.payload:
+                parts.append(m.payload)
+        sock = self._sock
+        if sock is None:
+            raise LinkDown(f"{self.client_id} is not connected")
+        with self._wlock:
+            if self._tls:
+                sock.sendall(b"".join(bytes(p) for p in parts))
+            else:
+                _send_all(sock, parts)
+            self._last_out = time.monotonic()
+
+    def _reserve(self) -> int:
+        """A packet id for a QoS 1 publish, waiting while the in-flight window is full or publishes are
+        parked before it (not on the reader thread: see ``publish``)."""
+        with self._room:
+            end = time.monotonic() + self.settings.keepalive_s
+            while len(self._inflight) >= self._max_inflight or self._backlog:
+                left = end - time.monotonic()
+                if left <= 0 or not self._connected.is_set():
+                    raise LinkDown(f"{self.client_id}: no PUBACK came for {len(self._inflight)} publishes")
+                self._room.wait(min(left, 0.5))
+            pid = self._packet_id()
+            self._inflight.add(pid)
+            return pid
 
     def _write(self, data: bytes, payload: bytes | bytearray | memoryview | None = None) -> None:
         sock = self._sock

@@ -19,9 +19,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -82,6 +82,17 @@ class Inbound:
 
 
 Handler = Callable[[Inbound], None]
+
+
+class Outgoing(NamedTuple):
+    """One message to publish among several at once (``edgefleet.mqtt.publish_many``)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    correlation_data: bytes | None = None
+    content_type: str | None = None
+    user_properties: Sequence[tuple[str, str]] | None = None
 
 
 def _strip_share(filter_: str) -> str:

@@ -8,11 +8,12 @@ runtime rejects bad requests the same way and before any vendor code runs.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -112,6 +113,16 @@ class Runtime(Protocol):
     def open(self, path: Path, options: SessionOptions = DEFAULT_OPTIONS) -> Session: ...
 
 
+@functools.cache
+def _dtype(name: str) -> np.dtype[Any] | None:
+    """The numpy dtype named ``name`` (compared as objects: faster than comparing names); None when
+    numpy has no such dtype."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None
+
+
 def check_feeds(specs: tuple[TensorSpec, ...], feeds: Feeds, *, loose_batch: bool = False) -> int:
     """Validate ``feeds`` against ``specs`` and return the batch size (first dimension, 1 for scalars).
 
@@ -138,7 +149,7 @@ def check_feeds(specs: tuple[TensorSpec, ...], feeds: Feeds, *, loose_batch: boo
                 f"got {type(value).__name__}",
                 code="bad_input",
             )
-        if value.dtype.name != spec.dtype:
+        if value.dtype != _dtype(spec.dtype) and value.dtype.name != spec.dtype:
             raise InputError(
                 f"input {spec.name!r}: expected dtype {spec.dtype}, got {value.dtype.name}", code="bad_dtype"
             )

@@ -18,6 +18,7 @@ device and variant served it and how long it queued and ran; an error's meta hol
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -82,10 +83,16 @@ class ErrorFrame:
 Frame = RequestFrame | ResultFrame | ErrorFrame
 
 
+@functools.lru_cache(maxsize=1024)
+def _spec_json(name: str, dtype: str, shape: tuple[int, ...], offset: int, nbytes: int) -> str:
+    return json.dumps({"name": name, "dtype": dtype, "shape": list(shape), "offset": offset, "nbytes": nbytes},
+                      separators=(",", ":"))
+
+
 def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
     if len(tensors) > MAX_TENSORS:
         raise WireError(ErrorCode.BAD_REQUEST, f"at most {MAX_TENSORS} tensors per frame")
-    specs: list[dict[str, Any]] = []
+    specs: list[str] = []
     arrays: list[tuple[int, np.ndarray]] = []
     offset = 0
     for name, value in tensors.items():
@@ -94,14 +101,14 @@ def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any])
         if wire_dtype is None:
             raise WireError(ErrorCode.BAD_DTYPE, f"tensor {name!r}: dtype {arr.dtype} cannot be sent")
         nbytes = arr.size * wire_dtype.itemsize
-        specs.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset,
-                      "nbytes": nbytes})
+        specs.append(_spec_json(name, wire_dtype.name, arr.shape, offset, nbytes))
         arrays.append((offset, arr.astype(wire_dtype, copy=False)))
         offset += nbytes + (-nbytes) % 8
-    header = json.dumps(
-        {"v": FRAME_VERSION, "kind": kind, "tensors": specs, "meta": dict(meta)},
-        separators=(",", ":"),
-        allow_nan=False,
+    # what json.dumps of {"v", "kind", "tensors", "meta"} writes, with each tensor's entry written once
+    # per distinct (name, dtype, shape, offset): replies of one batch share them
+    header = (
+        f'{{"v":{FRAME_VERSION},"kind":"{kind}","tensors":[{",".join(specs)}],"meta":'
+        f'{json.dumps(dict(meta), separators=(",", ":"), allow_nan=False)}}}'
     ).encode()
     if len(header) > MAX_HEADER_BYTES:
         raise WireError(ErrorCode.BAD_REQUEST, "frame header too large")

@@ -151,12 +151,13 @@ class Server:
                        f"timeout_ms {timeout_ms:g} was spent before the request could be queued ({spent_ms:.3f} ms "
                        f"after receipt); the same budget cannot succeed: send a larger one")
             return
-        early = self.scheduler.admission(slot, deadline)
-        if not early.ok:  # shed before checking the tensors or queueing anything
-            stats.shed(tenant)
-            self.error(response_topic, correlation, qos, ErrorCode.OVERLOADED,
-                       f"{tenant} on {self.device_id}: {early.reason}")
-            return
+        if len(slot.queue) >= self.scheduler.workers:  # a backlog: shed before checking the tensors
+            early = self.scheduler.admission(slot, deadline)
+            if not early.ok:
+                stats.shed(tenant)
+                self.error(response_topic, correlation, qos, ErrorCode.OVERLOADED,
+                           f"{tenant} on {self.device_id}: {early.reason}")
+                return
         try:
             rows = self._check(slot, frame)
         except WireError as exc:

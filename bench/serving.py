@@ -104,6 +104,7 @@ def _drive(settings: MqttSettings, prefix: str, tenant: str, feeds: dict[str, np
     from edgefleet.wire.tensors import encode_result
 
     services: list[float] = []
+    queued: list[float] = []
     reply_bytes: list[int] = []
 
     async def drive() -> Any:
@@ -114,6 +115,8 @@ def _drive(settings: MqttSettings, prefix: str, tenant: str, feeds: dict[str, np
                 service, batch = res.meta.get("service_ms"), res.meta.get("batch") or 1
                 if isinstance(service, (int, float)):
                     services.append(float(service) / batch)
+                if isinstance(res.meta.get("queue_ms"), (int, float)):
+                    queued.append(float(res.meta["queue_ms"]))
                 if not reply_bytes:  # what the reply carried: its outputs and the device's meta
                     reply_bytes.append(len(encode_result(res.outputs, {k: v for k, v in res.meta.items()
                                                                       if k != "latency_ms"})))
@@ -132,6 +135,7 @@ def _drive(settings: MqttSettings, prefix: str, tenant: str, feeds: dict[str, np
         "batch_mean": float(np.mean(load.batch_sizes)) if load.batch_sizes else 0.0,
         "service_ms_per_request": float(np.mean(services)) if services else None,
         "reply_bytes": reply_bytes[0] if reply_bytes else None,
+        "queue_ms_p50": float(np.median(queued)) if queued else None,  # receipt to start of service
         "errors": load.errors,
         "cpu_percent": cpu_percent,  # 100 = one core, over the run
         "cpu_ms_per_request": {k: v * 10 / load.rps if load.rps else None for k, v in cpu_percent.items()},
@@ -224,7 +228,8 @@ def run(
                             "agent_p50_ms": got["p50_ms"],
                             "agent_p99_ms": got["p99_ms"],
                             **{k: got[k] for k in ("batch_mean", "service_ms_per_request", "errors",
-                                                   "cpu_percent", "cpu_ms_per_request", "reply_bytes")},
+                                                   "cpu_percent", "cpu_ms_per_request", "reply_bytes",
+                                                   "queue_ms_p50")},
                             "efficiency": got["rps"] / d["direct_rps"] if d.get("direct_rps") else None,
                             "request_bytes": _frame_bytes(feeds),
                         }
@@ -239,6 +244,7 @@ def run(
             finally:
                 ctl.close()
                 agent.stop()
+        hold = _hold_ms(settings, prefix)
     triton: dict[str, Any] | None = None
     triton_error = None
     if peer == "triton":
@@ -263,8 +269,51 @@ def run(
         "triton": triton,
         "triton_error": triton_error,
         "large_payload": large,
+        # the performance model's request-path parameters, as measured in this run (see _calibration)
+        "request_path": _calibration(results, large, hold),
     }
     return finish(json_path, data, _plot if plot else None)
+
+
+def _hold_ms(settings: MqttSettings, prefix: str, n: int = 2000) -> dict[str, float]:
+    """Worker time after the runtime returns, per request, measured on the agent's own code: encode the
+    reply of a batch of one (MLP output, the agent's meta) and publish it on a data link of the kind
+    the agent uses, to this broker; the median over ``n`` (MLP) and over ``n / 20`` selfie-seg masks."""
+    from edgefleet.mqtt import Outgoing, data_link, publish_many
+    from edgefleet.wire.tensors import CONTENT_TYPE, encode_result
+
+    link = data_link(settings, f"bench-hold-{os.getpid()}")
+    link.start()
+    out: dict[str, float] = {}
+    try:
+        if not link.wait_connected(10):
+            return out
+        meta = {"device": "bench-agent", "tenant": "t", "variant": "fp32", "queue_ms": 0.1, "service_ms": 0.1,
+                "batch": 1}
+        for name, outputs, count in (("mlp", {"y": np.zeros((1, 10), np.float32)}, n),
+                                     (LARGE_MODEL, {"output": np.zeros((1, 256, 256, 1), np.float32)}, n // 20)):
+            times = []
+            for i in range(count):
+                t0 = time.perf_counter()
+                reply = Outgoing(f"{prefix}/clients/hold/replies", encode_result(outputs, meta), 1,
+                                 i.to_bytes(16, "little"), CONTENT_TYPE, [("ef-status", "ok")])
+                publish_many(link, [reply])
+                times.append(time.perf_counter() - t0)
+            out[name] = 1e3 * float(np.median(times))
+    finally:
+        link.stop()
+    return out
+
+
+def _calibration(results: dict[str, Any], large: dict[str, Any], hold: dict[str, float]) -> dict[str, Any]:
+    """``coordinator/perf/calibration.json``'s ``cpu_request_path`` from this run: ``ms`` the MLP's path
+    ms at c=1 (agent CPU per request less the model's service), ``ms_per_mb`` the large frame's extra
+    path per MB, ``dispatch_ms`` the median receipt-to-service at c=1 (MLP), ``hold_ms`` the reply's
+    worker time (MLP) from ``_hold_ms``."""
+    heads = _headlines(results, {}, None, large)
+    mlp = results.get("mlp", {}).get("1", {})
+    return {"ms": heads["path_ms_small"], "ms_per_mb": heads["path_ms_per_mb"],
+            "dispatch_ms": mlp.get("queue_ms_p50"), "hold_ms": hold.get("mlp"), "hold_ms_by_model": hold}
 
 
 def _headlines(results: dict[str, Any], floor: dict[str, Any], triton: dict[str, Any] | None,

@@ -153,18 +153,14 @@ def check_feeds(specs: tuple[TensorSpec, ...], feeds: Feeds, *, loose_batch: boo
             raise InputError(
                 f"input {spec.name!r}: expected dtype {spec.dtype}, got {value.dtype.name}", code="bad_dtype"
             )
-        shape_error = InputError(
-            f"input {spec.name!r}: expected shape {spec.describe()}, got {list(value.shape)}",
-            code="bad_shape",
-        )
         if value.ndim != len(spec.shape):
-            raise shape_error
+            raise _shape_error(spec, value)
         for axis, (want, have) in enumerate(zip(spec.shape, value.shape, strict=True)):
             if want is None or want == have:
                 continue
             if axis == 0 and loose_batch and want == 1 and have >= 1:
                 continue
-            raise shape_error
+            raise _shape_error(spec, value)
         if loose_batch and value.ndim > 0 and spec.shape[0] == 1:
             batches.add(int(value.shape[0]))
     if len(batches) > 1:
@@ -173,6 +169,12 @@ def check_feeds(specs: tuple[TensorSpec, ...], feeds: Feeds, *, loose_batch: boo
         return batches.pop()
     leading = [int(feeds[s.name].shape[0]) for s in specs if feeds[s.name].ndim > 0]
     return leading[0] if leading else 1
+
+
+def _shape_error(spec: TensorSpec, value: Array) -> InputError:
+    return InputError(
+        f"input {spec.name!r}: expected shape {spec.describe()}, got {list(value.shape)}", code="bad_shape"
+    )
 
 
 T = TypeVar("T")

@@ -36,6 +36,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_TENSORS = 32
 MAX_RANK = 8
 MAX_DIM = 2**31 - 1  # largest size of one dimension
+SMALL_FRAME_BYTES = 1 << 16  # tensors' bytes below which a frame is packed by joining copies
 MAX_ERROR_MESSAGE_CHARS = 2048  # an error's message may quote what the requester sent: longer ones are cut
 CONTENT_TYPE = "application/vnd.edgefleet.tensors.v1"
 # dtype names on the wire -> numpy dtypes (always little-endian on the wire).
@@ -56,6 +57,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
         "bool",
     )
 }
+_NATIVE = {name: dtype.newbyteorder("=") for name, dtype in DTYPES.items()}  # what decoded arrays use
 _PREFIX = struct.Struct("<4sI")
 
 
@@ -114,12 +116,18 @@ def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any])
         raise WireError(ErrorCode.BAD_REQUEST, "frame header too large")
     start = _PREFIX.size + len(header)
     start += (-start) % 8
-    if not arrays:
-        return _PREFIX.pack(MAGIC, len(header)) + header + b"\x00" * (start - _PREFIX.size - len(header))
+    head = _PREFIX.pack(MAGIC, len(header)) + header + b"\x00" * (start - _PREFIX.size - len(header))
+    if offset < SMALL_FRAME_BYTES:  # small: joining the bytes is cheaper than views into one buffer
+        parts = [head]
+        for _, arr in arrays:
+            data = arr.tobytes()
+            parts.append(data)
+            if len(data) % 8:
+                parts.append(b"\x00" * (-len(data) % 8))
+        return b"".join(parts)
     # one buffer, each tensor's bytes copied into it once (padding stays zero)
     out = bytearray(start + offset)
-    _PREFIX.pack_into(out, 0, MAGIC, len(header))
-    out[_PREFIX.size : _PREFIX.size + len(header)] = header
+    out[:start] = head
     for at, arr in arrays:
         if arr.size:
             dest = np.frombuffer(out, dtype=arr.dtype, count=arr.size, offset=start + at).reshape(arr.shape)
@@ -174,11 +182,7 @@ def _parse_specs(header: Mapping[str, Any], data: memoryview) -> dict[str, np.nd
             raise _bad(f"tensors[{i}].name must be a unique non-empty string of at most 256 characters")
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise WireError(ErrorCode.BAD_DTYPE, f"tensor {name!r}: unsupported dtype {dtype!r}")
-        if (
-            not isinstance(shape, list)
-            or len(shape) > MAX_RANK
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape)
-        ):
+        if not isinstance(shape, list) or len(shape) > MAX_RANK or not _dims_ok(shape):
             raise WireError(
                 ErrorCode.BAD_SHAPE, f"tensor {name!r}: shape must be a list of at most {MAX_RANK} integers, each in [0, {MAX_DIM}]"
             )
@@ -196,9 +200,15 @@ def _parse_specs(header: Mapping[str, Any], data: memoryview) -> dict[str, np.nd
         if offset < end_prev or offset + nbytes > len(data):
             raise _bad(f"tensor {name!r}: bytes {offset}..{offset + nbytes} overlap or run past the frame")
         end_prev = offset + nbytes
-        arr = np.frombuffer(data[offset : offset + nbytes], dtype=wire_dtype).reshape(shape)
-        out[name] = arr.astype(wire_dtype.newbyteorder("="), copy=False)
+        arr = np.frombuffer(data, dtype=wire_dtype, count=expected // wire_dtype.itemsize if nbytes else 0,
+                            offset=offset).reshape(shape)
+        native = _NATIVE[dtype]
+        out[name] = arr if native == wire_dtype else arr.astype(native, copy=False)
     return out
+
+
+def _dims_ok(shape: list[Any]) -> bool:
+    return all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)  # exactly int: bool is not a dimension
 
 
 def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
@@ -214,7 +224,7 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
     if hlen > MAX_HEADER_BYTES or _PREFIX.size + hlen > len(buf):
         raise _bad(f"header length {hlen} runs past the frame or the {MAX_HEADER_BYTES}-byte limit")
     try:
-        header = json.loads(bytes(buf[_PREFIX.size : _PREFIX.size + hlen]))
+        header = json.loads(str(buf[_PREFIX.size : _PREFIX.size + hlen], "utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad(f"frame header is not JSON: {exc}") from None
     except RecursionError:

@@ -6,6 +6,10 @@ command id and bytes, because an agent applies an id at most once and answers a 
 Commands to an offline device wait (no attempt is spent) until it is back. Commands for one
 (device, tenant) pair go out strictly in creation order: a later one waits until the earlier is done,
 so an Undeploy can never overtake the Deploy it follows.
+Just before a Deploy is published, the broker is asked to let the device host the tenant
+(``coordinator.grants``): a refusal keeps the Deploy unsent (the attempt counts, and the reason is the
+command's result if attempts run out); a grant the broker is still applying holds it back briefly,
+spending no attempt.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from coordinator.config import CommandPolicy
+from coordinator.grants import GrantRefused, Grants, NullGrants, Settling
 from coordinator.store import CommandRow, Store
 from edgefleet.wire import Configure, Deploy, TenantSpec, Topics, Undeploy, encode
 
@@ -37,11 +42,15 @@ class Exhausted:
 
 
 class Outbox:
-    def __init__(self, store: Store, topics: Topics, policy: CommandPolicy, publish: Publish) -> None:
+    def __init__(self, store: Store, topics: Topics, policy: CommandPolicy, publish: Publish,
+                 grants: Grants | None = None) -> None:
         self.store = store
         self.topics = topics
         self.policy = policy
         self._publish = publish
+        self.grants: Grants = grants if grants is not None else NullGrants()
+        self._held_until: dict[str, float] = {}  # command id -> not before (its grant is settling)
+        self._refused: dict[str, str] = {}  # command id -> why the broker last refused its grant
         self.sends = 0
         self.resends = 0
 
@@ -83,18 +92,37 @@ class Outbox:
         """Send every due command to an online device; return those that ran out of attempts."""
         exhausted: list[Exhausted] = []
         busy: set[tuple[str, str]] = set()  # (device, tenant) pairs with an earlier outstanding command
-        for cmd in self.store.commands(outstanding=True):
+        outstanding = self.store.commands(outstanding=True)
+        ids = {c.command_id for c in outstanding}
+        self._held_until = {k: v for k, v in self._held_until.items() if k in ids}
+        self._refused = {k: v for k, v in self._refused.items() if k in ids}
+        for cmd in outstanding:
             key = (cmd.device_id, cmd.tenant)
             if key in busy:
                 continue
             busy.add(key)
-            if cmd.device_id not in online or cmd.next_attempt_at > now:
+            if cmd.device_id not in online or max(cmd.next_attempt_at, self._held_until.get(cmd.command_id, now)) > now:
                 continue
             if cmd.attempts >= self.policy.max_attempts:
-                self.store.finish_command(cmd.command_id, "failed", f"no ack after {cmd.attempts} attempts")
+                refused = self._refused.pop(cmd.command_id, None)
+                why = f"not granted by the broker: {refused}" if refused else f"no ack after {cmd.attempts} attempts"
+                self.store.finish_command(cmd.command_id, "failed", why)
                 exhausted.append(Exhausted(cmd, cmd.attempts))
                 continue
             attempts = cmd.attempts + 1
+            if cmd.kind == "deploy":
+                outcome = self.grants.allow(cmd.device_id, cmd.tenant)
+                if isinstance(outcome, Settling):
+                    self._held_until[cmd.command_id] = now + outcome.retry_after_s
+                    continue
+                self._held_until.pop(cmd.command_id, None)
+                if isinstance(outcome, GrantRefused):
+                    log.warning("not sending deploy %s of %s to %s: %s", cmd.command_id, cmd.tenant,
+                                cmd.device_id, outcome.reason)
+                    self._refused[cmd.command_id] = outcome.reason
+                    self.store.mark_sent(cmd.command_id, attempts, now + self.policy.retry_delay_s(attempts))
+                    continue
+                self._refused.pop(cmd.command_id, None)
             self.store.mark_sent(cmd.command_id, attempts, now + self.policy.retry_delay_s(attempts))
             try:
                 self._publish(self.topics.commands(cmd.device_id), cmd.payload)
@@ -111,4 +139,5 @@ class Outbox:
         heads: dict[tuple[str, str], CommandRow] = {}
         for cmd in self.store.commands(outstanding=True):
             heads.setdefault((cmd.device_id, cmd.tenant), cmd)
-        return min((c.next_attempt_at for c in heads.values() if c.device_id in online), default=None)
+        return min((max(c.next_attempt_at, self._held_until.get(c.command_id, c.next_attempt_at))
+                    for c in heads.values() if c.device_id in online), default=None)

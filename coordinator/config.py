@@ -61,6 +61,10 @@ class CoordinatorConfig:
     # [model] report_period_s: the model's error report (predicted-latency placement) is published on
     # {prefix}/v1/coordinator/model, retained, at most once per this many seconds and only when it changed; 0: off
     model_report_period_s: float = 10.0
+    # [security] grants: "none" (a static ACL, or no security: nothing changes at run time) or
+    # "mosquitto-dynsec" (Mosquitto's dynamic security plugin: a device gets a tenant's topics only while
+    # the tenant is placed on it; see coordinator.grants)
+    grants: str = "none"
 
     @property
     def topics(self) -> Topics:
@@ -78,7 +82,9 @@ _COORDINATOR_FIELDS = {
     "placement",
 }
 _COMMAND_FIELDS = {"ack_timeout_s", "max_attempts", "backoff_s", "backoff_max_s"}
-_TABLES = {"prefix", "coordinator", "commands", "mqtt", "rebalance", "model"}
+_TABLES = {"prefix", "coordinator", "commands", "mqtt", "rebalance", "model", "security"}
+_SECURITY_FIELDS = {"grants"}
+GRANTS = ("none", "mosquitto-dynsec")
 _MODEL_FIELDS = {"report_period_s"}
 _REBALANCE_FIELDS = {"enabled", "windows", "ratio", "cooldown_s", "predict", "margin", "max_actions", "max_batch"}
 
@@ -119,6 +125,10 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
     k = Section(source, "commands", data.get("commands"), _COMMAND_FIELDS)
     r = Section(source, "rebalance", data.get("rebalance"), _REBALANCE_FIELDS)
     m = Section(source, "model", data.get("model"), _MODEL_FIELDS)
+    sec = Section(source, "security", data.get("security"), _SECURITY_FIELDS)
+    grants = sec.str("grants", "none")
+    if grants not in GRANTS:
+        raise ConfigError(f"{source}: [security] grants must be one of {', '.join(GRANTS)}, got {grants!r}")
     ack_timeout_s = k.num("ack_timeout_s", 5.0, lo=0, lo_open=True, hi=3600.0)
     max_attempts = k.int("max_attempts", 5, lo=1, hi=1000)
     backoff_s = k.num("backoff_s", 1.0, lo=0, hi=3600.0)
@@ -150,6 +160,7 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
             max_batch=r.int("max_batch", 32, lo=1, hi=1024),
         ),
         model_report_period_s=m.num("report_period_s", 10.0, lo=0, hi=86_400.0),
+        grants=grants,
     )
 
 

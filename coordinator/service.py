@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 from coordinator.commands import Outbox
 from coordinator.config import CoordinatorConfig
 from coordinator.engine import Engine
+from coordinator.grants import Grants, make_grants
+from coordinator.grants.wanted import kept_grants, wanted_grants
 from coordinator.models import ModelLookup, ZooModels
 from coordinator.ops import OpsDesk, fleet_status, model_report
 from coordinator.perf.report import ReportSchedule
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_WAIT_S = 1.0  # the worker wakes at least this often
 PRUNE_EVERY_S = 60.0
+GRANTS_EVERY_S = 0.2  # the broker's grants are compared with the placement at most this often
 PRUNE_BATCH = 5_000  # telemetry rows deleted per transaction, so pruning never stalls the worker long
 BATCH_MAX = 256  # messages applied in one transaction, their telemetry acknowledged after its commit
 BATCH_S = 0.05  # seconds of work after which a batch is committed even if more is queued
@@ -94,9 +97,10 @@ class Coordinator:
 
     def __init__(self, config: CoordinatorConfig, *, models: ModelLookup | None = None,
                  placement: Placement | None = None, model: PerfModel | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, grants: Grants | None = None) -> None:
         """``placement`` and ``model`` default to what ``config.placement`` names (the performance model
-        of ``predicted-latency``, or none); a ``placement`` given alone runs without a model."""
+        of ``predicted-latency``, or none); a ``placement`` given alone runs without a model. ``grants``
+        defaults to what ``config.grants`` names (coordinator.grants)."""
         self.config = config
         self.topics = config.topics
         self.models: ModelLookup = models if models is not None else ZooModels()
@@ -123,6 +127,11 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self.link = MqttLink(config.mqtt, client_id=config.coordinator_id)
         self._on_telemetry = self._enqueue("telemetry")
+        # the broker's per-device grants (coordinator.grants): kept equal to the placement
+        self.grants: Grants = grants if grants is not None else make_grants(
+            config.grants, config.mqtt, config.prefix, config.coordinator_id)
+        self._grant_problems: list[str] = []
+        self._grants_at = float("-inf")
         for filter_, channel in ((self.topics.all_status, "status"), (self.topics.all_telemetry, "telemetry"),
                                  (self.topics.all_acks, "acks"), (self.topics.ops(), "ops")):
             self.link.subscribe(filter_, self._on_telemetry if channel == "telemetry" else self._enqueue(channel),
@@ -137,6 +146,7 @@ class Coordinator:
         if self._start_error is not None:
             raise self._start_error
         self._metrics_server = start_metrics(self._samples, self.config.metrics_port)
+        self.grants.start()
         self.link.start()
         if not self.link.wait_connected(timeout_s):
             log.warning("not connected to %s:%d yet; retrying in the background",
@@ -149,6 +159,7 @@ class Coordinator:
             self._thread.join(10)
             self._thread = None
         self.link.stop()
+        self.grants.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None
@@ -215,7 +226,7 @@ class Coordinator:
         try:
             store = Store(self.config.db_path)
             outbox = Outbox(store, self.topics, self.config.commands,
-                            lambda topic, payload: self._publish(topic, payload))
+                            lambda topic, payload: self._publish(topic, payload), grants=self.grants)
             engine = Engine(store=store, outbox=outbox, models=self.models, placement=self.placement, model=self.model,
                             clock=self.clock, device_timeout_s=self.config.device_timeout_s,
                             rebalance=self.config.rebalance)
@@ -390,8 +401,24 @@ class Coordinator:
             self._gauges_at = now
             self._fleet_gauges = _fleet_gauges(engine)
         if self.link.connected:
+            self._sync_grants(engine, now)
             self._publish_model_report(engine)
         desk.expire()
+
+    def _sync_grants(self, engine: Engine, now: float) -> None:
+        """The broker's grants follow the placement: what a completed undeploy or hand-over no longer
+        needs is revoked, what a restart or a broker change lost is restored (coordinator.grants). At
+        most every GRANTS_EVERY_S, so a telemetry burst does not pay for it per message; the grant a
+        Deploy needs is asked for by the outbox itself, just before it is sent."""
+        if not self.grants.active or 0 <= now - self._grants_at < GRANTS_EVERY_S:
+            return
+        self._grants_at = now
+        wanted = wanted_grants(engine.store.tenants())
+        keep = kept_grants(engine.outbox.outstanding(kind="undeploy"))
+        problems = self.grants.reconcile(wanted, keep)
+        if problems and problems != self._grant_problems:
+            log.warning("broker grants not in line with the placement: %s", "; ".join(problems))
+        self._grant_problems = problems
 
     def _publish_model_report(self, engine: Engine) -> None:
         """The performance model's error per tenant, retained, when due (see coordinator.perf.report)."""

@@ -45,6 +45,11 @@ class BrokerLimits:
     max_packet_size: int = 16 * 1024 * 1024  # bytes, whole MQTT packet
 
 
+def _authenticates(extra_config: str) -> bool:
+    """Whether ``extra_config`` brings its own authentication (a password file or a security plugin)."""
+    return any(line.split()[:1] in (["password_file"], ["plugin"]) for line in extra_config.splitlines())
+
+
 class PrivateBroker:
     """Start with ``with PrivateBroker() as b:``; ``b.port`` is the port. ``restart()`` keeps the port."""
 
@@ -68,7 +73,7 @@ class PrivateBroker:
         self.log_path = self.workdir / "mosquitto.log"
         lines = [
             f"listener {self.port} {bind}",
-            "allow_anonymous true" if "password_file" not in extra_config else "allow_anonymous false",
+            "allow_anonymous false" if _authenticates(extra_config) else "allow_anonymous true",
             f"max_inflight_messages {limits.max_inflight_messages}",
             f"max_queued_messages {limits.max_queued_messages}",
             f"max_packet_size {limits.max_packet_size}",

@@ -83,7 +83,8 @@ def agent_toml(plan: AgentPlan, port: int, state_dir: Path, *, prefix: str, data
 
 
 def coordinator_toml(port: int, db: Path, *, prefix: str, device_timeout_s: float, op_timeout_s: float,
-                     password: str | None = None, placement: str = "most-free-memory") -> str:
+                     password: str | None = None, placement: str = "most-free-memory",
+                     grants: str = "none") -> str:
     return "\n".join([
         f'prefix = "{prefix}"',
         "",
@@ -99,6 +100,9 @@ def coordinator_toml(port: int, db: Path, *, prefix: str, device_timeout_s: floa
         "backoff_s = 0.5",
         "backoff_max_s = 5.0",
         "max_attempts = 6",
+        "",
+        "[security]",
+        f'grants = "{grants}"',
         "",
         "[mqtt]",
         'host = "127.0.0.1"',
@@ -161,6 +165,9 @@ class LocalFleet:
     keep_workdir: bool = False
     placement: str = "most-free-memory"  # the coordinator's policy: or "predicted-latency"
     secure: bool = False  # passwords and ACLs from `edgefleet security init`: every process its own account
+    # secure: "dynamic" (Mosquitto's dynamic security plugin; the coordinator grants each device the
+    # tenants placed on it) or "static" (a password file and an ACL file: every device reads every tenant)
+    security_mode: str = "dynamic"
     apps: Mapping[str, Sequence[str]] = field(default_factory=dict)  # secure: app name -> tenants granted
     broker: PrivateBroker | None = field(default=None, init=False)
     coordinator: Child | None = field(default=None, init=False)
@@ -204,12 +211,18 @@ class LocalFleet:
         folder = (self.workdir / "security").resolve()
         plan = SecurityPlan(prefix=self.prefix, devices=tuple(p.device_id for p in self.agents),
                             apps=tuple(AppGrant(name, tuple(ts)) for name, ts in self.apps.items()))
-        bundle = build_bundle(plan, BundleOptions(install_dir=folder))
+        if self.security_mode not in ("dynamic", "static"):
+            raise FleetError(f"security_mode must be 'dynamic' or 'static', got {self.security_mode!r}")
+        bundle = build_bundle(plan, BundleOptions(install_dir=folder, dynamic=self.security_mode == "dynamic"))
         write_bundle(bundle, folder)
         self._passwords = dict(bundle.passwords)
         # Started as root, Mosquitto would drop to the 'mosquitto' user, who may not read our 0600 files.
         run_as = "user root\n" if os.geteuid() == 0 else ""
         return run_as + bundle.file(BROKER_CONF).content.decode()
+
+    @property
+    def _grants(self) -> str:
+        return "mosquitto-dynsec" if self.secure and self.security_mode == "dynamic" else "none"
 
     def client_settings(self, username: str) -> MqttSettings:
         """Broker settings for ``username`` (an app, "operator", ...); plain ones when not secure."""
@@ -235,7 +248,8 @@ class LocalFleet:
         cfg = folder / "coordinator.toml"
         cfg.write_text(coordinator_toml(self.broker.port, folder / "coordinator.db", prefix=self.prefix,
                                         device_timeout_s=self.device_timeout_s, op_timeout_s=self.op_timeout_s,
-                                        password=self._passwords.get("coordinator"), placement=self.placement))
+                                        password=self._passwords.get("coordinator"), placement=self.placement,
+                                        grants=self._grants))
         cfg.chmod(0o600)  # it may hold a password
         child = Child("coordinator", [sys.executable, "-m", "coordinator.main", "--config", str(cfg),
                                       "--log-level", self.log_level], folder / "coordinator.log")

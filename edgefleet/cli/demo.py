@@ -37,8 +37,9 @@ def register(subparsers: Any) -> None:
                    help="the coordinator's placement policy (default most-free-memory; predicted-latency uses "
                         "the performance model, learnt from telemetry as the demo runs)")
     p.add_argument("--secure", action="store_true",
-                   help="run with `edgefleet security init` credentials and ACLs: every process and app its "
-                        "own account, each app allowed to call only its own tenant")
+                   help="run with `edgefleet security init --dynamic` credentials and Mosquitto's dynamic "
+                        "security plugin: every process and app its own account, each app allowed to call only "
+                        "its own tenant, each device reading only the requests of the tenants placed on it")
     p.add_argument("--camera-fps", type=float, default=10.0,
                    help="frames per second of the simulated camera feeding the stream tenant (default 10)")
     p.add_argument("--workdir", type=Path, default=None,
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     fleet = LocalFleet(agents=DEVICES, prefix=prefix, workdir=args.workdir,
                        keep_workdir=args.workdir is not None, secure=args.secure, placement=args.placement,
                        apps={app_name(t.spec.name): [t.spec.name] for t in loads})
-    print(f"edgefleet demo: starting a private Mosquitto{' (passwords and ACLs)' if args.secure else ''}, "
+    print(f"edgefleet demo: starting a private Mosquitto{' (passwords, dynamic security)' if args.secure else ''}, "
           f"a coordinator and {len(DEVICES)} agents "
           f"({', '.join(f'{d.device_id} {d.budget_mib} MiB' for d in DEVICES)})", flush=True)
     try:

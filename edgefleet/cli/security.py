@@ -2,7 +2,9 @@
 
 It writes what a Mosquitto broker needs to admit only the fleet's principals (coordinator, operator
 tools, devices, apps) and to keep each to its own topics: a password file, an ACL file, a configuration
-snippet and, with ``--tls``, a CA with broker and client certificates. Each principal gets a TOML file
+snippet and, with ``--tls``, a CA with broker and client certificates. With ``--dynamic`` the password
+file and ACL are replaced by the dynamic security plugin's file: devices then start with their own
+topics only, and the coordinator grants each tenant's topics to the devices it places the tenant on. Each principal gets a TOML file
 with its ``[mqtt]`` keys. Passwords are never printed, only written to files readable by their owner.
 Exit status: 0 written, 1 refused (files exist) or not written, 2 usage (bad names or options).
 """
@@ -46,6 +48,12 @@ def register(subparsers: Any) -> None:
     init.add_argument("--install-dir", type=Path, default=None,
                       help="where the files will be read from, written into the configs (default: --out)")
     init.add_argument("--force", action="store_true", help="replace existing files")
+    init.add_argument("--dynamic", action="store_true",
+                      help="use Mosquitto's dynamic security plugin: devices get a tenant's topics only while "
+                           "the coordinator places it on them (the static ACL lets every device read every "
+                           "tenant's requests)")
+    init.add_argument("--plugin-path", default=None, metavar="PATH",
+                      help="with --dynamic: mosquitto_dynamic_security.so (default: Debian's path)")
     tls = init.add_argument_group("TLS (client certificates)")
     tls.add_argument("--tls", action="store_true",
                      help="also create a CA, a broker certificate and one client certificate per principal")
@@ -107,7 +115,10 @@ def _options(args: argparse.Namespace) -> BundleOptions:
             days=_TLS_DEFAULT_DAYS if args.tls_days is None else args.tls_days,
         )
     install = args.install_dir if args.install_dir is not None else args.out.absolute()
-    return BundleOptions(install_dir=install, tls=tls)
+    if args.plugin_path is not None and not args.dynamic:
+        raise ValueError("--plugin-path: needs --dynamic")
+    plugin = {} if args.plugin_path is None else {"plugin_path": args.plugin_path}
+    return BundleOptions(install_dir=install, tls=tls, dynamic=args.dynamic, **plugin)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -144,8 +155,16 @@ def _summary(bundle: Bundle, out: Path) -> None:
     print()
     print(f"broker: include {out / layout.BROKER_CONF} in Mosquitto's configuration (Debian: copy it to")
     print(f"  /etc/mosquitto/conf.d/edgefleet.conf). It reads its files from {home}; let the user Mosquitto")
-    secret_for_broker = [layout.PASSWD, *([layout.SERVER_KEY] if options.tls else [])]
-    print(f"  runs as read {', '.join(secret_for_broker)} there (e.g. chown root:mosquitto, chmod 0640).")
+    if options.dynamic:
+        print(f"  runs as read and write {layout.DYNSEC} and its directory there (the plugin saves every change")
+        print("  to it; e.g. chown mosquitto). The coordinator holds the plugin's admin role and adds a tenant's")
+        print('  role to a device only while the tenant is placed there: set [security] grants = "mosquitto-dynsec"')
+        print("  in the coordinator's config.")
+        if options.tls:
+            print(f"  Let it also read {layout.SERVER_KEY} there.")
+    else:
+        secret_for_broker = [layout.PASSWD, *([layout.SERVER_KEY] if options.tls else [])]
+        print(f"  runs as read {', '.join(secret_for_broker)} there (e.g. chown root:mosquitto, chmod 0640).")
     if options.tls is not None:
         print(f"  TLS listener on port {options.tls.port}; the broker certificate is valid for "
               f"{', '.join(options.tls.hosts)} (clients' [mqtt] host must be one of them).")

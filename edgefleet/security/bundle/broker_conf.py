@@ -1,4 +1,5 @@
-"""The Mosquitto configuration snippet of a bundle: authentication, the ACL and the TLS listener.
+"""The Mosquitto configuration snippet of a bundle: authentication, the ACL (a file, or the dynamic
+security plugin) and the TLS listener.
 
 Global options come first: with Mosquitto's default ``per_listener_settings false`` they hold for every
 listener, including ones the main configuration defines. Without TLS no listener is declared, because
@@ -23,9 +24,16 @@ def render_broker_conf(plan: SecurityPlan, options: BundleOptions) -> str:
         "# (Debian: copy it to /etc/mosquitto/conf.d/edgefleet.conf); the broker must be able to read the",
         "# files named here.",
         "allow_anonymous false",
-        f"password_file {home / layout.PASSWD}",
-        f"acl_file {home / layout.ACL}",
     ]
+    if options.dynamic:
+        lines += [
+            "# Dynamic security: clients, roles and grants live in the plugin's file, which Mosquitto",
+            "# rewrites after every change (the broker must be able to write it and its directory).",
+            f"plugin {options.plugin_path}",
+            f"plugin_opt_config_file {home / layout.DYNSEC}",
+        ]
+    else:
+        lines += [f"password_file {home / layout.PASSWD}", f"acl_file {home / layout.ACL}"]
     tls = options.tls
     if tls is None:
         lines += [

@@ -12,6 +12,7 @@ from edgefleet.security.bundle import layout
 from edgefleet.security.bundle.broker_conf import render_broker_conf
 from edgefleet.security.bundle.client_conf import render_client_toml
 from edgefleet.security.bundle.options import BundleOptions
+from edgefleet.security.dynsec.config import render_dynsec_config
 from edgefleet.security.passwords import new_password, render_password_file
 from edgefleet.security.plan import SecurityPlan
 
@@ -42,11 +43,14 @@ def build_bundle(plan: SecurityPlan, options: BundleOptions, *,
     """Generate passwords (and, with ``options.tls``, a CA and certificates) and render every file."""
     principals = plan.principals()
     passwords = {p.name: password_for(p.name) for p in principals}
-    files = [
-        BundleFile(layout.PASSWD, render_password_file(passwords).encode(), secret=True),
-        BundleFile(layout.ACL, render_acl(plan).encode(), secret=False),
-        BundleFile(layout.BROKER_CONF, render_broker_conf(plan, options).encode(), secret=False),
-    ]
+    if options.dynamic:  # the plugin's file holds the password hashes and every role
+        files = [BundleFile(layout.DYNSEC, render_dynsec_config(plan, passwords).encode(), secret=True)]
+    else:
+        files = [
+            BundleFile(layout.PASSWD, render_password_file(passwords).encode(), secret=True),
+            BundleFile(layout.ACL, render_acl(plan).encode(), secret=False),
+        ]
+    files.append(BundleFile(layout.BROKER_CONF, render_broker_conf(plan, options).encode(), secret=False))
     files += [
         BundleFile(layout.client_settings(p.name),
                    render_client_toml(plan, p, passwords[p.name], options).encode(), secret=True)

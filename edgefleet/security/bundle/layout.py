@@ -5,6 +5,7 @@ from __future__ import annotations
 
 PASSWD = "passwd"
 ACL = "acl"
+DYNSEC = "dynamic-security.json"  # the dynamic security plugin's state; Mosquitto rewrites it
 BROKER_CONF = "mosquitto.conf"
 TLS_DIR = "tls"
 CA_CERT = f"{TLS_DIR}/ca.crt"

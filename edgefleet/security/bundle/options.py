@@ -1,4 +1,5 @@
-"""How a bundle is to be generated, beyond the plan: where its files will live, and TLS or not."""
+"""How a bundle is to be generated, beyond the plan: where its files will live, TLS or not, and static
+ACL or the dynamic security plugin."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_TLS_HOSTS = ("localhost", "127.0.0.1")
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"  # Debian/Ubuntu amd64 package
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,13 @@ class BundleOptions:
 
     install_dir: Path
     tls: TlsOptions | None = None
+    dynamic: bool = False  # the dynamic security plugin instead of a password file and a static ACL
+    plugin_path: str = DYNSEC_PLUGIN  # where the broker finds mosquitto_dynamic_security.so
 
     def __post_init__(self) -> None:
         if not self.install_dir.is_absolute():
             raise ValueError(f"install_dir must be absolute, got {str(self.install_dir)!r}")
         if any(c in str(self.install_dir) for c in "\r\n\"\\"):
             raise ValueError(f"install_dir cannot be written into the configuration: {str(self.install_dir)!r}")
+        if not self.plugin_path.startswith("/") or any(c in self.plugin_path for c in "\r\n\""):
+            raise ValueError(f"plugin path must be absolute, got {self.plugin_path!r}")

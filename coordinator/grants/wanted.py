@@ -1,0 +1,36 @@
+"""Which (device, tenant) grants the placement wants now, and which must stay a while longer.
+
+A pure function of the tenants' rows and the outstanding Undeploys. A device is wanted to hold a
+tenant's grant while the tenant is assigned to it in any state that has it serve or about to serve
+(``deploying``, ``running``, ``moving`` as the target, ``removing`` until its Undeploy is acked), and
+the source of a move keeps its grant while the move is under way. After the hand-over the source's
+Undeploy is outstanding: its grant is *kept* (never added on that ground alone, so a device that
+claims a tenant it was never given gets nothing) until the device acks, which it does once it has
+unsubscribed and answered what it had. Revoking earlier would lose requests: Mosquitto drops a message
+it routed to a shared-subscription member that may not read it, instead of giving it to another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from coordinator.store import CommandRow, TenantRow
+
+Grant = tuple[str, str]  # (device, tenant)
+
+SERVING_STATES = ("deploying", "running", "moving", "removing")
+
+
+def wanted_grants(tenants: Iterable[TenantRow]) -> frozenset[Grant]:
+    out: set[Grant] = set()
+    for t in tenants:
+        if t.device_id is not None and t.state in SERVING_STATES:
+            out.add((t.device_id, t.spec.name))
+        if t.state == "moving" and t.moving_from is not None:
+            out.add((t.moving_from, t.spec.name))
+    return frozenset(out)
+
+
+def kept_grants(outstanding: Iterable[CommandRow]) -> frozenset[Grant]:
+    """Grants not to revoke yet: devices with an Undeploy of the tenant not yet acked."""
+    return frozenset((c.device_id, c.tenant) for c in outstanding if c.kind == "undeploy")

@@ -1,8 +1,8 @@
 """Dynamic security: the plugin's file and roles as tables, the coordinator's grant seam, and what a
 real Mosquitto with ``mosquitto_dynamic_security.so`` enforces as the coordinator grants and revokes.
 
-The end-to-end cases (isolation across migrations, replies, planned moves under load, failover, a
-coordinator killed between grant and deploy) are in ``test_dynsec_fleet.py``.
+The end-to-end cases through a whole fleet (isolation across migrations, planned moves under load,
+failover, a coordinator killed between grant and deploy) come with LocalFleet in its own module.
 """
 
 from __future__ import annotations

@@ -315,11 +315,13 @@ class Agent:
 
     def _host(self, spec: TenantSpec) -> None:
         self.memory.assign(spec)
-        # make-before-break: acknowledged by the broker before the deploy is acknowledged
+        # make-before-break: acknowledged by the broker before the deploy is acknowledged. If the data
+        # connection is away (the broker may have just disconnected it to apply this tenant's grant), the
+        # route is subscribed when it is back, and ``wait_connected`` returns once that is acknowledged.
         if spec.stream is not None:
             self.stream.host(spec)  # sources, then the hand-over announcement (agent.stream)
-        else:
-            self.data.subscribe(self.topics.infer_shared(spec.name), self._on_request, qos=1, wait_s=5.0)
+        elif not self.data.subscribe(self.topics.infer_shared(spec.name), self._on_request, qos=1, wait_s=5.0):
+            self.data.wait_connected(5.0)
 
     def _remove(self, name: str) -> None:
         # Stop taking new requests first (after the broker's UNSUBACK, plus a moment for deliveries it

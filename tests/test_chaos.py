@@ -144,7 +144,9 @@ def _hosts(fleet: object) -> dict[str, list[str]]:
     assert isinstance(fleet, LocalFleet)
     births: dict[str, list[str]] = {}
     done = threading.Event()
-    link = MqttLink(fleet.settings, client_id=f"hosts-{uuid.uuid4().hex[:6]}")
+    # device status is the coordinator's to read (operators may not, under security)
+    settings = fleet.client_settings("coordinator") if fleet.secure else fleet.settings
+    link = MqttLink(settings, client_id=f"hosts-{uuid.uuid4().hex[:6]}")
 
     def on_status(msg: object) -> None:
         from edgefleet.mqtt import Inbound
@@ -166,15 +168,17 @@ def _hosts(fleet: object) -> dict[str, list[str]]:
     return births
 
 
-def test_agent_and_coordinator_killed_mid_command_converge_with_no_tenant_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("secure", [False, True], ids=["open", "dynamic-security"])
+def test_agent_and_coordinator_killed_mid_command_converge_with_no_tenant_twice(tmp_path: Path, secure: bool) -> None:
     """SIGKILL an agent 0.1 s after a deploy was sent to it, and the coordinator 0.1 s into a migration:
-    after restarts the fleet runs every tenant exactly once, where the coordinator's database says."""
+    after restarts the fleet runs every tenant exactly once, where the coordinator's database says. With
+    dynamic security the broker's grants end equal to that placement too."""
     from edgefleet.localfleet import AgentPlan, LocalFleet
     from edgefleet.wire import OpMigrate
 
     plans = [AgentPlan("k-a", budget_mib=64, telemetry_period_s=0.5), AgentPlan("k-b", budget_mib=64,
                                                                                telemetry_period_s=0.5)]
-    with LocalFleet(agents=plans, prefix="kill" + uuid.uuid4().hex[:6], workdir=tmp_path) as fleet:
+    with LocalFleet(agents=plans, prefix="kill" + uuid.uuid4().hex[:6], workdir=tmp_path, secure=secure) as fleet:
         fleet.deploy(TenantSpec(name="stay", model="vad", slo_ms=500))
 
         def fire(op: object) -> threading.Thread:
@@ -217,3 +221,8 @@ def test_agent_and_coordinator_killed_mid_command_converge_with_no_tenant_twice(
         wait_for(converged, 60, "every tenant running exactly once, where the database says")
         assert {t.name for t in fleet.status().tenants} == {"stay", "late"}
         assert all(c.alive for c in fleet.children.values())
+        if secure:
+            from tests.test_dynsec_fleet import held
+
+            planned = {(t.device_id, t.name) for t in fleet.status().tenants}
+            wait_for(lambda: held(fleet) == planned, 30, "the broker's grants equal to the placement")

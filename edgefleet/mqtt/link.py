@@ -135,7 +135,10 @@ class MqttLink:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         c.max_inflight_messages_set(settings.max_inflight)
         c.max_queued_messages_set(0)  # unbounded in memory; durable buffering is the caller's outbox
-        c.reconnect_delay_set(min_delay=max(1, int(settings.reconnect_min_s)), max_delay=max(1, int(settings.reconnect_max_s)))
+        # paho's hint says int, but it sleeps fractions fine: a client the broker disconnected (Mosquitto's
+        # dynamic security does so to apply a change of its roles) is back after reconnect_min_s, not 1 s
+        c.reconnect_delay_set(min_delay=max(0.05, settings.reconnect_min_s),  # type: ignore[arg-type]
+                              max_delay=max(1, int(settings.reconnect_max_s)))
         if settings.username is not None:
             c.username_pw_set(settings.username, settings.password)
         if settings.tls_ca is not None:

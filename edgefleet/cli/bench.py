@@ -29,6 +29,7 @@ BENCHMARKS = {
     "gpu-sharing": "bench.gpu_sharing",
     "ingest": "bench.ingest",
     "stream": "bench.stream",
+    "grants": "bench.grants",
 }
 
 # name -> module under bench/ exposing main(args, registered_benchmarks) -> exit status: not benchmarks

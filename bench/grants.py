@@ -120,8 +120,8 @@ def _control_round_trips(fleet: LocalFleet, n: int) -> list[float]:
 
 def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str, Any]:
     trials = 3 if quick else 10
-    plans = [AgentPlan("g-a", budget_mb=64, telemetry_period_s=1.0, workers=1),
-             AgentPlan("g-b", budget_mb=64, telemetry_period_s=1.0, workers=1)]
+    plans = [AgentPlan("g-a", budget_mib=64, telemetry_period_s=1.0, workers=1),
+             AgentPlan("g-b", budget_mib=64, telemetry_period_s=1.0, workers=1)]
     fleets = {mode: LocalFleet(agents=plans, prefix=f"gr{mode[0]}{uuid.uuid4().hex[:5]}", secure=True,
                                security_mode=mode, apps=APPS) for mode in MODES}
     deploy_ms: dict[str, list[float]] = {m: [] for m in MODES}

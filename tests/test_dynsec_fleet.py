@@ -40,7 +40,7 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
 
 
 def _plans() -> list[AgentPlan]:
-    return [AgentPlan(A, budget_mb=64, telemetry_period_s=0.5), AgentPlan(B, budget_mb=64, telemetry_period_s=0.5)]
+    return [AgentPlan(A, budget_mib=64, telemetry_period_s=0.5), AgentPlan(B, budget_mib=64, telemetry_period_s=0.5)]
 
 
 @pytest.fixture(scope="module")

@@ -97,8 +97,9 @@ def _leftovers(workdir: Path) -> list[str]:
 
 
 @pytest.mark.broker
-def test_demo_runs_to_its_summary_without_failed_requests(tmp_path: Path) -> None:
-    proc = _demo(tmp_path / "run", "--duration", "4")
+@pytest.mark.parametrize("secure", [[], ["--secure"]], ids=["open", "dynamic-security"])
+def test_demo_runs_to_its_summary_without_failed_requests(tmp_path: Path, secure: list[str]) -> None:
+    proc = _demo(tmp_path / "run", "--duration", "4", *secure)
     out, _ = proc.communicate(timeout=110)
     assert proc.returncode == 0, out
     assert " 0 failed" in out and "edgefleet demo summary" in out, out
@@ -111,6 +112,9 @@ def test_demo_runs_to_its_summary_without_failed_requests(tmp_path: Path) -> Non
     assert frames_in >= 20 and results_out + skipped <= frames_in and results_out >= frames_in - 3, row
     assert _leftovers(tmp_path / "run") == []
     assert (tmp_path / "run" / "coordinator" / "coordinator.log").exists()  # --workdir keeps the logs
+    if secure:  # every device got its tenants' grants from the coordinator, none up front
+        assert "granted" in (tmp_path / "run" / "coordinator" / "coordinator.log").read_text()
+        assert (tmp_path / "run" / "security" / "dynamic-security.json").exists()
 
 
 @pytest.mark.broker

@@ -23,6 +23,7 @@ from coordinator.config import CommandPolicy
 from coordinator.grants import GrantRefused, Grants, NullGrants, Settling
 from coordinator.store import CommandRow, Store
 from edgefleet.wire import Configure, Deploy, TenantSpec, Topics, Undeploy, encode
+from edgefleet.wire.codec import decode
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Outbox:
                 continue
             attempts = cmd.attempts + 1
             if cmd.kind == "deploy":
-                outcome = self.grants.allow(cmd.device_id, cmd.tenant)
+                outcome = self.grants.allow(cmd.device_id, decode(cmd.payload, Deploy).tenant)
                 if isinstance(outcome, Settling):
                     self._held_until[cmd.command_id] = now + outcome.retry_after_s
                     continue

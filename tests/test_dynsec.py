@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Iterator, Set
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from edgefleet.security.dynsec import (
     plan_roles,
 )
 from edgefleet.wire import TenantSpec, Topics
+from edgefleet.wire.streams import StreamSpec
 from tests.spy import Spy
 
 PLAN = SecurityPlan(prefix="ef", devices=("d1", "d2"),
@@ -151,6 +152,10 @@ def test_answers_keep_error_data_and_correlation() -> None:
 
 
 # -- what the placement wants -------------------------------------------------------------------------------
+def spec(name: str) -> TenantSpec:
+    return TenantSpec(name=name, model="vad", slo_ms=100)
+
+
 def _row(name: str, state: str, device: str | None, moving_from: str | None = None) -> TenantRow:
     return TenantRow(spec=TenantSpec(name=name, model="vad", slo_ms=100), runtime="onnxruntime", size_bytes=1, device_id=device,
                      state=state, detail="", tried=(), moving_from=moving_from)
@@ -168,7 +173,8 @@ def _row(name: str, state: str, device: str | None, moving_from: str | None = No
     ],
 )
 def test_wanted_grants_follow_the_tenant_states(row: TenantRow, wanted: set[Grant]) -> None:
-    assert wanted_grants([row]) == wanted
+    assert set(wanted_grants([row])) == wanted
+    assert all(spec == row.spec for spec in wanted_grants([row]).values())
 
 
 def test_outstanding_undeploys_are_kept_not_wanted() -> None:
@@ -200,11 +206,11 @@ class ScriptedGrants:
 
     def stop(self) -> None: ...
 
-    def allow(self, device: str, tenant: str) -> GrantOutcome:
-        self.calls.append((device, tenant))
+    def allow(self, device: str, spec: TenantSpec) -> GrantOutcome:
+        self.calls.append((device, spec.name))
         return self.outcomes.pop(0) if self.outcomes else Granted()
 
-    def reconcile(self, wanted: Set[Grant], keep: Set[Grant]) -> list[str]:
+    def reconcile(self, wanted: Mapping[Grant, TenantSpec], keep: Set[Grant]) -> list[str]:
         return []
 
 
@@ -246,7 +252,7 @@ def test_null_grants_change_nothing(tmp_path: Path) -> None:
     outbox, sent = _outbox(tmp_path, NullGrants())
     outbox.deploy("d1", TenantSpec(name="t1", model="vad", slo_ms=100), now=0.0)
     outbox.run(0.0, {"d1"})
-    assert len(sent) == 1 and NullGrants().reconcile({("d1", "t1")}, set()) == []
+    assert len(sent) == 1 and NullGrants().reconcile({("d1", "t1"): spec("t1")}, set()) == []
 
 
 # -- a real Mosquitto with the plugin ------------------------------------------------------------------------
@@ -294,7 +300,7 @@ def test_a_device_gets_a_tenant_only_while_granted(dyn: DynBroker) -> None:
         assert d1.subscribe(t.infer_shared("t1")) == 135 and d1.subscribe(t.infer("t1")) == 135
         assert d1.publish(t.replies("a1"), b"forged") == 135
         assert app.publish(t.infer("t1"), b"before") in (0, 16)
-        assert isinstance(grants.allow("d1", "t1"), Settling)  # the plugin disconnects d1 to apply it
+        assert isinstance(grants.allow("d1", spec("t1")), Settling)  # the plugin disconnects d1 to apply it
         assert grants.held() == {("d1", "t1")}
         d1.close()
         d1 = dyn.spy("d1")  # what the agent does: reconnect and subscribe again
@@ -310,7 +316,7 @@ def test_a_device_gets_a_tenant_only_while_granted(dyn: DynBroker) -> None:
         d2 = dyn.spy("d2")
         assert d2.subscribe(t.infer_shared("t1")) == 135  # the other device still has nothing
         requests = grants.requests
-        grants.allow("d1", "t1")
+        grants.allow("d1", spec("t1"))
         assert grants.requests == requests  # already held: the broker is not asked again
         assert grants.revoke("d1", "t1") is None
         assert grants.revoke("d1", "t1") is None  # idempotent
@@ -326,33 +332,72 @@ def test_a_device_gets_a_tenant_only_while_granted(dyn: DynBroker) -> None:
 def test_a_tenant_no_app_was_granted_gets_a_role_on_first_use(dyn: DynBroker) -> None:
     grants = dyn.grants()
     try:
-        assert isinstance(grants.allow("d2", "fresh"), Settling)
+        assert isinstance(grants.allow("d2", spec("fresh")), Settling)
         d2 = dyn.spy("d2")
         assert d2.subscribe(dyn.topics.infer_shared("fresh")) == 1
         assert d2.publish(dyn.topics.replies("a1"), b"x") == 135  # no app calls it: no reply topic
         d2.close()
-        refused = grants.allow("nobody", "t1")
+        refused = grants.allow("nobody", spec("t1"))
         assert isinstance(refused, GrantRefused) and "no client in the dynamic security plugin" in refused.reason
+    finally:
+        grants.stop()
+
+
+def test_a_stream_tenant_is_granted_its_sources_results_events_and_handover(dyn: DynBroker) -> None:
+    t = dyn.topics
+    stream = TenantSpec(name="cam", model="face-detect", slo_ms=200,
+                        stream=StreamSpec(sources=["site/cam-1/frames", "site/cam-2/+"]))
+    grants = dyn.grants()
+    try:
+        d1 = dyn.spy("d1")
+        assert d1.subscribe("site/cam-1/frames") == 135 and d1.publish(t.results("cam"), b"r") == 135
+        d1.close()
+        assert isinstance(grants.allow("d1", stream), Settling)
+        d1 = dyn.spy("d1")
+        for filter_ in ("site/cam-1/frames", "site/cam-2/+", t.handover("cam")):
+            assert d1.subscribe(filter_) == 1, filter_
+        assert d1.subscribe("site/#") == 135  # the sources as written, nothing wider
+        for topic in (t.results("cam"), t.events("cam"), t.handover("cam")):
+            assert d1.publish(topic, b"x") in (0, 16), topic
+        assert d1.publish(t.infer("cam"), b"x") == 135
+        d2 = dyn.spy("d2")
+        assert d2.subscribe("site/cam-1/frames") == 135  # the other device: nothing
+        for spy_ in (d1, d2):
+            spy_.close()
+    finally:
+        grants.stop()
+
+
+def test_a_role_made_for_an_app_gets_what_a_stream_tenant_needs_added(dyn: DynBroker) -> None:
+    """``security init`` made t1's role for a request tenant; deployed as a stream tenant, its role is
+    given the stream's topics as well."""
+    grants = dyn.grants()
+    try:
+        stream = TenantSpec(name="t1", model="face-detect", slo_ms=200, stream=StreamSpec(sources=["s/1"]))
+        assert isinstance(grants.allow("d1", stream), Settling)
+        d1 = dyn.spy("d1")
+        assert d1.subscribe("s/1") == 1 and d1.subscribe(dyn.topics.infer_shared("t1")) == 1
+        d1.close()
     finally:
         grants.stop()
 
 
 def test_a_new_coordinator_reads_the_brokers_grants_and_reconciles_them(dyn: DynBroker) -> None:
     first = dyn.grants()
-    first.allow("d1", "t1")
-    first.allow("d2", "t2")
+    first.allow("d1", spec("t1"))
+    first.allow("d2", spec("t2"))
     first.stop()  # a restart: the next one knows nothing but what the broker holds
     second = dyn.grants()
     try:
         assert second.held() == {("d1", "t1"), ("d2", "t2")}
         # placement now: t1 on d2, t2 gone except that d2's Undeploy of t2 is not acked yet
-        assert second.reconcile({("d2", "t1")}, keep={("d2", "t2")}) == []
+        assert second.reconcile({("d2", "t1"): spec("t1")}, keep={("d2", "t2")}) == []
         assert second.held() == {("d2", "t1"), ("d2", "t2")}
-        assert second.reconcile({("d2", "t1")}, keep=set()) == []
+        assert second.reconcile({("d2", "t1"): spec("t1")}, keep=set()) == []
         third = dyn.grants()
         assert third.held() == {("d2", "t1")}  # the broker itself, not a mirror
         third.stop()
-        problems = second.reconcile({("ghost", "t1")}, set())
+        problems = second.reconcile({("ghost", "t1"): spec("t1")}, set())
         assert len(problems) == 1 and "ghost has no client" in problems[0]
     finally:
         second.stop()

@@ -273,9 +273,9 @@ class DieAfterGrant:
     def stop(self): inner.stop()
     def reconcile(self, wanted, keep): return inner.reconcile(wanted, keep)
 
-    def allow(self, device, tenant):
-        outcome = inner.allow(device, tenant)  # granted on the broker (or already, by reconcile) ...
-        if tenant == sys.argv[2]:
+    def allow(self, device, spec):
+        outcome = inner.allow(device, spec)  # granted on the broker (or already, by reconcile) ...
+        if spec.name == sys.argv[2]:
             os._exit(9)  # ... and killed before the Deploy is published
         return outcome
 

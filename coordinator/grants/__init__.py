@@ -13,11 +13,12 @@ broker (EMQX's or HiveMQ's authorization API) would be one more class with these
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Protocol
 
 from coordinator.grants.wanted import Grant, wanted_grants
+from edgefleet.wire import TenantSpec
 
 __all__ = ["Grant", "GrantRefused", "Granted", "Grants", "NullGrants", "Settling", "make_grants", "wanted_grants"]
 
@@ -57,14 +58,15 @@ class Grants(Protocol):
 
     def stop(self) -> None: ...
 
-    def allow(self, device: str, tenant: str) -> GrantOutcome:
-        """Give ``device`` what hosting ``tenant`` needs. Idempotent."""
+    def allow(self, device: str, spec: TenantSpec) -> GrantOutcome:
+        """Give ``device`` what hosting ``spec`` needs (its topics depend on its kind). Idempotent."""
         ...
 
-    def reconcile(self, wanted: Set[Grant], keep: Set[Grant]) -> list[str]:
-        """Make the broker hold exactly ``wanted``, except that grants in ``keep`` are not taken away
-        (their device still serves the tenant until its Undeploy completes) and none is added for them.
-        Returns the problems met (empty: in line); what failed is tried again at the next call."""
+    def reconcile(self, wanted: Mapping[Grant, TenantSpec], keep: Set[Grant]) -> list[str]:
+        """Make the broker hold exactly the grants in ``wanted`` (each with its tenant's spec), except
+        that grants in ``keep`` are not taken away (their device still serves the tenant until its
+        Undeploy completes) and none is added for them. Returns the problems met (empty: in line); what
+        failed is tried again at the next call."""
         ...
 
 
@@ -79,10 +81,10 @@ class NullGrants:
     def stop(self) -> None:
         return None
 
-    def allow(self, device: str, tenant: str) -> GrantOutcome:
+    def allow(self, device: str, spec: TenantSpec) -> GrantOutcome:
         return Granted()
 
-    def reconcile(self, wanted: Set[Grant], keep: Set[Grant]) -> list[str]:
+    def reconcile(self, wanted: Mapping[Grant, TenantSpec], keep: Set[Grant]) -> list[str]:
         return []
 
 

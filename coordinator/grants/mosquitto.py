@@ -4,7 +4,9 @@ A tenant's grant is its role (``{prefix}:tenant:{name}``, see ``edgefleet.securi
 allowing a device adds the role to the device's client (its MQTT username, the device id), revoking
 removes it. Roles are per username, not per client id, so every connection an agent opens with its
 credentials holds the same grants. A tenant that no app was granted at ``security init`` gets its role
-created on first use, with its request topics and no reply topic.
+created on first use, with its request topics and no reply topic; a stream tenant's role gets its
+sources, results, events and hand-over topics (``edgefleet.security.dynsec.roles.tenant_access``). A
+role that exists is read once per process and given what its tenant's kind needs and it lacks.
 
 The coordinator's worker thread calls in and waits for the plugin's answer (one round trip, about a
 millisecond on a local broker); answers arrive on this link's own network thread. What the broker
@@ -25,13 +27,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Set
+from collections.abc import Callable, Mapping, Set
 
 from coordinator.grants import Grant, Granted, GrantOutcome, GrantRefused, Settling
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
-from edgefleet.security.dynsec import ControlError, ControlReply, RoleNames, parse_replies, tenant_acls
+from edgefleet.security.dynsec import ControlError, ControlReply, RoleNames, parse_replies, tenant_access
 from edgefleet.security.dynsec.control import REQUEST_TOPIC, RESPONSE_TOPIC, command, encode_request
-from edgefleet.wire import Topics
+from edgefleet.wire import TenantSpec, Topics
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class MosquittoGrants:
         self._status_at: dict[str, float] = {}  # device -> when its last status message arrived
         self._load_failed_at = float("-inf")
         self._failed_at: dict[Grant, float] = {}  # reconcile steps that failed, by grant
+        self._checked: set[str] = set()  # tenant roles whose ACLs were compared with their spec's needs
         self.requests = 0  # control round trips, for tests and the benchmark
         self.malformed = 0
         self.link = MqttLink(settings, client_id=f"{client_id}-grants", on_connect=self._connected)
@@ -175,12 +178,12 @@ class MosquittoGrants:
         return {(d, t) for d, ts in mirror.items() for t in ts}
 
     # -- the seam -------------------------------------------------------------------------------------
-    def allow(self, device: str, tenant: str) -> GrantOutcome:
+    def allow(self, device: str, spec: TenantSpec) -> GrantOutcome:
         mirror = self._mirror()
         if isinstance(mirror, str):
             return GrantRefused(f"grants unknown: {mirror}")
-        if tenant not in mirror.get(device, set()):
-            problem = self._add(device, tenant)
+        if spec.name not in mirror.get(device, set()):
+            problem = self._add(device, spec)
             if problem is not None:
                 return GrantRefused(problem)
         return self._settled(device)
@@ -192,22 +195,42 @@ class MosquittoGrants:
             return Granted()
         return Settling(SETTLE_POLL_S)
 
-    def _add(self, device: str, tenant: str) -> str | None:
-        role = self.names.tenant(tenant)
-        commands: list[tuple[str, dict[str, object]]] = []
+    def _role_commands(self, spec: TenantSpec) -> list[tuple[str, dict[str, object]]] | str:
+        """What makes the tenant's role hold what ``spec`` needs: create it, or add the ACLs it lacks
+        (read once per process; adding ACLs to a role disconnects its holders, so only what is missing)."""
+        role = self.names.tenant(spec.name)
+        needed = tenant_access(self.topics, spec).acls()
         if role not in self._roles:
-            acls = [a.to_json() for a in tenant_acls(self.topics, tenant, ())]
-            commands.append(("createRole", {"rolename": role, "textname": f"tenant {tenant}", "acls": acls}))
+            return [("createRole", {"rolename": role, "textname": f"tenant {spec.name}",
+                                    "acls": [a.to_json() for a in needed]})]
+        if spec.name in self._checked:
+            return []
+        answer = self._request([("getRole", {"rolename": role})])
+        if isinstance(answer, str):
+            return answer
+        if not answer[0].ok:
+            return f"reading role {role} failed: {answer[0].error}"
+        present = answer[0].data.get("role", {}).get("acls", [])
+        have = {(a.get("acltype"), a.get("topic")) for a in present if isinstance(a, dict)}
+        self._checked.add(spec.name)
+        return [("addRoleACL", {"rolename": role, **a.to_json()}) for a in needed
+                if (a.acltype.value, a.topic) not in have]
+
+    def _add(self, device: str, spec: TenantSpec) -> str | None:
+        tenant, role = spec.name, self.names.tenant(spec.name)
+        commands = self._role_commands(spec)
+        if isinstance(commands, str):
+            return commands
         commands.append(("addClientRole", {"username": device, "rolename": role}))
         answer = self._request(commands)
         if isinstance(answer, str):
             return answer
-        *created, added = answer
-        for r in created:
-            if r.ok or r.error == "Role already exists":
+        *prepared, added = answer
+        for r in prepared:
+            if r.ok or r.error in ("Role already exists", "ACL with this topic already exists"):
                 self._roles.add(role)
             else:
-                return f"creating role {role} failed: {r.error}"
+                return f"preparing role {role} ({r.command}) failed: {r.error}"
         if not added.ok:
             if added.error == "Client not found":
                 return f"device {device} has no client in the dynamic security plugin (see edgefleet security init)"
@@ -245,7 +268,7 @@ class MosquittoGrants:
                     tenants.discard(tenant)
             self._changed_at[device] = self.clock()
 
-    def reconcile(self, wanted: Set[Grant], keep: Set[Grant]) -> list[str]:
+    def reconcile(self, wanted: Mapping[Grant, TenantSpec], keep: Set[Grant]) -> list[str]:
         held = self.held()
         if isinstance(held, str):
             return [f"grants unknown: {held}"]
@@ -256,7 +279,7 @@ class MosquittoGrants:
         for grant, add in steps:
             if now - self._failed_at.get(grant, float("-inf")) < RETRY_AFTER_S:
                 continue
-            problem = self._add(*grant) if add else self.revoke(*grant)
+            problem = self._add(grant[0], wanted[grant]) if add else self.revoke(*grant)
             if problem is None:
                 self._failed_at.pop(grant, None)
             else:

@@ -15,20 +15,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from coordinator.store import CommandRow, TenantRow
+from edgefleet.wire import TenantSpec
 
 Grant = tuple[str, str]  # (device, tenant)
 
 SERVING_STATES = ("deploying", "running", "moving", "removing")
 
 
-def wanted_grants(tenants: Iterable[TenantRow]) -> frozenset[Grant]:
-    out: set[Grant] = set()
+def wanted_grants(tenants: Iterable[TenantRow]) -> dict[Grant, TenantSpec]:
+    """Each wanted grant with the spec of its tenant (which says what the grant holds)."""
+    out: dict[Grant, TenantSpec] = {}
     for t in tenants:
         if t.device_id is not None and t.state in SERVING_STATES:
-            out.add((t.device_id, t.spec.name))
+            out[(t.device_id, t.spec.name)] = t.spec
         if t.state == "moving" and t.moving_from is not None:
-            out.add((t.moving_from, t.spec.name))
-    return frozenset(out)
+            out[(t.moving_from, t.spec.name)] = t.spec
+    return out
 
 
 def kept_grants(outstanding: Iterable[CommandRow]) -> frozenset[Grant]:

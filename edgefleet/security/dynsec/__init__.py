@@ -22,6 +22,8 @@ from edgefleet.security.dynsec.roles import (
     TenantAccess,
     inference_access,
     plan_roles,
+    stream_access,
+    tenant_access,
     tenant_acls,
 )
 
@@ -38,5 +40,7 @@ __all__ = [
     "parse_replies",
     "plan_roles",
     "render_dynsec_config",
+    "stream_access",
+    "tenant_access",
     "tenant_acls",
 ]

@@ -12,9 +12,9 @@ the reply topics of the apps allowed to call it. Granting a tenant to a device i
 the device's client, so two tenants that answer the same app never share an ACL entry that removing
 one of them could take from the other.
 
-``TenantAccess`` is the shape of any tenant's grant (what a host reads, subscribes to and publishes);
-``inference_access`` is the one for request/reply tenants. A tenant kind with other topics (a stream
-tenant's source and results) needs only its own function returning a ``TenantAccess``.
+``TenantAccess`` is the shape of any tenant's grant (what a host reads, subscribes to and publishes):
+``inference_access`` for request/reply tenants, ``stream_access`` for stream tenants (their sources in,
+results and events out, and the hand-over topic both ways); ``tenant_access`` picks by the spec.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from edgefleet.security.acl.rules import Access, own_grants
 from edgefleet.security.dynsec.names import RoleNames
 from edgefleet.security.plan import Role, SecurityPlan
+from edgefleet.wire.messages import TenantSpec
 from edgefleet.wire.topics import Topics
 
 
@@ -69,6 +70,25 @@ def inference_access(topics: Topics, tenant: str, callers: Iterable[str]) -> Ten
         subscribes=(topics.infer_shared(tenant),),
         writes=tuple(topics.replies(app) for app in sorted(set(callers))),
     )
+
+
+def stream_access(topics: Topics, tenant: str, sources: Iterable[str]) -> TenantAccess:
+    """A stream tenant (``edgefleet.wire.streams``): the frames of its sources (filters the sensors
+    chose, granted as written), its results and events out, and the hand-over topic the devices taking
+    it up announce themselves on and listen to."""
+    sources = tuple(sources)
+    return TenantAccess(
+        reads=(*sources, topics.handover(tenant)),
+        subscribes=(*sources, topics.handover(tenant)),
+        writes=(topics.results(tenant), topics.events(tenant), topics.handover(tenant)),
+    )
+
+
+def tenant_access(topics: Topics, spec: TenantSpec, callers: Iterable[str] = ()) -> TenantAccess:
+    """What hosting ``spec`` needs, by its kind."""
+    if spec.stream is not None:
+        return stream_access(topics, spec.name, spec.stream.sources)
+    return inference_access(topics, spec.name, callers)
 
 
 def tenant_acls(topics: Topics, tenant: str, callers: Iterable[str]) -> tuple[DynAcl, ...]:

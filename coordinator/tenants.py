@@ -15,7 +15,8 @@ the operator asked, so re-applying a manifest after a reconfiguration answers "a
 a genuinely different spec conflicts.
 An applied Deploy's or Configure's Ack may carry the service profile the device measured as it loaded
 the variant; the performance model takes it (``PerfModel.profiled``).
-Operator calls waiting on a tenant are told through the ``on_settled`` callback.
+Operator calls waiting on a tenant are told through the ``on_settled`` callback. What an Ack does to a
+tenant is decided by the pure ``coordinator.lifecycle.transition`` and carried out here (``_apply``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import replace
 
 from coordinator.commands import Exhausted, Outbox
 from coordinator.fleet import FleetSnapshot, ModelFacts
+from coordinator.lifecycle import Acked, Step, transition
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placed, Placement
 from coordinator.placement.live import NullModel, PerfModel, demand_at
@@ -227,19 +229,6 @@ class Tenants:
                  spec.variant, spec.max_batch, why)
         return None
 
-    def _configured(self, t: TenantRow, cmd: CommandRow, a: Ack) -> None:
-        if not a.ok:
-            self.store.put_tenant(replace(t, detail=f"reconfiguration refused: {a.code}: {a.message}"), self.clock())
-            return
-        configure: Configure = decode(cmd.payload, Configure)
-        spec = configure.tenant
-        try:
-            size = self.models.facts(spec.model, spec.variant).size_bytes
-        except UnknownModel:
-            size = t.size_bytes
-        self.store.put_tenant(replace(t, spec=spec, size_bytes=size, requested=t.asked,
-                                      detail=f"reconfigured: {a.message}"), self.clock())
-
     def move_back(self, t: TenantRow, why: str) -> None:
         """A move failed before the new device acked: the tenant stays where it still runs."""
         target = t.device_id
@@ -302,30 +291,36 @@ class Tenants:
         outcome = f"{a.result}: {a.message}" if a.ok else f"{a.result} {a.code}: {a.message}"
         self.store.finish_command(cmd.command_id, "acked" if a.ok else "failed", outcome)
         t = self.store.tenant(cmd.tenant)
-        here = t is not None and t.device_id == cmd.device_id
-        if cmd.kind == "deploy":
-            if not a.ok:
-                self.deploy_failed(cmd, f"{a.code or a.result}: {a.message}")
-            elif t is not None and here and t.state == TenantState.MOVING:
-                source = t.moving_from
-                self.store.put_tenant(replace(t, state=TenantState.RUNNING, moving_from=None,
-                                              detail=f"moved from {source}"), self.clock())
-                if source is not None:
-                    self.outbox.undeploy(source, t.name, self.clock())  # break only after make
-                self.on_settled(t.name, "migrate", OpReply(ok=True, device_id=cmd.device_id,
-                                                           message=f"{t.name} moved from {source} to {cmd.device_id}"))
-            elif t is not None and here and t.state == TenantState.DEPLOYING:
-                self.store.put_tenant(replace(t, state=TenantState.RUNNING), self.clock())  # detail: how it got here
-                why = f" ({t.detail})" if t.detail else ""
-                self.on_settled(t.name, "deploy", OpReply(ok=True, device_id=cmd.device_id,
-                                                        message=f"{t.name} running on {cmd.device_id}{why}"))
-        elif cmd.kind == "configure":
-            if t is not None and here and t.state == TenantState.RUNNING:
-                self._configured(t, cmd, a)
-        elif t is not None and here and t.state == TenantState.REMOVING:
-            reply = OpReply(ok=a.ok, code="" if a.ok else (a.code or "undeploy_failed"),
-                            device_id=cmd.device_id, message=a.message or f"{t.name} removed")
-            self.removed(t, reply)
+        if t is None:
+            return  # the tenant is gone since this command was issued
+        spec: TenantSpec | None = None
+        size: int | None = None
+        if cmd.kind == "configure" and a.ok:
+            spec = decode(cmd.payload, Configure).tenant
+            try:
+                size = self.models.facts(spec.model, spec.variant).size_bytes
+            except UnknownModel:
+                size = None
+        event = Acked(kind=cmd.kind, device_id=cmd.device_id, ok=a.ok, message=a.message, code=a.code,
+                      result=a.result, spec=spec, size_bytes=size)
+        step = transition(t, event)
+        self._apply(t, step)
+        if step.failed_deploy is not None:
+            self.deploy_failed(cmd, step.failed_deploy)
+
+    def _apply(self, t: TenantRow, step: Step) -> None:
+        """Carry out one lifecycle step: the row written (or deleted), its commands queued, its calls answered."""
+        now = self.clock()
+        if step.row is None:
+            log.info("tenant %s undeployed from %s", t.name, t.device_id)
+            self.store.delete_tenant(t.name)
+            self.model.forget(t.name)  # its demand and model error go too
+        elif step.row is not t:
+            self.store.put_tenant(step.row, now)
+        for c in step.commands:
+            self.outbox.undeploy(c.device_id, t.name, now)  # after make: the new device acked
+        for s in step.replies:
+            self.on_settled(t.name, s.kind, s.reply)
 
     def _profiled(self, profile: ServiceProfile, device_id: str) -> None:
         """A device timed a variant as it loaded it: the performance model's book learns it."""

@@ -1,0 +1,97 @@
+"""The tenant lifecycle as data: what an acknowledged command does to a tenant, as one pure function.
+
+``transition(row, event)`` returns a ``Step``: the tenant's row after the event (None: the tenant is
+gone), the commands the event sends, the operator calls it settles, and ``failed_deploy`` when a Deploy
+failed — what happens then needs a placement decision over the fleet (try another device, go back to
+the source of a move, or stay unplaced), which the caller makes (``Tenants.deploy_failed``). The caller
+applies a step: it writes the row, queues the commands and answers the calls. tests/test_lifecycle.py
+holds the table of every state and event.
+
+An Ack moves a tenant along (see ``coordinator.tenants``): ``deploying`` -> ``running`` when its device
+acks the Deploy; ``moving`` -> ``running`` on the new device, and only then the Undeploy to the source
+(make before break); a ``running`` tenant takes a Configure's spec when its device acks it (a refused
+one changes only the detail); a ``removing`` tenant is gone when its device acks the Undeploy (failed or
+not: the device no longer serves it either way). An Ack from a device the tenant no longer runs on, or
+in a state the command no longer applies to, changes nothing: the tenant has moved on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from coordinator.store import TenantRow, TenantState
+from edgefleet.wire import OpReply, TenantSpec
+
+
+@dataclass(frozen=True)
+class Acked:
+    """A device answered a command about the tenant."""
+
+    kind: str  # "deploy" | "configure" | "undeploy"
+    device_id: str  # the device the command went to (and that answered)
+    ok: bool
+    message: str = ""  # the Ack's message
+    code: str = ""  # why not, when not ok: an error code
+    result: str = ""  # the Ack's result ("applied", "duplicate", "failed", "rejected")
+    spec: TenantSpec | None = None  # configure: the spec it carried
+    size_bytes: int | None = None  # configure: that spec's memory charge (None: unknown, the old one stands)
+
+
+Event = Acked
+
+
+@dataclass(frozen=True)
+class SendUndeploy:
+    device_id: str
+
+
+@dataclass(frozen=True)
+class Settle:
+    """An operator call about the tenant gets its final answer."""
+
+    kind: str  # "deploy" | "migrate" | "undeploy"
+    reply: OpReply
+
+
+@dataclass(frozen=True)
+class Step:
+    row: TenantRow | None  # the row after the event; None: the tenant is gone
+    commands: tuple[SendUndeploy, ...] = ()
+    replies: tuple[Settle, ...] = ()
+    failed_deploy: str | None = None  # a Deploy to the tenant's device failed, for this reason
+
+
+def transition(row: TenantRow, event: Event) -> Step:
+    """What ``event`` does to the tenant whose row is ``row`` (the same row object when nothing changes)."""
+    here = row.device_id == event.device_id
+    name = row.name
+    if event.kind == "deploy":
+        if not event.ok:
+            return Step(row, failed_deploy=f"{event.code or event.result}: {event.message}")
+        if here and row.state == TenantState.MOVING:
+            source = row.moving_from
+            moved = replace(row, state=TenantState.RUNNING, moving_from=None, detail=f"moved from {source}")
+            reply = OpReply(ok=True, device_id=event.device_id, message=f"{name} moved from {source} to {event.device_id}")
+            undeploy = (SendUndeploy(source),) if source is not None else ()
+            return Step(moved, undeploy, (Settle("migrate", reply),))
+        if here and row.state == TenantState.DEPLOYING:
+            why = f" ({row.detail})" if row.detail else ""
+            reply = OpReply(ok=True, device_id=event.device_id, message=f"{name} running on {event.device_id}{why}")
+            return Step(replace(row, state=TenantState.RUNNING), (), (Settle("deploy", reply),))
+        return Step(row)
+    if event.kind == "configure":
+        if not (here and row.state == TenantState.RUNNING):
+            return Step(row)
+        if not event.ok or event.spec is None:
+            return Step(replace(row, detail=f"reconfiguration refused: {event.code}: {event.message}"))
+        size = event.size_bytes if event.size_bytes is not None else row.size_bytes
+        return Step(replace(row, spec=event.spec, size_bytes=size, requested=row.asked,
+                            detail=f"reconfigured: {event.message}"))
+    if event.kind == "undeploy" and here and row.state == TenantState.REMOVING:
+        reply = OpReply(ok=event.ok, code="" if event.ok else (event.code or "undeploy_failed"),
+                        device_id=event.device_id, message=event.message or f"{name} removed")
+        return Step(None, (), (Settle("undeploy", reply),))
+    return Step(row)
+
+
+__all__ = ["Acked", "Event", "SendUndeploy", "Settle", "Step", "transition"]

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from coordinator.commands import Outbox
 from coordinator.fleet import FleetSnapshot
+from coordinator.lifecycle import Lost, transition
 from coordinator.models import ModelLookup
 from coordinator.placement import Placement
 from coordinator.placement.live import NullModel, PerfModel
@@ -144,13 +145,9 @@ class Engine:
         for t in self.store.tenants_on(device_id):
             self.outbox.cancel(tenant=t.name, kind="deploy", device_id=device_id, why=f"{device_id} offline")
             self.outbox.cancel(tenant=t.name, kind="configure", device_id=device_id, why=f"{device_id} offline")
-            if t.state == TenantState.REMOVING:
-                gone = f"{t.name} removed; {device_id} went offline before acking"
-                self.tenants.removed(t, OpReply(ok=True, device_id=device_id, message=gone))
-            elif t.state == TenantState.MOVING:
-                self.tenants.move_back(t, f"{device_id} went offline ({why})")
-            else:
-                self.tenants.move_off(t, f"{device_id} offline ({why})")
+            source = self.store.device(t.moving_from) if t.moving_from is not None else None
+            event = Lost(device_id, why, source_online=source is not None and source.online)
+            self.tenants.carry_out(t, transition(t, event))
 
     def tick(self, heard: Mapping[str, float] | None = None, *, liveness: bool = True, sending: bool = True) -> None:
         """The one periodic cycle (the service's timer, the simulator's and the tests' rig): declare silent

@@ -13,6 +13,8 @@ acks the Deploy; ``moving`` -> ``running`` on the new device, and only then the 
 one changes only the detail); a ``removing`` tenant is gone when its device acks the Undeploy (failed or
 not: the device no longer serves it either way). An Ack from a device the tenant no longer runs on, or
 in a state the command no longer applies to, changes nothing: the tenant has moved on.
+A device going offline (``Lost``) removes a ``removing`` tenant (nothing left to undeploy there), sends a
+``moving`` tenant back to its source (``moved_back``), and asks for another device for the others.
 """
 
 from __future__ import annotations
@@ -37,12 +39,29 @@ class Acked:
     size_bytes: int | None = None  # configure: that spec's memory charge (None: unknown, the old one stands)
 
 
-Event = Acked
+@dataclass(frozen=True)
+class Lost:
+    """The tenant's device went offline (a death, or silence)."""
+
+    device_id: str
+    why: str
+    source_online: bool = False  # a moving tenant's source (``moving_from``) is online
+
+
+Event = Acked | Lost
 
 
 @dataclass(frozen=True)
 class SendUndeploy:
     device_id: str
+
+
+@dataclass(frozen=True)
+class CancelDeploy:
+    device_id: str  # the outstanding Deploy of the tenant to this device is cancelled
+
+
+Command = SendUndeploy | CancelDeploy
 
 
 @dataclass(frozen=True)
@@ -56,15 +75,40 @@ class Settle:
 @dataclass(frozen=True)
 class Step:
     row: TenantRow | None  # the row after the event; None: the tenant is gone
-    commands: tuple[SendUndeploy, ...] = ()
+    commands: tuple[Command, ...] = ()
     replies: tuple[Settle, ...] = ()
     failed_deploy: str | None = None  # a Deploy to the tenant's device failed, for this reason
+    relocate: str | None = None  # the tenant needs another device (a placement decision), for this reason
+
+
+def moved_back(row: TenantRow, why: str, source_online: bool) -> Step:
+    """A move failed before the new device acked: the tenant stays where it still runs (its source), or,
+    with the source offline too, needs another device. Whatever the target loaded is released."""
+    target, source = row.device_id, row.moving_from
+    commands: tuple[Command, ...] = (CancelDeploy(target), SendUndeploy(target)) if target is not None else ()
+    settle = Settle("migrate", OpReply(ok=False, code="move_failed", device_id=source,
+                                       message=f"{row.name} stays on {source}: {why}"))
+    if source is None or not source_online:
+        return Step(replace(row, moving_from=None), commands, (settle,),
+                    relocate=f"move failed ({why}) and {source} is offline")
+    back = replace(row, device_id=source, state=TenantState.RUNNING, moving_from=None, tried=(),
+                   detail=f"move to {target} failed: {why}")
+    return Step(back, commands, (settle,))
 
 
 def transition(row: TenantRow, event: Event) -> Step:
     """What ``event`` does to the tenant whose row is ``row`` (the same row object when nothing changes)."""
     here = row.device_id == event.device_id
     name = row.name
+    if isinstance(event, Lost):
+        if not here:
+            return Step(row)
+        if row.state == TenantState.REMOVING:
+            gone = f"{name} removed; {event.device_id} went offline before acking"
+            return Step(None, (), (Settle("undeploy", OpReply(ok=True, device_id=event.device_id, message=gone)),))
+        if row.state == TenantState.MOVING:
+            return moved_back(row, f"{event.device_id} went offline ({event.why})", event.source_online)
+        return Step(row, relocate=f"{event.device_id} offline ({event.why})")
     if event.kind == "deploy":
         if not event.ok:
             return Step(row, failed_deploy=f"{event.code or event.result}: {event.message}")
@@ -94,4 +138,5 @@ def transition(row: TenantRow, event: Event) -> Step:
     return Step(row)
 
 
-__all__ = ["Acked", "Event", "SendUndeploy", "Settle", "Step", "transition"]
+__all__ = ["Acked", "CancelDeploy", "Command", "Event", "Lost", "SendUndeploy", "Settle", "Step", "moved_back",
+           "transition"]

@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from coordinator.commands import Exhausted, Outbox
 from coordinator.fleet import FleetSnapshot, ModelFacts
-from coordinator.lifecycle import Acked, Step, transition
+from coordinator.lifecycle import Acked, CancelDeploy, Step, moved_back, transition
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placed, Placement
 from coordinator.placement.live import NullModel, PerfModel, demand_at
@@ -231,19 +231,8 @@ class Tenants:
 
     def move_back(self, t: TenantRow, why: str) -> None:
         """A move failed before the new device acked: the tenant stays where it still runs."""
-        target = t.device_id
-        if target is not None:
-            self.outbox.cancel(tenant=t.name, kind="deploy", device_id=target, why="move abandoned")
-            self.outbox.undeploy(target, t.name, self.clock())  # whatever it loaded is released
-        source = t.moving_from
-        device = self.store.device(source) if source is not None else None
-        if source is None or device is None or not device.online:
-            self.move_off(replace(t, moving_from=None), f"move failed ({why}) and {source} is offline")
-        else:
-            self.store.put_tenant(replace(t, device_id=source, state=TenantState.RUNNING, moving_from=None, tried=(),
-                                          detail=f"move to {target} failed: {why}"), self.clock())
-        self.on_settled(t.name, "migrate", OpReply(ok=False, code="move_failed", device_id=source,
-                                                   message=f"{t.name} stays on {source}: {why}"))
+        source = self.store.device(t.moving_from) if t.moving_from is not None else None
+        self.carry_out(t, moved_back(t, why, source is not None and source.online))
 
     def undeploy(self, name: str) -> OpReply | None:
         t = self.store.tenant(name)
@@ -304,12 +293,13 @@ class Tenants:
         event = Acked(kind=cmd.kind, device_id=cmd.device_id, ok=a.ok, message=a.message, code=a.code,
                       result=a.result, spec=spec, size_bytes=size)
         step = transition(t, event)
-        self._apply(t, step)
+        self.carry_out(t, step)
         if step.failed_deploy is not None:
             self.deploy_failed(cmd, step.failed_deploy)
 
-    def _apply(self, t: TenantRow, step: Step) -> None:
-        """Carry out one lifecycle step: the row written (or deleted), its commands queued, its calls answered."""
+    def carry_out(self, t: TenantRow, step: Step) -> None:
+        """Carry out one lifecycle step (``coordinator.lifecycle``): the row written (or deleted), its
+        commands queued, its calls answered, and a new device found when it needs one."""
         now = self.clock()
         if step.row is None:
             log.info("tenant %s undeployed from %s", t.name, t.device_id)
@@ -318,9 +308,14 @@ class Tenants:
         elif step.row is not t:
             self.store.put_tenant(step.row, now)
         for c in step.commands:
-            self.outbox.undeploy(c.device_id, t.name, now)  # after make: the new device acked
+            if isinstance(c, CancelDeploy):
+                self.outbox.cancel(tenant=t.name, kind="deploy", device_id=c.device_id, why="move abandoned")
+            else:
+                self.outbox.undeploy(c.device_id, t.name, now)
         for s in step.replies:
             self.on_settled(t.name, s.kind, s.reply)
+        if step.relocate is not None and step.row is not None:
+            self.move_off(step.row, step.relocate)
 
     def _profiled(self, profile: ServiceProfile, device_id: str) -> None:
         """A device timed a variant as it loaded it: the performance model's book learns it."""

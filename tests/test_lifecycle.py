@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from coordinator.lifecycle import Acked, SendUndeploy, transition
+from coordinator.lifecycle import Acked, CancelDeploy, Lost, SendUndeploy, transition
 from coordinator.store import TenantRow, TenantState
 from edgefleet.wire import TenantSpec
 
@@ -95,3 +95,42 @@ def test_an_undeploy_answer_settles_the_call_with_the_devices_words() -> None:
     failed = transition(row(S.REMOVING), Acked("undeploy", "dev", False, message="", code=""))
     [settle] = failed.replies
     assert (settle.reply.ok, settle.reply.code, settle.reply.message) == (False, "undeploy_failed", "t removed")
+
+
+# a device going offline, per state of a tenant on it (and, for a move, whether its source is online):
+# (row after: "gone" | "same" | a state on a device, Undeploys sent, call settled, another device needed)
+LOST: dict[tuple[TenantState, bool], tuple[str, tuple[str, ...], str | None, bool]] = {
+    (S.REMOVING, True): ("gone", (), "undeploy", False),  # nothing left to undeploy there
+    (S.REMOVING, False): ("gone", (), "undeploy", False),
+    (S.MOVING, True): ("running@src", ("dev",), "migrate", False),  # back to the source, the target released
+    (S.MOVING, False): ("moving@dev", ("dev",), "migrate", True),  # the source is gone too: another device
+}
+
+
+@pytest.mark.parametrize(("state", "source_online"), list(itertools.product(S, (True, False))))
+def test_every_state_when_its_device_goes_offline(state: TenantState, source_online: bool) -> None:
+    before = row(state)
+    step = transition(before, Lost("dev", "connection lost", source_online))
+    after, undeploys, settled, relocate = LOST.get((state, source_online), ("same", (), None, True))
+    assert tuple(c.device_id for c in step.commands if isinstance(c, SendUndeploy)) == undeploys
+    assert tuple(c.device_id for c in step.commands if isinstance(c, CancelDeploy)) == undeploys
+    assert tuple(s.kind for s in step.replies) == ((settled,) if settled else ())
+    assert (step.relocate is not None) == relocate
+    if after == "gone":
+        assert step.row is None
+    elif after == "same":
+        assert step.row is before and step.relocate == "dev offline (connection lost)"
+    else:
+        want_state, want_device = after.split("@")
+        assert step.row is not None and (step.row.state, step.row.device_id) == (TenantState(want_state), want_device)
+        assert step.row.moving_from is None
+    # another device's loss changes nothing
+    assert transition(before, Lost("other", "x", source_online)).row is before
+
+
+def test_a_move_abandoned_says_where_the_tenant_stays() -> None:
+    step = transition(row(S.MOVING), Lost("dev", "shut down", source_online=True))
+    [settle] = step.replies
+    assert (settle.reply.ok, settle.reply.code, settle.reply.device_id) == (False, "move_failed", "src")
+    assert settle.reply.message == "t stays on src: dev went offline (shut down)"
+    assert step.row is not None and step.row.detail == "move to dev failed: dev went offline (shut down)"

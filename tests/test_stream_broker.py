@@ -148,6 +148,10 @@ def test_every_frame_is_answered_at_low_rate_with_its_identity_and_events(
         for bad in (b"garbage", cam.jpeg[:300], b"EFT1\xff\xff\xff\xff"):
             cam.link.publish(source, bad, qos=0, user_properties=[("seq", "x")])
         cam.link.publish(source, cam.jpeg[:300], qos=0)  # a truncated JPEG fails only when decoded
+        # malformed or foreign hand-overs change nothing
+        for junk in (b"junk", b'{"type":"stream.handover","v":1,"tenant":"other","device":"x","since":9e99}',
+                     b'{"type":"stream.handover","v":1,"tenant":"cam-door","device":"x"}'):
+            cam.link.publish(topics.handover("cam-door"), junk, qos=1)
         time.sleep(0.2)
         # 10 frames with a face, 10 without, 10 with: 30 frames at 20 fps (the model takes ~2 ms)
         for i in range(30):

@@ -296,7 +296,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str, Any]:
-    seconds = 8.0 if quick else 18.0
+    seconds = 8.0 if quick else 14.0
     loads = LOADS_QUICK if quick else LOADS_FULL
     mixes = MIXES[:2] if quick else MIXES
     book = deployed_book()

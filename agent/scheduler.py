@@ -44,6 +44,7 @@ class Request:
     correlation: bytes | None = None
     qos: int = 0
     batch_key: object = None  # requests with equal non-None keys can run as one batch
+    image: bytes | None = None  # an encoded frame (JPEG/PNG) the worker prepares into ``tensors``
     stream: object = None  # a stream tenant's frame (agent.stream.StreamFrame); None: a request
     stream_key: str | None = None  # its source topic: a newer frame of the same source replaces it
 

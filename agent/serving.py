@@ -12,6 +12,10 @@ Bookkeeping is folded: an arrival is counted in the window and in the slot (the 
 the slot's counts into its forecast), a finished batch is one call for all its requests (and one lock
 of the scheduler for the service model and the fair share).
 
+A request whose payload is an encoded image (JPEG or PNG, by its magic bytes) instead of a tensor frame
+is accepted by tenants whose model's catalog entry declares an image input: it is queued as it is and
+the worker decodes, resizes and scales it as declared (``edgefleet.zoo.images``) before running it.
+
 Every failure becomes a typed error reply built by ``Server.error`` (the one place a request is
 answered with an error); nothing a requester sends can stop a worker.
 """
@@ -32,8 +36,10 @@ from agent.slots import TenantSlot
 from agent.telemetry import WindowStats
 from edgefleet.mqtt import Outgoing
 from edgefleet.runtime import EdgeRuntimeError, InputError, check_feeds
-from edgefleet.wire import ErrorCode, RequestFrame, TopicKind, Topics, WireError, decode_frame
-from edgefleet.wire.tensors import CONTENT_TYPE, encode_error, encode_result
+from edgefleet.wire import ErrorCode, RequestFrame, TenantSpec, TopicKind, Topics, WireError, decode_frame
+from edgefleet.wire.tensors import CONTENT_TYPE, MAGIC, encode_error, encode_result
+from edgefleet.zoo.images import ImageError, image_input, image_kind
+from edgefleet.zoo.images import prepare as prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +140,9 @@ class Server:
                        f"request of {len(payload)} bytes exceeds this device's limit of "
                        f"{self.max_payload_bytes} bytes")
             return
+        if payload[:4] != MAGIC and image_kind(payload) is not None:
+            self._image_request(slot, spec, payload, now, response_topic, correlation, qos)
+            return
         try:
             frame = decode_frame(payload)
             if not isinstance(frame, RequestFrame):
@@ -182,6 +191,50 @@ class Server:
                        f"{tenant} on {self.device_id}: {decision.reason}")
             return
         stats.start(tenant, warm=warm)
+
+    def _image_request(self, slot: TenantSlot, spec: TenantSpec, payload: bytes | bytearray | memoryview,
+                       now: float, response_topic: str, correlation: bytes | None, qos: int) -> None:
+        """A request whose payload is an encoded image: queued as it is, prepared by the worker (decoding
+        takes milliseconds: never on the network thread) as the model's catalog entry declares."""
+        tenant = slot.name
+        if image_input(spec.model) is None:
+            self.stats.error(tenant)
+            self.error(response_topic, correlation, qos, ErrorCode.BAD_REQUEST,
+                       f"{spec.model} takes no encoded images (its catalog entry declares no image input); "
+                       "send an EFT1 tensor frame")
+            return
+        deadline = now + (self.default_timeout_ms or max(4 * spec.slo_ms, 1000.0)) / 1e3
+        key = ("image", spec.model) if slot.out_axes is not None else None
+        req = Request(tenant, {}, 1, now, deadline, response_topic, correlation, qos, batch_key=key,
+                      image=bytes(payload))
+        decision = self.scheduler.submit(req)
+        if not decision.ok:
+            self.stats.shed(tenant)
+            self.error(response_topic, correlation, qos, ErrorCode.OVERLOADED,
+                       f"{tenant} on {self.device_id}: {decision.reason}")
+            return
+        self.stats.start(tenant, warm=slot.hosted is not None)
+
+    def _prepare_images(self, reqs: list[Request], model: str) -> list[Request]:
+        """Decode the batch's encoded frames into tensors; a frame that cannot be is answered
+        ``bad_request`` and leaves the batch."""
+        spec = image_input(model)
+        kept: list[Request] = []
+        for r in reqs:
+            if r.image is None:
+                kept.append(r)
+                continue
+            try:
+                if spec is None:
+                    raise ImageError(f"{model} takes no encoded images")
+                r.tensors = prepare_image(r.image, spec)
+                r.image = None
+            except ImageError as exc:
+                self.stats.error(r.tenant)
+                self.error(r.response_topic, r.correlation, r.qos, ErrorCode.BAD_REQUEST, str(exc))
+                continue
+            kept.append(r)
+        return kept
 
     def _check(self, slot: TenantSlot, frame: RequestFrame) -> int:
         try:
@@ -292,6 +345,10 @@ class Server:
         if slot is None or hosted is None:
             self.reject(reqs, ErrorCode.UNKNOWN_TENANT, f"tenant {batch.tenant!r} was removed")
             return None
+        if any(r.image is not None for r in reqs):
+            reqs = self._prepare_images(reqs, hosted.spec.model)
+            if not reqs:
+                return None
         start = self.clock()
         try:
             if len(reqs) == 1:

@@ -17,7 +17,9 @@ Every process's CPU time is read around each run: ``cpu_ms_per_request`` per pro
 
 Large payloads: a real 640x480 RGB frame (the face photograph letterboxed into a camera-sized frame),
 preprocessed by the app as selfie segmentation's pipeline does (256x256x3 float32, 786 KB), sent to a
-selfie-seg tenant at concurrency 1.
+selfie-seg tenant at concurrency 1 (``large_payload``); and the same frame as a JPEG (quality 90) that
+the device decodes, letterboxes and scales as the catalog declares (``large_payload_jpeg``): bytes on
+the wire and end-to-end latency of both forms.
 
 Metrics (defined before the run; never redefined after it):
 
@@ -97,7 +99,7 @@ def direct(
     return {"direct_rps": len(all_lat) / elapsed, "direct_p50_ms": percentiles(all_lat)["p50_ms"]}
 
 
-def _drive(settings: MqttSettings, prefix: str, tenant: str, feeds: dict[str, np.ndarray], c: int,
+def _drive(settings: MqttSettings, prefix: str, tenant: str, feeds: dict[str, np.ndarray] | bytes, c: int,
            duration: float, pids: dict[str, int | None]) -> dict[str, Any]:
     """A closed loop of ``c`` SDK callers on ``tenant``; latency, batch, service and CPU per process."""
     from edgefleet.sdk import AsyncInferenceClient
@@ -161,6 +163,16 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.kill()
 
 
+def _jpeg(frame: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def _frame_bytes(feeds: dict[str, np.ndarray]) -> int:
     return len(encode_request(feeds, timeout_ms=5000.0))
 
@@ -188,6 +200,7 @@ def run(
     floors: dict[str, Any] = {}
     agent_paho: dict[str, Any] = {}
     large: dict[str, Any] = {}
+    large_jpeg: dict[str, Any] = {}
     prefix = f"bench{int(time.time())}"
     topics = Topics(prefix)
     with PrivateBroker() as broker:
@@ -241,6 +254,11 @@ def run(
                     got = _drive(settings, prefix, tenant, large_feeds, 1, duration, pids)
                     large = {"model": LARGE_MODEL, "frame": [480, 640, 3],
                              "request_bytes": _frame_bytes(large_feeds), **got}
+                    # the same frame as a JPEG the device decodes (the app sends bytes, not tensors)
+                    jpeg = _jpeg(frame)
+                    got = _drive(settings, prefix, tenant, jpeg, 1, duration, pids)
+                    large_jpeg = {"model": LARGE_MODEL, "frame": [480, 640, 3], "format": "JPEG quality 90",
+                                  "request_bytes": len(jpeg), **got}
             finally:
                 ctl.close()
                 agent.stop()
@@ -269,6 +287,7 @@ def run(
         "triton": triton,
         "triton_error": triton_error,
         "large_payload": large,
+        "large_payload_jpeg": large_jpeg,
         # the performance model's request-path parameters, as measured in this run (see _calibration)
         "request_path": _calibration(results, large, hold),
     }
@@ -351,7 +370,8 @@ def _headlines(results: dict[str, Any], floor: dict[str, Any], triton: dict[str,
 def _plot(data: dict[str, Any], png: Path) -> None:
     plt = pyplot()
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, len(CONCURRENCY), figsize=(11, 4), squeeze=False)
+    axes = axes[0]
     for ax, c in zip(axes, CONCURRENCY, strict=True):
         labels, values = [], []
         mlp = data["models"].get("mlp", {}).get(str(c), {})

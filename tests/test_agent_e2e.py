@@ -284,3 +284,34 @@ def test_configure_swaps_variant_and_batching_in_place_losing_no_request(
                                 tenant=msgspec.structs.replace(new, model="face-detect")))
     assert (other.ok, other.code) == (False, "bad_request")
     assert agent.memory.assigned["cls"].spec == new
+
+
+def test_an_image_tenant_accepts_an_encoded_frame(fleet: tuple[Agent, Watcher, RawCaller]) -> None:
+    """A JPEG of a 640x480 camera frame sent as the request: the device decodes, letterboxes and scales it
+    as the catalog declares, and answers what the same frame as an EFT1 tensor gets; a corrupt image is
+    a bad_request and a model without an image input refuses images."""
+    import io
+
+    from PIL import Image
+
+    from edgefleet.zoo.images import image_input, prepare
+    from edgefleet.zoo.inputs import camera_frame
+
+    _, w, c = fleet
+    _deploy(w, TenantSpec(name="seg", model="selfie-seg", slo_ms=200.0))
+    buf = io.BytesIO()
+    Image.fromarray(camera_frame(640, 480)).save(buf, format="JPEG", quality=90)
+    jpeg = buf.getvalue()
+    spec = image_input("selfie-seg")
+    assert spec is not None
+    tensor_reply = c.call("seg", prepare(jpeg, spec), timeout_ms=5000.0)
+    image_reply = c.wait(c.send("seg", jpeg))
+    assert isinstance(image_reply, ResultFrame) and isinstance(tensor_reply, ResultFrame)
+    for name, value in tensor_reply.tensors.items():
+        np.testing.assert_allclose(image_reply.tensors[name], value, atol=1e-5)
+    broken = c.wait(c.send("seg", jpeg[:200]))
+    assert isinstance(broken, ErrorFrame) and broken.code is ErrorCode.BAD_REQUEST
+    _deploy(w, TenantSpec(name="digits", model="mlp", slo_ms=50.0))
+    refused = c.wait(c.send("digits", jpeg))
+    assert isinstance(refused, ErrorFrame) and refused.code is ErrorCode.BAD_REQUEST
+    assert "image" in refused.message

@@ -148,16 +148,26 @@ def check_fidelity(min_fidelity: float | None) -> float | None:
 def prepare(
     topics: Topics,
     tenant: str,
-    inputs: Mapping[str, Any],
+    inputs: Mapping[str, Any] | bytes,
     *,
     timeout_s: float,
     min_fidelity: float | None,
 ) -> Prepared:
-    """Check everything that can be checked here and encode the request frame."""
+    """Check everything that can be checked here and encode the request frame. ``inputs`` may also be
+    an encoded image (JPEG or PNG bytes), sent as it is for tenants whose model takes images (the
+    device decodes it; its deadline is then the tenant's default, and ``min_fidelity`` cannot ride
+    along)."""
     try:
         topic = topics.infer(tenant)
     except WireError as exc:
         raise from_wire_error(exc) from None
+    if isinstance(inputs, (bytes, bytearray)):
+        if not (inputs[:3] == b"\xff\xd8\xff" or inputs[:8] == b"\x89PNG\r\n\x1a\n"):
+            raise BadRequest(ErrorCode.BAD_REQUEST, "bytes inputs must be an encoded JPEG or PNG image")
+        if min_fidelity is not None:
+            raise BadRequest(ErrorCode.BAD_REQUEST, "min_fidelity cannot be sent with an encoded image")
+        timeout = check_timeout(timeout_s)
+        return Prepared(tenant, topic, bytes(inputs), timeout, max(1, math.ceil(timeout)))
     arrays = check_inputs(inputs)
     timeout = check_timeout(timeout_s)
     fidelity = check_fidelity(min_fidelity)

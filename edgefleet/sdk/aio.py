@@ -77,7 +77,7 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
     async def infer(
         self,
         tenant: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray] | bytes,
         *,
         timeout_s: float = 1.0,
         min_fidelity: float | None = None,
@@ -89,7 +89,7 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
     async def infer_with_meta(
         self,
         tenant: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray] | bytes,
         *,
         timeout_s: float = 1.0,
         min_fidelity: float | None = None,

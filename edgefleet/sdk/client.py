@@ -84,12 +84,13 @@ class InferenceClient(ClientCore[_Waiter]):
     def infer(
         self,
         tenant: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray] | bytes,
         *,
         timeout_s: float = 1.0,
         min_fidelity: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run ``tenant``'s model on ``inputs`` and return its outputs by name.
+        """Run ``tenant``'s model on ``inputs`` and return its outputs by name. ``inputs`` may be an
+        encoded JPEG or PNG frame (bytes) for a tenant whose model takes images: the device decodes it.
 
         Raises a subclass of InferenceError: BadRequest before publishing when the request cannot be
         valid, the class matching the device's error code, or NoReply when nothing answered in time.
@@ -99,7 +100,7 @@ class InferenceClient(ClientCore[_Waiter]):
     def infer_with_meta(
         self,
         tenant: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray] | bytes,
         *,
         timeout_s: float = 1.0,
         min_fidelity: float | None = None,

@@ -149,13 +149,17 @@ def test_overload_is_answered_at_once_not_queued(fleet: tuple[Agent, Watcher, Ra
     _agent, w, c = fleet
     _deploy(w, TenantSpec(name="slow", model="ocr-rec", slo_ms=100))
     feeds = dict(sample_inputs("ocr-rec"))
-    # 40 requests that each allow 60 ms, on a model taking tens of ms: most cannot make it.
-    corrs = [c.send("slow", encode_request(feeds, timeout_ms=60)) for _ in range(40)]
+    # 40 requests that each allow three times what one takes on this box now (its warm-up measured
+    # it: a shared box can make tens of ms a hundred), sent at once: most cannot make it, a few can.
+    first = c.call("slow", feeds, timeout_ms=5000)
+    assert isinstance(first, ResultFrame)
+    budget_ms = 3 * max(20.0, float(first.meta["service_ms"]), _agent.slots.get("slow").service.estimate(1) * 1e3)  # type: ignore[union-attr]
+    corrs = [c.send("slow", encode_request(feeds, timeout_ms=budget_ms)) for _ in range(40)]
     frames = [c.wait(x, 30) for x in corrs]
     codes = {f.code if isinstance(f, ErrorFrame) else "ok" for f in frames}
     assert len(frames) == 40  # every request answered
     assert ErrorCode.OVERLOADED in codes or ErrorCode.DEADLINE_EXCEEDED in codes
-    assert "ok" in codes
+    assert "ok" in codes, [f.message for f in frames if isinstance(f, ErrorFrame)][:3]
 
 
 def test_telemetry_and_birth_describe_the_device(fleet: tuple[Agent, Watcher, RawCaller]) -> None:

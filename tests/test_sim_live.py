@@ -253,10 +253,13 @@ def test_a_live_run_places_by_the_model_serves_at_the_books_speed_and_survives_a
     tenants = report["tenants"]
     assert len(tenants) == 8
     for name, t in tenants.items():
-        # placed by the performance model: LiteRT where the Edge TPU runs it, ONNX where a GPU or the
-        # fast x86 cores do, never on the Arm cores (3x slower) while those have room
-        assert t["deployed_kind"] in ({"coral-usb"} if t["runtime"] == "litert" else
-                                      {"jetson-orin-nano", "x86_64-cpu"}), name
+        # placed by the performance model, which picks the device keeping the most SLO slack: LiteRT where
+        # the Edge TPU runs it; the OCR models where a GPU or the fast x86 cores do, never on the Arm cores
+        # (3x slower). VAD is the exception: by the calibrated book at 3 req/s each, its min slack is 0.96 on
+        # the idle Arm box, 0.93 on the Jetson's GPU beside ocr-rec and ocr-cls, 0.88 beside ocr-det on x86,
+        # so the Arm box is its best place while it is idle (ocr-det there: 0.61, against 0.87 on x86)
+        fast = {"jetson-orin-nano", "x86_64-cpu"} | ({"aarch64-cpu"} if t["model"] == "vad" else set())
+        assert t["deployed_kind"] in ({"coral-usb"} if t["runtime"] == "litert" else fast), name
         # answers arrive; a tenant of the killed device loses the calls in flight and those sent before
         # its new replica subscribed (checked below), the others nearly none
         assert t["ok"] > 0, name

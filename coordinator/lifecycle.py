@@ -13,7 +13,9 @@ acks the Deploy; ``moving`` -> ``running`` on the new device, and only then the 
 one changes only the detail); a ``removing`` tenant is gone when its device acks the Undeploy (failed or
 not: the device no longer serves it either way). An Ack from a device the tenant no longer runs on, or
 in a state the command no longer applies to, changes nothing: the tenant has moved on.
-A device going offline (``Lost``) removes a ``removing`` tenant (nothing left to undeploy there), sends a
+An operator's undeploy (``UndeployAsked``) cancels the tenant's other commands and settles the calls
+about it, sends the Undeploys, and makes it ``removing`` (or gone at once when it has no device or an
+offline one). A device going offline (``Lost``) removes a ``removing`` tenant (nothing left to undeploy there), sends a
 ``moving`` tenant back to its source (``moved_back``), and asks for another device for the others.
 """
 
@@ -48,7 +50,14 @@ class Lost:
     source_online: bool = False  # a moving tenant's source (``moving_from``) is online
 
 
-Event = Acked | Lost
+@dataclass(frozen=True)
+class UndeployAsked:
+    """The operator undeploys the tenant."""
+
+    device_online: bool  # the tenant's device (when it has one) is online
+
+
+Event = Acked | Lost | UndeployAsked
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,15 @@ class SendUndeploy:
 
 
 @dataclass(frozen=True)
-class CancelDeploy:
-    device_id: str  # the outstanding Deploy of the tenant to this device is cancelled
+class Cancel:
+    """The tenant's outstanding ``kind`` commands (to ``device_id``, or anywhere when None) are cancelled."""
+
+    kind: str  # "deploy" | "configure"
+    device_id: str | None
+    why: str
 
 
-Command = SendUndeploy | CancelDeploy
+Command = SendUndeploy | Cancel
 
 
 @dataclass(frozen=True)
@@ -79,13 +92,15 @@ class Step:
     replies: tuple[Settle, ...] = ()
     failed_deploy: str | None = None  # a Deploy to the tenant's device failed, for this reason
     relocate: str | None = None  # the tenant needs another device (a placement decision), for this reason
+    answer: OpReply | None = None  # the operator's answer now (None: a later event settles the call)
 
 
 def moved_back(row: TenantRow, why: str, source_online: bool) -> Step:
     """A move failed before the new device acked: the tenant stays where it still runs (its source), or,
     with the source offline too, needs another device. Whatever the target loaded is released."""
     target, source = row.device_id, row.moving_from
-    commands: tuple[Command, ...] = (CancelDeploy(target), SendUndeploy(target)) if target is not None else ()
+    commands: tuple[Command, ...] = ((Cancel("deploy", target, "move abandoned"), SendUndeploy(target))
+                                     if target is not None else ())
     settle = Settle("migrate", OpReply(ok=False, code="move_failed", device_id=source,
                                        message=f"{row.name} stays on {source}: {why}"))
     if source is None or not source_online:
@@ -96,8 +111,34 @@ def moved_back(row: TenantRow, why: str, source_online: bool) -> Step:
     return Step(back, commands, (settle,))
 
 
+def _undeploy(row: TenantRow, event: UndeployAsked) -> Step:
+    """An operator's undeploy: the tenant's other commands are cancelled and the calls about it settled;
+    an Undeploy goes to its device (and to a move's source). With no device, or an offline one (which
+    undeploys it when back), the tenant is gone at once; otherwise it is ``removing`` until the Ack."""
+    name = row.name
+    if row.state == TenantState.REMOVING:
+        return Step(row)  # already on its way out: the Undeploy's Ack answers
+    cancelled = OpReply(ok=False, code="cancelled", message=f"{name} was undeployed")
+    replies = [] if row.state == TenantState.RUNNING else [Settle("deploy", cancelled)]
+    commands: list[Command] = [Cancel("deploy", None, "tenant undeployed"), Cancel("configure", None, "tenant undeployed")]
+    if row.state == TenantState.MOVING and row.moving_from is not None:
+        commands.append(SendUndeploy(row.moving_from))
+        replies.append(Settle("migrate", cancelled))
+    if row.device_id is None:
+        unplaced = OpReply(ok=True, message=f"{name} removed (it was not placed)")
+        return Step(None, tuple(commands), tuple(replies), answer=unplaced)
+    commands.append(SendUndeploy(row.device_id))
+    if not event.device_online:
+        offline = f"{name} removed; {row.device_id} is offline and will undeploy it when back"
+        answer = OpReply(ok=True, device_id=row.device_id, message=offline)
+        return Step(None, tuple(commands), tuple(replies), answer=answer)
+    return Step(replace(row, state=TenantState.REMOVING, detail=""), tuple(commands), tuple(replies))
+
+
 def transition(row: TenantRow, event: Event) -> Step:
     """What ``event`` does to the tenant whose row is ``row`` (the same row object when nothing changes)."""
+    if isinstance(event, UndeployAsked):
+        return _undeploy(row, event)
     here = row.device_id == event.device_id
     name = row.name
     if isinstance(event, Lost):
@@ -138,5 +179,5 @@ def transition(row: TenantRow, event: Event) -> Step:
     return Step(row)
 
 
-__all__ = ["Acked", "CancelDeploy", "Command", "Event", "Lost", "SendUndeploy", "Settle", "Step", "moved_back",
-           "transition"]
+__all__ = ["Acked", "Cancel", "Command", "Event", "Lost", "SendUndeploy", "Settle", "Step", "UndeployAsked",
+           "moved_back", "transition"]

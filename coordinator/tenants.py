@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from coordinator.commands import Exhausted, Outbox
 from coordinator.fleet import FleetSnapshot, ModelFacts
-from coordinator.lifecycle import Acked, CancelDeploy, Step, moved_back, transition
+from coordinator.lifecycle import Acked, Cancel, Step, UndeployAsked, moved_back, transition
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placed, Placement
 from coordinator.placement.live import NullModel, PerfModel, demand_at
@@ -235,29 +235,14 @@ class Tenants:
         self.carry_out(t, moved_back(t, why, source is not None and source.online))
 
     def undeploy(self, name: str) -> OpReply | None:
+        """Start removing tenant ``name``; the reply now, or None when the Undeploy's Ack settles it."""
         t = self.store.tenant(name)
         if t is None:
             return OpReply(ok=False, code="unknown_tenant", message=f"no tenant {name}")
-        if t.state == TenantState.REMOVING:
-            return None
-        if t.state != TenantState.RUNNING:
-            self.on_settled(name, "deploy", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
-        self.outbox.cancel(tenant=name, kind="deploy", why="tenant undeployed")
-        self.outbox.cancel(tenant=name, kind="configure", why="tenant undeployed")
-        if t.state == TenantState.MOVING and t.moving_from is not None:
-            self.outbox.undeploy(t.moving_from, name, self.clock())
-            self.on_settled(name, "migrate", OpReply(ok=False, code="cancelled", message=f"{name} was undeployed"))
-        if t.device_id is None:
-            self.store.delete_tenant(name)
-            return OpReply(ok=True, message=f"{name} removed (it was not placed)")
-        self.outbox.undeploy(t.device_id, name, self.clock())
-        device = self.store.device(t.device_id)
-        if device is None or not device.online:
-            self.store.delete_tenant(name)
-            return OpReply(ok=True, device_id=t.device_id,
-                           message=f"{name} removed; {t.device_id} is offline and will undeploy it when back")
-        self.store.put_tenant(replace(t, state=TenantState.REMOVING, detail=""), self.clock())
-        return None
+        device = self.store.device(t.device_id) if t.device_id is not None else None
+        step = transition(t, UndeployAsked(device_online=device is not None and device.online))
+        self.carry_out(t, step)
+        return step.answer
 
     def removed(self, t: TenantRow, reply: OpReply) -> None:
         log.info("tenant %s undeployed from %s", t.name, t.device_id)
@@ -308,8 +293,8 @@ class Tenants:
         elif step.row is not t:
             self.store.put_tenant(step.row, now)
         for c in step.commands:
-            if isinstance(c, CancelDeploy):
-                self.outbox.cancel(tenant=t.name, kind="deploy", device_id=c.device_id, why="move abandoned")
+            if isinstance(c, Cancel):
+                self.outbox.cancel(tenant=t.name, kind=c.kind, device_id=c.device_id, why=c.why)
             else:
                 self.outbox.undeploy(c.device_id, t.name, now)
         for s in step.replies:

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from coordinator.lifecycle import Acked, CancelDeploy, Lost, SendUndeploy, transition
+from coordinator.lifecycle import Acked, Cancel, Lost, SendUndeploy, UndeployAsked, transition
 from coordinator.store import TenantRow, TenantState
 from edgefleet.wire import TenantSpec
 
@@ -113,7 +113,7 @@ def test_every_state_when_its_device_goes_offline(state: TenantState, source_onl
     step = transition(before, Lost("dev", "connection lost", source_online))
     after, undeploys, settled, relocate = LOST.get((state, source_online), ("same", (), None, True))
     assert tuple(c.device_id for c in step.commands if isinstance(c, SendUndeploy)) == undeploys
-    assert tuple(c.device_id for c in step.commands if isinstance(c, CancelDeploy)) == undeploys
+    assert tuple(c.device_id for c in step.commands if isinstance(c, Cancel) and c.kind == "deploy") == undeploys
     assert tuple(s.kind for s in step.replies) == ((settled,) if settled else ())
     assert (step.relocate is not None) == relocate
     if after == "gone":
@@ -134,3 +134,36 @@ def test_a_move_abandoned_says_where_the_tenant_stays() -> None:
     assert (settle.reply.ok, settle.reply.code, settle.reply.device_id) == (False, "move_failed", "src")
     assert settle.reply.message == "t stays on src: dev went offline (shut down)"
     assert step.row is not None and step.row.detail == "move to dev failed: dev went offline (shut down)"
+
+
+# an operator's undeploy, per state, with the tenant's device online or not (a placed tenant is on "dev";
+# an unplaced one has no device): (row after, Undeploys sent, calls settled, answered now)
+def _undeploy_expected(state: TenantState, online: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
+    if state == S.REMOVING:
+        return "same", (), (), False  # already on its way out
+    placed = state != S.UNPLACED
+    undeploys = (("src",) if state == S.MOVING else ()) + (("dev",) if placed else ())
+    settled = (() if state == S.RUNNING else ("deploy",)) + (("migrate",) if state == S.MOVING else ())
+    if not placed or not online:
+        return "gone", undeploys, settled, True
+    return "removing", undeploys, settled, False
+
+
+@pytest.mark.parametrize(("state", "online"), list(itertools.product(S, (True, False))))
+def test_every_state_when_the_operator_undeploys_it(state: TenantState, online: bool) -> None:
+    before = row(state) if state != S.UNPLACED else TenantRow(
+        spec=SPEC, runtime="onnxruntime", size_bytes=10, device_id=None, state=state, detail="no fit", tried=())
+    step = transition(before, UndeployAsked(device_online=online))
+    after, undeploys, settled, answered = _undeploy_expected(state, online)
+    assert tuple(c.device_id for c in step.commands if isinstance(c, SendUndeploy)) == undeploys
+    assert tuple(s.kind for s in step.replies) == settled
+    assert (step.answer is not None) == answered and (step.answer is None or step.answer.ok)
+    if after == "same":
+        assert step.row is before and step.commands == ()
+    elif after == "gone":
+        assert step.row is None
+    else:
+        assert step.row is not None and step.row.state == S.REMOVING and step.row.detail == ""
+    if after != "same":  # the tenant's other commands are cancelled wherever they were going
+        assert {(c.kind, c.device_id) for c in step.commands if isinstance(c, Cancel)} == {("deploy", None),
+                                                                                          ("configure", None)}

@@ -17,10 +17,12 @@ tenant driven by its own app process through the broker, as apps on a fleet are:
    CPU). Predicted by the open model with the stream's declared gap spread (``periodic_scv``, 0 for a
    strict clock) and Poisson's 1, from the same solo inputs.
 
-This box is shared (other work runs on its two cores while the benchmark does), so every run measures
-the CPU the rest of the box consumed (``BoxWatch``) and the model takes it as cores kept busy
-(``Processor.external_cores``): the solo inputs are taken back to a quiet box by the model's own
-slowdown at their run's figure, and each case is predicted at its own. That is the environment, not
+This box is shared (other work runs on its two cores while the benchmark does), so each run measures
+the other work's demand on the cores — the CPU the rest of the box consumed in 3 s just before and 3 s
+just after it, while the benchmark's tenants were idle (``BoxWatch``; during the run, on full cores,
+it would be what the other work got, not what it wanted: recorded as ``external_cores_during``) — and
+the model takes it as cores kept busy (``Processor.external_cores``): the solo inputs are taken back to
+a quiet box by the model's own slowdown at their run's figure, and each case is predicted at its own. That is the environment, not
 the tenants' outcome; ``*_ignoring_external`` reports the same prediction without it (raw solo
 figures, a quiet box assumed).
 
@@ -56,6 +58,7 @@ RUNTIME = {"ocr-rec": "onnxruntime", "ocr-det": "onnxruntime", "hand-landmark": 
            "pose-landmark": "litert", "selfie-seg": "litert"}
 MODELS = tuple(RUNTIME)
 WARMUP_S = 2.0
+IDLE_S = 3.0  # the box's other work is measured this long before and after each case, the tenants idle
 
 
 @dataclass(frozen=True)
@@ -180,12 +183,13 @@ async def _drive(settings: Any, prefix: str, tenant: str, model: str, demand: De
 
 
 class BoxWatch:
-    """The other work on this box while a case runs. The model takes the CPU it consumed (the whole box's
-    CPU time less this process tree's: the fleet, its broker, the apps) as ``Processor.external_cores``;
-    once the cores are full that is what it got, not what it wanted, so it understates its demand. Its
-    runnable threads are sampled too every ~``PERIOD_S`` (``procs_running`` of /proc/stat less this
-    tree's threads in state R), for the record: a sampler wakes with the other timers, so that count is
-    biased up (this kernel keeps no per-task run-queue times to do better)."""
+    """The other work on this box over a window: the CPU it consumed (the whole box's CPU time less this
+    process tree's: the fleet, its broker, the apps). Taken while the tenants idle it is the other work's
+    demand (the model's ``Processor.external_cores``); taken while they run on full cores it is what the
+    other work got, not what it wanted. Its runnable threads are sampled too every ~``PERIOD_S``
+    (``procs_running`` of /proc/stat less this tree's threads in state R), for the record: a sampler
+    wakes with the other timers, so that count is biased up (this kernel keeps no per-task run-queue
+    times to do better)."""
 
     PERIOD_S = 0.1
 
@@ -261,8 +265,13 @@ class BoxWatch:
 
 def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple[list[dict[str, Any]], float]:
     """Drive ``tenants`` at once, each from its own process; per tenant its measured figures, and the
-    cores other work on the box kept busy during the measured part."""
+    other work's demand on the cores: the CPU the rest of the box consumed in ``IDLE_S`` just before and
+    just after the case, while the benchmark's tenants were idle (see ``BoxWatch``)."""
     ctx = mp.get_context("spawn")
+    before = BoxWatch()
+    before.start()
+    time.sleep(IDLE_S)
+    _, external_before = before.stop()
     watch = BoxWatch()
     start_at = time.time() + 4.0  # the apps' imports and connections first
     procs = []
@@ -275,7 +284,7 @@ def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple
     time.sleep(max(0.0, start_at + WARMUP_S - time.time()))
     watch.start()
     time.sleep(max(0.0, start_at + WARMUP_S + seconds - time.time()))
-    runnable, external = watch.stop()
+    runnable, during = watch.stop()
     out = []
     for (p, here), t in zip(procs, tenants, strict=True):
         rows, failed = here.recv() if here.poll(seconds + 60.0) else ([], -1)
@@ -293,9 +302,17 @@ def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple
             "service_mean_ms": float(sent_in[:, 3].mean()) if len(sent_in) else float("nan"),
             "service_scv": float(sent_in[:, 3].var() / sent_in[:, 3].mean() ** 2) if len(sent_in) > 1 else 0.0,
             "queue_mean_ms": float(sent_in[:, 2].mean()) if len(sent_in) else float("nan"),
-            "external_cores": external,  # the CPU other work consumed (the model's input)
+            "external_cores_during": during,  # the CPU other work consumed during the measured part
             "external_runnable": runnable,  # other work's runnable threads, sampled (timer-aligned: biased up)
         })
+    after = BoxWatch()
+    after.start()
+    time.sleep(IDLE_S)
+    _, external_after = after.stop()
+    external = (external_before + external_after) / 2.0
+    for fig in out:
+        fig.update({"external_cores": external, "external_cores_before": external_before,
+                    "external_cores_after": external_after})
     return out, external
 
 

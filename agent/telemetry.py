@@ -110,15 +110,7 @@ class WindowStats:
 
     def batch(self, tenant: str, *, rows: int, service_s: float) -> None:
         with self._lock:
-            acc = self._get(tenant)
-            acc.batches += 1
-            acc.batch_rows += rows
-            acc.service_s += service_s
-            by = acc.by_batch.setdefault(rows, [0, 0.0])
-            by[0] += 1
-            by[1] += service_s
-            if rows == 1:
-                acc.single_sq += service_s * service_s
+            _add_batch(self._get(tenant), rows, service_s)
 
     def skipped(self, tenant: str, frames: int) -> None:
         """Stream frames of ``tenant`` replaced by a newer frame of their source before they ran."""
@@ -173,14 +165,7 @@ class WindowStats:
         and every completion in it (what ``batch`` and ``completion`` for each request would record)."""
         with self._lock:
             acc = self._get(tenant)
-            acc.batches += 1
-            acc.batch_rows += rows
-            acc.service_s += service_s
-            by = acc.by_batch.setdefault(rows, [0, 0.0])
-            by[0] += 1
-            by[1] += service_s
-            if rows == 1:
-                acc.single_sq += service_s * service_s
+            _add_batch(acc, rows, service_s)
             lat = acc.latencies_ms
             for at in received:
                 ms = (finished - at) * 1e3
@@ -247,3 +232,15 @@ class WindowStats:
                 )
             )
         return out
+
+
+def _add_batch(acc: _Acc, rows: int, service_s: float) -> None:
+    """One batch of ``rows`` rows that ran ``service_s`` into a tenant's window (caller holds the lock)."""
+    acc.batches += 1
+    acc.batch_rows += rows
+    acc.service_s += service_s
+    by = acc.by_batch.setdefault(rows, [0, 0.0])
+    by[0] += 1
+    by[1] += service_s
+    if rows == 1:
+        acc.single_sq += service_s * service_s

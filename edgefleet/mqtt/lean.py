@@ -256,23 +256,18 @@ class LeanLink:
             "content_type": content_type, "expiry_s": expiry_s, "user_properties": user_properties,
         }
         pid = None
-        if qos:
-            on_reader = threading.current_thread() is self._thread
-            with self._room:
-                end = time.monotonic() + self.settings.keepalive_s
-                while len(self._inflight) >= self._max_inflight or self._backlog:
-                    if on_reader:  # waiting here would wait for ourselves: park it until a PUBACK
-                        if len(self._backlog) >= BACKLOG_MAX:
-                            self.dropped_publishes += 1
-                            raise LinkDown(f"{self.client_id}: {BACKLOG_MAX} publishes wait for room in flight")
-                        self._backlog.append((topic, bytes(payload), props))  # the caller may reuse its buffer
-                        return
-                    left = end - time.monotonic()
-                    if left <= 0 or not self._connected.is_set():
-                        raise LinkDown(f"{self.client_id}: no PUBACK came for {len(self._inflight)} publishes")
-                    self._room.wait(min(left, 0.5))
+        if qos and threading.current_thread() is self._thread:
+            with self._room:  # waiting here would wait for ourselves: park it until a PUBACK makes room
+                if len(self._inflight) >= self._max_inflight or self._backlog:
+                    if len(self._backlog) >= BACKLOG_MAX:
+                        self.dropped_publishes += 1
+                        raise LinkDown(f"{self.client_id}: {BACKLOG_MAX} publishes wait for room in flight")
+                    self._backlog.append((topic, bytes(payload), props))  # the caller may reuse its buffer
+                    return
                 pid = self._packet_id()
                 self._inflight.add(pid)
+        elif qos:
+            pid = self._reserve()
         self._send_publish(topic, payload, qos, pid, props)
 
     def _send_publish(

@@ -3,24 +3,22 @@
 Everything here runs on the service's worker thread, against the store, with an injected clock; it
 never touches MQTT except through the outbox's publish function, so it can be driven directly in
 tests. The database holds the desired state (which tenant should run where, see ``tenants``); each
-device's birth says what actually runs, and ``reconcile`` closes the gap with Deploy and Undeploy.
+device's birth says what actually runs, and ``Tenants.reconcile`` closes the gap with Deploy and Undeploy.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import replace
 
 from coordinator.commands import Outbox
 from coordinator.fleet import FleetSnapshot
-from coordinator.lifecycle import Lost, transition
 from coordinator.models import ModelLookup
 from coordinator.placement import Placement
 from coordinator.placement.live import NullModel, PerfModel
 from coordinator.rebalance import RebalancePolicy, Streak
 from coordinator.rebalance.controller import Move, Rebalancer
-from coordinator.store import Store, TenantState
+from coordinator.store import Store
 from coordinator.tenants import Settled, Tenants
 from edgefleet.wire import Ack, Birth, Death, OpReply, Telemetry, TenantSpec
 
@@ -95,39 +93,12 @@ class Engine:
         before = self.store.device(b.device_id)
         self.store.record_birth(b, now)
         fresh = before is None or not before.online or before.boot_id != b.boot_id
-        self.reconcile(b.device_id, set(b.tenants))
+        self.tenants.reconcile(b.device_id, set(b.tenants))
         if fresh:
             log.info("device %s online (boot %s, %s)", b.device_id, b.boot_id, ", ".join(b.capabilities.runtimes))
             self.store.expedite(b.device_id, now)
             self.tenants.place_unplaced()
             self.rebalancer.run(now, joined=True)  # violations that found no device may offload to it
-
-    def reconcile(self, device_id: str, listed: set[str]) -> None:
-        """Make ``device_id`` host what the database assigns to it, given the tenants it ``listed``."""
-        now = self.clock()
-        assigned = self.store.tenants_on(device_id)
-        for t in assigned:
-            if t.state == TenantState.REMOVING:
-                if t.name not in listed:
-                    self.outbox.cancel(tenant=t.name, kind="undeploy", device_id=device_id, why="already gone")
-                    self.tenants.removed(t, OpReply(ok=True, device_id=device_id, message=f"{t.name} removed"))
-                continue
-            if self.outbox.outstanding(device_id=device_id, tenant=t.name, kind="deploy"):
-                continue  # its Ack will settle it
-            if t.name not in listed:
-                self.outbox.deploy(device_id, t.spec, now)
-                self.store.put_tenant(replace(t, state=TenantState.DEPLOYING, detail=f"{device_id} lost it; redeploying"),
-                                      now)
-            elif t.state != TenantState.RUNNING:
-                self.store.put_tenant(replace(t, state=TenantState.RUNNING), now)
-        names = {t.name for t in assigned}
-        for name in sorted(listed - names):
-            row = self.store.tenant(name)
-            if row is not None and row.state == TenantState.MOVING and row.moving_from == device_id:
-                continue  # the source of a planned move keeps serving until the target acks
-            if not self.outbox.outstanding(device_id=device_id, tenant=name, kind="undeploy"):
-                log.info("device %s hosts %s, which is not assigned to it: undeploying", device_id, name)
-                self.outbox.undeploy(device_id, name, now)
 
     def death(self, d: Death) -> None:
         device = self.store.device(d.device_id)
@@ -142,12 +113,7 @@ class Engine:
         """``device_id`` is gone: every tenant there is moved (Undeploys to it wait until it is back)."""
         log.warning("device %s offline: %s", device_id, why)
         self.store.set_offline(device_id, why)
-        for t in self.store.tenants_on(device_id):
-            self.outbox.cancel(tenant=t.name, kind="deploy", device_id=device_id, why=f"{device_id} offline")
-            self.outbox.cancel(tenant=t.name, kind="configure", device_id=device_id, why=f"{device_id} offline")
-            source = self.store.device(t.moving_from) if t.moving_from is not None else None
-            event = Lost(device_id, why, source_online=source is not None and source.online)
-            self.tenants.carry_out(t, transition(t, event))
+        self.tenants.lost(device_id, why)
 
     def tick(self, heard: Mapping[str, float] | None = None, *, liveness: bool = True, sending: bool = True) -> None:
         """The one periodic cycle (the service's timer, the simulator's and the tests' rig): declare silent
@@ -187,7 +153,7 @@ class Engine:
             log.info("device %s is alive again", t.device_id)
             listed = [w.tenant for w in t.tenants if w.resident or w.arrivals]
             self.store.set_online(t.device_id, listed, now)
-            self.reconcile(t.device_id, set(listed))
+            self.tenants.reconcile(t.device_id, set(listed))
             self.store.expedite(t.device_id, now)
             self.tenants.place_unplaced()
         rows = self.store.tenants_on(t.device_id)

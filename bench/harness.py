@@ -59,10 +59,10 @@ def agent_toml(
     workers: int = 0,
     period_s: float = 1.0,
     data_dir: str | None = None,
-    extra_toml: str = "",
+    extra_config: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     plan = AgentPlan(device_id, budget_mib=budget_mib, telemetry_period_s=period_s, workers=workers,
-                     extra_toml=extra_toml)
+                     extra_config=extra_config or {})
     return localfleet.agent_toml(plan, port, state_dir, prefix=prefix, data_dir=data_dir)
 
 

@@ -58,6 +58,7 @@ import numpy as np
 
 from bench.harness import finish, machine, pyplot
 from edgefleet.broker import BrokerLimits, PrivateBroker
+from edgefleet.config import dump_toml
 from edgefleet.wire import (
     Ack,
     Birth,
@@ -362,12 +363,12 @@ def seed_database(db: Path, devices: int) -> None:
 
 
 def coordinator_toml(port: int, db: Path) -> str:
-    return "\n".join([
-        f'prefix = "{PREFIX}"', "", "[coordinator]", 'id = "coordinator"', f'db = "{db}"',
-        f"device_timeout_s = {DEVICE_TIMEOUT_S}", "op_timeout_s = 8.0", 'placement = "predicted-latency"',
-        "telemetry_retention_s = 60.0", "", "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "keepalive_s = 30",
-        "",
-    ])
+    return dump_toml({
+        "prefix": PREFIX,
+        "coordinator": {"id": "coordinator", "db": str(db), "device_timeout_s": DEVICE_TIMEOUT_S, "op_timeout_s": 8.0,
+                        "placement": "predicted-latency", "telemetry_retention_s": 60.0},
+        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 30},
+    })
 
 
 class CoordinatorProcess:

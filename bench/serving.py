@@ -219,7 +219,7 @@ def run(
         for data_link in (link, "paho") if link != "paho" else ("paho",):
             agent = spawn_agent(f"bench-agent-{data_link}", broker.port, work, prefix=prefix,
                                 models={"mlp": mlp_path}, period_s=1.0,
-                                extra_toml=f'data_link = "{data_link}"')
+                                extra_config={"agent": {"data_link": data_link}})
             ctl = CommandClient(settings, topics)
             pids = {"agent": agent.proc.pid if agent.proc else None, "broker": broker.pid}
             try:

@@ -2,9 +2,10 @@
 
 The demo, the end-to-end tests and the benchmarks need the real thing — separate processes talking
 MQTT 5 through a real broker — without touching anything else on the machine. ``LocalFleet`` writes
-each process's TOML config into its own work folder, starts the processes in their own sessions (so a
-Ctrl-C in the terminal reaches only the parent, which then stops its children in order), and keeps
-the ``Popen`` handles: it stops and kills only what it started. Roles are started as
+each process's TOML config (tables of keys, written by a TOML library; callers merge their own tables in)
+into its own work folder, starts the processes in their own sessions (so a Ctrl-C in the terminal
+reaches only the parent, which then stops its children in order), and keeps the ``Popen`` handles: it
+stops and kills only what it started. Roles are started as
 ``python -m agent.main`` / ``python -m coordinator.main``, so this module imports neither.
 """
 
@@ -22,9 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.broker import PrivateBroker
+from edgefleet.config import dump_toml, merge_tables
 from edgefleet.mqtt import MqttSettings
 from edgefleet.wire import (
     FleetStatus,
@@ -53,64 +55,64 @@ class AgentPlan:
     budget_mib: int = 256
     telemetry_period_s: float = 1.0
     workers: int = 0  # 0: the agent chooses from the cores it has
-    extra_toml: str = ""  # appended to the [agent] table, e.g. 'memory_policy = "lru"'
+    # tables merged into the agent's config, e.g. {"agent": {"memory_policy": "lru"}}
+    extra_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-def _credentials(username: str | None, password: str | None) -> list[str]:
-    if username is None:
-        return []
-    return [f'username = "{username}"', f'password = "{password}"']
+def _credentials(username: str, password: str | None) -> dict[str, str]:
+    if not password:
+        return {}
+    return {"username": username, "password": password}
+
+
+def agent_config(plan: AgentPlan, port: int, state_dir: Path, *, prefix: str, data_dir: str | None,
+                 password: str | None = None) -> dict[str, Any]:
+    """The agent's config as tables of keys, ``plan.extra_config`` merged in."""
+    agent: dict[str, Any] = {
+        "device_id": plan.device_id,
+        "state_dir": str(state_dir),
+        "prefix": prefix,
+        "memory_budget_mib": plan.budget_mib,
+        "telemetry_period_s": plan.telemetry_period_s,
+        "workers": plan.workers,
+    }
+    if data_dir:
+        agent["data_dir"] = data_dir
+    mqtt = {"host": "127.0.0.1", "port": port, "keepalive_s": 5, **_credentials(plan.device_id, password)}
+    return merge_tables({"agent": agent, "mqtt": mqtt}, plan.extra_config)
 
 
 def agent_toml(plan: AgentPlan, port: int, state_dir: Path, *, prefix: str, data_dir: str | None,
                password: str | None = None) -> str:
-    lines = [
-        "[agent]",
-        f'device_id = "{plan.device_id}"',
-        f'state_dir = "{state_dir}"',
-        f'prefix = "{prefix}"',
-        f"memory_budget_mib = {plan.budget_mib}",
-        f"telemetry_period_s = {plan.telemetry_period_s}",
-        f"workers = {plan.workers}",
-    ]
-    if data_dir:
-        lines.append(f'data_dir = "{data_dir}"')
-    if plan.extra_toml:
-        lines.append(plan.extra_toml)
-    lines += ["", "[mqtt]", 'host = "127.0.0.1"', f"port = {port}", "keepalive_s = 5",
-              *_credentials(plan.device_id if password else None, password), ""]
-    return "\n".join(lines)
+    return dump_toml(agent_config(plan, port, state_dir, prefix=prefix, data_dir=data_dir, password=password))
+
+
+def coordinator_config(port: int, db: Path, *, prefix: str, device_timeout_s: float, op_timeout_s: float,
+                       password: str | None = None, placement: str = "most-free-memory", grants: str = "none",
+                       extra_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The coordinator's config as tables of keys, ``extra_config`` merged in."""
+    config: dict[str, Any] = {
+        "prefix": prefix,
+        "coordinator": {
+            "id": "coordinator",
+            "db": str(db),
+            "device_timeout_s": device_timeout_s,
+            "op_timeout_s": op_timeout_s,
+            "placement": placement,
+        },
+        "commands": {"ack_timeout_s": 5.0, "backoff_s": 0.5, "backoff_max_s": 5.0, "max_attempts": 6},
+        "security": {"grants": grants},
+        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5, **_credentials("coordinator", password)},
+    }
+    return merge_tables(config, extra_config or {})
 
 
 def coordinator_toml(port: int, db: Path, *, prefix: str, device_timeout_s: float, op_timeout_s: float,
                      password: str | None = None, placement: str = "most-free-memory",
-                     grants: str = "none") -> str:
-    return "\n".join([
-        f'prefix = "{prefix}"',
-        "",
-        "[coordinator]",
-        'id = "coordinator"',
-        f'db = "{db}"',
-        f"device_timeout_s = {device_timeout_s}",
-        f"op_timeout_s = {op_timeout_s}",
-        f'placement = "{placement}"',
-        "",
-        "[commands]",
-        "ack_timeout_s = 5.0",
-        "backoff_s = 0.5",
-        "backoff_max_s = 5.0",
-        "max_attempts = 6",
-        "",
-        "[security]",
-        f'grants = "{grants}"',
-        "",
-        "[mqtt]",
-        'host = "127.0.0.1"',
-        f"port = {port}",
-        "keepalive_s = 5",
-        *_credentials("coordinator" if password else None, password),
-        "",
-    ])
+                     grants: str = "none", extra_config: Mapping[str, Any] | None = None) -> str:
+    return dump_toml(coordinator_config(port, db, prefix=prefix, device_timeout_s=device_timeout_s,
+                                        op_timeout_s=op_timeout_s, password=password, placement=placement,
+                                        grants=grants, extra_config=extra_config))
 
 
 @dataclass

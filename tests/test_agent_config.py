@@ -9,7 +9,7 @@ import pytest
 
 from agent.batching import BatchPolicy
 from agent.config import config_from_dict, load_config
-from edgefleet.config import ConfigError
+from edgefleet.config import ConfigError, dump_toml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "agent.example.toml"
 
@@ -39,7 +39,7 @@ def test_batch_policy_is_read_from_the_toml(tmp_path: Path, text: str, policy: B
 
 def test_batch_policy_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
-    path.write_text(f'[agent]\ndevice_id = "d"\nstate_dir = "{tmp_path}"\nbatch_policy = "fixed:4"\n')
+    path.write_text(dump_toml({"agent": {"device_id": "d", "state_dir": tmp_path, "batch_policy": "fixed:4"}}))
     assert load_config(path).batch_policy == "fixed:4"
 
 

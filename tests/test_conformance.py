@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from edgefleet.broker import PrivateBroker
+from edgefleet.config import dump_toml
 from edgefleet.mqtt import MqttSettings
 from edgefleet.wire import Deploy, TenantSpec, Topics
 from tests.fleetkit import Watcher, wait_for
@@ -225,10 +226,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     prefix = "c" + uuid.uuid4().hex[:8]
     with PrivateBroker() as broker:
         config = work / "agent.toml"
-        config.write_text(
-            f'[agent]\ndevice_id = "conf-a"\nstate_dir = "{work / "state"}"\nprefix = "{prefix}"\n'
-            f"max_payload_mib = {MAX_PAYLOAD_BYTES / (1 << 20)}\nanswer_bad_names = true\nworkers = 1\n\n"
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nkeepalive_s = 5\n')
+        config.write_text(dump_toml({
+            "agent": {"device_id": "conf-a", "state_dir": work / "state", "prefix": prefix,
+                      "max_payload_mib": MAX_PAYLOAD_BYTES / (1 << 20), "answer_bad_names": True, "workers": 1},
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "keepalive_s": 5},
+        }))
         log = work / "agent.log"
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent.main", "--config", str(config), "--model", f"double={model}"],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgefleet.broker import PrivateBroker
+from edgefleet.config import dump_toml
 
 pytestmark = [pytest.mark.broker]
 
@@ -27,11 +28,11 @@ def _wait(path: Path, text: str, count: int = 1, timeout_s: float = 30.0) -> str
 
 def test_connect_subscribe_and_reconnect_are_logged_once_each(tmp_path: Path) -> None:
     with PrivateBroker(workdir=tmp_path / "broker") as broker:
-        mqtt = f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nkeepalive_s = 5\n'
+        mqtt = {"host": "127.0.0.1", "port": broker.port, "keepalive_s": 5}
         (tmp_path / "agent.toml").write_text(
-            f'[agent]\ndevice_id = "log-a"\nstate_dir = "{tmp_path / "agent"}"\nprefix = "lg"\n\n{mqtt}')
+            dump_toml({"agent": {"device_id": "log-a", "state_dir": tmp_path / "agent", "prefix": "lg"}, "mqtt": mqtt}))
         (tmp_path / "coordinator.toml").write_text(
-            f'prefix = "lg"\n\n[coordinator]\ndb = "{tmp_path / "c.db"}"\n\n{mqtt}')
+            dump_toml({"prefix": "lg", "coordinator": {"db": tmp_path / "c.db"}, "mqtt": mqtt}))
         logs = {name: tmp_path / f"{name}.log" for name in ("agent", "coordinator")}
         procs = [subprocess.Popen([sys.executable, "-m", f"{name}.main", "--config", str(tmp_path / f"{name}.toml")],
                                   stdout=logs[name].open("w"), stderr=subprocess.STDOUT)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from agent import systemd_notify
+from edgefleet.config import dump_toml
 from edgefleet.mqtt import MqttSettings
 from edgefleet.wire import Topics
 
@@ -206,10 +207,10 @@ def _run_agent(
     notify_socket: NotifySocket, mqtt_settings: MqttSettings, topics: Topics, tmp_path: Path
 ) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[agent]\ndevice_id = "dev-sd"\nstate_dir = "{tmp_path / "state"}"\nprefix = "{topics.prefix}"\n'
-        f'[mqtt]\nhost = "{mqtt_settings.host}"\nport = {mqtt_settings.port}\n'
-    )
+    config.write_text(dump_toml({
+        "agent": {"device_id": "dev-sd", "state_dir": tmp_path / "state", "prefix": topics.prefix},
+        "mqtt": {"host": mqtt_settings.host, "port": mqtt_settings.port},
+    }))
     env = {**os.environ, "NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "300000"}
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(

@@ -105,6 +105,6 @@ def fake_path(folder: Path, model: str) -> Path:
 
 def agent_plan(device: LiveDevice, fake_dir: Path, *, telemetry_period_s: float = 1.0) -> AgentPlan:
     """The agent that plays ``device``: its kind, its budget in MiB, one worker per core of the kind."""
-    extra = f'device_kind = "{device.kind.reported}"\nfake_models_dir = "{fake_dir}"'
+    extra = {"agent": {"device_kind": device.kind.reported, "fake_models_dir": str(fake_dir)}}
     return AgentPlan(device.device_id, budget_mib=device.kind.budget_bytes // MIB,
-                     telemetry_period_s=telemetry_period_s, workers=device.kind.cpu_count, extra_toml=extra)
+                     telemetry_period_s=telemetry_period_s, workers=device.kind.cpu_count, extra_config=extra)

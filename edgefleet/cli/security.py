@@ -146,6 +146,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _summary(bundle: Bundle, out: Path) -> None:
+    from edgefleet.config import dump_toml
     from edgefleet.security.bundle import layout
     from edgefleet.security.bundle.client_conf import mqtt_keys, where_to_put
 
@@ -177,5 +178,4 @@ def _summary(bundle: Bundle, out: Path) -> None:
         print(f"  into {where_to_put(plan, p)}")
         print("  [mqtt]")
         for key, value in mqtt_keys(p, bundle.passwords[p.name], options):
-            shown = "<in the file above>" if key == "password" else (value if isinstance(value, int) else f'"{value}"')
-            print(f"  {key} = {shown}")
+            print(f"  {key} = <in the file above>" if key == "password" else f"  {dump_toml({key: value}).strip()}")

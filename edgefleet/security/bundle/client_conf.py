@@ -6,16 +6,12 @@ owner only. Host is not set: only the person deploying knows the address clients
 
 from __future__ import annotations
 
-import json
 from pathlib import PurePosixPath
 
+from edgefleet.config import dump_toml
 from edgefleet.security.bundle import layout
 from edgefleet.security.bundle.options import BundleOptions
 from edgefleet.security.plan import Principal, Role, SecurityPlan
-
-
-def _toml_str(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
 def where_to_put(plan: SecurityPlan, p: Principal) -> str:
@@ -45,12 +41,9 @@ def mqtt_keys(p: Principal, password: str, options: BundleOptions) -> list[tuple
 
 
 def render_client_toml(plan: SecurityPlan, p: Principal, password: str, options: BundleOptions) -> str:
-    lines = [
+    header = [
         f"# MQTT credentials of {p.role.value} {p.name!r} for the edgefleet fleet {plan.prefix!r}.",
         f"# Goes into: {where_to_put(plan, p)}.",
         "# Secret: holds the password in clear text.",
-        "[mqtt]",
     ]
-    for key, value in mqtt_keys(p, password, options):
-        lines.append(f"{key} = {value if isinstance(value, int) else _toml_str(value)}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(header) + "\n" + dump_toml({"mqtt": dict(mqtt_keys(p, password, options))})

@@ -356,7 +356,7 @@ def seed_database(db: Path, devices: int) -> None:
         for i in range(devices):
             for name, model in tenants_of(i):
                 f = facts[model]
-                store.put_tenant(TenantRow(spec=TenantSpec(name=name, model=model, slo_ms=200.0), runtime=f.runtime,
+                store.put_tenant(TenantRow.of(spec=TenantSpec(name=name, model=model, slo_ms=200.0), runtime=f.runtime,
                                            size_bytes=f.size_bytes, device_id=device_id(i), state=TenantState.RUNNING,
                                            detail="", tried=()), 0.0)
     store.close()

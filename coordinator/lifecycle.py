@@ -50,7 +50,8 @@ The events:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from dataclasses import replace as _replace
 
 from coordinator.placement import Decision, NoFit, Placed
 from coordinator.store import TenantRow, TenantState
@@ -295,20 +296,20 @@ def _deploy(row: TenantRow | None, event: DeployAsked) -> Step:
     decision = event.decision if event.decision is not None else NoFit("no placement decision")
     if isinstance(decision, NoFit):
         return Step(row, answer=OpReply(ok=False, code="no_fit", message=f"no device fits {spec.name}: {decision.reason}"))
-    new = TenantRow(spec=spec, runtime=event.runtime, size_bytes=event.size_bytes, device_id=decision.device_id,
-                    state=S.DEPLOYING, detail=decision.reason, tried=(decision.device_id,), pinned=event.pinned)
+    new = TenantRow.of(spec, event.runtime, event.size_bytes, decision.device_id, S.DEPLOYING, decision.reason,
+                       (decision.device_id,), pinned=event.pinned)
     return Step(new, (SendDeploy(decision.device_id, spec),),
                 log=f"tenant {spec.name} -> {decision.device_id} ({decision.reason})")
 
 
 def _unplace(row: TenantRow, detail: str, *, settle: bool) -> Step:
     replies = (Settle("deploy", OpReply(ok=False, code="deploy_failed", message=detail)),) if settle else ()
-    return Step(replace(row, device_id=None, state=S.UNPLACED, moving_from=None, detail=detail), (), replies,
+    return Step(row.with_status(device_id=None, state=S.UNPLACED, moving_from=None, detail=detail), (), replies,
                 log=f"tenant {row.name} unplaced: {detail}")
 
 
 def _assign(row: TenantRow, placed: Placed, tried: tuple[str, ...], detail: str) -> Step:
-    new = replace(row, device_id=placed.device_id, state=S.DEPLOYING, moving_from=None, tried=tried, detail=detail)
+    new = row.with_status(device_id=placed.device_id, state=S.DEPLOYING, moving_from=None, tried=tried, detail=detail)
     return Step(new, (SendDeploy(placed.device_id, row.spec),),
                 log=f"tenant {row.name} -> {placed.device_id} ({placed.reason})")
 
@@ -322,9 +323,9 @@ def moved_back(row: TenantRow, why: str, source_online: bool) -> Step:
     settle = Settle("migrate", OpReply(ok=False, code="move_failed", device_id=source,
                                        message=f"{row.name} stays on {source}: {why}"))
     if source is None or not source_online:
-        return Step(replace(row, moving_from=None), commands, (settle,),
+        return Step(row.with_status(moving_from=None), commands, (settle,),
                     relocate=f"move failed ({why}) and {source} is offline")
-    back = replace(row, device_id=source, state=S.RUNNING, moving_from=None, tried=(),
+    back = row.with_status(device_id=source, state=S.RUNNING, moving_from=None, tried=(),
                    detail=f"move to {target} failed: {why}")
     return Step(back, commands, (settle,))
 
@@ -352,7 +353,7 @@ def _migrate(row: TenantRow, event: MigrateAsked) -> Step:
     if decision is None or isinstance(decision, NoFit) or decision.device_id == source:
         reason = decision.reason if isinstance(decision, NoFit) else "no other device decided"
         return Step(row, answer=OpReply(ok=False, code="no_fit", message=f"no device fits {name}: {reason}"))
-    moving = replace(row, device_id=decision.device_id, state=S.MOVING, moving_from=source,
+    moving = row.with_status(device_id=decision.device_id, state=S.MOVING, moving_from=source,
                      tried=(decision.device_id,), detail=f"moving from {source}: {decision.reason}")
     return Step(moving, (SendDeploy(decision.device_id, row.spec),),
                 log=f"tenant {name} moving {source} -> {decision.device_id} ({decision.reason})")
@@ -370,7 +371,7 @@ def _configure(row: TenantRow, event: ConfigureAsked) -> Step:
         return Step(row, answer=OpReply(ok=True, device_id=row.device_id, message=f"{name} already runs as asked"))
     if event.busy:
         return Step(row, answer=OpReply(ok=False, code="conflict", message=f"{name} has a command in flight"))
-    return Step(replace(row, detail=f"reconfiguring: {event.why}"), (SendConfigure(row.device_id, spec),),
+    return Step(row.with_status(detail=f"reconfiguring: {event.why}"), (SendConfigure(row.device_id, spec),),
                 log=(f"tenant {name} on {row.device_id}: configure {spec.model}:{spec.variant} max_batch "
                      f"{spec.max_batch} ({event.why})"))
 
@@ -385,7 +386,7 @@ def _lost(row: TenantRow, event: Lost) -> Step:
     offline = (Cancel("deploy", device, f"{device} offline"), Cancel("configure", device, f"{device} offline"))
     if row.state == S.MOVING:
         back = moved_back(row, f"{device} went offline ({event.why})", event.source_online)
-        return replace(back, commands=offline + back.commands)
+        return _replace(back, commands=offline + back.commands)
     return Step(row, offline, relocate=f"{device} offline ({event.why})")
 
 
@@ -419,14 +420,14 @@ def _listed(row: TenantRow, event: Listed) -> Step:
         return Step(row)  # its Ack will settle it
     if not event.hosts:
         state = S.MOVING if row.state == S.MOVING else S.DEPLOYING  # a move stays make-before-break
-        return Step(replace(row, state=state, detail=f"{device} lost it; redeploying"), (SendDeploy(device, row.spec),))
+        return Step(row.with_status(state=state, detail=f"{device} lost it; redeploying"), (SendDeploy(device, row.spec),))
     if row.state == S.MOVING:  # the target hosts it: the move landed
         source = row.moving_from
-        moved = replace(row, state=S.RUNNING, moving_from=None, detail=f"moved from {source}")
+        moved = row.with_status(state=S.RUNNING, moving_from=None, detail=f"moved from {source}")
         reply = OpReply(ok=True, device_id=device, message=f"{row.name} moved from {source} to {device}")
         return Step(moved, (SendUndeploy(source),) if source is not None else (), (Settle("migrate", reply),))
     if row.state != S.RUNNING:
-        return Step(replace(row, state=S.RUNNING))
+        return Step(row.with_status(state=S.RUNNING))
     return Step(row)
 
 
@@ -451,7 +452,7 @@ def _undeploy(row: TenantRow, event: UndeployAsked) -> Step:
         offline = f"{name} removed; {row.device_id} is offline and will undeploy it when back"
         answer = OpReply(ok=True, device_id=row.device_id, message=offline)
         return Step(None, tuple(commands), tuple(replies), answer=answer)
-    return Step(replace(row, state=S.REMOVING, moving_from=None, detail=""), tuple(commands), tuple(replies))
+    return Step(row.with_status(state=S.REMOVING, moving_from=None, detail=""), tuple(commands), tuple(replies))
 
 
 def _acked(row: TenantRow, event: Acked) -> Step:
@@ -462,22 +463,22 @@ def _acked(row: TenantRow, event: Acked) -> Step:
             return Step(row, failed_deploy=f"{event.code or event.result}: {event.message}")
         if here and row.state == S.MOVING:
             source = row.moving_from
-            moved = replace(row, state=S.RUNNING, moving_from=None, detail=f"moved from {source}")
+            moved = row.with_status(state=S.RUNNING, moving_from=None, detail=f"moved from {source}")
             reply = OpReply(ok=True, device_id=event.device_id, message=f"{name} moved from {source} to {event.device_id}")
             undeploy = (SendUndeploy(source),) if source is not None else ()
             return Step(moved, undeploy, (Settle("migrate", reply),))
         if here and row.state == S.DEPLOYING:
             why = f" ({row.detail})" if row.detail else ""
             reply = OpReply(ok=True, device_id=event.device_id, message=f"{name} running on {event.device_id}{why}")
-            return Step(replace(row, state=S.RUNNING), (), (Settle("deploy", reply),))
+            return Step(row.with_status(state=S.RUNNING), (), (Settle("deploy", reply),))
         return Step(row)
     if event.kind == "configure":
         if not (here and row.state == S.RUNNING):
             return Step(row)
         if not event.ok or event.spec is None:
-            return Step(replace(row, detail=f"reconfiguration refused: {event.code}: {event.message}"))
+            return Step(row.with_status(detail=f"reconfiguration refused: {event.code}: {event.message}"))
         size = event.size_bytes if event.size_bytes is not None else row.size_bytes
-        return Step(replace(row, spec=event.spec, size_bytes=size, requested=row.asked,
+        return Step(row.with_status(running=event.spec, size_bytes=size,
                             detail=f"reconfigured: {event.message}"))
     if event.kind == "undeploy" and here and row.state == S.REMOVING:
         reply = OpReply(ok=event.ok, code="" if event.ok else (event.code or "undeploy_failed"),

@@ -6,6 +6,10 @@ WAL mode; one connection, used only by the service's worker thread. The schema i
 idempotent steps (``MIGRATIONS``) bring an older database up to ``SCHEMA_VERSION`` at open, each step in
 its own transaction with the version it reaches; a newer database is refused with a clear error. Each event is applied inside
 ``atomic()`` so a crash never leaves half of a decision behind. Times are Unix seconds.
+A tenant is three rows in three tables, one per owner: its spec (``tenants``: the operator's spec, its
+runtime and pin, written by an operator's deploy), its status (``tenant_status``: state, device, the
+running spec and the memory charged, written by the lifecycle's applier) and its last metrics
+(``tenant_metrics``, written by telemetry at the flush); ``TenantRow`` holds the three.
 Every write to a device or tenant row is reported to the ``Changes`` handed out by ``watch()``, so that
 what is derived from those rows in memory (the fleet snapshot, ``coordinator.snapshots``) re-reads
 only what changed; a rolled-back transaction reports everything as changed.
@@ -101,10 +105,32 @@ def _v4_telemetry_by_age(db: sqlite_utils.Database) -> None:
     db.table("telemetry").create_index(["received_at"], if_not_exists=True)
 
 
+def _v5_tenant_spec_status_metrics(db: sqlite_utils.Database) -> None:
+    """Version 5: a tenant's spec (``tenants``: the operator's spec, runtime, pin), its status
+    (``tenant_status``) and its last metrics (``tenant_metrics``) in three tables."""
+    if "state" not in db.table("tenants").columns_dict:
+        return  # already split
+    db.execute("CREATE TABLE IF NOT EXISTS tenant_status (name TEXT PRIMARY KEY, state TEXT, device_id TEXT,"
+               " detail TEXT, tried TEXT, moving_from TEXT, running TEXT, size_bytes INTEGER, updated_at FLOAT)")
+    db.execute("CREATE TABLE IF NOT EXISTS tenant_metrics (name TEXT PRIMARY KEY, arrival_rps FLOAT,"
+               " latency_p50_ms FLOAT, latency_p95_ms FLOAT, errors INTEGER, updated_at FLOAT)")
+    # ``spec`` was what runs and ``requested`` the operator's spec when they differed
+    db.execute("INSERT OR REPLACE INTO tenant_status (name, state, device_id, detail, tried, moving_from, running,"
+               " size_bytes, updated_at) SELECT name, state, device_id, detail, tried, moving_from,"
+               " CASE WHEN requested IS NULL THEN NULL ELSE spec END, size_bytes, updated_at FROM tenants")
+    db.execute("INSERT OR REPLACE INTO tenant_metrics (name, arrival_rps, latency_p50_ms, latency_p95_ms, errors,"
+               " updated_at) SELECT name, arrival_rps, latency_p50_ms, latency_p95_ms, errors, updated_at FROM tenants")
+    db.execute("CREATE TABLE tenants_v5 (name TEXT PRIMARY KEY, spec TEXT, runtime TEXT, pinned TEXT, updated_at FLOAT)")
+    db.execute("INSERT INTO tenants_v5 (name, spec, runtime, pinned, updated_at)"
+               " SELECT name, COALESCE(requested, spec), runtime, pinned, updated_at FROM tenants")
+    db.execute("DROP TABLE tenants")
+    db.execute("ALTER TABLE tenants_v5 RENAME TO tenants")
+
+
 # MIGRATIONS[i] takes a database from version i to i + 1. Every step is idempotent (databases from before
 # versioning carry version 1 with some later columns already added), and each runs in one transaction
 # with the version it reaches, so a crash half-way leaves the database at the previous version.
-MIGRATIONS = (_v1_tables, _v2_moving_from, _v3_requested, _v4_telemetry_by_age)
+MIGRATIONS = (_v1_tables, _v2_moving_from, _v3_requested, _v4_telemetry_by_age, _v5_tenant_spec_status_metrics)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 class TenantState(str, Enum):
@@ -124,6 +150,10 @@ class TenantState(str, Enum):
         return self.value
 
 
+_PUT_METRICS = ("INSERT INTO tenant_metrics (name, arrival_rps, latency_p50_ms, latency_p95_ms, errors, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET arrival_rps = excluded.arrival_rps,"
+                " latency_p50_ms = excluded.latency_p50_ms, latency_p95_ms = excluded.latency_p95_ms,"
+                " errors = excluded.errors, updated_at = excluded.updated_at")
 TENANT_STATES = tuple(s.value for s in TenantState)
 COMMAND_STATES = ("pending", "sent", "acked", "failed", "cancelled")
 OUTSTANDING = ("pending", "sent")
@@ -145,36 +175,114 @@ class DeviceRow:
 
 
 @dataclass(frozen=True)
-class TenantRow:
-    spec: TenantSpec  # what runs (or is to run): the operator's spec, or the rebalancer's reconfiguration of it
-    runtime: str
-    size_bytes: int  # memory charged to the assigned device
-    device_id: str | None
+class TenantStatus:
+    """Where a tenant stands: written by the lifecycle's applier (``coordinator.tenants``) alone."""
+
     state: TenantState
-    detail: str
-    tried: tuple[str, ...]  # devices tried in the current placement round
-    pinned: str | None = None  # the operator asked for this device; the tenant never moves elsewhere
+    device_id: str | None  # the device it runs on (or is being deployed or moved to)
+    detail: str = ""  # why it is where it is (an unplaced tenant: why nothing fits)
+    tried: tuple[str, ...] = ()  # devices tried in the current placement round
     moving_from: str | None = None  # state "moving": the device still serving it until the new one acks
+    # The spec that runs when it differs from the asked one (the rebalancer's reconfiguration, taken at
+    # the Configure's Ack); None: the asked spec runs.
+    running: TenantSpec | None = None
+    size_bytes: int = 0  # memory charged to the device (the running variant's size)
+
+
+@dataclass(frozen=True)
+class TenantMetrics:
+    """The tenant's figures from its device's last telemetry window (kept apart: the hot path writes them)."""
+
     arrival_rps: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
     errors: int = 0
-    # The operator's spec when ``spec`` differs from it (a Configure changed variant or batching); None:
-    # ``spec`` is what was asked. A redeploy is compared against this one (see ``asked``).
-    requested: TenantSpec | None = None
+
+
+NO_METRICS = TenantMetrics()
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """One tenant: its spec (what the operator asked, and the device it pinned it to), its status and its
+    last metrics, each in its own table. The read-only properties name the status's fields and the
+    running spec, for readers that do not care which part a field lives in."""
+
+    asked: TenantSpec  # what the operator deployed (an idempotent redeploy sends exactly this)
+    runtime: str  # the runtime of the asked variant's model
+    status: TenantStatus
+    pinned: str | None = None  # the operator asked for this device; the tenant never moves elsewhere
+    metrics: TenantMetrics = NO_METRICS
 
     def __post_init__(self) -> None:
-        if self.requested == self.spec:
-            object.__setattr__(self, "requested", None)  # one way to say "as asked"
+        if self.status.running is not None and self.status.running == self.asked:
+            object.__setattr__(self, "status", replace(self.status, running=None))  # one way to say "as asked"
+
+    @classmethod
+    def of(cls, spec: TenantSpec, runtime: str, size_bytes: int, device_id: str | None, state: TenantState | str,
+           detail: str = "", tried: tuple[str, ...] = (), pinned: str | None = None,
+           moving_from: str | None = None) -> TenantRow:
+        """A tenant running (or to run) ``spec`` as asked."""
+        return cls(asked=spec, runtime=runtime, pinned=pinned,
+                   status=TenantStatus(TenantState(state), device_id, detail, tried, moving_from, None, size_bytes))
+
+    def with_status(self, **changes: Any) -> TenantRow:
+        """This row with ``changes`` to its status (``TenantStatus``'s fields)."""
+        return replace(self, status=replace(self.status, **changes))
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.asked.name
 
     @property
-    def asked(self) -> TenantSpec:
-        """What the operator deployed (an idempotent redeploy sends exactly this)."""
-        return self.spec if self.requested is None else self.requested
+    def spec(self) -> TenantSpec:
+        """What runs (or is to run): the asked spec, or the rebalancer's reconfiguration of it."""
+        return self.asked if self.status.running is None else self.status.running
+
+    @property
+    def requested(self) -> TenantSpec | None:
+        """The operator's spec when a reconfiguration changed what runs; None: what runs is as asked."""
+        return None if self.status.running is None else self.asked
+
+    @property
+    def state(self) -> TenantState:
+        return self.status.state
+
+    @property
+    def device_id(self) -> str | None:
+        return self.status.device_id
+
+    @property
+    def detail(self) -> str:
+        return self.status.detail
+
+    @property
+    def tried(self) -> tuple[str, ...]:
+        return self.status.tried
+
+    @property
+    def moving_from(self) -> str | None:
+        return self.status.moving_from
+
+    @property
+    def size_bytes(self) -> int:
+        return self.status.size_bytes
+
+    @property
+    def arrival_rps(self) -> float:
+        return self.metrics.arrival_rps
+
+    @property
+    def latency_p50_ms(self) -> float:
+        return self.metrics.latency_p50_ms
+
+    @property
+    def latency_p95_ms(self) -> float:
+        return self.metrics.latency_p95_ms
+
+    @property
+    def errors(self) -> int:
+        return self.metrics.errors
 
 
 @dataclass(frozen=True)
@@ -338,12 +446,11 @@ class Store:
                 "UPDATE devices SET last_seen = ?, model_memory_bytes = ?, cpu_percent = ? WHERE device_id = ?", rows)
         if self._dirty_tenants:
             now = self._flush_at
-            trows = [(t.arrival_rps, t.latency_p50_ms, t.latency_p95_ms, t.errors, now, t.name)
-                     for t in (self._tenants.get(k) for k in self._dirty_tenants) if t is not None]
+            trows = [(t.name, m.arrival_rps, m.latency_p50_ms, m.latency_p95_ms, m.errors, now)
+                     for t in (self._tenants.get(k) for k in self._dirty_tenants) if t is not None
+                     for m in (t.metrics,)]
             self._dirty_tenants.clear()
-            self.db.conn.executemany(
-                "UPDATE tenants SET arrival_rps = ?, latency_p50_ms = ?, latency_p95_ms = ?, errors = ?,"
-                " updated_at = ? WHERE name = ?", trows)
+            self.db.conn.executemany(_PUT_METRICS, trows)
 
     def _set_command(self, command_id: str, c: CommandRow | None) -> None:
         """The in-memory outstanding command ``command_id`` becomes ``c`` (None, or settled: dropped)."""
@@ -532,20 +639,23 @@ class Store:
     # -- tenants ----------------------------------------------------------------------------------
     @staticmethod
     def _tenant(r: dict[str, Any]) -> TenantRow:
-        requested = r.get("requested")
-        return TenantRow(
-            spec=decode(r["spec"].encode(), TenantSpec), runtime=r["runtime"], size_bytes=int(r["size_bytes"]),
-            device_id=r["device_id"], state=TenantState(r["state"]), detail=r["detail"] or "",
-            tried=tuple(json.loads(r["tried"] or "[]")), pinned=r["pinned"], moving_from=r.get("moving_from"),
-            arrival_rps=r["arrival_rps"] or 0.0,
-            latency_p50_ms=r["latency_p50_ms"] or 0.0, latency_p95_ms=r["latency_p95_ms"] or 0.0,
-            errors=int(r["errors"] or 0),
-            requested=decode(requested.encode(), TenantSpec) if requested else None,
-        )
+        running = r["running"]
+        status = TenantStatus(
+            state=TenantState(r["state"]), device_id=r["device_id"], detail=r["detail"] or "",
+            tried=tuple(json.loads(r["tried"] or "[]")), moving_from=r["moving_from"],
+            running=decode(running.encode(), TenantSpec) if running else None, size_bytes=int(r["size_bytes"] or 0))
+        metrics = TenantMetrics(arrival_rps=r["arrival_rps"] or 0.0, latency_p50_ms=r["latency_p50_ms"] or 0.0,
+                                latency_p95_ms=r["latency_p95_ms"] or 0.0, errors=int(r["errors"] or 0))
+        return TenantRow(asked=decode(r["spec"].encode(), TenantSpec), runtime=r["runtime"], pinned=r["pinned"],
+                         status=status, metrics=NO_METRICS if metrics == NO_METRICS else metrics)
 
     def reread_tenants(self) -> list[TenantRow]:
         """Every tenant row as SQLite holds it (a full read: for start-up and checks, never the hot path)."""
-        return [self._tenant(r) for r in self._rows("SELECT * FROM tenants ORDER BY name")]
+        return [self._tenant(r) for r in self._rows(
+            "SELECT t.name, t.spec, t.runtime, t.pinned, s.state, s.device_id, s.detail, s.tried, s.moving_from,"
+            " s.running, s.size_bytes, m.arrival_rps, m.latency_p50_ms, m.latency_p95_ms, m.errors"
+            " FROM tenants t JOIN tenant_status s USING (name) LEFT JOIN tenant_metrics m USING (name)"
+            " ORDER BY t.name")]
 
     def tenants(self) -> list[TenantRow]:
         """Every tenant, by name (from memory; O(n log n): not for the hot path)."""
@@ -567,21 +677,29 @@ class Store:
         return {state: len(names) for state, names in sorted(self._in_state.items()) if names}
 
     def put_tenant(self, t: TenantRow, now: float) -> None:
+        """Write ``t``: its status always, its spec and metrics when they differ from the row held."""
+        old = self._tenants.get(t.name)
+        if old is None or (old.asked, old.runtime, old.pinned) != (t.asked, t.runtime, t.pinned):
+            self._upsert("tenants", {"name": t.name, "spec": encode(t.asked).decode(), "runtime": t.runtime,
+                                     "pinned": t.pinned, "updated_at": now}, "name")
+        st = t.status
         self._upsert(
-            "tenants",
-            {"name": t.name, "spec": encode(t.spec).decode(), "runtime": t.runtime, "size_bytes": t.size_bytes,
-             "device_id": t.device_id, "state": TenantState(t.state).value, "detail": t.detail, "tried": json.dumps(list(t.tried)),
-             "pinned": t.pinned, "moving_from": t.moving_from, "arrival_rps": t.arrival_rps,
-             "latency_p50_ms": t.latency_p50_ms,
-             "latency_p95_ms": t.latency_p95_ms, "errors": t.errors, "updated_at": now,
-             "requested": encode(t.requested).decode() if t.requested is not None else None},
+            "tenant_status",
+            {"name": t.name, "state": TenantState(st.state).value, "device_id": st.device_id, "detail": st.detail,
+             "tried": json.dumps(list(st.tried)), "moving_from": st.moving_from,
+             "running": encode(st.running).decode() if st.running is not None else None,
+             "size_bytes": st.size_bytes, "updated_at": now},
             "name",
         )
+        if (old.metrics if old is not None else NO_METRICS) != t.metrics:
+            m = t.metrics
+            self.db.execute(_PUT_METRICS, (t.name, m.arrival_rps, m.latency_p50_ms, m.latency_p95_ms, m.errors, now))
         self._set_tenant(t.name, t)
         self._tenant_written(t.name)
 
     def delete_tenant(self, name: str) -> None:
-        self.db.execute("DELETE FROM tenants WHERE name = ?", (name,))
+        for table in ("tenants", "tenant_status", "tenant_metrics"):
+            self.db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
         self._set_tenant(name, None)
         self._tenant_written(name)
 
@@ -590,8 +708,8 @@ class Store:
         old = self._tenants.get(name)
         if old is None:
             return
-        self._set_tenant(name, replace(old, arrival_rps=w.arrival_rps, latency_p50_ms=w.latency_p50_ms,
-                                       latency_p95_ms=w.latency_p95_ms, errors=int(w.errors)))
+        self._set_tenant(name, replace(old, metrics=TenantMetrics(w.arrival_rps, w.latency_p50_ms, w.latency_p95_ms,
+                                                                  int(w.errors))))
         self._tenant_written(name)
         self._dirty_tenants.add(name)
         self._flush_at = now

@@ -490,7 +490,13 @@ def test_a_database_from_before_the_requested_spec_is_migrated(tmp_path: Path) -
     first.ack(first.tick()[0])
     first.store.close()
     with sqlite3.connect(tmp_path / "c.db") as db:
-        db.execute("ALTER TABLE tenants DROP COLUMN requested")  # the schema before this column (version 2)
+        # the schema before this column (version 2): one tenants table of spec, status and metrics
+        db.execute("CREATE TABLE v2 AS SELECT t.name, t.spec, t.runtime, s.size_bytes, s.device_id, s.state, s.detail,"
+                   " s.tried, t.pinned, m.arrival_rps, m.latency_p50_ms, m.latency_p95_ms, m.errors, t.updated_at,"
+                   " s.moving_from FROM tenants t JOIN tenant_status s USING (name) LEFT JOIN tenant_metrics m USING (name)")
+        for table in ("tenants", "tenant_status", "tenant_metrics"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute("ALTER TABLE v2 RENAME TO tenants")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     again = Rig(tmp_path)
     t = again.store.tenant("t1")

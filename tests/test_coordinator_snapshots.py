@@ -27,7 +27,7 @@ def birth(device: str, budget_mb: int, boot: str = "b1") -> Birth:
 
 
 def tenant(name: str, device: str | None, state: str, size_mb: int, variant: str = "fp32") -> TenantRow:
-    return TenantRow(spec=TenantSpec(name=name, model="ocr-rec", slo_ms=50.0, variant=variant),
+    return TenantRow.of(spec=TenantSpec(name=name, model="ocr-rec", slo_ms=50.0, variant=variant),
                      runtime="onnxruntime", size_bytes=size_mb * MB, device_id=device, state=state, detail="",
                      tried=())
 

@@ -28,7 +28,7 @@ def birth(device: str, budget_mb: int, tenants: list[str]) -> Birth:
 
 
 def tenant(name: str, device: str | None, state: str, size_mb: int) -> TenantRow:
-    return TenantRow(spec=TenantSpec(name=name, model="ocr-rec", slo_ms=50.0), runtime="onnxruntime",
+    return TenantRow.of(spec=TenantSpec(name=name, model="ocr-rec", slo_ms=50.0), runtime="onnxruntime",
                      size_bytes=size_mb * MB, device_id=device, state=state, detail="", tried=())
 
 
@@ -204,3 +204,37 @@ def test_a_fresh_database_is_at_the_current_version_and_a_newer_one_is_refused(t
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(SchemaError, match="newer edgefleet"):
         Store(tmp_path / "s.db")
+
+
+def test_a_version_4_tenant_keeps_its_asked_and_running_spec_and_metrics_in_version_5(tmp_path: Path) -> None:
+    """Version 5 splits the one tenants table into spec, status and metrics: a reconfigured tenant's
+    running spec (the old ``spec``) and asked spec (the old ``requested``), its status and its figures move."""
+    import sqlite3
+
+    import sqlite_utils
+
+    from coordinator.store import MIGRATIONS, TenantState
+
+    path = tmp_path / "v4.db"
+    db = sqlite_utils.Database(sqlite3.connect(path))
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.execute("INSERT INTO meta (key, value) VALUES ('schema', '4')")
+    for step in MIGRATIONS[:4]:
+        step(db)
+    asked = '{"name":"a","model":"ocr-rec","slo_ms":50.0}'
+    running = '{"name":"a","model":"ocr-rec","slo_ms":50.0,"max_batch":16}'
+    db.execute("INSERT INTO tenants (name, spec, runtime, size_bytes, device_id, state, detail, tried, pinned,"
+               " arrival_rps, latency_p50_ms, latency_p95_ms, errors, updated_at, moving_from, requested) VALUES"
+               " ('a', ?, 'onnxruntime', 10, 'd2', 'moving', 'moving from d1', '[\"d2\"]', NULL, 2.5, 4.0, 9.0, 1,"
+               " 5.0, 'd1', ?)", (running, asked))
+    db.conn.commit()
+    db.conn.close()
+    store = Store(path)
+    a = store.tenant("a")
+    assert a is not None
+    assert (a.asked.max_batch, a.spec.max_batch, a.requested) == (8, 16, a.asked)
+    assert (a.state, a.device_id, a.moving_from, a.tried, a.detail, a.size_bytes) == (
+        TenantState.MOVING, "d2", "d1", ("d2",), "moving from d1", 10)
+    assert (a.arrival_rps, a.latency_p50_ms, a.latency_p95_ms, a.errors) == (2.5, 4.0, 9.0, 1)
+    assert store.reread_tenants() == [a] and store.tenants_on("d2") == [a]
+    store.close()

@@ -157,7 +157,7 @@ def spec(name: str) -> TenantSpec:
 
 
 def _row(name: str, state: str, device: str | None, moving_from: str | None = None) -> TenantRow:
-    return TenantRow(spec=TenantSpec(name=name, model="vad", slo_ms=100), runtime="onnxruntime", size_bytes=1, device_id=device,
+    return TenantRow.of(spec=TenantSpec(name=name, model="vad", slo_ms=100), runtime="onnxruntime", size_bytes=1, device_id=device,
                      state=state, detail="", tried=(), moving_from=moving_from)
 
 

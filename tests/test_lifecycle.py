@@ -47,7 +47,7 @@ S = TenantState
 
 def row(state: TenantState) -> TenantRow:
     moving_from = "src" if state == S.MOVING else None
-    return TenantRow(spec=SPEC, runtime="onnxruntime", size_bytes=10, device_id="dev", state=state,
+    return TenantRow.of(spec=SPEC, runtime="onnxruntime", size_bytes=10, device_id="dev", state=state,
                      detail="placed", tried=("dev",), moving_from=moving_from)
 
 
@@ -183,7 +183,7 @@ def _undeploy_expected(state: TenantState, online: bool) -> tuple[str, tuple[str
 
 @pytest.mark.parametrize(("state", "online"), list(itertools.product(S, (True, False))))
 def test_every_state_when_the_operator_undeploys_it(state: TenantState, online: bool) -> None:
-    before = row(state) if state != S.UNPLACED else TenantRow(
+    before = row(state) if state != S.UNPLACED else TenantRow.of(
         spec=SPEC, runtime="onnxruntime", size_bytes=10, device_id=None, state=state, detail="no fit", tried=())
     step = transition(before, UndeployAsked(device_online=online))
     after, undeploys, settled, answered = _undeploy_expected(state, online)
@@ -211,7 +211,7 @@ def before_row(state: TenantState | str) -> TenantRow | None:
     if state == ABSENT:
         return None
     if state == S.UNPLACED:
-        return TenantRow(spec=SPEC, runtime="onnxruntime", size_bytes=10, device_id=None, state=S.UNPLACED,
+        return TenantRow.of(spec=SPEC, runtime="onnxruntime", size_bytes=10, device_id=None, state=S.UNPLACED,
                          detail="no fit", tried=())
     assert isinstance(state, TenantState)
     return row(state)
@@ -331,7 +331,7 @@ def test_an_exhausted_deploy_asks_for_the_decision_after_a_failure(state: Tenant
 def test_a_retry_is_due_once_per_round_and_never_for_a_pinned_tenant() -> None:
     first = row(S.DEPLOYING)  # tried dev: one more device
     assert retry_exclude(first, "dev") == ("dev",) and retry_exclude(first, "other") is None
-    second = replace(first, tried=("d0", "dev"))  # 2 devices tried = MAX_DEVICES_PER_ROUND
+    second = first.with_status(tried=("d0", "dev"))  # 2 devices tried = MAX_DEVICES_PER_ROUND
     assert retry_exclude(second, "dev") is None
     step = transition(second, DeployFailed("dev", "oom", decision=D2))
     assert summary(second, step) == ("unplaced@None", (), ("deploy",), None)

@@ -9,18 +9,17 @@ device's birth says what actually runs, and ``Tenants.reconcile`` closes the gap
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 
 from coordinator.commands import Outbox
-from coordinator.fleet import FleetSnapshot
-from coordinator.models import ModelLookup
+from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Placement
 from coordinator.placement.live import NullModel, PerfModel
 from coordinator.rebalance import RebalancePolicy, Streak
 from coordinator.rebalance.controller import Move, Rebalancer
 from coordinator.store import Store
-from coordinator.tenants import Settled, Tenants
-from edgefleet.wire import Ack, Birth, Death, OpReply, Telemetry, TenantSpec
+from coordinator.tenants import Tenants
+from edgefleet.wire import Ack, Birth, Death, ServiceProfile, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +28,19 @@ SILENT = "silent for"  # prefix of the offline detail of a device declared dead 
 
 class Engine:
     def __init__(self, *, store: Store, outbox: Outbox, models: ModelLookup, placement: Placement,
-                 clock: Callable[[], float], device_timeout_s: float, settled: Settled | None = None,
+                 clock: Callable[[], float], device_timeout_s: float,
                  rebalance: RebalancePolicy | None = None, model: PerfModel | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.clock = clock
         self.device_timeout_s = device_timeout_s
-        # the performance model (kept by ``tenants``, see ``model``)
+        self.models = models
+        # the tenants' lifecycle: what operators and the rebalancer ask goes there directly (``tenants.deploy``,
+        # ``undeploy``, ``migrate``, ``plan``, ``snapshot``); its settled calls wait in ``tenants.answers``.
+        # It holds the performance model (see ``model``).
         self.tenants = Tenants(store=store, outbox=outbox, models=models, placement=placement, clock=clock,
-                               settled=settled, model=model if model is not None else NullModel())
+                               model=model if model is not None else NullModel())
+        self.stray_acks = 0  # Acks of no known command for the device that sent them
         self._started_at = clock()  # liveness counts from here: devices get a chance to re-announce
         self.duplicate_windows = 0
         self.rebalance = rebalance or RebalancePolicy()
@@ -58,34 +61,30 @@ class Engine:
         """The rebalancer's last decisions, each with its reason (see coordinator.rebalance.controller)."""
         return self.rebalancer.moves
 
-    # -- what operators and the timer ask (see Tenants) ---------------------------------------------
-    @property
-    def stray_acks(self) -> int:
-        return self.tenants.stray_acks
-
-    def set_settled(self, settled: Settled) -> None:
-        self.tenants.on_settled = settled
-
-    def snapshot(self) -> FleetSnapshot:
-        return self.tenants.snapshot()
-
-    def deploy(self, spec: TenantSpec, pinned: str | None = None) -> OpReply | None:
-        return self.tenants.deploy(spec, pinned)
-
-    def undeploy(self, name: str) -> OpReply | None:
-        return self.tenants.undeploy(name)
-
-    def migrate(self, name: str, target: str | None = None) -> OpReply | None:
-        return self.tenants.migrate(name, target)
-
-    def plan(self, spec: TenantSpec, rate_rps: float) -> OpReply:
-        return self.tenants.plan(spec, rate_rps)
-
+    # -- acknowledgements ----------------------------------------------------------------------------
     def ack(self, a: Ack, topic_device: str) -> None:
-        self.tenants.ack(a, topic_device)
+        """A device answered a command: it is alive, its profile (if any) teaches the performance model,
+        and the command's tenant moves along (``Tenants.acked``)."""
+        cmd = self.store.command(a.command_id)
+        if cmd is None or cmd.device_id != a.device_id or a.device_id != topic_device:
+            self.stray_acks += 1
+            log.info("ignoring ack %s from %s: no such command for this device", a.command_id, topic_device)
+            return
+        self.store.touch(topic_device, self.clock())
+        if a.ok and a.profile is not None:
+            self._profiled(a.profile, topic_device)
+        self.tenants.acked(cmd, a)
 
-    def send_due(self, online: Collection[str]) -> None:
-        self.tenants.send_due(online)
+    def _profiled(self, profile: ServiceProfile, device_id: str) -> None:
+        """A device timed a variant as it loaded it: the performance model's book learns it."""
+        device = self.store.device(device_id)
+        if device is None:
+            return
+        try:
+            runtime = self.models.facts(profile.model, profile.variant).runtime
+        except UnknownModel:
+            return
+        self.model.profiled(device.kind, profile, runtime)
 
     # -- membership -------------------------------------------------------------------------------
     def birth(self, b: Birth) -> None:
@@ -122,7 +121,7 @@ class Engine:
         if liveness:
             self.check_liveness(heard)
         if sending:
-            self.send_due(self.store.online_ids())
+            self.tenants.send_due(self.store.online_ids())
 
     def check_liveness(self, heard: Mapping[str, float] | None = None) -> None:
         """Declare dead every online device silent longer than ``device_timeout_s``. ``heard``: when each

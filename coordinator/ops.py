@@ -54,7 +54,7 @@ def fleet_status(engine: Engine) -> FleetStatus:
     for t in tenants:
         if t.device_id is not None:
             assigned.setdefault(t.device_id, []).append(t.name)
-    snap = engine.snapshot()
+    snap = engine.tenants.snapshot()
     devices = []
     for d in store.devices():
         charged = snap.get(d.device_id)
@@ -84,7 +84,9 @@ def model_report(engine: Engine, now: float) -> ModelReport | None:
 
 
 class OpsDesk:
-    """Decodes operator calls, starts them on the engine and answers each exactly once."""
+    """Decodes operator calls, starts them on the engine's tenants and answers each exactly once. The desk
+    calls the engine, never the other way: the calls the engine settles later wait in its tenants'
+    ``answers`` until the desk takes them (``answer_settled``, from ``handle`` and ``expire``)."""
 
     def __init__(self, engine: Engine, reply: Reply, clock: Callable[[], float], timeout_s: float) -> None:
         self.engine = engine
@@ -120,30 +122,36 @@ class OpsDesk:
                 self._send(response_topic, corr, OpReply(ok=True, status=fleet_status(self.engine)))
                 return
             if isinstance(op, OpPlan):
-                self._send(response_topic, corr, self.engine.plan(op.tenant, op.rate_rps))
+                self._send(response_topic, corr, self.engine.tenants.plan(op.tenant, op.rate_rps))
                 return
             if isinstance(op, OpDeploy):
                 name, kind = op.tenant.name, "deploy"
-                reply = self.engine.deploy(op.tenant, op.device_id)
+                reply = self.engine.tenants.deploy(op.tenant, op.device_id)
             elif isinstance(op, OpUndeploy):
                 name, kind = op.tenant, "undeploy"
-                reply = self.engine.undeploy(op.tenant)
+                reply = self.engine.tenants.undeploy(op.tenant)
             elif isinstance(op, OpMigrate):
                 name, kind = op.tenant, "migrate"
-                reply = self.engine.migrate(op.tenant, op.device_id)
+                reply = self.engine.tenants.migrate(op.tenant, op.device_id)
             else:  # pragma: no cover - decode_op returns one of the four
                 return
         except Exception as exc:  # a bug: the caller hears about it, the worker rolls back and goes on
             self._send(response_topic, corr, OpReply(ok=False, code="internal",
                                                      message=f"coordinator failed: {type(exc).__name__}: {exc}"))
             raise
+        self.answer_settled()  # calls settled by this one (an undeploy cancels a deploy) before it waits
         if reply is not None:
             self._send(response_topic, corr, reply)
         elif response_topic is not None and usable_response_topic(response_topic):
             self._waiters.append(Waiter(name, kind, response_topic, corr, self.clock() + self.timeout_s))
 
+    def answer_settled(self) -> None:
+        """Answer the calls the engine's tenants settled since the last time (``Tenants.take_answers``)."""
+        for tenant, kind, reply in self.engine.tenants.take_answers():
+            self.settled(tenant, kind, reply)
+
     def settled(self, tenant: str, kind: str, reply: OpReply) -> None:
-        """The engine's callback: answer everyone waiting on (tenant, kind)."""
+        """Answer everyone waiting on (tenant, kind)."""
         done = [w for w in self._waiters if w.tenant == tenant and w.kind == kind]
         if not done:
             return
@@ -152,7 +160,9 @@ class OpsDesk:
             self._send(w.response_topic, w.correlation_data, reply)
 
     def expire(self) -> None:
-        """Answer the callers whose deadline passed with where their request stands."""
+        """Answer the calls settled since the last time, then the callers whose deadline passed with where
+        their request stands (the service's timer, after every batch)."""
+        self.answer_settled()
         now = self.clock()
         late = [w for w in self._waiters if w.deadline <= now]
         if not late:

@@ -231,7 +231,6 @@ class Coordinator:
                             clock=self.clock, device_timeout_s=self.config.device_timeout_s,
                             rebalance=self.config.rebalance)
             desk = OpsDesk(engine, self._reply, self.clock, self.config.op_timeout_s)
-            engine.set_settled(desk.settled)
         except BaseException as exc:
             self._start_error = exc
             self._ready.set()

@@ -8,15 +8,15 @@ calls ``transition`` and applies the ``Step`` (``apply``): the row written (or d
 performance model forgets the tenant too), the commands queued in the outbox, the operator calls
 settled. A step that asks for a follow-up (a failed Deploy's retry decision, a re-placement after a
 loss) is followed at once by that event.
-Operator calls waiting on a tenant are told through the ``on_settled`` callback.
-An applied Deploy's or Configure's Ack may carry the service profile the device measured as it loaded
-the variant; the performance model takes it (``PerfModel.profiled``).
+The operator calls a step settles wait in ``answers`` until the operator desk takes them
+(``take_answers``): the desk calls in, nothing here calls out.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from typing import NamedTuple
 
 from coordinator.commands import Exhausted, Outbox
 from coordinator.fleet import FleetSnapshot, ModelFacts
@@ -49,28 +49,37 @@ from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placement
 from coordinator.placement.live import NullModel, PerfModel, demand_at
 from coordinator.snapshots import SnapshotCache
-from coordinator.store import Store, TenantRow, TenantState
-from edgefleet.wire import Ack, Configure, OpReply, ServiceProfile, TenantSpec
+from coordinator.store import CommandRow, Store, TenantRow, TenantState
+from edgefleet.wire import Ack, Configure, OpReply, TenantSpec
 from edgefleet.wire.codec import decode
 
 log = logging.getLogger(__name__)
 
-# (tenant, "deploy" | "undeploy", reply): an operator call about ``tenant`` has its final answer.
-Settled = Callable[[str, str, OpReply], None]
+
+class Answer(NamedTuple):
+    """An operator call about ``tenant`` has its final answer (``kind``: "deploy" | "migrate" | "undeploy")."""
+
+    tenant: str
+    kind: str
+    reply: OpReply
 
 
 class Tenants:
     def __init__(self, *, store: Store, outbox: Outbox, models: ModelLookup, placement: Placement,
-                 clock: Callable[[], float], settled: Settled | None = None, model: PerfModel | None = None) -> None:
+                 clock: Callable[[], float], model: PerfModel | None = None) -> None:
         self.store = store
         self.outbox = outbox
         self.models = models
         self.placement = placement
         self.model: PerfModel = model if model is not None else NullModel()  # the engine's
         self.clock = clock
-        self.on_settled: Settled = settled or (lambda tenant, kind, reply: None)
-        self.stray_acks = 0
+        self.answers: list[Answer] = []  # operator calls settled, oldest first, until ``take_answers``
         self.snapshots = SnapshotCache(store)
+
+    def take_answers(self) -> list[Answer]:
+        """The calls settled since the last take (the operator desk answers whoever waits on them)."""
+        out, self.answers = self.answers, []
+        return out
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self) -> FleetSnapshot:
@@ -121,8 +130,7 @@ class Tenants:
                 self.outbox.undeploy(c.device_id, name, now)
         if step.log:
             log.info("%s", step.log)
-        for s in step.replies:
-            self.on_settled(name, s.kind, s.reply)
+        self.answers.extend(Answer(name, s.kind, s.reply) for s in step.replies)
         if step.relocate is not None and step.row is not None:
             self._relocate(step.row, step.relocate)
 
@@ -238,15 +246,9 @@ class Tenants:
         return step.answer
 
     # -- acks and timeouts -------------------------------------------------------------------------
-    def ack(self, a: Ack, topic_device: str) -> None:
-        cmd = self.store.command(a.command_id)
-        if cmd is None or cmd.device_id != a.device_id or a.device_id != topic_device:
-            self.stray_acks += 1
-            log.info("ignoring ack %s from %s: no such command for this device", a.command_id, topic_device)
-            return
-        self.store.touch(topic_device, self.clock())
-        if a.ok and a.profile is not None:
-            self._profiled(a.profile, topic_device)
+    def acked(self, cmd: CommandRow, a: Ack) -> None:
+        """``a`` answers ``cmd`` (checked by the engine: the command exists and went to the device that
+        answered): the command is settled and its tenant moves along."""
         if cmd.state not in ("pending", "sent"):
             return  # a late or repeated ack of a settled command
         outcome = f"{a.result}: {a.message}" if a.ok else f"{a.result} {a.code}: {a.message}"
@@ -269,17 +271,6 @@ class Tenants:
         if step.failed_deploy is not None:
             self._deploy_failed(cmd.tenant, cmd.device_id, step.failed_deploy)
 
-    def _profiled(self, profile: ServiceProfile, device_id: str) -> None:
-        """A device timed a variant as it loaded it: the performance model's book learns it."""
-        device = self.store.device(device_id)
-        if device is None:
-            return
-        try:
-            runtime = self.models.facts(profile.model, profile.variant).runtime
-        except UnknownModel:
-            return
-        self.model.profiled(device.kind, profile, runtime)
-
     def send_due(self, online: Collection[str]) -> None:
         """Send due commands; a command that ran out of attempts may start a move, sent at once."""
         for _ in range(MAX_DEVICES_PER_ROUND + 1):
@@ -300,4 +291,4 @@ class Tenants:
                 self._deploy_failed(cmd.tenant, cmd.device_id, step.failed_deploy)
 
 
-__all__ = ["MAX_DEVICES_PER_ROUND", "Settled", "Tenants", "reconfigured"]
+__all__ = ["MAX_DEVICES_PER_ROUND", "Answer", "Tenants", "reconfigured"]

@@ -94,7 +94,7 @@ def _tenant_state(s: Stage, name: str) -> str | None:
 
 def test_broker_killed_mid_load_loses_no_telemetry_and_completes_the_command_in_flight(stage: Stage) -> None:
     s = stage
-    assert s.coordinator.call(lambda e: e.deploy(TenantSpec(name="steady", model="ocr-cls", slo_ms=500))) is None
+    assert s.coordinator.call(lambda e: e.tenants.deploy(TenantSpec(name="steady", model="ocr-cls", slo_ms=500))) is None
     wait_for(lambda: _tenant_state(s, "steady") == "running", 30, "first tenant running")
     with Apps(s.settings, s.topics.prefix, {"steady": "ocr-cls"}, pause_after_failure_s=0.05) as app:
         wait_for(lambda: app.ok > 20, 20, "calls before the fault")

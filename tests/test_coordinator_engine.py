@@ -45,16 +45,21 @@ class Rig:
     def __init__(self, tmp_path: Path) -> None:
         self.now = 1000.0
         self.sent: list[tuple[str, Deploy | Undeploy]] = []
-        self.settled: list[tuple[str, str, OpReply]] = []
+        self._settled: list[tuple[str, str, OpReply]] = []
         self.store_path = tmp_path / "c.db"
         self.store = Store(self.store_path)
         self.topics = Topics("ef")
         self.outbox = Outbox(self.store, self.topics, POLICY,
                              lambda topic, payload: self.sent.append((topic, decode_command(payload))))
         self.engine = Engine(store=self.store, outbox=self.outbox, models=MODELS, placement=MostFreeMemory(),
-                             clock=lambda: self.now, device_timeout_s=30.0,
-                             settled=lambda *a: self.settled.append(a))
+                             clock=lambda: self.now, device_timeout_s=30.0)
         self.boots: dict[str, int] = {}
+
+    @property
+    def settled(self) -> list[tuple[str, str, OpReply]]:
+        """Every operator call settled so far (taken from the engine's tenants, as the desk takes them)."""
+        self._settled.extend(tuple(a) for a in self.engine.tenants.take_answers())
+        return self._settled
 
     def tick(self, advance: float = 0.0) -> list[Deploy | Undeploy]:
         """Advance the clock, run the timer duties, return what was sent."""
@@ -97,7 +102,7 @@ def rig(tmp_path: Path) -> Rig:
 def test_deploy_places_and_ack_makes_it_running(rig: Rig) -> None:
     rig.birth("d1", budget_mb=50)
     rig.birth("d2", budget_mb=100)
-    assert rig.engine.deploy(spec()) is None  # the answer comes with the ack
+    assert rig.engine.tenants.deploy(spec()) is None  # the answer comes with the ack
     [cmd] = rig.tick()
     assert isinstance(cmd, Deploy) and cmd.device_id == "d2" and len(cmd.command_id) == 32
     assert rig.sent[-1][0] == "ef/v1/devices/d2/commands"
@@ -111,7 +116,7 @@ def test_deploy_places_and_ack_makes_it_running(rig: Rig) -> None:
 def test_retries_resend_same_id_with_backoff_then_try_another_device(rig: Rig) -> None:
     rig.birth("d1", budget_mb=100)
     rig.birth("d2", budget_mb=50)
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     [first] = rig.tick()
     assert first.device_id == "d1"
     assert rig.tick(1.4) == []  # 1 s ack timeout + 0.5 s backoff not over yet
@@ -133,7 +138,7 @@ def test_failed_ack_tries_another_device_once_then_unplaced(rig: Rig) -> None:
     rig.birth("d1")
     rig.birth("d2")
     rig.birth("d3")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     [a] = rig.tick()
     rig.ack(a, ok=False, message="out of memory")
     [b] = rig.tick()
@@ -149,7 +154,7 @@ def test_failed_ack_tries_another_device_once_then_unplaced(rig: Rig) -> None:
 
 def test_birth_reconciles_missing_and_stray_tenants(rig: Rig) -> None:
     rig.birth("d1")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     [cmd] = rig.tick()
     rig.ack(cmd)
     # the device restarts and lists a tenant the coordinator never assigned, but not t1
@@ -168,7 +173,7 @@ def test_birth_reconciles_missing_and_stray_tenants(rig: Rig) -> None:
 def test_death_moves_tenants_to_another_device(rig: Rig) -> None:
     rig.birth("d1", budget_mb=100)
     rig.birth("d2", budget_mb=50)
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     [cmd] = rig.tick()
     rig.ack(cmd)
     rig.engine.death(Death(device_id="d1", reason="lost", boot_id="boot1"))
@@ -183,7 +188,7 @@ def test_death_moves_tenants_to_another_device(rig: Rig) -> None:
 
 def test_death_without_room_leaves_unplaced_until_capacity_appears(rig: Rig) -> None:
     rig.birth("d1")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     rig.ack(rig.tick()[0])
     rig.engine.death(Death(device_id="d1", reason="shutdown"))
     assert rig.state("t1") == ("unplaced", None)
@@ -196,7 +201,7 @@ def test_death_without_room_leaves_unplaced_until_capacity_appears(rig: Rig) -> 
 def test_silent_device_is_declared_dead(rig: Rig) -> None:
     rig.birth("d1", budget_mb=100)
     rig.birth("d2", budget_mb=50)
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     rig.ack(rig.tick()[0])
     rig.now += 20
     rig.birth("d2")  # d2 keeps talking, d1 does not
@@ -222,9 +227,9 @@ def test_a_device_heard_recently_is_not_dead_while_its_messages_wait_in_the_queu
 
 def test_commands_to_an_offline_device_wait(rig: Rig) -> None:
     rig.birth("d1")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     rig.ack(rig.tick()[0])
-    assert rig.engine.undeploy("t1") is None  # Undeploy queued, not sent yet
+    assert rig.engine.tenants.undeploy("t1") is None  # Undeploy queued, not sent yet
     rig.engine.death(Death(device_id="d1", reason="lost"))
     assert rig.store.tenant("t1") is None  # removed from the plan; the device is told when back
     assert rig.settled[-1][:2] == ("t1", "undeploy")
@@ -240,9 +245,9 @@ def test_commands_to_an_offline_device_wait(rig: Rig) -> None:
 
 def test_undeploy_waits_for_ack_and_orders_after_deploy(rig: Rig) -> None:
     rig.birth("d1")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     [dep] = rig.tick()
-    assert rig.engine.undeploy("t1") is None  # removing: answered on the ack
+    assert rig.engine.tenants.undeploy("t1") is None  # removing: answered on the ack
     assert rig.settled[-1][:2] == ("t1", "deploy") and rig.settled[-1][2].code == "cancelled"
     [und] = rig.tick()
     assert isinstance(und, Undeploy)
@@ -255,27 +260,27 @@ def test_undeploy_waits_for_ack_and_orders_after_deploy(rig: Rig) -> None:
 
 def test_deploy_conflicts_and_idempotence(rig: Rig) -> None:
     rig.birth("d1")
-    assert rig.engine.deploy(spec()) is None
+    assert rig.engine.tenants.deploy(spec()) is None
     rig.ack(rig.tick()[0])
-    same = rig.engine.deploy(spec())
+    same = rig.engine.tenants.deploy(spec())
     assert same is not None and same.ok and same.device_id == "d1"
-    other = rig.engine.deploy(TenantSpec(name="t1", model="ocr-rec", slo_ms=99.0))
+    other = rig.engine.tenants.deploy(TenantSpec(name="t1", model="ocr-rec", slo_ms=99.0))
     assert other is not None and (other.ok, other.code) == (False, "conflict")
-    unknown = rig.engine.deploy(spec("t2", model="nope"))
+    unknown = rig.engine.tenants.deploy(spec("t2", model="nope"))
     assert unknown is not None and unknown.code == "unknown_model"
-    nofit = rig.engine.deploy(spec("t3", model="face-detect"))
+    nofit = rig.engine.tenants.deploy(spec("t3", model="face-detect"))
     assert nofit is not None and nofit.code == "no_fit" and "d1: no runtime litert" in nofit.message
-    pinned = rig.engine.deploy(spec("t4"), pinned="d7")
+    pinned = rig.engine.tenants.deploy(spec("t4"), pinned="d7")
     assert pinned is not None and "d7: unknown device" in pinned.message
-    gone = rig.engine.undeploy("never")
+    gone = rig.engine.tenants.undeploy("never")
     assert gone is not None and gone.code == "unknown_tenant"
 
 
 def test_placement_counts_memory_of_assigned_tenants(rig: Rig) -> None:
     rig.birth("d1", budget_mb=25)  # room for two 10.9 MB tenants, not three
-    assert rig.engine.deploy(spec("a")) is None
-    assert rig.engine.deploy(spec("b")) is None
-    third = rig.engine.deploy(spec("c"))
+    assert rig.engine.tenants.deploy(spec("a")) is None
+    assert rig.engine.tenants.deploy(spec("b")) is None
+    third = rig.engine.tenants.deploy(spec("c"))
     # 25 MB - 2 x 10.9 MB = 3.3 MB free < 10.9 MB, printed in MiB: 10.9e6 / 2^20 = 10.4, 3.3e6 / 2^20 = 3.1
     assert third is not None and third.message.endswith("d1: needs 10.4 MiB, 3.1 MiB free")
 
@@ -290,25 +295,25 @@ def test_decisions_in_one_transaction_see_each_other_and_a_rollback_frees_its_sl
     rig.birth("d3", budget_mb=40)
     with rig.store.atomic():
         rig.store.set_offline("d3", "test")  # the biggest device leaves first
-        assert rig.engine.deploy(spec("a")) is None
-        assert rig.engine.deploy(spec("b")) is None
-        last = rig.engine.deploy(spec("c"))
+        assert rig.engine.tenants.deploy(spec("a")) is None
+        assert rig.engine.tenants.deploy(spec("b")) is None
+        last = rig.engine.tenants.deploy(spec("c"))
     # 15 MB - 10.9 MB = 4.1 MB free on d1, 12 MB - 10.9 MB = 1.1 MB on d2
     assert last is not None and last.code == "no_fit"
     # printed in MiB (/ 1.048576): 10.4, 4.0 and 1.1
     assert "d1: needs 10.4 MiB, 4.0 MiB free" in last.message and "d2: needs 10.4 MiB, 1.1 MiB free" in last.message
     assert (rig.state("a"), rig.state("b")) == (("deploying", "d1"), ("deploying", "d2"))
     with pytest.raises(RuntimeError), rig.store.atomic():
-        rig.engine.undeploy("a")
+        rig.engine.tenants.undeploy("a")
         rig.store.delete_tenant("a")  # as if d1 had acked: its slot looks free inside the transaction
-        assert rig.engine.deploy(spec("x")) is None
+        assert rig.engine.tenants.deploy(spec("x")) is None
         assert rig.state("x") == ("deploying", "d1")
         raise RuntimeError("rolled back")
     assert rig.store.tenant("x") is None and rig.state("a") == ("deploying", "d1")
-    again = rig.engine.deploy(spec("y"))  # d1 still holds a: the rolled-back charges are gone with it
+    again = rig.engine.tenants.deploy(spec("y"))  # d1 still holds a: the rolled-back charges are gone with it
     assert again is not None and again.code == "no_fit"
     rig.store.set_online("d3", [], rig.now)
-    assert rig.engine.deploy(spec("y")) is None and rig.state("y") == ("deploying", "d3")
+    assert rig.engine.tenants.deploy(spec("y")) is None and rig.state("y") == ("deploying", "d3")
 
 
 def window(device: str, seq: int, boot: str = "boot1", rps: float = 5.0) -> Telemetry:
@@ -323,7 +328,7 @@ def window(device: str, seq: int, boot: str = "boot1", rps: float = 5.0) -> Tele
 
 def test_telemetry_stored_once_and_summarised(rig: Rig) -> None:
     rig.birth("d1")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     rig.ack(rig.tick()[0])
     rig.engine.telemetry(window("d1", 0))
     rig.engine.telemetry(window("d1", 0, rps=99.0))  # a QoS 1 redelivery
@@ -337,7 +342,7 @@ def test_telemetry_stored_once_and_summarised(rig: Rig) -> None:
 
 def test_stray_acks_are_ignored(rig: Rig) -> None:
     rig.birth("d1")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     [cmd] = rig.tick()
     rig.engine.ack(Ack(command_id="0" * 32, device_id="d1", ok=True, result="applied"), "d1")
     rig.engine.ack(Ack(command_id=cmd.command_id, device_id="d1", ok=True, result="applied"), "d2")
@@ -348,7 +353,7 @@ def test_stray_acks_are_ignored(rig: Rig) -> None:
 def test_restart_resumes_outstanding_commands(tmp_path: Path) -> None:
     first = Rig(tmp_path)
     first.birth("d1")
-    first.engine.deploy(spec())
+    first.engine.tenants.deploy(spec())
     [cmd] = first.tick()
     first.store.close()
     again = Rig(tmp_path)  # same database file
@@ -378,7 +383,7 @@ def test_a_reconfiguration_takes_effect_at_its_ack_and_a_refused_one_changes_not
     from edgefleet.wire import Configure
 
     rig.birth("d1")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     [deploy] = rig.tick()
     rig.ack(deploy)
     wider = msgspec.structs.replace(spec(), max_batch=16)
@@ -414,14 +419,14 @@ def test_an_undeployed_tenant_leaves_the_learning_placement(tmp_path: Path) -> N
     live = LearnedModel(build_book())
     rig.engine.tenants.placement, rig.engine.tenants.model = ModelPlacement(), live
     rig.birth("d1")
-    rig.engine.deploy(spec())
+    rig.engine.tenants.deploy(spec())
     [dep] = rig.tick()
     rig.ack(dep)
     t = window("d1", 1)
     done = TenantWindow(**{**msgspec.structs.asdict(t.tenants[0]), "completions": 25})
     rig.engine.telemetry(msgspec.structs.replace(t, tenants=[done]))
     assert "t1" in live.demand and "t1" in live.errors.stats
-    rig.engine.undeploy("t1")
+    rig.engine.tenants.undeploy("t1")
     [und] = rig.tick()
     rig.ack(und)
     assert "t1" not in live.demand and "t1" not in live.errors.stats
@@ -442,9 +447,9 @@ def test_redeploying_the_operators_spec_after_a_reconfiguration_is_idempotent(ri
 
     asked = TenantSpec(name="t1", model="ocr-rec", slo_ms=50.0, min_fidelity=0.9)
     rig.birth("d1")
-    rig.engine.deploy(asked)
+    rig.engine.tenants.deploy(asked)
     rig.ack(rig.tick()[0])
-    rig.engine.deploy(spec("t2"))
+    rig.engine.tenants.deploy(spec("t2"))
     rig.ack(rig.tick()[0])
     faster = msgspec.structs.replace(asked, variant="int8", max_batch=16)
     _reconfigure(rig, faster)
@@ -452,7 +457,7 @@ def test_redeploying_the_operators_spec_after_a_reconfiguration_is_idempotent(ri
     assert t is not None and (t.spec, t.requested, t.asked) == (faster, asked, asked)
     assert t.size_bytes == 2_900_000  # charged for what runs
 
-    again = rig.engine.deploy(asked)
+    again = rig.engine.tenants.deploy(asked)
     assert again is not None and (again.ok, again.device_id) == (True, "d1")
     assert again.message == ("t1 already runs on d1, reconfigured by the rebalancer: variant int8 (deployed fp32),"
                              " max_batch 16 (deployed 8)")
@@ -460,7 +465,7 @@ def test_redeploying_the_operators_spec_after_a_reconfiguration_is_idempotent(ri
     t = rig.store.tenant("t1")
     assert t is not None and t.spec == faster  # the rebalancer's choice stands
     for other in (faster, msgspec.structs.replace(asked, slo_ms=99.0), msgspec.structs.replace(asked, max_batch=16)):
-        reply = rig.engine.deploy(other)
+        reply = rig.engine.tenants.deploy(other)
         assert reply is not None and (reply.ok, reply.code) == (False, "conflict")
 
     view = {v.name: v for v in fleet_status(rig.engine).tenants}
@@ -486,7 +491,7 @@ def test_a_database_from_before_the_requested_spec_is_migrated(tmp_path: Path) -
 
     first = Rig(tmp_path)
     first.birth("d1")
-    first.engine.deploy(spec())
+    first.engine.tenants.deploy(spec())
     first.ack(first.tick()[0])
     first.store.close()
     with sqlite3.connect(tmp_path / "c.db") as db:
@@ -501,7 +506,7 @@ def test_a_database_from_before_the_requested_spec_is_migrated(tmp_path: Path) -
     again = Rig(tmp_path)
     t = again.store.tenant("t1")
     assert t is not None and t.state == "running" and t.requested is None and t.asked == spec()
-    same = again.engine.deploy(spec())
+    same = again.engine.tenants.deploy(spec())
     assert same is not None and same.ok and same.message == "t1 already runs on d1"
     wider = msgspec.structs.replace(spec(), max_batch=16)
     _reconfigure(again, wider)
@@ -521,9 +526,9 @@ def test_an_acks_profile_makes_its_variant_placeable(tmp_path: Path) -> None:
     rig.engine.tenants.placement, rig.engine.tenants.model = ModelPlacement(), live
     rig.birth("d1")  # reports x86_64-cpu: the book's x86-cpu
     int8 = TenantSpec(name="t2", model="ocr-rec", variant="int8", slo_ms=500.0)
-    refused = rig.engine.deploy(int8)
+    refused = rig.engine.tenants.deploy(int8)
     assert refused is not None and refused.code == "no_fit" and "no profile for ocr-rec:int8" in refused.message
-    rig.engine.deploy(msgspec.structs.replace(int8, name="t1", variant="fp32"))
+    rig.engine.tenants.deploy(msgspec.structs.replace(int8, name="t1", variant="fp32"))
     [dep] = rig.tick()
     measured = ServiceProfile(model="ocr-rec", variant="int8", ms_by_batch={1: 12.0, 2: 23.0})
 
@@ -540,4 +545,4 @@ def test_an_acks_profile_makes_its_variant_placeable(tmp_path: Path) -> None:
     assert prof is not None and (prof.curve.fixed_ms, prof.curve.per_row_ms, prof.runtime) == (
         pytest.approx(1.0), pytest.approx(11.0), "onnxruntime")
     assert rig.state("t1") == ("running", "d1")  # the ack did its usual work too
-    assert rig.engine.deploy(int8) is None  # placed: the Deploy is on its way
+    assert rig.engine.tenants.deploy(int8) is None  # placed: the Deploy is on its way

@@ -122,7 +122,7 @@ def run_scenario(sc: Scenario) -> dict[str, Any]:
 
 def _deploy(world: World, spec: TenantSpec) -> None:
     with world.store.atomic():
-        world.engine.deploy(spec)
+        world.engine.tenants.deploy(spec)
 
 
 def _kill(world: World, count: int, at: float) -> dict[str, Any]:

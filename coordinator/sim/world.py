@@ -77,7 +77,7 @@ class World:
         self.settled: list[tuple[float, str, str, OpReply]] = []
         self.engine = Engine(store=self.store, outbox=self.outbox, models=models, placement=placement, model=model,
                              clock=self.queue.clock, device_timeout_s=self.config.device_timeout_s,
-                             settled=self._settled, rebalance=self.config.rebalance)
+                             rebalance=self.config.rebalance)
         self.agents: dict[str, SimAgent] = {}
         self.traffic = Traffic()
         self.window_hooks: list[WindowHook] = []
@@ -87,8 +87,9 @@ class World:
     def now(self) -> float:
         return self.queue.now
 
-    def _settled(self, tenant: str, op: str, reply: OpReply) -> None:
-        self.settled.append((self.queue.now, tenant, op, reply))
+    def _take_answers(self) -> None:
+        """The operator calls the coordinator settled, stamped now (as its desk would answer them)."""
+        self.settled.extend((self.queue.now, *a) for a in self.engine.tenants.take_answers())
 
     # -- agent -> coordinator -----------------------------------------------------------------------
     def _inbound(self, fn: Callable[[], None]) -> None:
@@ -97,6 +98,7 @@ class World:
         def deliver() -> None:
             with self.store.atomic():
                 fn()
+            self._take_answers()
 
         self.queue.after(self.config.net_delay_s, deliver)
 
@@ -184,6 +186,7 @@ class World:
     def _tick(self) -> None:
         with self.store.atomic():
             self.engine.tick()
+        self._take_answers()
 
     def run_until(self, t: float) -> None:
         self.queue.run_until(t)

@@ -1,4 +1,4 @@
-"""The fleet's state machine: applies what devices say (births, deaths, silence, telemetry) to the plan.
+"""The fleet's state machine: applies what devices say (births, deaths, silence, telemetry, acks) to the plan.
 
 Everything here runs on the service's worker thread, against the store, with an injected clock; it
 never touches MQTT except through the outbox's publish function, so it can be driven directly in

@@ -12,7 +12,8 @@ running spec and the memory charged, written by the lifecycle's applier) and its
 (``tenant_metrics``, written by telemetry at the flush); ``TenantRow`` holds the three.
 Every write to a device or tenant row is reported to the ``Changes`` handed out by ``watch()``, so that
 what is derived from those rows in memory (the fleet snapshot, ``coordinator.snapshots``) re-reads
-only what changed; a rolled-back transaction reports everything as changed.
+only what changed; a command that starts or stops being outstanding counts as a write of its tenant
+(the snapshot says whether a tenant is busy); a rolled-back transaction reports everything as changed.
 
 The device and tenant tables are also held in memory, written through: every write goes to SQLite and to
 the in-memory rows in the same call, and reads (``devices``, ``device``, ``tenants``, ``tenant``,
@@ -461,8 +462,12 @@ class Store:
 
     def _restore_command(self, command_id: str, c: CommandRow | None) -> None:
         if c is None or c.state not in OUTSTANDING:
-            self._outstanding.pop(command_id, None)
+            gone = self._outstanding.pop(command_id, None)
+            if gone is not None:
+                self._tenant_written(gone.tenant)  # no longer busy with this command
         else:
+            if command_id not in self._outstanding:
+                self._tenant_written(c.tenant)  # busy with a command in flight
             self._outstanding[command_id] = c
 
     def _rollback_memory(self, mark: int) -> None:

@@ -48,6 +48,8 @@ from coordinator.lifecycle import (
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placement
 from coordinator.placement.live import NullModel, PerfModel, demand_at
+from coordinator.placement.seam import profile_of
+from coordinator.scheduling import schedule
 from coordinator.snapshots import SnapshotCache
 from coordinator.store import CommandRow, Store, TenantRow, TenantState
 from edgefleet.wire import Ack, Configure, OpReply, TenantSpec
@@ -93,16 +95,10 @@ class Tenants:
     # -- placing ----------------------------------------------------------------------------------
     def _decide(self, spec: TenantSpec, facts: ModelFacts, *, exclude: tuple[str, ...] = (),
                 pinned: str | None = None) -> Decision:
-        fleet = self.snapshot()
-        if pinned is not None:
-            if fleet.get(pinned) is None:
-                return NoFit(f"{pinned}: unknown device")
-            fleet = fleet.only(pinned)
-        candidates = fleet.excluding(exclude)
-        if exclude and not candidates.devices:
-            return NoFit(f"no device left to try after {', '.join(exclude)}")
+        """One scheduling cycle (``coordinator.scheduling.schedule``) with the placement's profile."""
         self.model.declare(spec)  # its declared demand is the model's prior from now on
-        return self.placement.place(spec, facts, candidates, self.model.predictor())
+        return schedule(spec, facts, self.snapshot(), profile=profile_of(self.placement), exclude=exclude,
+                        pinned=pinned, model=self.model.predictor())
 
     # -- applying a step ----------------------------------------------------------------------------
     def apply(self, t: TenantRow | None, step: Step) -> None:

@@ -3,12 +3,13 @@
 Each treats a device as a bin of model memory (its budget) and a tenant as an item of its variant's
 size, and knows nothing of rates, SLOs or how tenants slow each other down — the "traditional
 knapsack hosting" of arXiv 2201.07312. A device is feasible when it is online, runs the model's
-runtime and has the memory (``memory.rejection``). Among feasible devices, in device id order:
+runtime and has the memory. Among feasible devices, in device id order:
 ``FirstFit`` takes the first, ``BestFit`` the one left with the least free memory, ``WorstFit`` the
 one left with the most. On a fleet of unequal budgets worst fit fills the biggest devices first, so
 ``SpreadFit`` is added: the most free memory as a share of the device's budget, which spreads tenants
 in proportion to budgets (the strongest memory-only baseline when memory is not what runs out).
-``plan`` places many tenants without rebuilding snapshots.
+Each is a profile of the scheduling framework (``coordinator.scheduling.profiles``): ``place`` is one
+scheduling cycle. ``plan`` places many tenants without rebuilding snapshots (the same choices).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from coordinator.fleet import FleetSnapshot, ModelFacts, mib
-from coordinator.placement.memory import feasible
-from coordinator.placement.seam import Decision, NoFit, Placed
+from coordinator.scheduling import BEST_FIT, FIRST_FIT, SPREAD_FIT, WORST_FIT, Profile, schedule
+from coordinator.scheduling.framework import Decision, NoFit, Placed
 from edgefleet.wire import TenantSpec
 
 if TYPE_CHECKING:
-    from coordinator.rebalance.outlook import Model
+    from coordinator.scheduling.framework import Model
 
 # (free bytes of the feasible devices in id order, their budgets, size) -> index into that list
 Chooser = Callable[[Sequence[int], Sequence[int], int], int]
@@ -47,21 +48,11 @@ def _spread(frees: Sequence[int], budgets: Sequence[int], size: int) -> int:
 class _Knapsack:
     name = "knapsack"
     choose: Chooser = staticmethod(_first)
+    profile: Profile = FIRST_FIT
 
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
               perf: Model | None = None) -> Decision:
-        fits = feasible(fleet, model)
-        if isinstance(fits, NoFit):
-            return fits
-        frees, budgets = [d.free_bytes for d in fits], [d.memory_budget_bytes for d in fits]
-        best = fits[self.choose(frees, budgets, model.size_bytes)]
-        after = best.free_bytes - model.size_bytes
-        return Placed(
-            best.device_id,
-            float(after),
-            f"{self.name}: {mib(best.free_bytes)} free, "
-            f"{spec.model}:{spec.variant} needs {mib(model.size_bytes)}",
-        )
+        return schedule(spec, model, fleet, profile=self.profile, model=perf)
 
     def plan(self, tenants: Sequence[tuple[TenantSpec, ModelFacts]], fleet: FleetSnapshot) -> list[Decision]:
         """Place ``tenants`` one after another; the same choices as ``place`` on updated snapshots."""
@@ -88,18 +79,22 @@ class _Knapsack:
 class FirstFit(_Knapsack):
     name = "first-fit"
     choose = staticmethod(_first)
+    profile = FIRST_FIT
 
 
 class BestFit(_Knapsack):
     name = "best-fit"
     choose = staticmethod(_best)
+    profile = BEST_FIT
 
 
 class WorstFit(_Knapsack):
     name = "worst-fit"
     choose = staticmethod(_worst)
+    profile = WORST_FIT
 
 
 class SpreadFit(_Knapsack):
     name = "spread-fit"
     choose = staticmethod(_spread)
+    profile = SPREAD_FIT

@@ -16,9 +16,10 @@ and the predicted p95 is scored against the measured one) and the expected deman
 — is the prior, and each window's measured rate and gap spread, or a closed loop's time outside the
 device, take over; with its SLO); the profile a device measured when it loaded a variant (carried by the
 Ack of the Deploy or Configure) seeds that variant's curve on the device's kind. ``ModelPlacement`` is
-then ``PredictedLatency.place`` over the predictor it is handed — a pure function of it. Device kinds
+then the scheduling framework's ``predicted-latency`` profile over the predictor it is handed — a pure function of it. Device kinds
 that agents report (``x86_64-cpu``, ``jetson-orin-nano``, ``coral-usb``...) are mapped onto the
-calibrated kinds of the book (``x86-cpu``, ``jetson-gpu``, ``coral-tpu``, ``arm-cpu``).
+calibrated kinds of the book (``x86-cpu``, ``jetson-gpu``, ``coral-tpu``, ``arm-cpu``) by
+``coordinator.fleet.book_kind`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -30,29 +31,14 @@ from types import MappingProxyType
 from typing import Protocol
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
+from coordinator.fleet import book_kind as book_kind  # re-exported: where callers found it
 from coordinator.perf import ErrorBook, PerfBook
 from coordinator.perf.demand import Expected, declared, observed
 from coordinator.perf.learner import Learner
 from coordinator.perf.report import model_report
-from coordinator.placement.model import PredictedLatency
-from coordinator.placement.planner import Demand
-from coordinator.placement.seam import Decision, NoFit
-from coordinator.rebalance.outlook import Model
+from coordinator.scheduling import PREDICTED_LATENCY, schedule
+from coordinator.scheduling.framework import Decision, Demand, Model
 from edgefleet.wire import ModelReport, ServiceProfile, Telemetry, TenantSpec
-
-
-def book_kind(device_kind: str) -> str:
-    """The calibrated kind closest to a device kind an agent reported ("" when none fits)."""
-    k = device_kind.lower()
-    if "jetson" in k:
-        return "jetson-gpu"
-    if "coral" in k or "edgetpu" in k:
-        return "coral-tpu"
-    if k.startswith(("x86_64", "amd64", "x86")):
-        return "x86-cpu"
-    if k.startswith(("aarch64", "arm")):
-        return "arm-cpu"
-    return ""
 
 
 class PerfModel(Protocol):
@@ -169,19 +155,14 @@ class LearnedModel:
 
 
 class ModelPlacement:
-    """``placement = "predicted-latency"``: ``PredictedLatency`` over the predictor it is handed (pure)."""
+    """``placement = "predicted-latency"``: the scheduling framework's ``predicted-latency`` profile over
+    the predictor it is handed (pure), the devices' kinds mapped onto the book's."""
 
     name = "predicted-latency"
+    profile = PREDICTED_LATENCY
 
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot, perf: Model | None = None) -> Decision:
-        if perf is None:
-            return NoFit("the predicted-latency placement needs the performance model, which this coordinator has not")
-        mapped = FleetSnapshot(tuple(
-            dataclasses.replace(d, device_kind=book_kind(d.device_kind) or d.device_kind) for d in fleet.devices
-        ), fleet.ts)
-        policy = PredictedLatency(perf.book, demand=perf.demand, default_rps=perf.default_rps,
-                                  headroom=perf.headroom, probe=None)
-        return policy.place(spec, model, mapped)
+        return schedule(spec, model, fleet, profile=self.profile, model=perf)
 
 
 def _demand(e: Expected, slo_ms: float) -> Demand:

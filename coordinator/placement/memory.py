@@ -3,65 +3,41 @@
 Feasible means online, the model's runtime is among the device's runtimes, and the device's free model
 memory (its budget minus the variant sizes of the tenants already assigned there) is at least this
 variant's size. Among feasible devices the one with the most free memory wins; ties go to the device
-with fewer tenants, then to the smaller device id, so the choice is deterministic.
+with fewer tenants, then to the smaller device id, so the choice is deterministic. It is the scheduling
+framework's ``most-free-memory`` profile (``coordinator.scheduling.profiles``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
-from coordinator.placement.seam import Decision, NoFit, Placed
+from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts
+from coordinator.scheduling import MOST_FREE_MEMORY, Request, schedule
+from coordinator.scheduling.framework import CycleState, Decision
+from coordinator.scheduling.profiles import MEMORY_FILTERS
 from edgefleet.wire import TenantSpec
 
 if TYPE_CHECKING:
-    from coordinator.rebalance.outlook import Model
+    from coordinator.scheduling.framework import Model
 
 
 def rejection(device: DeviceSnapshot, model: ModelFacts) -> str | None:
-    """Why ``model`` cannot go on ``device``, or None when it fits."""
-    if not device.online:
-        return "offline"
-    if model.runtime not in device.runtimes:
-        return f"no runtime {model.runtime}"
-    free = device.free_bytes
-    if free < model.size_bytes:
-        return f"needs {mib(model.size_bytes)}, {mib(max(free, 0))} free"
+    """Why ``model`` cannot go on ``device`` by memory alone (offline, no runtime, no room), or None."""
+    req = Request(TenantSpec(name="probe", model=model.name, variant=model.variant, slo_ms=1.0), model)
+    state = CycleState()
+    for f in MEMORY_FILTERS:
+        why = f.filter(req, device, state)
+        if why is not None:
+            return why
     return None
-
-
-def feasible(fleet: FleetSnapshot, model: ModelFacts) -> list[DeviceSnapshot] | NoFit:
-    """The devices of ``fleet`` that can take ``model``, in id order, or why none can (per device)."""
-    if not fleet.devices:
-        return NoFit("no devices known")
-    fits: list[DeviceSnapshot] = []
-    reasons: list[str] = []
-    for device in fleet.devices:
-        why = rejection(device, model)
-        if why is None:
-            fits.append(device)
-        else:
-            reasons.append(f"{device.device_id}: {why}")
-    return fits if fits else NoFit("; ".join(reasons))
 
 
 class MostFreeMemory:
     """Place on the feasible device with the most free model memory."""
 
     name = "most-free-memory"
+    profile = MOST_FREE_MEMORY
 
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
               perf: Model | None = None) -> Decision:
-        fits = feasible(fleet, model)
-        if isinstance(fits, NoFit):
-            return fits
-        best = min(fits, key=lambda d: (-d.free_bytes, len(d.tenants), d.device_id))
-        after = best.free_bytes - model.size_bytes
-        return Placed(
-            device_id=best.device_id,
-            score=float(after),
-            reason=(
-                f"most free memory: {mib(best.free_bytes)} free of {mib(best.memory_budget_bytes)}, "
-                f"{spec.model}:{spec.variant} needs {mib(model.size_bytes)}"
-            ),
-        )
+        return schedule(spec, model, fleet, profile=self.profile, model=perf)

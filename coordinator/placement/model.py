@@ -13,34 +13,35 @@ as input: ``demand`` maps tenant name -> Demand(rate, SLO), typically the arriva
 reported in their last telemetry windows; a tenant without an entry is expected at ``default_rps`` and,
 when resident, is only counted as load (its own SLO unknown). A new tenant's SLO is its spec's.
 
-``place`` (the seam) checks every device and reports why each one does not fit. ``planner`` gives the
-incremental form for planning many tenants at once; with ``probe`` set it checks only the least
-utilised few devices per pool, which keeps 10k tenants on 2k devices well within a second.
+``place`` (the seam) is one scheduling cycle of the ``predicted-latency`` profile
+(``coordinator.scheduling``): it checks every device and reports why each one does not fit. ``planner``
+gives the incremental form for planning many tenants at once; with ``probe`` set it checks only the
+least utilised few devices per pool, which keeps 10k tenants on 2k devices well within a second.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.perf import PerfBook
-from coordinator.placement.planner import Demand, Planner
-from coordinator.placement.seam import Decision
+from coordinator.placement.planner import Planner
+from coordinator.scheduling import Profile, predicted_latency, schedule
+from coordinator.scheduling.filters import reported_kind
+from coordinator.scheduling.framework import Decision, Demand, Model
 from edgefleet.wire import TenantSpec
-
-if TYPE_CHECKING:
-    from coordinator.rebalance.outlook import Model
 
 DEFAULT_HEADROOM = 0.8
 DEFAULT_PROBE = 3
 
 
 class PredictedLatency:
-    """Place where the performance model predicts every SLO on the device is kept."""
+    """Place where the performance model predicts every SLO on the device is kept (the book's kinds read
+    as the fleet gives them)."""
 
     name = "predicted-latency"
+    profile: Profile = predicted_latency(reported_kind)
 
     def __init__(
         self,
@@ -77,10 +78,14 @@ class PredictedLatency:
             probe=None if exhaustive else self.probe,
         )
 
+    @property
+    def model(self) -> Model:
+        """The predictor this policy places with: its book, demand and headroom."""
+        return Model(self.book, self.demand, self.headroom, self.default_rps)
+
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
               perf: Model | None = None) -> Decision:
-        decision, _ = self.planner(fleet, exhaustive=True).decide(spec, model)
-        return decision
+        return schedule(spec, model, fleet, profile=self.profile, model=self.model)
 
     def plan(self, tenants: list[tuple[TenantSpec, ModelFacts]], fleet: FleetSnapshot) -> list[Decision]:
         """Place ``tenants`` one after another on ``fleet``, each seeing the ones before it."""

@@ -26,27 +26,16 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
 from coordinator.perf import Load, Outlook, PerfBook, Processor, predict
 from coordinator.placement.seam import Decision, NoFit, Placed
+from coordinator.scheduling.filters import fit, reported_kind
+from coordinator.scheduling.framework import Demand
 from edgefleet.wire import TenantSpec
 
 PoolKey = tuple[str, frozenset[str], str]  # (device kind, runtimes, processor)
 Chosen = tuple[str, str, Load, float]  # (device, processor, load, processor utilisation with it)
-
-
-@dataclass(frozen=True, slots=True)
-class Demand:
-    """What placement expects of a tenant: its request rate (or, for a closed loop, its requests in
-    flight and time outside the device per cycle) and its p95 objective."""
-
-    rate_rps: float
-    slo_ms: float = math.inf
-    arrival_scv: float = 1.0  # how bursty its arrivals are (squared CV of the gaps; 1: Poisson)
-    in_flight: int = 0  # closed loop: requests outstanding at all times (0: open, at rate_rps)
-    think_ms: float = 0.0  # closed loop: time outside the device per cycle
 
 
 class _Proc:
@@ -96,11 +85,11 @@ class Planner:
         self.heaps: dict[PoolKey, list[tuple[float, int, str]]] = {}
         self._alone: dict[tuple[str, str, str, float, float, int, float], float] = {}
         for snap in fleet.devices:
-            kind = book.kinds.get(snap.device_kind)
+            kind = book.kinds.get(reported_kind(snap))
             dev = _Dev(snap, {n: _Proc(p) for n, p in kind.processors.items()} if kind else {})
             self.devices[snap.device_id] = dev
             for t in snap.tenants:
-                got = self._load(t.name, t.model, t.variant, snap.device_kind)
+                got = self._load(t.name, t.model, t.variant, reported_kind(snap))
                 if isinstance(got, str):
                     dev.blocked = f"resident {t.name}: {got}"
                     break
@@ -109,7 +98,7 @@ class Planner:
                 st.util = predict(st.proc, st.loads).utilisation if st.loads else 0.0
             if snap.online and kind is not None and not dev.blocked:
                 for name in dev.procs:
-                    key = (snap.device_kind, snap.runtimes, name)
+                    key = (reported_kind(snap), snap.runtimes, name)
                     self.heaps.setdefault(key, []).append((dev.procs[name].util, 0, snap.device_id))
         self.pools: dict[tuple[str, str], list[tuple[frozenset[str], list[tuple[float, int, str]]]]] = {}
         self.kinds_by_runtime: dict[str, list[str]] = {}
@@ -136,24 +125,14 @@ class Planner:
 
     # -- checking one device ----------------------------------------------------------------------
     def check(self, dev: _Dev, proc_name: str, load: Load, size: int) -> tuple[float, Outlook] | str:
-        """(score, outlook with ``load`` added) or why ``load`` does not fit on ``dev``."""
+        """(score, outlook with ``load`` added) or why ``load`` does not fit on ``dev`` (the memory, then
+        the scheduling framework's ``fit`` on the processor as this planner holds it)."""
         if dev.free < size:
             return f"needs {mib(size)}, {mib(max(dev.free, 0))} free"
         if dev.blocked:
             return dev.blocked
         st = dev.procs[proc_name]
-        loads = [*st.loads, load]
-        out = predict(st.proc, loads)
-        # closed loops fill the processor by design (their throughput adapts): the SLOs judge them
-        if out.utilisation > self.headroom and not any(ld.closed for ld in loads):
-            return f"{proc_name} utilisation {out.utilisation:.2f} > headroom {self.headroom:.2f}"
-        score = 1.0
-        for ld, p95 in zip(loads, out.p95_ms, strict=True):
-            if p95 > ld.slo_ms:
-                return f"{ld.name} p95 {p95:.1f} ms > SLO {ld.slo_ms:g} ms"
-            if ld.slo_ms < math.inf:
-                score = min(score, (ld.slo_ms - p95) / ld.slo_ms)
-        return score, out
+        return fit(st.proc, proc_name, [*st.loads, load], self.headroom)
 
     def _why_not(self, dev: _Dev, spec: TenantSpec, model: ModelFacts) -> tuple[str, Load] | str:
         snap = dev.snap
@@ -161,7 +140,7 @@ class Planner:
             return "offline"
         if model.runtime not in snap.runtimes:
             return f"no runtime {model.runtime}"
-        return self._load(spec.name, model.name, model.variant, snap.device_kind, spec.slo_ms)
+        return self._load(spec.name, model.name, model.variant, reported_kind(snap), spec.slo_ms)
 
     # -- deciding ---------------------------------------------------------------------------------
     def decide(self, spec: TenantSpec, model: ModelFacts) -> tuple[Decision, Chosen | None]:
@@ -255,7 +234,7 @@ class Planner:
         return why
 
     def _placed(self, spec: TenantSpec, did: str, pname: str, load: Load, score: float) -> Placed:
-        kind = self.devices[did].snap.device_kind
+        kind = reported_kind(self.devices[did].snap)
         at = f"{load.rate_rps:g} req/s"
         if load.closed:  # its rate is an outcome: the throughput the model predicts for it there
             st = self.devices[did].procs[pname]
@@ -271,7 +250,7 @@ class Planner:
         st.version += 1
         dev.free -= size
         dev.tenants += 1
-        key = (dev.snap.device_kind, dev.snap.runtimes, proc_name)
+        key = (reported_kind(dev.snap), dev.snap.runtimes, proc_name)
         heapq.heappush(self.heaps[key], (st.util, st.version, device_id))
 
     def place(self, spec: TenantSpec, model: ModelFacts) -> Decision:

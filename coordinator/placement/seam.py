@@ -1,40 +1,40 @@
 """The placement seam: one pure function from (tenant, model, fleet snapshot) to a decision.
 
-The coordinator asks a ``Placement`` where a tenant should run and never how; a later policy (driven by
-a learned latency model) replaces the simple one without touching the service. Expected negatives are
-values (``NoFit``), never exceptions, so the caller handles them in the same branch as success.
+The coordinator asks a ``Placement`` where a tenant should run and never how. Every placement is a
+profile of the scheduling framework's plugins (``coordinator.scheduling``): ``place`` is one scheduling
+cycle with that profile, and the coordinator's own paths call ``schedule`` with ``placement.profile``
+directly (adding the exclusions and the pinned device). Expected negatives are values (``NoFit``), never
+exceptions, so the caller handles them in the same branch as success.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
+from coordinator.scheduling.framework import Decision, NoFit, Placed, Profile
 from edgefleet.wire import TenantSpec
 
 if TYPE_CHECKING:
-    from coordinator.rebalance.outlook import Model
-
-
-@dataclass(frozen=True)
-class Placed:
-    device_id: str
-    score: float  # higher is better; the policy says what it measures
-    reason: str  # one line for operators, e.g. "most free memory: 40.0 MB free, needs 10.9 MB"
-
-
-@dataclass(frozen=True)
-class NoFit:
-    reason: str  # why no device fits, per device: "d1: no runtime litert; d2: needs 10.9 MB, 3.1 MB free"
-
-
-Decision = Placed | NoFit
+    from coordinator.scheduling.framework import Model
 
 
 class Placement(Protocol):
     """Chooses a device for one tenant. Must be pure: same inputs, same answer, no I/O. ``perf`` is the
-    performance model's predictor for this decision (None without one: memory-only policies ignore it)."""
+    performance model's predictor for this decision (None without one: memory-only policies ignore it).
+    The policies of this package are profiles (their ``profile`` attribute, see ``profile_of``)."""
 
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
               perf: Model | None = None) -> Decision: ...
+
+
+def profile_of(placement: Placement) -> Profile:
+    """The scheduling profile ``placement`` is; a placement written as ``place`` alone runs as a profile
+    that hands it the devices the caller's exclusions and pin leave."""
+    got = getattr(placement, "profile", None)
+    if isinstance(got, Profile):
+        return got
+    return Profile.delegating(str(getattr(placement, "name", type(placement).__name__)), placement.place)
+
+
+__all__ = ["Decision", "NoFit", "Placed", "Placement", "profile_of"]

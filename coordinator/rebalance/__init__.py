@@ -1,7 +1,7 @@
 """The rebalancer: when a tenant's SLO is at risk (``streaks``), which commands fix it (``planner``),
 judged by the performance model with batching (``outlook``)."""
 
-from coordinator.rebalance.outlook import Host, Model, Resident, Verdict, assess, expected_batch
+from coordinator.rebalance.outlook import Host, Resident, Verdict, assess, expected_batch
 from coordinator.rebalance.planner import Action, DevicePlan, Migrate, Plan, Reconfigure, Situation, plan
 from coordinator.rebalance.streaks import (
     RebalancePolicy,
@@ -15,6 +15,7 @@ from coordinator.rebalance.streaks import (
     observed,
     predicted_observed,
 )
+from coordinator.scheduling.framework import Model
 
 __all__ = [
     "Action",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator.rebalance.outlook import Resident
+from coordinator.fleet import TenantLoad
 from edgefleet.wire import TenantSpec
 
 
@@ -27,7 +27,7 @@ class Reconfigure:
 
     tenant: str
     device_id: str
-    resident: Resident
+    resident: TenantLoad
     change: str
     reason: str = ""
 

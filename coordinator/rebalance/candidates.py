@@ -1,7 +1,13 @@
 """Candidate actions for one device in violation, cheapest first: a larger ``max_batch`` where the
 service curve says batching pays, a faster variant the book profiles and the tenant's fidelity floor
 allows, a migration to the device placement accepts that stays settled with it. Each is a pure
-function of the host, the model and the policy; the planner combines them into sets."""
+function of the host, the model and the policy; the planner combines them into sets.
+
+The rebalancer is a descheduler: it decides which tenant should leave an overloaded device; where it goes
+is one scheduling cycle (``coordinator.scheduling.schedule``) with the source excluded, in the
+``descheduling`` profile: the predicted-latency filters, plus ``Settled`` (the target stays settled
+with the tenant), scored by ``LeastWorst`` (the target's worst predicted ratio, the lower the better;
+ties: the smaller id)."""
 
 from __future__ import annotations
 
@@ -12,21 +18,59 @@ from typing import Any
 
 import msgspec
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
-from coordinator.placement.model import PredictedLatency
-from coordinator.placement.seam import Placed
+from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad, resident
 from coordinator.rebalance.actions import Action, Migrate, Reconfigure
-from coordinator.rebalance.outlook import (
-    Host,
-    Model,
-    Resident,
-    assess,
-    batching_pays,
-    expected_batch,
-)
+from coordinator.rebalance.outlook import assess, batching_pays, expected_batch
 from coordinator.rebalance.streaks import RebalancePolicy
+from coordinator.scheduling import CycleState, Placed, Profile, Request, predicted_latency, schedule
+from coordinator.scheduling.filters import reported_kind
+from coordinator.scheduling.framework import Model
 from edgefleet.runtime import capabilities_of
 from edgefleet.wire import TenantSpec
+
+WORST = "worst"  # CycleState key: the target's worst predicted ratio with the tenant
+ACCEPTING = predicted_latency(reported_kind)  # the filters a target must pass (kinds as the snapshot gives them)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Filter: the target with the tenant is predicted settled, its worst ratio at or under ``settle``
+    (the rebalancer's margin under every SLO and the headroom)."""
+
+    settle: float
+    name: str = "settled"
+
+    def filter(self, req: Request, device: DeviceSnapshot, state: CycleState) -> str | None:
+        assert req.model is not None
+        load = resident(req.spec, req.facts.runtime, req.facts.size_bytes)
+        worst = assess(device.with_resident(load), req.model).worst
+        if worst > self.settle:
+            return f"predicted at worst {worst:.2f}x > settled {self.settle:.2f}x"
+        state.write(WORST, device.device_id, worst)
+        return None
+
+
+@dataclass(frozen=True)
+class LeastWorst:
+    """Score: the lower the target's worst predicted ratio with the tenant, the better (``Settled``'s)."""
+
+    name: str = "least-worst"
+
+    def score(self, req: Request, device: DeviceSnapshot, state: CycleState) -> float:
+        worst: float = state.read(WORST, device.device_id)
+        return -worst
+
+
+def _to(req: Request, device: DeviceSnapshot, state: CycleState) -> Placed:
+    worst: float = state.read(WORST, device.device_id)
+    return Placed(device.device_id, -worst,
+                  f"to {device.device_id}, which placement accepts and predicts at worst {worst:.2f}x")
+
+
+def descheduling(settle: float) -> Profile:
+    """Where the rebalancer sends a tenant off an overloaded device (see the module docstring)."""
+    return Profile("descheduling", (*ACCEPTING.filters, Settled(settle)), ((LeastWorst(), 1.0),), _to,
+                   tiebreak="id", needs_model=True)
 
 
 @dataclass(frozen=True)
@@ -35,34 +79,30 @@ class Candidate:
     rank: int  # 0 batching, 1 swap, 2 migration
 
 
-def snapshot(hosts: Sequence[Host]) -> FleetSnapshot:
-    return FleetSnapshot(tuple(
-        DeviceSnapshot(device_id=h.device_id, online=h.online, device_kind=h.kind, runtimes=h.runtimes,
-                       memory_budget_bytes=h.budget_bytes,
-                       tenants=tuple(TenantLoad(r.name, r.spec.model, r.spec.variant, r.size_bytes)
-                                     for r in h.residents))
-        for h in hosts))
+def snapshot(hosts: Sequence[DeviceSnapshot]) -> FleetSnapshot:
+    return FleetSnapshot(tuple(hosts))
 
 
-def accepts(target: Host, incoming: Sequence[Resident], model: Model) -> Host | None:
+def facts_of(r: TenantLoad) -> ModelFacts:
+    return ModelFacts(r.spec.model, r.spec.variant, r.runtime, r.size_bytes)
+
+
+def accepts(target: DeviceSnapshot, incoming: Sequence[TenantLoad], model: Model) -> DeviceSnapshot | None:
     """``target`` with ``incoming`` added when placement accepts each in turn, else None."""
-    policy = PredictedLatency(model.book, demand=model.demand, default_rps=model.default_rps,
-                              headroom=model.headroom, probe=None)
     host = target
     for r in incoming:
-        facts = ModelFacts(r.spec.model, r.spec.variant, r.runtime, r.size_bytes)
-        if not isinstance(policy.place(r.spec, facts, snapshot([host])), Placed):
+        if not isinstance(schedule(r.spec, facts_of(r), snapshot([host]), profile=ACCEPTING, model=model), Placed):
             return None
         host = host.with_resident(r)
     return host
 
 
-def batching(host: Host, r: Resident, model: Model, policy: RebalancePolicy,
+def batching(host: DeviceSnapshot, r: TenantLoad, model: Model, policy: RebalancePolicy,
               settled: float, fix: Mapping[str, float]) -> Candidate | None:
-    prof = model.book.profile(r.spec.model, r.spec.variant, host.kind)
+    prof = model.book.profile(r.spec.model, r.spec.variant, host.book_kind)
     if prof is None or not capabilities_of(r.runtime).batches or not batching_pays(prof.curve):
         return None
-    got = model.book.load(tenant=r.name, model=r.spec.model, variant=r.spec.variant, kind=host.kind,
+    got = model.book.load(tenant=r.name, model=r.spec.model, variant=r.spec.variant, kind=host.book_kind,
                           rate_rps=max(model.rate(r.name), 1e-6))
     conc = 1 if isinstance(got, str) else got[1].concurrency
     if expected_batch(model.rate(r.name), prof.curve, conc, policy.max_batch) <= r.spec.max_batch:
@@ -85,18 +125,18 @@ def batching(host: Host, r: Resident, model: Model, policy: RebalancePolicy,
     return Candidate(Reconfigure(r.name, host.device_id, choice, "batching", reason), 0)
 
 
-def spec(r: Resident, **changes: Any) -> TenantSpec:
+def spec(r: TenantLoad, **changes: Any) -> TenantSpec:
     return msgspec.structs.replace(r.spec, **changes)
 
 
-def swaps(host: Host, r: Resident, model: Model, variants: Mapping[tuple[str, str], ModelFacts]) -> Iterator[Candidate]:
-    here = model.book.profile(r.spec.model, r.spec.variant, host.kind)
+def swaps(host: DeviceSnapshot, r: TenantLoad, model: Model, variants: Mapping[tuple[str, str], ModelFacts]) -> Iterator[Candidate]:
+    here = model.book.profile(r.spec.model, r.spec.variant, host.book_kind)
     if here is None:
         return
     for (m, v), facts in sorted(variants.items()):
         if m != r.spec.model or v == r.spec.variant or facts.fidelity < r.spec.min_fidelity:
             continue
-        prof = model.book.profile(m, v, host.kind)
+        prof = model.book.profile(m, v, host.book_kind)
         if prof is None or prof.curve.at(1) >= here.curve.at(1):
             continue
         if host.free_bytes + r.size_bytes < facts.size_bytes:
@@ -107,21 +147,11 @@ def swaps(host: Host, r: Resident, model: Model, variants: Mapping[tuple[str, st
         yield Candidate(Reconfigure(r.name, host.device_id, swapped, "variant", reason), 1)
 
 
-def migration(source: Host, r: Resident, fleet: Mapping[str, Host], model: Model,
-               settled: float) -> Candidate | None:
-    best: tuple[float, str] | None = None
-    for did, target in sorted(fleet.items()):
-        if did == source.device_id or not target.online or r.runtime not in target.runtimes:
-            continue
-        if target.free_bytes < r.size_bytes:
-            continue
-        after = accepts(target, [r], model)
-        if after is None:
-            continue
-        worst = assess(after, model).worst
-        if worst <= settled and (best is None or (worst, did) < best):
-            best = (worst, did)
-    if best is None:
+def migration(source: DeviceSnapshot, r: TenantLoad, fleet: Mapping[str, DeviceSnapshot], model: Model,
+              settled: float) -> Candidate | None:
+    """Where ``r`` should go off ``source``: one scheduling cycle with the source excluded."""
+    got = schedule(r.spec, facts_of(r), FleetSnapshot(tuple(fleet.values())), profile=descheduling(settled),
+                   exclude=(source.device_id,), model=model)
+    if not isinstance(got, Placed):
         return None
-    reason = f"to {best[1]}, which placement accepts and predicts at worst {best[0]:.2f}x"
-    return Candidate(Migrate(r.name, source.device_id, best[1], reason), 2)
+    return Candidate(Migrate(r.name, source.device_id, got.device_id, got.reason), 2)

@@ -1,4 +1,4 @@
-"""The engine's rebalancer: the planner's plain inputs from the store, its plan carried out, each
+"""The engine's rebalancer: the planner's plain inputs (the fleet snapshot), its plan carried out, each
 decision recorded.
 
 Runs on the coordinator's worker thread like the engine. Per telemetry window of a device it updates
@@ -18,11 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coordinator import rebalance
+from coordinator.fleet import DeviceSnapshot
 from coordinator.models import UnknownModel
-from coordinator.placement.live import book_kind
-from coordinator.rebalance import Host, Migrate, RebalancePolicy, Resident, Situation, Streak
-from coordinator.snapshots import CHARGED_STATES
-from coordinator.store import DeviceRow, Store, TenantRow, TenantState
+from coordinator.rebalance import Migrate, RebalancePolicy, Situation, Streak
+from coordinator.store import Store, TenantState
 from coordinator.tenants import Tenants
 from edgefleet.wire import Telemetry
 from edgefleet.wire.messages import VARIANTS
@@ -74,31 +73,14 @@ class Rebalancer:
         self.moves: list[Move] = []
         self._logged: dict[str, tuple[str, str]] = {}  # tenant -> situation_key of its last logged decision
 
-    # -- inputs ------------------------------------------------------------------------------------
-    def _host(self, device: DeviceRow, rows: list[TenantRow], busy: set[str]) -> Host:
-        residents = []
-        for t in rows:
-            if t.device_id != device.device_id or t.state not in CHARGED_STATES:
-                continue
-            ok = t.state == TenantState.RUNNING and t.name not in busy
-            residents.append(Resident(t.spec, t.runtime, t.size_bytes, changeable=ok, movable=ok and t.pinned is None))
-        return Host(device.device_id, book_kind(device.kind) or device.kind, device.online,
-                    frozenset(device.runtimes), device.memory_budget_bytes, tuple(residents))
+    # -- inputs ---------------------------------------------------------------------------------------
+    def hosts(self) -> tuple[DeviceSnapshot, ...]:
+        """The fleet as the planner sees it: the one snapshot placement reads (each tenant says whether it
+        may be changed or moved)."""
+        return self.tenants.snapshot().devices
 
-    def hosts(self) -> tuple[Host, ...]:
-        busy = {c.tenant for c in self.tenants.outbox.outstanding()}
-        rows: dict[str, list[TenantRow]] = {}
-        for t in self.store.tenants():
-            if t.device_id is not None:
-                rows.setdefault(t.device_id, []).append(t)
-        return tuple(self._host(d, rows.get(d.device_id, []), busy) for d in self.store.devices())
-
-    def host(self, device_id: str) -> Host | None:
-        device = self.store.device(device_id)
-        if device is None:
-            return None
-        busy = {c.tenant for c in self.tenants.outbox.outstanding(device_id=device_id)}
-        return self._host(device, self.store.tenants_on(device_id), busy)
+    def host(self, device_id: str) -> DeviceSnapshot | None:
+        return self.tenants.snapshots.device(device_id)
 
     def situation(self) -> Situation:
         hosts = self.hosts()
@@ -122,9 +104,8 @@ class Rebalancer:
         self._merge(rebalance.observed(self.streaks, t.tenants, self.policy, running))
         model = self.tenants.model.predictor() if self.policy.predict and self.policy.enabled else None
         if model is not None:
-            device = self.store.device(t.device_id)
-            if device is not None:
-                host = self._host(device, rows, self._busy(t.device_id))
+            host = self.host(t.device_id)
+            if host is not None:
                 verdict = rebalance.assess(host, model)
                 bad = () if verdict.unmodelled else verdict.violating(self.policy.ratio)
                 self._merge(rebalance.predicted_observed(self.streaks, bad, running))
@@ -132,9 +113,6 @@ class Rebalancer:
             if name in self._logged and (name not in self.streaks or _recovered(self.streaks[name])):
                 del self._logged[name]
         self.run(self.clock())
-
-    def _busy(self, device_id: str) -> set[str]:
-        return {c.tenant for c in self.tenants.outbox.outstanding(device_id=device_id)}
 
     def _merge(self, changed: dict[str, Streak]) -> None:
         self.streaks.update(changed)

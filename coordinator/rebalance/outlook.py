@@ -21,81 +21,32 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
-from coordinator.perf import Load, PerfBook, ServiceCurve, predict
+from coordinator.fleet import DeviceSnapshot, TenantLoad, resident
+from coordinator.perf import Load, ServiceCurve, predict
 from coordinator.perf.curve import MIN_MS
-from coordinator.placement.planner import Demand
+from coordinator.scheduling.framework import Model
 from edgefleet.runtime import capabilities_of
 from edgefleet.wire import TenantSpec
 
 BATCH_TARGET_UTIL = 0.7  # assumed: the batcher's batches grow until the tenant's work is this share of its workers
 
 
-@dataclass(frozen=True)
-class Resident:
-    """A tenant the coordinator assigned to a device. ``changeable``: running with no command in
-    flight (may be reconfigured); ``movable``: changeable and not pinned (may be migrated)."""
-
-    spec: TenantSpec
-    runtime: str
-    size_bytes: int
-    changeable: bool = True
-    movable: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
+def Resident(spec: TenantSpec, runtime: str, size_bytes: int, changeable: bool = True,
+             movable: bool = True) -> TenantLoad:
+    """A tenant on a device as the fleet snapshot holds it (``coordinator.fleet.TenantLoad``): the
+    former name of ``coordinator.fleet.resident``, kept for the code and tests written against it."""
+    return resident(spec, runtime, size_bytes, changeable=changeable, movable=movable)
 
 
-@dataclass(frozen=True)
-class Host:
-    """A device: ``kind`` is the book's kind (``x86-cpu``...), sizes are bytes."""
-
-    device_id: str
-    kind: str
-    online: bool = True
-    runtimes: frozenset[str] = frozenset()
-    budget_bytes: int = 0
-    residents: tuple[Resident, ...] = ()
-
-    @property
-    def free_bytes(self) -> int:
-        return self.budget_bytes - sum(r.size_bytes for r in self.residents)
-
-    def get(self, tenant: str) -> Resident | None:
-        return next((r for r in self.residents if r.name == tenant), None)
-
-    def without(self, tenant: str) -> Host:
-        return dataclasses.replace(self, residents=tuple(r for r in self.residents if r.name != tenant))
-
-    def with_resident(self, resident: Resident) -> Host:
-        return dataclasses.replace(self, residents=(*self.without(resident.name).residents, resident))
-
-
-@dataclass(frozen=True)
-class Model:
-    """The learnt book, the demand per tenant (rate; its SLO is the spec's) and placement's headroom."""
-
-    book: PerfBook
-    demand: Mapping[str, Demand] = field(default_factory=lambda: MappingProxyType({}))
-    headroom: float = 0.8
-    default_rps: float = 1.0
-
-    def rate(self, tenant: str) -> float:
-        d = self.demand.get(tenant)
-        return d.rate_rps if d is not None else self.default_rps
-
-    def burstiness(self, tenant: str) -> float:
-        """The squared CV of the tenant's inter-arrival times (1, Poisson, when unknown)."""
-        d = self.demand.get(tenant)
-        return d.arrival_scv if d is not None else 1.0
-
-    def loop(self, tenant: str) -> tuple[int, float]:
-        """(requests in flight, ms outside the device per cycle) of a closed loop; (0, 0) when open."""
-        d = self.demand.get(tenant)
-        return (d.in_flight, d.think_ms) if d is not None else (0, 0.0)
+def Host(device_id: str, kind: str, online: bool = True, runtimes: frozenset[str] = frozenset(),
+         budget_bytes: int = 0, residents: tuple[TenantLoad, ...] = ()) -> DeviceSnapshot:
+    """A device of the fleet snapshot (``coordinator.fleet.DeviceSnapshot``) with the book's ``kind``:
+    the rebalancer's former view of a device, now the same type."""
+    return DeviceSnapshot(device_id=device_id, online=online, device_kind=kind, runtimes=runtimes,
+                          memory_budget_bytes=budget_bytes, tenants=tuple(residents), perf_kind=kind)
 
 
 @dataclass(frozen=True)
@@ -133,22 +84,22 @@ def batching_pays(curve: ServiceCurve) -> bool:
     return curve.fixed_ms > 0.0
 
 
-def assess(host: Host, model: Model, corrections: Mapping[str, float] | None = None) -> Verdict:
+def assess(host: DeviceSnapshot, model: Model, corrections: Mapping[str, float] | None = None) -> Verdict:
     """The model's verdict on ``host``; ``corrections`` multiply tenants' predicted p95 (the measured
     / predicted ratio of tenants the model has been seen to under-predict here)."""
     empty: Mapping[str, float] = {}
-    kind = model.book.kinds.get(host.kind)
+    kind = model.book.kinds.get(host.book_kind)
     if kind is None:
-        return Verdict(empty, empty, {}, empty, f"unknown device kind {host.kind or '(none)'}")
+        return Verdict(empty, empty, {}, empty, f"unknown device kind {host.book_kind or '(none)'}")
     per: dict[str, list[Load]] = {}
     proc_of: dict[str, str] = {}
     for r in host.residents:
         s = r.spec
-        got = model.book.load(tenant=s.name, model=s.model, variant=s.variant, kind=host.kind,
+        got = model.book.load(tenant=s.name, model=s.model, variant=s.variant, kind=host.book_kind,
                               rate_rps=max(model.rate(s.name), 1e-6), slo_ms=s.slo_ms,
                               arrival_scv=model.burstiness(s.name), in_flight=model.loop(s.name)[0],
                               think_ms=model.loop(s.name)[1])
-        prof = model.book.profile(s.model, s.variant, host.kind)
+        prof = model.book.profile(s.model, s.variant, host.book_kind)
         if isinstance(got, str) or prof is None:
             return Verdict(empty, empty, {}, empty, f"{s.name}: {got if isinstance(got, str) else 'no profile'}")
         pname, ld = got

@@ -1,6 +1,6 @@
 """The rebalance planner: for each device in violation, the fewest, cheapest commands that fix it.
 
-A pure function of plain data — the fleet (``Host``s), the model (learnt book and demand), each
+A pure function of plain data — the fleet (``DeviceSnapshot``s), the model (learnt book and demand), each
 tenant's last measured p95, the streaks and the policy, and ``now`` — returning a ``Plan``: per device,
 the actions with their reasons, or why nothing restores feasibility (a value, never an exception).
 
@@ -14,7 +14,9 @@ this device still sees the violation it is told about. Candidate actions, cheape
    device, else the largest;
 2. variant swap: another variant of the tenant's model that the book profiles on this kind, is
    faster at batch 1, keeps the tenant's ``min_fidelity`` and fits the device's memory;
-3. migration of a movable tenant to the device that placement accepts for it (memory, runtime,
+3. migration of a movable tenant: the planner decides which tenant leaves (a descheduler); where it
+   goes is one scheduling cycle with the source excluded (``coordinator.scheduling.schedule``, the
+   ``descheduling`` profile of ``candidates``): a device that placement accepts for it (memory, runtime,
    headroom, every predicted p95 there) and that stays settled with it, the most settled one.
 
 Sets of up to ``max_actions`` actions (one per tenant) are tried in order of (migrations, swaps, batch
@@ -37,12 +39,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from coordinator.fleet import ModelFacts
+from coordinator.fleet import DeviceSnapshot, ModelFacts, TenantLoad
 from coordinator.rebalance import candidates
 from coordinator.rebalance.actions import Action, DevicePlan, Migrate, Plan, Reconfigure
 from coordinator.rebalance.candidates import Candidate
-from coordinator.rebalance.outlook import Host, Model, Resident, Verdict, assess
+from coordinator.rebalance.outlook import Verdict, assess
 from coordinator.rebalance.streaks import RebalancePolicy, Streak, due
+from coordinator.scheduling.framework import Model
 
 __all__ = ["Action", "DevicePlan", "Migrate", "Plan", "Reconfigure", "Situation", "plan"]
 
@@ -52,17 +55,17 @@ class Situation:
     """The planner's inputs besides the streaks: the fleet, the model (None: memory-only placement),
     the facts of every variant of the models in the fleet, and each tenant's last measured p95 (ms)."""
 
-    hosts: tuple[Host, ...]
+    hosts: tuple[DeviceSnapshot, ...]
     model: Model | None = None
     variants: Mapping[tuple[str, str], ModelFacts] = dataclasses.field(default_factory=dict)
     observed_p95_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 # -- evaluating sets -----------------------------------------------------------------------------------
-def _apply(source: Host, actions: Sequence[Action], fleet: Mapping[str, Host],
-           model: Model) -> tuple[Host, dict[str, Host]] | None:
+def _apply(source: DeviceSnapshot, actions: Sequence[Action], fleet: Mapping[str, DeviceSnapshot],
+           model: Model) -> tuple[DeviceSnapshot, dict[str, DeviceSnapshot]] | None:
     """The source and the targets after ``actions``, or None when a target would refuse."""
-    incoming: dict[str, list[Resident]] = {}
+    incoming: dict[str, list[TenantLoad]] = {}
     for act in actions:
         if isinstance(act, Reconfigure):
             source = source.with_resident(act.resident)
@@ -73,7 +76,7 @@ def _apply(source: Host, actions: Sequence[Action], fleet: Mapping[str, Host],
             incoming.setdefault(act.target, []).append(r)
     if source.free_bytes < 0:
         return None
-    targets: dict[str, Host] = {}
+    targets: dict[str, DeviceSnapshot] = {}
     for did, rs in incoming.items():
         after = candidates.accepts(fleet[did], rs, model)
         if after is None:
@@ -82,7 +85,7 @@ def _apply(source: Host, actions: Sequence[Action], fleet: Mapping[str, Host],
     return source, targets
 
 
-def _size(host: Host, tenant: str) -> int:
+def _size(host: DeviceSnapshot, tenant: str) -> int:
     got = host.get(tenant)
     return got.size_bytes if got is not None else 0
 
@@ -100,8 +103,8 @@ def _level(s: tuple[Candidate, ...]) -> tuple[int, int, int]:
     return sum(c.rank == 2 for c in s), sum(c.rank == 1 for c in s), len(s)
 
 
-def _search(host: Host, fleet: Mapping[str, Host], sit: Situation, model: Model, policy: RebalancePolicy,
-            fix: Mapping[str, float]) -> tuple[tuple[Action, ...], float, dict[str, Host]] | None:
+def _search(host: DeviceSnapshot, fleet: Mapping[str, DeviceSnapshot], sit: Situation, model: Model, policy: RebalancePolicy,
+            fix: Mapping[str, float]) -> tuple[tuple[Action, ...], float, dict[str, DeviceSnapshot]] | None:
     settled = policy.settle
     cands: list[Candidate] = []
     for r in host.residents:
@@ -115,7 +118,7 @@ def _search(host: Host, fleet: Mapping[str, Host], sit: Situation, model: Model,
             mig = candidates.migration(host, r, fleet, model, settled)
             if mig is not None:
                 cands.append(mig)
-    best: tuple[tuple[float, int, tuple[str, ...]], tuple[Action, ...], Host, dict[str, Host]] | None = None
+    best: tuple[tuple[float, int, tuple[str, ...]], tuple[Action, ...], DeviceSnapshot, dict[str, DeviceSnapshot]] | None = None
     level: tuple[int, int, int] | None = None
     for combo in _sets(cands, policy.max_actions):
         if level is not None and _level(combo) != level:
@@ -137,7 +140,7 @@ def _search(host: Host, fleet: Mapping[str, Host], sit: Situation, model: Model,
 
 
 # -- the plan ------------------------------------------------------------------------------------------
-def _corrections(host: Host, raw: Verdict, sit: Situation, streaks: Mapping[str, Streak],
+def _corrections(host: DeviceSnapshot, raw: Verdict, sit: Situation, streaks: Mapping[str, Streak],
                  policy: RebalancePolicy) -> dict[str, float]:
     fix: dict[str, float] = {}
     for r in host.residents:
@@ -149,7 +152,7 @@ def _corrections(host: Host, raw: Verdict, sit: Situation, streaks: Mapping[str,
     return fix
 
 
-def _describe(verdict: Verdict, host: Host, limit: float) -> str:
+def _describe(verdict: Verdict, host: DeviceSnapshot, limit: float) -> str:
     parts = []
     for t in sorted(t for t, ratio in verdict.ratios.items() if ratio > limit):
         r = host.get(t)

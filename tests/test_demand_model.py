@@ -193,13 +193,13 @@ def test_mva_is_monotone_in_the_population(proc: Processor, spec: list, which: i
             assert b.throughput_rps[j] <= a.throughput_rps[j] * (1 + tol)
 
 
-@pytest.mark.xfail(strict=True, reason="known limit of the CPU worker-pool law in MVA: a single-flight "
-                   "tenant's second request in flight adds a pool wait it does not have")
 def test_a_second_request_in_flight_never_costs_a_single_flight_tenant_throughput_on_a_free_pool() -> None:
     # two workers, no contention: loops of 4 ms and 1 ms, one in flight each, so each has a worker to
     # itself and the 1 ms loop runs 1000 req/s. A second request of the 1 ms loop (concurrency 1) waits
     # for its own first one, never for the pool (the other loop holds one worker, it holds the other):
-    # still 1000 req/s. The law predicts 889 req/s (it counts a pool wait): strict, so a fix shows here.
+    # at (1, 2) it finds Q_b = 1 of its own (p_own = 1): W = W_own + (1 - 1)·W_pool = 1·1 ms, R = 2 ms,
+    # X = 2 / 2 ms = 1000 req/s. (The law once took the longer of W_own and the pool's wait,
+    # (4 + 1 - 1·2.5)/2 = 1.25 ms, and predicted 889 req/s.)
     proc = Processor("cpu", 2)
     one = [Load("a", 1.0, 4.0, in_flight=1), Load("b", 1.0, 1.0, in_flight=1)]
     two = [one[0], Load("b", 1.0, 1.0, in_flight=2)]
@@ -293,3 +293,65 @@ def test_other_work_on_the_box_time_shares_the_cores() -> None:
     assert predict(quiet, [closed("a", 10.0)]).throughput_rps[0] == pytest.approx(100.0)
     with pytest.raises(ValueError, match="bad processor"):
         Processor("cpu", 2, external_cores=-1.0)
+
+
+# -- the CPU worker pool's invariants (no contention, no request path: the pool law alone) -----------
+cpu_loops = st.lists(
+    st.tuples(st.floats(0.5, 50.0), st.integers(1, 4), st.floats(0.0, 50.0), st.sampled_from([1, 2])),
+    min_size=1, max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cpu_loops)
+def test_cpu_pool_throughput_never_passes_its_capacity(spec: list) -> None:
+    # c = 2 workers: Σ X_i·s_i <= 2 worker-ms per ms, and a tenant of concurrency m keeps at most m busy.
+    # Where a tenant keeps more requests in flight than its concurrency beside others (a backlog), the
+    # law is an approximation that may still pass the capacity (e.g. an ONNX loop of 3 in flight beside
+    # two single-flight ones, all of 1 ms: 1500 + 400 + 400 req/s, Σ X·s = 2.3): here none has a backlog,
+    # or one tenant is alone.
+    assume(len(spec) == 1 or all(n <= m for _s, n, _z, m in spec))
+    loads = _loads(spec)
+    out = predict(CPU2, loads)
+    work = [x / 1000.0 * ld.service_ms for ld, x in zip(loads, out.throughput_rps, strict=True)]
+    assert sum(work) <= CPU2.servers * (1 + 1e-3)  # (exact MVA's arithmetic, a few 1e-4 at most)
+    for ld, u in zip(loads, work, strict=True):
+        assert u <= min(ld.concurrency, CPU2.servers) * (1 + 1e-3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cpu_loops, st.integers(0, 3))
+def test_cpu_pool_latency_grows_with_the_requests_in_flight(spec: list, which: int) -> None:
+    # one more request in flight for a tenant: its own latency does not fall
+    # (a tenant alone, or none with more in flight than its concurrency, before or after: with backlogs
+    # beside others the law is an approximation, not checked here; see the two table tests below)
+    loads = _loads(spec)
+    i = which % len(loads)
+    assume(len(spec) == 1 or all(n + (j == i) <= m for j, (_s, n, _z, m) in enumerate(spec)))
+    more = [*loads]
+    more[i] = dataclasses.replace(loads[i], in_flight=loads[i].in_flight + 1)
+    a, b = predict(CPU2, loads), predict(CPU2, more)
+    assert b.mean_ms[i] >= a.mean_ms[i] * (1 - 1e-6)
+
+
+
+def test_two_backlogged_single_flight_tenants_stay_within_the_pool() -> None:
+    # two workers, s = 1 ms: a loop of one in flight beside two single-flight tenants (concurrency 1) with
+    # two in flight each. Each of those waits for its own request ahead (1 ms) and then for the worker it
+    # frees behind the others found waiting: the pool's wait over the others alone. Predicted 400, 667
+    # and 667 req/s: Σ X·s = 1.73 <= 2. (The law once let each count on the worker its own one frees and
+    # the pool on top: 400 + 1000 + 1000 = 2.4 > 2.)
+    out = predict(CPU2, [closed("a", 1.0), closed("b", 1.0, n=2), closed("c", 1.0, n=2)])
+    assert out.throughput_rps == pytest.approx((400.0, 2000.0 / 3.0, 2000.0 / 3.0))
+    assert sum(x / 1000.0 for x in out.throughput_rps) <= 2.0
+
+
+def test_a_second_request_in_flight_never_shortens_a_single_flight_tenants_latency() -> None:
+    # two workers, loops of 1, 2 and 3 ms back to back, concurrency 1 each: 444, 333 and 267 req/s, the
+    # 1 ms loop at 2.25 ms. A second request of it waits for its first (1 ms) and for the worker that one
+    # frees behind the others found waiting: 3.25 ms, 615 req/s; the others 200 req/s each. (The law
+    # once counted the freed worker as its own: 2.0 ms, shorter than with one in flight.)
+    one = [closed("a", 1.0), closed("b", 2.0), closed("c", 3.0)]
+    two = [closed("a", 1.0, n=2), one[1], one[2]]
+    assert predict(CPU2, one).mean_ms[0] == pytest.approx(2.25)
+    assert predict(CPU2, two).mean_ms[0] == pytest.approx(3.25)

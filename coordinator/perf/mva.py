@@ -35,7 +35,11 @@ alone, an arrival of class i finding Q_j · (N_j - δ_ij) / N_j, by damped fixed
   pool: W_pool = (Σ_j e_j·o_j − (c − 1)·ō)⁺ / c, o the occupancy s·f + hold and ō their mean — the
   (E − (c − 1))⁺ requests ahead of it leave the pool one every ō / c (3 tenants of s back to back on
   2 workers: each waits s/2, as the exact schedule does); a tenant of concurrency m also waits for its
-  own requests ahead, W_own = (A_i − (m − 1))⁺·o_i / m, and the wait is the longer of the two. The
+  own requests ahead, W_own = (A_i − (m − 1))⁺·o_i / m. As in the open model, an arrival that finds
+  its own slots full (p_own = min(1, (A_i − (m − 1))⁺)) waits for its own request ahead and then takes
+  the worker that one frees, so only the others wait for the pool: W = W_own + (1 − p_own)·W_pool (a
+  single-flight loop of 1 ms with a second request in flight, beside a 4 ms loop on the other worker,
+  waits 1 ms for its own and nothing for the pool: 1000 req/s, as the schedule does). The
   agent's serial request path (interpreter lock) is one server more: the X_j·g_j requests of class j
   found in it are ahead, Σ_j X_j·g_j·g_j. The cycle's own CPU work outside the latency — the path
   before receipt and after the reply (path − dispatch) and what the app and broker spend per request
@@ -58,6 +62,7 @@ the busy share they and the open tenants keep, 1 (c cores) at most.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -113,20 +118,31 @@ def _cpu_law(proc: Processor, loads: Sequence[Load]) -> Law:
         slow, spread = _slowdown(c, kappa, others, aside)
         run = ld.service_ms * slow
         occ = run + h
-        # occupancies of the others found, each at its own slowdown ~ the same f (one pool)
-        eligible = [min(n, float(m)) for n, m in zip(f.present, conc, strict=True)]
-        total = sum(eligible)
-        w_pool = p_pool = 0.0
-        if total > c - 1:
-            work = sum(e * (loads[j].service_ms * slow + h) for j, e in enumerate(eligible))
-            mean_occ = work / total
-            w_pool = max(0.0, work - (c - 1) * mean_occ) / c
-            p_pool = min(1.0, total - (c - 1))
+        # occupancies of the others found, each at its own slowdown ~ the same f (one pool). Another
+        # tenant found with a backlog beyond its concurrency (share b_j = min(1, (A_j - m_j)⁺)) keeps
+        # its m_j workers: each one it frees goes to its own next request, queued earlier. So the pool
+        # this arrival waits for has c' = c - Σ b_j·m_j workers (at least one), drained by the others.
+        backlog = [0.0 if j == i else min(1.0, max(0.0, n - m)) for j, (n, m) in enumerate(zip(f.present, conc,
+                                                                                                strict=True))]
+        pool = c - sum(b * m for b, m in zip(backlog, conc, strict=True))
+        eligible = [min(n, float(m)) * (1.0 - b) for n, m, b in zip(f.present, conc, backlog, strict=True)]
+        w_pool, p_pool = _pool_wait(max(1.0, pool), eligible, loads, slow, h)
+        if pool < 1.0:  # the backlogged could fill every worker: it waits behind all of it, first come first served
+            ahead = [n if j != i else min(n, float(conc[i])) for j, n in enumerate(f.present)]
+            w_all, p_all = _pool_wait(float(c), ahead, loads, slow, h)
+            share = max(0.0, pool)
+            w_pool, p_pool = share * w_pool + (1.0 - share) * w_all, share * p_pool + (1.0 - share) * p_all
         own = f.present[i]
         m = conc[i]
         w_own = max(0.0, own - (m - 1)) * occ / m
         p_own = min(1.0, max(0.0, own - (m - 1)))
-        wait, p = (w_pool, p_pool) if w_pool >= w_own else (w_own, p_own)
+        # an arrival that finds its own slots full waits for its own request ahead, and then for the
+        # worker it frees only behind the others found waiting for the pool (the pool's wait over the
+        # others alone); the rest wait for the pool
+        rest = [0.0 if j == i else e for j, e in enumerate(eligible)]
+        w_others, _ = _pool_wait(max(1.0, pool), rest, loads, slow, h)
+        wait = w_own + p_own * w_others + (1.0 - p_own) * w_pool
+        p = p_own + (1.0 - p_own) * p_pool
         # the serial path: each request found in it (X_j·g_j of class j, at most one in all) is ahead
         rho_g = min(sum(r * g for r, g in zip(f.rate_per_ms, path, strict=True)), 1.0)
         w_path = sum(r * g * g for r, g in zip(f.rate_per_ms, path, strict=True))
@@ -176,6 +192,18 @@ def outside_ms(proc: Processor, ld: Load) -> float:
     if proc.kind != "cpu":
         return ld.think_ms
     return max(ld.think_ms, proc.path_of(ld) - proc.dispatch_ms)
+
+
+def _pool_wait(pool: float, eligible: Sequence[float], loads: Sequence[Load], slow: float, hold: float
+               ) -> tuple[float, float]:
+    """(mean wait, P(wait)) for a worker of a pool of ``pool`` workers, finding ``eligible`` requests of
+    each load ahead, each holding a worker s·f + hold: W = (Σ e_j·o_j − (c − 1)·ō)⁺ / c."""
+    total = sum(eligible)
+    if total <= pool - 1:
+        return 0.0, 0.0
+    work = sum(e * (loads[j].service_ms * slow + hold) for j, e in enumerate(eligible))
+    mean_occ = work / total
+    return max(0.0, work - (pool - 1) * mean_occ) / pool, min(1.0, total - (pool - 1))
 
 
 def _exact(law: Law, closed: list[int], loads: Sequence[Load], fixed: Found, think: Sequence[float],
@@ -358,8 +386,7 @@ def _cpu_mixed(proc: Processor, loads: Sequence[Load]) -> Outlook:
 def _as_stream(ld: Load, x_per_ms: float, st: Stay) -> Load:
     p95 = latency_p95(st.run_ms, service_p95(st.run_ms, st.run_scv), st.p_wait, st.wait_ms)
     scv = cycle_scv(ld.in_flight, st.mean_ms, p95, max(0.0, ld.in_flight / max(x_per_ms, 1e-12) - st.mean_ms))
-    return Load(ld.name, max(x_per_ms * 1000.0, 1e-9), ld.service_ms, ld.slo_ms, ld.scv, ld.concurrency,
-                ld.switch_ms, ld.group, ld.request_mb, scv)
+    return dataclasses.replace(ld, rate_rps=max(x_per_ms * 1000.0, 1e-9), arrival_scv=scv, in_flight=0, think_ms=0.0)
 
 
 def _outlook(proc: Processor, loads: Sequence[Load], result: dict[int, tuple[float, Stay]],

@@ -129,3 +129,35 @@ def goal_met(measured: float | None, goal: float, *, higher_is_better: bool) -> 
     if measured is None or (isinstance(measured, float) and math.isnan(measured)):
         return None
     return measured >= goal if higher_is_better else measured <= goal
+
+
+def floor_violations(served: Iterable[tuple[float, float]]) -> int:
+    """Requests served by a variant less faithful than its tenant's floor. ``served`` holds one
+    (fidelity of the variant that served it, the tenant's ``min_fidelity``) pair per served request; a
+    variant exactly at the floor meets it."""
+    return sum(1 for fidelity, floor in served if fidelity < floor)
+
+
+def warm_share(waits_s: Sequence[float]) -> float | None:
+    """Share of requests (or starts) that waited for no model load: wait 0. A request never served
+    (wait ``inf``) is cold. ``None`` for none."""
+    if not waits_s:
+        return None
+    return sum(1 for w in waits_s if w <= 0.0) / len(waits_s)
+
+
+def time_average_count(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
+    """How many of ``intervals`` ([from, to) each: a model resident and ready) cover a moment of
+    [``start``, ``end``), averaged over that window. Intervals are clipped to the window; an empty or
+    reversed one (evicted before it was ready) adds nothing."""
+    if end <= start:
+        raise ValueError(f"the window must not be empty: start {start}, end {end}")
+    covered = sum(max(0.0, min(b, end) - max(a, start)) for a, b in intervals)
+    return covered / (end - start)
+
+
+def fidelity_loss(fidelities: Sequence[float]) -> float | None:
+    """1 - the mean fidelity of the variants that served the requests; ``None`` for no request."""
+    if not fidelities:
+        return None
+    return 1.0 - sum(fidelities) / len(fidelities)

@@ -37,6 +37,37 @@ def test_evictions_and_loads_diff_against_current() -> None:
     assert plan.loads({"a": "fp32"}) == {"a": "int8"}
 
 
+# A tenant (p=0.9) with fp32 10 MB (fid 1.0), fp16 5 MB (fid 0.994) and a "lite" 3 MB (fid 0.95):
+# value/byte of the first step: fp16 0.9*(1-5*0.006)/5 = 0.175/MB, lite 0.9*(1-5*0.05)/3 = 0.225/MB.
+FLOOR_OPTS = (VariantOption("fp32", 10 * MB, 1.0), VariantOption("fp16", 5 * MB, 0.994),
+              VariantOption("lite", 3 * MB, 0.95))
+
+
+@pytest.mark.parametrize(
+    ("floor", "budget", "required", "expected"),
+    [
+        (0.0, 3 * MB, False, {"a": "lite"}),  # no floor: only lite fits in 3 MB
+        (0.99, 3 * MB, False, {}),  # floor 0.99: lite (0.95) is refused, fp16 (5 MB) does not fit
+        (0.99, 3 * MB, True, {}),  # ... even with a request waiting: it stays cold, never below its floor
+        (0.95, 3 * MB, True, {"a": "lite"}),  # a variant exactly at the floor is acceptable
+        (0.99, 6 * MB, True, {"a": "fp16"}),  # required: the smallest acceptable variant, fp16 (5 MB)
+        (1.0, 12 * MB, False, {"a": "fp32"}),  # floor 1.0: fp32 only
+    ],
+)
+def test_plan_never_chooses_a_variant_below_the_floor(
+    floor: float, budget: int, required: bool, expected: dict[str, str]
+) -> None:
+    cand = Candidate("a", FLOOR_OPTS, 0.9, min_fidelity=floor, required=required)
+    assert dict(plan_residency([cand], budget).resident) == expected
+
+
+def test_a_pinned_tenant_below_a_raised_floor_is_not_held_there() -> None:
+    # a is pinned at lite (fid 0.95) but its floor is now 0.99: the plan moves it to fp16 (5 MB fits
+    # in 6 MB) instead of keeping the unacceptable variant
+    cand = Candidate("a", FLOOR_OPTS, 0.9, current="lite", pinned=True, min_fidelity=0.99)
+    assert dict(plan_residency([cand], 6 * MB).resident) == {"a": "fp16"}
+
+
 option = st.builds(
     VariantOption, st.sampled_from(["fp32", "fp16", "int8"]), st.integers(1, 20 * MB), st.floats(0.5, 1.0)
 )
@@ -93,3 +124,27 @@ def test_lru_admit_table(
     resident: dict[str, int], last_used: dict[str, float], size: int, budget: int, expected: list[str] | None
 ) -> None:
     assert lru_admit("new", size, resident, last_used, budget) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(option, min_size=1, max_size=3, unique_by=lambda o: o.variant),
+            st.floats(0.0, 1.0),
+            st.booleans(),
+            st.floats(0.5, 1.0),
+        ),
+        max_size=12,
+    ),
+    st.integers(0, 60 * MB),
+)
+def test_plan_never_goes_below_any_floor(
+    items: list[tuple[list[VariantOption], float, bool, float]], budget: int
+) -> None:
+    cands = [Candidate(f"t{i}", tuple(opts), p, required=req, min_fidelity=floor)
+             for i, (opts, p, req, floor) in enumerate(items)]
+    plan = plan_residency(cands, budget)
+    fid = {(c.tenant, o.variant): o.fidelity for c in cands for o in c.options}
+    floors = {c.tenant: c.min_fidelity for c in cands}
+    assert all(fid[(t, v)] >= floors[t] for t, v in plan.resident.items())

@@ -262,3 +262,64 @@ def test_perfmodel_scores_failures_as_beyond_the_slo() -> None:
     row = score_run(("a",), 0.8, names, {"a": 10.0}, failed, {"t0-a": (11.0, 8.0)}, {"t0-a": (11.0, 8.0)})[0]
     assert row["measured_p95_ms"] == INF and row["failed"] == 1
     assert row["ape"] == 1.0 and row["ape_app"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("served", "expected"),
+    [
+        ([], 0),  # nothing served, nothing violated
+        ([(1.0, 0.99), (0.994, 0.99)], 0),  # fp32 and fp16 (0.994) both at or above 0.99
+        ([(0.99, 0.99)], 0),  # exactly at the floor meets it
+        ([(0.95, 0.99), (0.95, 0.9), (0.78, 0.9)], 2),  # 0.95 < 0.99 and 0.78 < 0.9; 0.95 >= 0.9 is fine
+        ([(0.5, 0.0)] * 3, 0),  # a tenant with no floor accepts anything
+    ],
+)
+def test_floor_violations(served: list[tuple[float, float]], expected: int) -> None:
+    assert metrics.floor_violations(served) == expected
+
+
+@pytest.mark.parametrize(
+    ("waits", "expected"),
+    [
+        ([], None),  # no start: no share
+        ([0.0, 0.0, 0.0, 0.0], 1.0),  # every start found its model ready
+        ([0.0, 0.12, 0.0, 0.5], 0.5),  # 2 of 4 waited for a load
+        ([0.0, INF], 0.5),  # one never served (no room): cold
+    ],
+)
+def test_warm_share(waits: list[float], expected: float | None) -> None:
+    assert metrics.warm_share(waits) == expected
+
+
+@pytest.mark.parametrize(
+    ("intervals", "start", "end", "expected"),
+    [
+        ([], 0.0, 10.0, 0.0),  # nothing resident
+        ([(0.0, 10.0), (0.0, 10.0)], 0.0, 10.0, 2.0),  # two models all the time
+        ([(0.0, 5.0), (5.0, 10.0)], 0.0, 10.0, 1.0),  # one after the other: (5 + 5) / 10
+        ([(-5.0, 5.0), (8.0, 20.0)], 0.0, 10.0, 0.7),  # clipped: (5 - 0) + (10 - 8) = 7 over 10
+        ([(6.0, 4.0)], 0.0, 10.0, 0.0),  # evicted (4) before it was ready (6): never resident
+        ([(2.0, 3.0)], 2.0, 4.0, 0.5),  # 1 s of a 2 s window
+    ],
+)
+def test_time_average_count(intervals: list[tuple[float, float]], start: float, end: float,
+                            expected: float) -> None:
+    assert metrics.time_average_count(intervals, start, end) == pytest.approx(expected)
+
+
+def test_time_average_count_needs_a_window() -> None:
+    with pytest.raises(ValueError):
+        metrics.time_average_count([], 5.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("fidelities", "expected"),
+    [
+        ([], None),
+        ([1.0, 1.0], 0.0),  # all fp32
+        ([1.0, 0.994, 0.95, 0.976], 0.02),  # mean (1 + 0.994 + 0.95 + 0.976) / 4 = 0.98 -> loss 0.02
+    ],
+)
+def test_fidelity_loss(fidelities: list[float], expected: float | None) -> None:
+    got = metrics.fidelity_loss(fidelities)
+    assert got == expected if expected is None else got == pytest.approx(expected)

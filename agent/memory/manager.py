@@ -303,6 +303,7 @@ class MemoryManager:
                     current.get(name),
                     pinned=self._pinned(name, now),
                     required=name == required,
+                    min_fidelity=a.spec.min_fidelity,  # host.options filtered already; the plan holds it too
                 )
             )
         plan = plan_residency(cands, self.host.budget_bytes)

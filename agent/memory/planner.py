@@ -1,6 +1,7 @@
 """The resident-set plan: which variant of which tenant's model to keep loaded, within the budget.
 
-Each tenant offers its acceptable variants (fidelity >= the tenant's minimum), each with a size and a
+Each tenant offers its variants, each with a size and a fidelity, and declares a floor
+(``min_fidelity``): a variant below it is never chosen, whatever it would save. Each acceptable one has a
 value ``p * (1 - FIDELITY_WEIGHT * (1 - fidelity))`` where ``p`` is the predicted probability of a
 request soon. Choosing at most one variant per tenant under the byte budget is a multiple-choice
 knapsack; the greedy on incremental efficiency (value gained per byte added, over each tenant's
@@ -13,7 +14,7 @@ nothing in flight loses its model.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 FIDELITY_WEIGHT = 5.0  # a variant 1% less faithful is worth 5% less than the full-fidelity one
 
@@ -28,11 +29,16 @@ class VariantOption:
 @dataclass(frozen=True)
 class Candidate:
     tenant: str
-    options: tuple[VariantOption, ...]  # acceptable variants, any order
+    options: tuple[VariantOption, ...]  # its model's variants, any order
     p_next: float  # predicted probability of a request within the planning horizon
     current: str | None = None  # variant resident now
-    pinned: bool = False  # requests queued or running: must stay at ``current``
+    pinned: bool = False  # requests queued or running: must stay at ``current`` (if acceptable)
     required: bool = False  # a request is waiting for it: must be resident, at least its smallest variant
+    min_fidelity: float = 0.0  # the tenant's floor: variants less faithful are never chosen
+
+    def acceptable(self) -> tuple[VariantOption, ...]:
+        """The options at or above the tenant's floor (a variant exactly at the floor is acceptable)."""
+        return tuple(o for o in self.options if o.fidelity >= self.min_fidelity)
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,10 @@ def plan_residency(candidates: Sequence[Candidate], budget_bytes: int) -> Plan:
     """Choose the resident variants. Worked example, budget 12 MB: A (p=0.9) offers fp32 11 MB
     (fid 1.0) or fp16 5.5 MB (fid 0.994), B (p=0.8) offers fp32 6 MB only. Greedy steps by value/byte:
     B fp32 0.8/6 = 0.133/MB, A fp16 0.873/5.5 = 0.159/MB -> A fp16 first, then B (11.5 MB used);
-    A's upgrade to fp32 (+5.5 MB, +0.027) no longer fits. Both stay resident; LRU would evict one."""
+    A's upgrade to fp32 (+5.5 MB, +0.027) no longer fits. Both stay resident; LRU would evict one.
+    Options below a candidate's ``min_fidelity`` are dropped first; a pinned tenant whose current variant
+    is below its floor (its floor was raised) is not held there."""
+    candidates = [replace(c, options=c.acceptable()) for c in candidates]
     chosen: dict[str, VariantOption] = {}
     used = 0
     for c in candidates:

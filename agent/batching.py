@@ -125,39 +125,99 @@ def hopeless(*, now: float, deadline: float, model: ServiceModel) -> bool:
     return t > 0 and now + t > deadline
 
 
+AIMD_STEP = 1  # Clipper's additive increase: one more request per batch after a batch with no SLO miss
+AIMD_BACKOFF = 0.9  # ... and its multiplicative decrease: the cap shrinks by 10% after a miss
+
+
+def aimd_next(cap: int, *, missed: bool, max_batch: int) -> int:
+    """Clipper-style AIMD of a batch-size cap after one finished batch: ``cap + AIMD_STEP`` (at most
+    ``max_batch``) when none of its requests missed its deadline, ``floor(cap * AIMD_BACKOFF)`` (at
+    least 1) when one did. Examples: cap 4, no miss -> 5; cap 10, a miss -> floor(9.0) = 9; cap 5, a
+    miss -> floor(4.5) = 4; cap 1, a miss -> 1; cap 32 of max 32, no miss -> 32."""
+    if missed:
+        return max(1, math.floor(cap * AIMD_BACKOFF))
+    return max(1, min(max_batch, cap + AIMD_STEP))
+
+
+def preferred_count(queued: int, preferred: Sequence[int]) -> int:
+    """Triton-style preferred batch sizes: the largest preferred size the ``queued`` requests can
+    fill, else all of them (the caller has capped them at the largest batch). Examples: 9 queued,
+    preferred (4, 8) -> 8; 5 -> 4; 3 -> 3 (no preferred size fits: the largest possible batch)."""
+    fits = [p for p in preferred if p <= queued]
+    return max(fits) if fits else max(1, queued)
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """How batches are formed. ``adaptive`` (the default) is described above; the others are the
-    baselines users know, kept for comparison (``edgefleet bench batching``):
+    baselines users know, kept for comparison (``edgefleet bench batching``). Every policy gets the
+    same admission control and the same early drop of hopeless requests (agent.scheduler).
 
-    ``fixed:N``     run exactly N requests together; wait for N (at most ``max_wait_s``, 10 ms).
-    ``delay:MS``    Triton's dynamic batcher: hold the first request up to MS milliseconds for more,
-                    up to the tenant's max_batch, then run what is there.
+    ``fixed:N``          run exactly N requests together; wait for N (at most ``max_wait_s``, 10 ms).
+    ``delay:MS``         Triton's dynamic batcher: hold the first request up to MS milliseconds for
+                         more, up to the tenant's max_batch, then run what is there.
+    ``dynamic:B:MS``     the same with a max batch of B (Triton's ``max_batch_size`` x
+                         ``max_queue_delay``).
+    ``preferred:P,Q:MS`` Triton's ``preferred_batch_size``: hold the first request up to MS ms for the
+                         largest preferred size, then run the largest preferred size that the queue
+                         fills (all of it when none does), up to the tenant's max_batch.
+    ``aimd``             Clipper's AIMD: a per-tenant cap on the batch, +1 after a batch with no SLO
+                         miss, x0.9 after one where a request finished past its deadline; no waiting.
     """
 
     kind: str = "adaptive"
-    size: int = 0  # fixed: the batch size; delay/adaptive: 0 = the tenant's max_batch
+    size: int = 0  # fixed: the batch size; delay: the max batch (0 = the tenant's max_batch)
     max_wait_s: float = 0.0
+    preferred: tuple[int, ...] = ()
+    # aimd: the current cap per tenant (mutable state; only touched under the scheduler's lock)
+    caps: dict[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> BatchPolicy:
         kind, _, arg = text.partition(":")
         try:
-            if kind == "adaptive" and not arg:
-                return cls()
+            if kind in ("adaptive", "aimd") and not arg:
+                return cls(kind)
             if kind == "fixed" and int(arg) >= 1:
                 return cls("fixed", int(arg), 0.010 if int(arg) > 1 else 0.0)
-            if kind == "delay" and 0 <= float(arg.removesuffix("ms")) < math.inf:
-                return cls("delay", 0, float(arg.removesuffix("ms")) / 1e3)
+            if kind == "delay":
+                return cls("delay", 0, _delay_s(arg))
+            if kind == "dynamic":
+                size, _, ms = arg.partition(":")
+                if int(size) >= 1:
+                    return cls("delay", int(size), _delay_s(ms))
+            if kind == "preferred":
+                sizes, _, ms = arg.partition(":")
+                pref = tuple(sorted({int(x) for x in sizes.split(",")}))
+                if pref and pref[0] >= 1:
+                    return cls("preferred", 0, _delay_s(ms), pref)
         except ValueError:
             pass
-        raise ValueError(f"batch policy must be adaptive, fixed:N or delay:MS, got {text!r}")
+        raise ValueError(
+            "batch policy must be adaptive, fixed:N, delay:MS, dynamic:B:MS, preferred:P,Q,...:MS or aimd, "
+            f"got {text!r}"
+        )
+
+    @property
+    def name(self) -> str:
+        """The policy as ``parse`` reads it."""
+        ms = f"{1e3 * self.max_wait_s:g}"
+        if self.kind == "fixed":
+            return f"fixed:{self.size}"
+        if self.kind == "delay":
+            return f"dynamic:{self.size}:{ms}" if self.size else f"delay:{ms}"
+        if self.kind == "preferred":
+            return f"preferred:{','.join(map(str, self.preferred))}:{ms}"
+        return self.kind
 
     def hold(self, *, queued: int, head_age_s: float, max_batch: int) -> float:
         """Seconds to keep the head request waiting for more (0: dispatch now)."""
-        if self.kind == "adaptive":
+        if self.kind in ("adaptive", "aimd"):
             return 0.0
-        target = self.size if self.kind == "fixed" else max_batch
+        if self.kind == "preferred":
+            target = min(max_batch, max(self.preferred))
+        else:
+            target = self.size if self.size else max_batch
         if queued >= target:
             return 0.0
         return max(0.0, self.max_wait_s - head_age_s)
@@ -170,10 +230,28 @@ class BatchPolicy:
         rows: Sequence[int],
         max_rows: int,
         model: ServiceModel,
+        tenant: str = "",
     ) -> int:
         if self.kind == "adaptive":
             return choose_batch(
                 now=now, deadlines=candidates_deadlines, rows=rows, max_rows=max_rows, model=model
             )
         n = len(candidates_deadlines)
-        return max(1, min(n, self.size) if self.kind == "fixed" else n)
+        if self.kind == "preferred":
+            return preferred_count(n, self.preferred)
+        if self.kind == "aimd":
+            return max(1, min(n, self.caps.get(tenant, 1)))
+        return max(1, min(n, self.size) if self.size else n)
+
+    def finished(self, tenant: str, *, missed: bool, max_batch: int) -> None:
+        """A batch of ``tenant`` finished (``missed``: a request of it was answered past its
+        deadline); AIMD moves the tenant's cap, the other policies keep no state."""
+        if self.kind == "aimd":
+            self.caps[tenant] = aimd_next(self.caps.get(tenant, 1), missed=missed, max_batch=max_batch)
+
+
+def _delay_s(ms: str) -> float:
+    value = float(ms.removesuffix("ms"))
+    if not 0 <= value < math.inf:
+        raise ValueError(ms)
+    return value / 1e3

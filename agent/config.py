@@ -49,7 +49,7 @@ class AgentConfig:
     telemetry_resend_s: float = 15.0  # a window the coordinator has not confirmed this long is sent again
     metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
     memory_policy: str = "predictive"  # predictive | lru | static (see agent.memory.manager)
-    batch_policy: str = "adaptive"  # adaptive | fixed:N | delay:MS (see agent.batching.BatchPolicy)
+    batch_policy: str = "adaptive"  # adaptive | fixed:N | delay:MS | dynamic:B:MS | preferred:P,Q:MS | aimd
     data_link: str = "auto"  # requests' connection: auto | lean | paho (see edgefleet.mqtt.data_link)
     # Simulation only: serve every model from fake-runtime descriptions <dir>/<model>/<variant>.json
     # (service times in seconds, sizes in bytes; see agent.fakes) instead of the zoo; None: off.
@@ -198,8 +198,9 @@ def _batch_policy(s: Section) -> str:
         BatchPolicy.parse(value)
     except ValueError:
         raise ConfigError(
-            f"{s.source}: [agent] batch_policy must be adaptive, fixed:N (a whole N >= 1) or delay:MS "
-            f"(MS >= 0 milliseconds, e.g. delay:5), got {value!r}"
+            f"{s.source}: [agent] batch_policy must be adaptive, fixed:N (a whole N >= 1), delay:MS "
+            f"(MS >= 0 milliseconds, e.g. delay:5), dynamic:B:MS (max batch B), preferred:P,Q,...:MS "
+            f"(preferred batch sizes) or aimd, got {value!r}"
         ) from None
     return value
 

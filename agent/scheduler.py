@@ -11,7 +11,9 @@ more than ``FAIR_SHARE_FACTOR`` times the recent worker time of the least-served
 a grace) yields to the others, so one hot tenant cannot starve the others however tight its own deadlines are.
 Batching: from the chosen tenant's queue, the compatible requests at its head are offered to the
 adaptive controller (``agent.batching.choose_batch``), which picks how many run together; nothing ever
-waits for requests that have not arrived, so at low load a request runs at once.
+waits for requests that have not arrived, so at low load a request runs at once. Whatever the batch
+policy (agent.batching.BatchPolicy), requests are admitted by the same rule and a request that could not
+finish by its deadline even run alone now is answered ``deadline_exceeded`` before a batch forms.
 """
 
 from __future__ import annotations
@@ -128,8 +130,10 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         policy: BatchPolicy | None = None,
         slots: Slots | None = None,
+        admission_safety: float = ADMISSION_SAFETY,
     ) -> None:
         self.workers = workers
+        self.admission_safety = admission_safety
         self.policy = policy or BatchPolicy()
         self.max_queue = max_queue
         self.clock = clock
@@ -261,7 +265,7 @@ class Scheduler:
             queued_work_s=work,
             service_s=slot.service.estimate(1),
             workers=self.workers,
-            safety=ADMISSION_SAFETY,
+            safety=self.admission_safety,
         )
 
     def submit(self, req: Request) -> Admission:
@@ -345,8 +349,7 @@ class Scheduler:
         now = self.clock()
         expired: list[Request] = []
         model = slot.service
-        adaptive = self.policy.kind == "adaptive"
-        while q and (q[0].deadline <= now or (adaptive and hopeless(now=now, deadline=q[0].deadline, model=model))):
+        while q and (q[0].deadline <= now or hopeless(now=now, deadline=q[0].deadline, model=model)):
             expired.append(q.popleft())
         if not q:
             return Batch(slot.name, [], expired)
@@ -368,6 +371,7 @@ class Scheduler:
                 rows=[r.rows for r in candidates],
                 max_rows=limit,
                 model=model,
+                tenant=slot.name,
             )
         batch = [q.popleft() for _ in range(max(1, n))]
         slot.inflight += len(batch)
@@ -383,6 +387,10 @@ class Scheduler:
                 slot.inflight = max(0, slot.inflight - len(batch.requests))
                 if batch.requests:
                     slot.running = max(0, slot.running - 1)
+                    if self.policy.kind == "aimd":  # the one policy that learns from answered batches
+                        now = self.clock()
+                        missed = any(now > r.deadline for r in batch.requests)
+                        self.policy.finished(batch.tenant, missed=missed, max_batch=slot.max_batch)
                 if service_s is not None:
                     self._observe(slot, rows, service_s)
             self._cond.notify_all()

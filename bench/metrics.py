@@ -161,3 +161,97 @@ def fidelity_loss(fidelities: Sequence[float]) -> float | None:
     if not fidelities:
         return None
     return 1.0 - sum(fidelities) / len(fidelities)
+
+
+# ---- batching ------------------------------------------------------------------------------------------
+
+
+def batching_point(latencies_ms: Sequence[float], *, sent: int, duration_s: float, slo_ms: float) -> dict[str, float]:
+    """One policy at one load (``edgefleet bench batching``), from the latencies of the requests answered
+    with a result and the number sent (shed, dropped and failed requests are in ``sent`` only).
+
+    ``slo_attainment`` = answered within the SLO / sent; ``goodput_rps`` = answered within the SLO per
+    second of the sending window; ``mean_latency_ms`` over every result, late ones included (the SLO when
+    there is none); ``utility`` = goodput_rps * max(0, 1 - 0.5 * mean_latency_ms / slo_ms): the rate of
+    useful answers, discounted by how much of the SLO they used on average (half when answers take the
+    whole SLO)."""
+    if duration_s <= 0 or slo_ms <= 0:
+        raise ValueError("duration_s and slo_ms must be positive")
+    if sent < len(latencies_ms):
+        raise ValueError(f"{len(latencies_ms)} answers for {sent} requests sent")
+    good = sum(1 for x in latencies_ms if x <= slo_ms)
+    goodput = good / duration_s
+    mean = sum(latencies_ms) / len(latencies_ms) if latencies_ms else slo_ms
+    return {
+        "sent": sent,
+        "answered": len(latencies_ms),
+        "within_slo": good,
+        "slo_attainment": good / sent if sent else 0.0,
+        "goodput_rps": goodput,
+        "mean_latency_ms": mean,
+        "utility": goodput * max(0.0, 1.0 - 0.5 * mean / slo_ms),
+    }
+
+
+def pooled_point(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """One policy at one load over several seeds: attainment pooled over every request sent (sum of
+    within-SLO / sum of sent), utility and goodput the mean over seeds."""
+    if not per_seed:
+        raise ValueError("no seeds to pool")
+    sent = sum(p["sent"] for p in per_seed)
+    good = sum(p["within_slo"] for p in per_seed)
+    n = len(per_seed)
+    return {
+        "sent": sent,
+        "within_slo": good,
+        "slo_attainment": good / sent if sent else 0.0,
+        "goodput_rps": sum(p["goodput_rps"] for p in per_seed) / n,
+        "utility": sum(p["utility"] for p in per_seed) / n,
+    }
+
+
+def best_configuration(totals: Mapping[str, float]) -> str | None:
+    """The configuration with the highest total (ties: the first name in sorted order); None for none."""
+    if not totals:
+        return None
+    return min(totals.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
+def utility_gain_vs_best(
+    adaptive: Mapping[str, float], baselines: Mapping[str, Mapping[str, float]]
+) -> tuple[float | None, str | None]:
+    """(adaptive's total utility over the sweep / the best single baseline configuration's, that
+    configuration). ``adaptive`` is load -> utility; ``baselines`` is configuration -> load -> utility.
+    One configuration for the whole sweep: the one with the highest total over the adaptive policy's
+    loads (a load a configuration lacks counts 0)."""
+    loads = list(adaptive)
+    totals = {name: sum(by_load.get(x, 0.0) for x in loads) for name, by_load in baselines.items()}
+    best = best_configuration(totals)
+    if best is None:
+        return None, None
+    return ratio(sum(adaptive.values()), totals[best]), best
+
+
+def min_attainment_where_reachable(
+    adaptive: Mapping[str, float], baselines: Mapping[str, Mapping[str, float]], threshold: float = 0.99
+) -> float | None:
+    """The adaptive policy's lowest SLO attainment over the loads where at least one baseline
+    configuration reaches ``threshold``; None when no baseline reaches it at any load."""
+    reached = [
+        a for load, a in adaptive.items() if any(by_load.get(load, 0.0) >= threshold for by_load in baselines.values())
+    ]
+    return min(reached) if reached else None
+
+
+def calibration_choice(totals: Mapping[str, Mapping[str, float]]) -> str | None:
+    """The candidate constant whose totals are best across models, each model's total taken relative to
+    the best candidate's on that model (so a model served at thousands of requests per second does not
+    outvote one served at hundreds): argmax over candidates of the sum over models of total / best
+    total. ``totals`` is candidate -> model -> total utility on the calibration seeds. Ties: the first
+    name in sorted order."""
+    models = {m for by_model in totals.values() for m in by_model}
+    best = {m: max(by_model.get(m, 0.0) for by_model in totals.values()) for m in models}
+    scores = {
+        c: sum(by_model.get(m, 0.0) / best[m] for m in models if best[m] > 0) for c, by_model in totals.items()
+    }
+    return best_configuration(scores)

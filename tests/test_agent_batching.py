@@ -1,4 +1,5 @@
-"""Pure tests of adaptive batch-size choice, the service-time model and tensor layouts."""
+"""Pure tests of adaptive batch-size choice, the baseline policies (Triton-style dynamic and preferred
+sizes, Clipper-style AIMD), the service-time model and tensor layouts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import batch_axes
-from agent.batching import ServiceModel, choose_batch
+from agent.batching import BatchPolicy, ServiceModel, aimd_next, choose_batch, preferred_count
 from edgefleet.runtime import TensorSpec
 
 
@@ -112,3 +113,92 @@ def test_learn_output_axes_refuses_models_whose_outputs_do_not_split() -> None:
     one = {"x": np.ones((1, 3), np.float32)}
     assert batch_axes.learn_output_axes(lambda f: {"y": f["x"] * 2}, axes, one) == {"y": 0}
     assert batch_axes.learn_output_axes(lambda f: {"y": f["x"].sum(keepdims=True)}, axes, one) is None
+
+
+@pytest.mark.parametrize(
+    ("cap", "missed", "max_batch", "expected"),
+    [
+        (4, False, 32, 5),  # additive increase: 4 + 1
+        (32, False, 32, 32),  # capped at the max batch
+        (10, True, 32, 9),  # multiplicative decrease: floor(10 * 0.9) = 9
+        (5, True, 32, 4),  # floor(5 * 0.9) = floor(4.5) = 4
+        (1, True, 32, 1),  # never below 1: floor(0.9) = 0 -> 1
+        (40, False, 32, 32),  # a cap above a lowered max batch comes down to it
+    ],
+)
+def test_aimd_next(cap: int, missed: bool, max_batch: int, expected: int) -> None:
+    assert aimd_next(cap, missed=missed, max_batch=max_batch) == expected
+
+
+@pytest.mark.parametrize(
+    ("queued", "preferred", "expected"),
+    [
+        (9, (4, 8), 8),  # the largest preferred size that 9 fill
+        (5, (4, 8), 4),
+        (8, (4, 8), 8),
+        (3, (4, 8), 3),  # none fits: everything there
+        (1, (4, 8), 1),
+    ],
+)
+def test_preferred_count(queued: int, preferred: tuple[int, ...], expected: int) -> None:
+    assert preferred_count(queued, preferred) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "policy", "name"),
+    [
+        ("dynamic:8:2", BatchPolicy("delay", 8, 0.002), "dynamic:8:2"),  # max batch 8, 2 ms queue delay
+        ("dynamic:1:0", BatchPolicy("delay", 1, 0.0), "dynamic:1:0"),
+        ("delay:5", BatchPolicy("delay", 0, 0.005), "delay:5"),  # max batch = the tenant's
+        ("preferred:8,4:1", BatchPolicy("preferred", 0, 0.001, (4, 8)), "preferred:4,8:1"),  # sorted
+        ("aimd", BatchPolicy("aimd"), "aimd"),
+        ("fixed:4", BatchPolicy("fixed", 4, 0.010), "fixed:4"),
+        ("adaptive", BatchPolicy(), "adaptive"),
+    ],
+)
+def test_policy_parse_and_name(text: str, policy: BatchPolicy, name: str) -> None:
+    assert BatchPolicy.parse(text) == policy
+    assert policy.name == name and BatchPolicy.parse(name) == policy
+
+
+@pytest.mark.parametrize(
+    "text", ["dynamic:0:1", "dynamic:8", "dynamic:8:-1", "preferred::1", "preferred:0,4:1", "preferred:4",
+             "aimd:3", "dynamic:x:1"],
+)
+def test_bad_policies_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="batch policy must be"):
+        BatchPolicy.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "queued", "head_age_s", "hold_s", "count"),
+    [
+        # max batch 8, delay 2 ms: 3 queued, head 0.5 ms old -> wait 1.5 ms more; then run the 3
+        ("dynamic:8:2", 3, 0.0005, 0.0015, 3),
+        ("dynamic:8:2", 10, 0.0, 0.0, 8),  # a full batch runs at once, capped at 8
+        ("dynamic:4:0", 10, 0.0, 0.0, 4),  # no delay: whatever is queued, up to 4
+        ("preferred:4,8:1", 5, 0.0, 0.001, 4),  # waits for 8; once run, the largest preferred size 5 fill
+        ("preferred:4,8:1", 9, 0.0, 0.0, 8),
+        ("aimd", 10, 0.0, 0.0, 1),  # AIMD starts at a cap of 1 and never waits
+    ],
+)
+def test_baseline_hold_and_count(text: str, queued: int, head_age_s: float, hold_s: float, count: int) -> None:
+    p = BatchPolicy.parse(text)
+    assert p.hold(queued=queued, head_age_s=head_age_s, max_batch=32) == pytest.approx(hold_s)
+    n = p.count(now=0.0, candidates_deadlines=[1.0] * queued, rows=[1] * queued, max_rows=32,
+                model=ServiceModel(), tenant="t")
+    assert n == count
+
+
+def test_aimd_cap_follows_the_batches_of_each_tenant() -> None:
+    p = BatchPolicy.parse("aimd")
+    for _ in range(4):  # four clean batches: 1 -> 5
+        p.finished("a", missed=False, max_batch=32)
+    p.finished("b", missed=True, max_batch=32)  # another tenant's miss does not touch a
+    assert p.caps == {"a": 5, "b": 1}
+    count = p.count(now=0.0, candidates_deadlines=[1.0] * 9, rows=[1] * 9, max_rows=32, model=ServiceModel(),
+                    tenant="a")
+    assert count == 5
+    p.finished("a", missed=True, max_batch=32)  # floor(5 * 0.9) = 4
+    assert p.caps["a"] == 4
+    assert BatchPolicy.parse("aimd") == p  # the learnt caps are state, not part of the policy's identity

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.batching import BatchPolicy
 from agent.scheduler import Request, Scheduler, admit, pick_tenant
 
 
@@ -115,6 +116,45 @@ def test_expired_requests_are_returned_not_run() -> None:
     assert b is not None
     assert [_i(r) for r in b.expired] == [0]
     assert [_i(r) for r in b.requests] == [1]
+
+
+@pytest.mark.parametrize("policy", ["adaptive", "fixed:4", "dynamic:8:2", "preferred:4,8:0", "aimd"])
+def test_every_policy_drops_hopeless_requests_before_batching(policy: str) -> None:
+    # batch-1 service measured at 10 ms; at t = 0.995 s request 0 (deadline 1.0 s) cannot finish in time
+    # even alone (0.995 + 0.010 > 1.0): answered as expired whatever the policy; request 1 runs
+    clock = [0.0]
+    s = Scheduler(workers=1, max_queue=100, clock=lambda: clock[0], policy=BatchPolicy.parse(policy))
+    s.add_tenant("a", max_batch=8)
+    s.observe("a", 1, 0.010)
+    assert s.submit(_req("a", 1.0, i=0)).ok and s.submit(_req("a", 5.0, i=1)).ok
+    clock[0] = 0.995
+    b = s.take(0)
+    assert b is not None and [_i(r) for r in b.expired] == [0] and [_i(r) for r in b.requests] == [1]
+
+
+def test_aimd_learns_from_the_batches_the_scheduler_finishes() -> None:
+    clock = [0.0]
+    s = Scheduler(workers=1, max_queue=100, clock=lambda: clock[0], policy=BatchPolicy.parse("aimd"))
+    s.add_tenant("a", max_batch=8)
+    for i in range(6):
+        assert s.submit(_req("a", 1.0, i=i)).ok
+    b = s.take(0)
+    assert b is not None and len(b.requests) == 1  # the cap starts at 1
+    s.done(b)  # answered at t = 0, before its deadline: cap 2
+    b = s.take(0)
+    assert b is not None and len(b.requests) == 2
+    clock[0] = 2.0  # answered past its deadline: floor(2 * 0.9) = 1
+    s.done(b)
+    assert s.policy.caps == {"a": 1}
+
+
+def test_admission_stretch_is_the_schedulers_to_set() -> None:
+    # 10 ms measured service, deadline 11 ms away: 1.0 x 10 ms fits; 1.2 x 10 = 12 ms does not
+    for safety, ok in ((1.0, True), (1.2, False)):
+        s = Scheduler(workers=1, max_queue=100, clock=lambda: 0.0, admission_safety=safety)
+        s.add_tenant("a", max_batch=8)
+        s.observe("a", 1, 0.010)
+        assert s.submit(_req("a", 0.011)).ok is ok
 
 
 def test_a_hot_tenant_cannot_starve_the_others() -> None:

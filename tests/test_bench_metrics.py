@@ -323,3 +323,113 @@ def test_time_average_count_needs_a_window() -> None:
 def test_fidelity_loss(fidelities: list[float], expected: float | None) -> None:
     got = metrics.fidelity_loss(fidelities)
     assert got == expected if expected is None else got == pytest.approx(expected)
+
+
+# ---- batching ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("latencies", "sent", "duration", "slo", "expected"),
+    [
+        # 4 answers within 10 ms of 5 sent in 2 s: attainment 4/5 = 0.8, goodput 4/2 = 2/s,
+        # mean (2+4+6+8)/4 = 5 ms -> utility 2 * (1 - 0.5 * 5/10) = 1.5
+        ([2.0, 4.0, 6.0, 8.0], 5, 2.0, 10.0, {"within_slo": 4, "slo_attainment": 0.8, "goodput_rps": 2.0,
+                                               "mean_latency_ms": 5.0, "utility": 1.5}),
+        # a late answer (30 ms) counts in the mean, not in goodput: good 1, mean (10+30)/2 = 20 ms:
+        # 1 - 0.5*20/10 = 0 -> utility 0
+        ([10.0, 30.0], 2, 1.0, 10.0, {"within_slo": 1, "slo_attainment": 0.5, "goodput_rps": 1.0,
+                                       "mean_latency_ms": 20.0, "utility": 0.0}),
+        # nothing answered: mean taken as the SLO, utility 0
+        ([], 3, 1.0, 10.0, {"within_slo": 0, "slo_attainment": 0.0, "goodput_rps": 0.0,
+                             "mean_latency_ms": 10.0, "utility": 0.0}),
+        # nothing sent
+        ([], 0, 1.0, 10.0, {"within_slo": 0, "slo_attainment": 0.0, "utility": 0.0}),
+    ],
+)
+def test_batching_point(latencies: list[float], sent: int, duration: float, slo: float,
+                        expected: dict[str, float]) -> None:
+    point = metrics.batching_point(latencies, sent=sent, duration_s=duration, slo_ms=slo)
+    for key, value in expected.items():
+        assert point[key] == pytest.approx(value), key
+
+
+def test_batching_point_refuses_impossible_counts() -> None:
+    with pytest.raises(ValueError):
+        metrics.batching_point([1.0, 2.0], sent=1, duration_s=1.0, slo_ms=10.0)
+    with pytest.raises(ValueError):
+        metrics.batching_point([], sent=1, duration_s=0.0, slo_ms=10.0)
+
+
+def test_pooled_point() -> None:
+    seeds = [{"sent": 100, "within_slo": 99, "goodput_rps": 99.0, "utility": 80.0},
+             {"sent": 300, "within_slo": 297, "goodput_rps": 297.0, "utility": 200.0}]
+    pooled = metrics.pooled_point(seeds)
+    assert pooled["slo_attainment"] == pytest.approx(0.99)  # (99 + 297) / (100 + 300) = 396/400
+    assert pooled["utility"] == pytest.approx(140.0)  # (80 + 200) / 2
+    assert pooled["goodput_rps"] == pytest.approx(198.0)  # (99 + 297) / 2
+    with pytest.raises(ValueError):
+        metrics.pooled_point([])
+
+
+@pytest.mark.parametrize(
+    ("adaptive", "baselines", "expected_gain", "expected_best"),
+    [
+        # totals: a = 10+20 = 30, b = 5+40 = 45 -> best b (one configuration for the sweep, not the
+        # best per load, which would be 10+40 = 50); adaptive 15+45 = 60 -> 60/45 = 1.333
+        ({"1": 15.0, "2": 45.0}, {"a": {"1": 10.0, "2": 20.0}, "b": {"1": 5.0, "2": 40.0}}, 60 / 45, "b"),
+        # a tie in total goes to the first name: a = b = 30 -> a; 30/30 = 1
+        ({"1": 10.0, "2": 20.0}, {"b": {"1": 30.0}, "a": {"1": 10.0, "2": 20.0}}, 1.0, "a"),
+        # adaptive loses: 10 / 20 = 0.5
+        ({"1": 10.0}, {"a": {"1": 20.0}}, 0.5, "a"),
+        # no baseline scored anything: no ratio
+        ({"1": 10.0}, {"a": {"1": 0.0}}, None, "a"),
+        ({"1": 10.0}, {}, None, None),
+    ],
+)
+def test_utility_gain_vs_best(adaptive: dict[str, float], baselines: dict[str, dict[str, float]],
+                              expected_gain: float | None, expected_best: str | None) -> None:
+    gain, best = metrics.utility_gain_vs_best(adaptive, baselines)
+    assert best == expected_best
+    assert gain == (pytest.approx(expected_gain) if expected_gain is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("adaptive", "baselines", "expected"),
+    [
+        # a baseline reaches 0.99 at loads 1 and 2 (a at 1, b at 2), none at 3: min(0.995, 0.97) = 0.97;
+        # the 0.50 at load 3 is not counted
+        ({"1": 0.995, "2": 0.97, "3": 0.50},
+         {"a": {"1": 0.999, "2": 0.9, "3": 0.6}, "b": {"1": 0.98, "2": 0.991, "3": 0.7}}, 0.97),
+        ({"1": 0.9}, {"a": {"1": 0.98}}, None),  # no baseline reaches 0.99 anywhere
+        ({"1": 0.98}, {"a": {"1": 0.99}}, 0.98),  # exactly 0.99 reaches it
+    ],
+)
+def test_min_attainment_where_reachable(adaptive: dict[str, float], baselines: dict[str, dict[str, float]],
+                                        expected: float | None) -> None:
+    assert metrics.min_attainment_where_reachable(adaptive, baselines) == expected
+
+
+@given(st.dictionaries(st.sampled_from("abcdef"), st.dictionaries(st.sampled_from("123"), st.floats(0, 100)),
+                       min_size=1))
+def test_the_best_baseline_is_at_least_every_configuration(baselines: dict[str, dict[str, float]]) -> None:
+    adaptive = {"1": 1.0, "2": 1.0, "3": 1.0}
+    gain, best = metrics.utility_gain_vs_best(adaptive, baselines)
+    assert best is not None
+    best_total = sum(baselines[best].get(x, 0.0) for x in adaptive)
+    assert all(best_total >= sum(v.get(x, 0.0) for x in adaptive) for v in baselines.values())
+    assert gain == (3.0 / best_total if best_total else None)
+
+
+@pytest.mark.parametrize(
+    ("totals", "expected"),
+    [
+        # relative to each model's best: "1.0": 1000/1000 + 80/100 = 1.8; "1.2": 900/1000 + 100/100 = 1.9
+        # -> 1.2, although 1.0 has the larger raw sum (1080 against 1000)
+        ({"1.0": {"vad": 1000.0, "ocr": 80.0}, "1.2": {"vad": 900.0, "ocr": 100.0}}, "1.2"),
+        ({"1.0": {"vad": 10.0}, "1.5": {"vad": 10.0}}, "1.0"),  # a tie: the first name
+        ({"1.0": {"vad": 0.0}, "1.2": {"vad": 0.0}}, "1.0"),  # nothing scored: every score 0, first name
+        ({}, None),
+    ],
+)
+def test_calibration_choice(totals: dict[str, dict[str, float]], expected: str | None) -> None:
+    assert metrics.calibration_choice(totals) == expected

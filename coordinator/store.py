@@ -447,11 +447,13 @@ class Store:
                 "UPDATE devices SET last_seen = ?, model_memory_bytes = ?, cpu_percent = ? WHERE device_id = ?", rows)
         if self._dirty_tenants:
             now = self._flush_at
-            trows = [(t.name, m.arrival_rps, m.latency_p50_ms, m.latency_p95_ms, m.errors, now)
-                     for t in (self._tenants.get(k) for k in self._dirty_tenants) if t is not None
-                     for m in (t.metrics,)]
+            trows = [(m.arrival_rps, m.latency_p50_ms, m.latency_p95_ms, m.errors, now, k)
+                     for k, m in ((k, t.metrics) for k in self._dirty_tenants for t in (self._tenants.get(k),)
+                                  if t is not None)]
             self._dirty_tenants.clear()
-            self.db.conn.executemany(_PUT_METRICS, trows)
+            self.db.conn.executemany(
+                "UPDATE tenant_metrics SET arrival_rps = ?, latency_p50_ms = ?, latency_p95_ms = ?, errors = ?,"
+                " updated_at = ? WHERE name = ?", trows)
 
     def _set_command(self, command_id: str, c: CommandRow | None) -> None:
         """The in-memory outstanding command ``command_id`` becomes ``c`` (None, or settled: dropped)."""
@@ -696,7 +698,7 @@ class Store:
              "size_bytes": st.size_bytes, "updated_at": now},
             "name",
         )
-        if (old.metrics if old is not None else NO_METRICS) != t.metrics:
+        if old is None or old.metrics != t.metrics:  # a new tenant's metrics row is there for the flush's UPDATE
             m = t.metrics
             self.db.execute(_PUT_METRICS, (t.name, m.arrival_rps, m.latency_p50_ms, m.latency_p95_ms, m.errors, now))
         self._set_tenant(t.name, t)

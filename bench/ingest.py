@@ -58,7 +58,7 @@ import numpy as np
 
 from bench.harness import finish, machine, pyplot
 from edgefleet.broker import BrokerLimits, PrivateBroker
-from edgefleet.config import dump_toml
+from edgefleet.tomlio import dump_toml
 from edgefleet.wire import (
     Ack,
     Birth,

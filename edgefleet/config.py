@@ -1,5 +1,5 @@
-"""Helpers shared by the agent's and coordinator's TOML config loaders: typed, validated, field-named;
-and the one TOML writer (``dump_toml``) for every config edgefleet writes itself.
+"""Helpers shared by the agent's and coordinator's TOML config loaders: typed, validated, field-named.
+(Configs edgefleet writes itself go through ``edgefleet.tomlio``.)
 
 A config error names the file, the table and the field (``agent.toml: [agent] memory_budget_mib must be
 > 0, got -5``), so an operator can fix it without reading code.
@@ -12,15 +12,13 @@ import os
 import sys
 import urllib.parse
 from collections.abc import Mapping
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-import tomli_w
 
 from edgefleet.mqtt import MqttSettings
 from edgefleet.paths import MQTT_URL_ENV, client_config_path
@@ -40,34 +38,6 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: no such config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-
-
-def dump_toml(data: Mapping[str, Any]) -> str:
-    """``data`` (tables of keys) as TOML text, written by tomli-w: strings are quoted and escaped whatever
-    they hold (quotes, backslashes, Windows paths, any Unicode), and paths are written as strings."""
-    return tomli_w.dumps(_plain(data))
-
-
-def merge_tables(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` merged in: a table merges key by key (recursively), any other value replaces."""
-    out = dict(base)
-    for key, value in extra.items():
-        old = out.get(key)
-        if isinstance(old, Mapping) and isinstance(value, Mapping):
-            out[key] = merge_tables(old, value)
-        else:
-            out[key] = value
-    return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, PurePath):
-        return str(value)
-    return value
 
 
 class Section:

@@ -26,8 +26,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from edgefleet.broker import PrivateBroker
-from edgefleet.config import dump_toml, merge_tables
 from edgefleet.mqtt import MqttSettings
+from edgefleet.tomlio import dump_toml, merge_tables
 from edgefleet.wire import (
     FleetStatus,
     OpDeploy,

@@ -9,7 +9,8 @@ import pytest
 
 from agent.batching import BatchPolicy
 from agent.config import config_from_dict, load_config
-from edgefleet.config import ConfigError, dump_toml
+from edgefleet.config import ConfigError
+from edgefleet.tomlio import dump_toml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "agent.example.toml"
 

@@ -5,6 +5,7 @@ in as text."""
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path, PureWindowsPath
 from typing import Any
@@ -15,11 +16,12 @@ from hypothesis import given
 
 from agent.config import load_config as load_agent
 from coordinator.config import load_config as load_coordinator
-from edgefleet.config import dump_toml, merge_tables, read_toml
+from edgefleet.config import read_toml
 from edgefleet.localfleet import AgentPlan, agent_toml, coordinator_toml
 from edgefleet.security import Principal, Role, SecurityPlan
 from edgefleet.security.bundle import BundleOptions
 from edgefleet.security.bundle.client_conf import render_client_toml
+from edgefleet.tomlio import dump_toml, merge_tables
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,3 +121,11 @@ def test_a_client_file_of_the_security_bundle_reads_back(tmp_path: Path, awkward
     path.write_text(text, encoding="utf-8")
     assert text.startswith("# MQTT credentials of device 'edge-01'")
     assert read_toml(path) == {"mqtt": {"username": "edge-01", "password": awkward}}
+
+
+def test_the_writer_imports_nothing_of_edgefleet() -> None:
+    """The security bundle writes through it; it must not pull in a transport (or anything else) with it."""
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "edgefleet" / "tomlio.py").read_text())
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m.split(".")[0] == "edgefleet"], imported

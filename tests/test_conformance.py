@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from edgefleet.broker import PrivateBroker
-from edgefleet.config import dump_toml
 from edgefleet.mqtt import MqttSettings
+from edgefleet.tomlio import dump_toml
 from edgefleet.wire import Deploy, TenantSpec, Topics
 from tests.fleetkit import Watcher, wait_for
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgefleet.broker import PrivateBroker
-from edgefleet.config import dump_toml
+from edgefleet.tomlio import dump_toml
 
 pytestmark = [pytest.mark.broker]
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from agent import systemd_notify
-from edgefleet.config import dump_toml
 from edgefleet.mqtt import MqttSettings
+from edgefleet.tomlio import dump_toml
 from edgefleet.wire import Topics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -146,9 +146,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _summary(bundle: Bundle, out: Path) -> None:
-    from edgefleet.config import dump_toml
     from edgefleet.security.bundle import layout
     from edgefleet.security.bundle.client_conf import mqtt_keys, where_to_put
+    from edgefleet.tomlio import dump_toml
 
     plan, options = bundle.plan, bundle.options
     home = options.install_dir

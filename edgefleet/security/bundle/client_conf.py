@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from edgefleet.config import dump_toml
 from edgefleet.security.bundle import layout
 from edgefleet.security.bundle.options import BundleOptions
 from edgefleet.security.plan import Principal, Role, SecurityPlan
+from edgefleet.tomlio import dump_toml
 
 
 def where_to_put(plan: SecurityPlan, p: Principal) -> str:

@@ -27,7 +27,7 @@ under (1 - margin) x headroom — the clear gain that is the planner's hysteresi
 streaks and the per-tenant cooldown. Devices are planned in id order on a working copy of the fleet,
 so a later device sees where earlier plans sent tenants. Without a model (memory-only placement) a
 due tenant is migrated wherever placement chooses, as before. Device deaths are not planned here:
-the engine re-places a dead device's tenants at once with the placement (``Tenants.move_off``), which
+the engine re-places a dead device's tenants at once with the placement (the lifecycle's ``Relocate``), which
 admits no predicted violation; any that remains is then caught here by the predicted trigger.
 """
 

@@ -105,7 +105,8 @@ class Agent:
             on_connect=self._on_connect,
         )
         # requests and replies: their own connection (see the module docstring)
-        self.data = data_link(config.mqtt, f"ef-agent-{self.device_id}-data", config.data_link)
+        # (large requests reach the request path as views of the buffer they were read into: no copy)
+        self.data = data_link(config.mqtt, f"ef-agent-{self.device_id}-data", config.data_link, payload_views=True)
         self.server = Server(
             device_id=self.device_id,
             topics=self.topics,
@@ -342,7 +343,7 @@ class Agent:
     # -- MQTT handlers (network thread: enqueue only) ---------------------------------------------
     def _on_request(self, msg: Inbound) -> None:
         self.server.on_request(msg.topic, msg.payload, msg.response_topic, msg.correlation_data, msg.qos,
-                               msg.received_at)
+                               msg.received_at, msg.user_properties)
 
     def _on_any_request(self, msg: Inbound) -> None:
         answer_bad_name(self.server, msg.topic, msg.payload, msg.response_topic, msg.correlation_data, msg.qos)

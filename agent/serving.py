@@ -95,7 +95,10 @@ class Server:
         correlation: bytes | None,
         qos: int,
         received: float | None = None,
+        properties: tuple[tuple[str, str], ...] = (),
     ) -> None:
+        """``properties``: the request's MQTT 5 user properties (read only for an encoded image, whose
+        ``ef-timeout-ms`` stands in for the frame's ``timeout_ms``)."""
         now = received if received is not None else self.clock()
         if not response_topic:
             self.dropped_no_reply_topic += 1  # nobody to answer; nothing else to do
@@ -141,7 +144,7 @@ class Server:
                        f"{self.max_payload_bytes} bytes")
             return
         if payload[:4] != MAGIC and image_kind(payload) is not None:
-            self._image_request(slot, spec, payload, now, response_topic, correlation, qos)
+            self._image_request(slot, spec, payload, now, response_topic, correlation, qos, properties)
             return
         try:
             frame = decode_frame(payload)
@@ -193,9 +196,11 @@ class Server:
         stats.start(tenant, warm=warm)
 
     def _image_request(self, slot: TenantSlot, spec: TenantSpec, payload: bytes | bytearray | memoryview,
-                       now: float, response_topic: str, correlation: bytes | None, qos: int) -> None:
+                       now: float, response_topic: str, correlation: bytes | None, qos: int,
+                       properties: tuple[tuple[str, str], ...] = ()) -> None:
         """A request whose payload is an encoded image: queued as it is, prepared by the worker (decoding
-        takes milliseconds: never on the network thread) as the model's catalog entry declares."""
+        takes milliseconds: never on the network thread) as the model's catalog entry declares. Its
+        budget is the user property ``ef-timeout-ms`` when present (an image has no frame ``meta``)."""
         tenant = slot.name
         if image_input(spec.model) is None:
             self.stats.error(tenant)
@@ -203,7 +208,13 @@ class Server:
                        f"{spec.model} takes no encoded images (its catalog entry declares no image input); "
                        "send an EFT1 tensor frame")
             return
-        deadline = now + (self.default_timeout_ms or max(4 * spec.slo_ms, 1000.0)) / 1e3
+        try:
+            asked_ms = image_timeout_ms(properties)
+        except WireError as exc:
+            self.stats.error(tenant)
+            self.error(response_topic, correlation, qos, exc.code, exc.message)
+            return
+        deadline = now + (asked_ms or self.default_timeout_ms or max(4 * spec.slo_ms, 1000.0)) / 1e3
         key = ("image", spec.model) if slot.out_axes is not None else None
         req = Request(tenant, {}, 1, now, deadline, response_topic, correlation, qos, batch_key=key,
                       image=bytes(payload))
@@ -397,6 +408,33 @@ class Server:
         for r in reqs:
             self.stats.error(r.tenant)
         self.reject(reqs, code, message)
+
+
+TIMEOUT_PROPERTY = "ef-timeout-ms"  # an encoded image's budget, as a user property (protocol.md section 9)
+MAX_TIMEOUT_MS = 3_600_000.0  # as a frame's timeout_ms
+
+
+def image_timeout_ms(properties: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> float | None:
+    """The budget an encoded image's request asks for in its ``ef-timeout-ms`` user property: None when
+    absent or 0 (the tenant's default, as a frame's ``timeout_ms`` of 0); a WireError (bad_request) when
+    it is not a number in [0, 3 600 000] or is given twice.
+
+    >>> image_timeout_ms([("ef-timeout-ms", "250")]), image_timeout_ms([]), image_timeout_ms([("ef-timeout-ms", "0")])
+    (250.0, None, None)
+    """
+    values = [v for k, v in properties if k == TIMEOUT_PROPERTY]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise WireError(ErrorCode.BAD_REQUEST, f"the user property {TIMEOUT_PROPERTY} is given {len(values)} times")
+    try:
+        value = float(values[0])
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= MAX_TIMEOUT_MS:  # NaN fails both
+        raise WireError(ErrorCode.BAD_REQUEST, f"the user property {TIMEOUT_PROPERTY} must be a number of "
+                        f"milliseconds in [0, {MAX_TIMEOUT_MS:g}], got {values[0][:40]!r}")
+    return value or None
 
 
 def usable_reply_topic(topic: str) -> bool:

@@ -319,3 +319,57 @@ def test_an_image_tenant_accepts_an_encoded_frame(fleet: tuple[Agent, Watcher, R
     refused = c.wait(c.send("digits", jpeg))
     assert isinstance(refused, ErrorFrame) and refused.code is ErrorCode.BAD_REQUEST
     assert "image" in refused.message
+
+
+def _send_image(c: RawCaller, tenant: str, image: bytes, properties: list[tuple[str, str]]) -> bytes:
+    corr = uuid.uuid4().bytes
+    c.link.publish(c.topics.infer(tenant), image, qos=1, response_topic=c.inbox, correlation_data=corr,
+                   user_properties=properties)
+    return corr
+
+
+def test_an_encoded_frame_carries_its_budget_in_a_user_property(fleet: tuple[Agent, Watcher, RawCaller]) -> None:
+    """``ef-timeout-ms`` is an image's ``timeout_ms``: a budget no run can meet is shed at once (the
+    default budget, 4 x the SLO, serves the same image), and a value that is no budget is a bad_request."""
+    import io
+
+    from PIL import Image
+
+    from edgefleet.zoo.inputs import camera_frame
+
+    _, w, c = fleet
+    _deploy(w, TenantSpec(name="seg", model="selfie-seg", slo_ms=200.0))
+    buf = io.BytesIO()
+    Image.fromarray(camera_frame(640, 480)).save(buf, format="JPEG", quality=90)
+    jpeg = buf.getvalue()
+    assert isinstance(c.wait(_send_image(c, "seg", jpeg, [("ef-timeout-ms", "5000")])), ResultFrame)
+    assert isinstance(c.wait(_send_image(c, "seg", jpeg, [])), ResultFrame)
+    too_short = c.wait(_send_image(c, "seg", jpeg, [("ef-timeout-ms", "0.001")]))
+    assert isinstance(too_short, ErrorFrame) and too_short.code in (ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED)
+    for bad in (["abc"], ["-5"], ["nan"], ["3600001"], ["100", "200"]):
+        reply = c.wait(_send_image(c, "seg", jpeg, [("ef-timeout-ms", v) for v in bad]))
+        assert isinstance(reply, ErrorFrame) and reply.code is ErrorCode.BAD_REQUEST, bad
+        assert "ef-timeout-ms" in reply.message
+
+
+@pytest.mark.parametrize(("properties", "expected"), [
+    ([], None),  # absent: the tenant's default
+    ([("ef-timeout-ms", "0")], None),  # 0 means the default, as a frame's timeout_ms of 0
+    ([("ef-timeout-ms", "250")], 250.0),
+    ([("other", "x"), ("ef-timeout-ms", "1.5")], 1.5),  # other properties are ignored
+    ([("ef-timeout-ms", "3600000")], 3_600_000.0),  # one hour: the largest
+])
+def test_image_timeout_property_values(properties: list[tuple[str, str]], expected: float | None) -> None:
+    from agent.serving import image_timeout_ms
+
+    assert image_timeout_ms(properties) == expected
+
+
+@pytest.mark.parametrize("value", ["", "abc", "-1", "nan", "inf", "3600000.5"])
+def test_image_timeout_property_refuses_what_is_no_budget(value: str) -> None:
+    from agent.serving import image_timeout_ms
+    from edgefleet.wire import WireError
+
+    with pytest.raises(WireError) as err:
+        image_timeout_ms([("ef-timeout-ms", value)])
+    assert err.value.code is ErrorCode.BAD_REQUEST

@@ -97,7 +97,8 @@ def test_share_properties_large_payloads_and_reconnect(broker: PrivateBroker, mq
                                                        qos: int) -> None:
     root = f"lean{uuid.uuid4().hex[:8]}"
     topic = f"{root}/tenants/t/infer"
-    link = data_link(mqtt_settings, f"lean-{uuid.uuid4().hex[:8]}", "lean")
+    # QoS 1 also with large payloads handed over as views of the buffer they were read into
+    link = data_link(mqtt_settings, f"lean-{uuid.uuid4().hex[:8]}", "lean", payload_views=bool(qos))
     assert isinstance(link, LeanLink)
     echo = _Echo(link, f"$share/ef-t/{topic}")
     link.start()
@@ -115,6 +116,8 @@ def test_share_properties_large_payloads_and_reconnect(broker: PrivateBroker, mq
             assert reply.payload == body and reply.content_type == "application/test"
             assert ("ef-status", "ok") in reply.user_properties
         assert all(m.topic == topic and m.response_topic == inbox for m in echo.seen)
+        large = [m for m in echo.seen if len(m.payload) >= 70_000]
+        assert len(large) == 2 and all(isinstance(m.payload, memoryview) == bool(qos) for m in large)
         # many QoS 1 replies at once: the in-flight window fills and drains, nothing is lost
         burst = [os.urandom(16) for _ in range(500)]
         for corr in burst:
@@ -202,3 +205,45 @@ def test_a_publish_head_grown_by_the_payload_length_equals_the_codecs_packet(siz
     kw = {"qos": mqtt5.QoS.AT_LEAST_ONCE, "packet_id": 7, "correlation_data": b"c", "response_topic": "r/x"}
     head = mqtt5.PublishPacket("a/b", b"", **kw).write()  # type: ignore[arg-type]
     assert with_payload_length(head, size) + payload == mqtt5.PublishPacket("a/b", payload, **kw).write()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("size", [0, 5, 70_000])
+@pytest.mark.parametrize("props", [
+    {},
+    {"response_topic": "r/x", "correlation_data": b"c" * 16, "content_type": "application/vnd.edgefleet.tensors.v1",
+     "message_expiry_interval": 2, "user_properties": [("ef-timeout-ms", "250"), ("k", "v" * 200)]},
+])
+def test_a_large_publish_split_from_its_payload_is_the_codecs_packet(qos: int, size: int, props: dict[str, object]) -> None:
+    """A PUBLISH parsed without copying its payload: the same topic, packet id and properties as the
+    codec's own parse of the whole packet, and the payload a view of the buffer."""
+    import mqtt5
+
+    from edgefleet.mqtt.lean import split_large_publish
+
+    payload = os.urandom(size)
+    kw = {"qos": mqtt5.QoS.AT_LEAST_ONCE, "packet_id": 300} if qos else {}
+    buf = bytearray(mqtt5.PublishPacket("ef/v1/tenants/t/infer", payload, **kw, **props).write())  # type: ignore[arg-type]
+    whole, _ = mqtt5.read(memoryview(bytes(buf)))
+    split = split_large_publish(buf)
+    assert split is not None
+    head, view = split
+    assert isinstance(view, memoryview) and view == payload and view.obj is buf
+    for field in ("topic", "qos", "packet_id", "response_topic", "correlation_data", "content_type",
+                  "message_expiry_interval", "user_properties", "retain"):
+        assert getattr(head, field) == getattr(whole, field), field
+
+
+def test_what_is_not_split_from_its_payload() -> None:
+    """A packet that is no PUBLISH, or a PUBLISH whose payload the codec checks as UTF-8, is parsed
+    whole; a truncated one raises."""
+    import mqtt5
+
+    from edgefleet.mqtt.lean import split_large_publish
+
+    assert split_large_publish(bytearray(mqtt5.PingReqPacket().write())) is None
+    utf8 = mqtt5.PublishPacket("a/b", b"text", payload_format_indicator=1).write()
+    assert split_large_publish(bytearray(utf8)) is None
+    whole = mqtt5.PublishPacket("a/b", bytes(100), response_topic="r").write()
+    with pytest.raises(ValueError):
+        split_large_publish(bytearray(whole[:-1]))

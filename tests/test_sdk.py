@@ -181,6 +181,20 @@ def test_request_follows_protocol(client: InferenceClient, responder: Responder,
     assert frame.timeout_ms == 2500.0 and frame.min_fidelity == 0.9
 
 
+def test_an_encoded_image_carries_its_budget_as_a_user_property(
+    client: InferenceClient, responder: Responder
+) -> None:
+    """An image has no frame meta: the call's timeout travels as ``ef-timeout-ms``; a tensor request's
+    stays in its frame and adds no property."""
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(60)  # the responder never decodes it: only the magic matters here
+    with pytest.raises(NoReply):
+        client.infer("silent", jpeg, timeout_s=0.3)
+    image = responder.requests[-1]
+    assert image.payload == jpeg and ("ef-timeout-ms", "300.000") in image.user_properties
+    client.infer("echo", {"x": np.zeros(2, np.float32)}, timeout_s=2.5)
+    assert not any(k == "ef-timeout-ms" for k, _ in responder.requests[-1].user_properties)
+
+
 @pytest.mark.parametrize("code", list(ErrorCode), ids=lambda c: c.value)
 def test_error_codes_raise_their_class(client: InferenceClient, code: ErrorCode) -> None:
     with pytest.raises(InferenceError) as info:

@@ -60,16 +60,19 @@ def publish_many(link: DataLink, messages: list[Outgoing]) -> None:
                      content_type=m.content_type, user_properties=list(m.user_properties or ()) or None)
 
 
-def data_link(settings: MqttSettings, client_id: str, kind: str = "auto", **kw: Any) -> DataLink:
+def data_link(settings: MqttSettings, client_id: str, kind: str = "auto", *, payload_views: bool = False,
+              **kw: Any) -> DataLink:
     """A connection for requests and replies: ``lean`` (the mqtt5 codec), ``paho`` (``MqttLink``), or
     ``auto`` (lean where it is available). Both offer subscribe/unsubscribe/publish/start/stop/
-    wait_connected with ``Inbound`` messages."""
+    wait_connected with ``Inbound`` messages. ``payload_views``: the lean link hands a large message's
+    payload to handlers as a memoryview of the buffer it was read into, not a copy (handlers must then
+    take any bytes-like payload); paho always copies."""
     if kind not in DATA_LINKS:
         raise ValueError(f"data link must be one of {DATA_LINKS}, got {kind!r}")
     if kind == "lean" or (kind == "auto" and lean_available()):
         from edgefleet.mqtt.lean import LeanLink
 
-        lean: DataLink = LeanLink(settings, client_id, **kw)
+        lean: DataLink = LeanLink(settings, client_id, payload_views=payload_views, **kw)
         return lean
     return MqttLink(settings, client_id, **kw)
 

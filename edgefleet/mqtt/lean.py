@@ -38,8 +38,10 @@ from edgefleet.mqtt.link import Handler, Inbound, MqttSettings, Outgoing, _strip
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1 << 18  # bytes asked of the socket per read
 LARGE_PACKET = 1 << 16  # packets at least this large are read straight into their own buffer
+# bytes asked of the socket per read: no more than LARGE_PACKET, so that a large packet always spans reads
+# and the rest of it goes straight into its own buffer (whose payload can then be handed over as a view)
+READ_CHUNK = LARGE_PACKET
 BACKLOG_MAX = 10_000  # QoS 1 publishes the reader thread may park while the in-flight window is full
 _QOS = (mqtt5.QoS.AT_MOST_ONCE, mqtt5.QoS.AT_LEAST_ONCE, mqtt5.QoS.AT_LEAST_ONCE)
 _PINGREQ = mqtt5.PingReqPacket().write()
@@ -74,6 +76,38 @@ def _send_all(sock: socket.socket, parts: list[Any]) -> None:
             views.pop(0)
         if views and sent:
             views[0] = views[0][sent:]
+
+
+def split_large_publish(buf: bytearray) -> tuple[Any, memoryview] | None:
+    """A whole PUBLISH in ``buf`` parsed without copying its payload: the codec parses and validates the
+    fixed and variable headers (topic, packet id, properties), written as a PUBLISH with an empty payload,
+    and the payload is returned as a view of ``buf``. None when ``buf`` holds no PUBLISH, or one whose
+    payload the codec must check itself (a UTF-8 payload format indicator): parse it whole then. A
+    malformed header raises, as the codec does for a whole packet."""
+    first = buf[0]
+    if first >> 4 != 3:
+        return None
+    found = remaining_length(buf, 0)
+    if found is None:
+        raise ValueError("truncated PUBLISH")
+    size, remaining = found
+    if size + remaining != len(buf):
+        raise ValueError("PUBLISH length differs from its buffer")
+    pos = size + 2 + int.from_bytes(buf[size : size + 2], "big")  # the topic
+    if (first >> 1) & 3:
+        pos += 2  # the packet id
+    props = remaining_length(buf, pos - 1)  # a variable byte integer, read as a remaining length is
+    if props is None:
+        raise ValueError("truncated PUBLISH properties")
+    pos += props[0] - 1 + props[1]
+    if pos > len(buf):
+        raise ValueError("PUBLISH properties run past the packet")
+    with memoryview(buf) as view:
+        head = bytes(view[:1]) + varint(pos - size) + bytes(view[size:pos])
+    packet, _ = mqtt5.read(memoryview(head))
+    if not isinstance(packet, mqtt5.PublishPacket) or packet.payload_format_indicator:
+        return None
+    return packet, memoryview(buf)[pos:]
 
 
 class LinkDown(ConnectionError):
@@ -121,8 +155,12 @@ class LeanLink:
         *,
         receive_max: int = 0,
         on_connect: Callable[[LeanLink], None] | None = None,
+        payload_views: bool = False,
     ) -> None:
         self.settings = settings
+        # a large PUBLISH's payload handed to handlers as a memoryview of the buffer it was read into
+        # (no copy); off by default: handlers must then accept any bytes-like payload
+        self.payload_views = payload_views
         self.client_id = client_id
         self.receive_max = receive_max
         self._on_connect_hook = on_connect
@@ -529,9 +567,13 @@ class LeanLink:
             self._big_have += got
             if self._big_have == len(big):
                 self._big = None
-                with memoryview(big) as view:
-                    packet, _ = mqtt5.read(view)
-                self._dispatch([packet])
+                split = split_large_publish(big) if self.payload_views else None
+                if split is not None:
+                    self._dispatch([split[0]], split[1])
+                else:
+                    with memoryview(big) as view:
+                        packet, _ = mqtt5.read(view)
+                    self._dispatch([packet])
             return True
         try:
             data = sock.recv(READ_CHUNK)
@@ -550,11 +592,12 @@ class LeanLink:
             self._ping_sent = now
             self._write(_PINGREQ)
 
-    def _dispatch(self, packets: list[Any]) -> None:
+    def _dispatch(self, packets: list[Any], payload: memoryview | None = None) -> None:
+        """Act on parsed packets. ``payload``: the payload of a lone PUBLISH parsed without it."""
         acks: list[bytes] = []
         for packet in packets:
             if isinstance(packet, mqtt5.PublishPacket):
-                self._deliver(packet)
+                self._deliver(packet, payload)
                 if packet.qos == mqtt5.QoS.AT_LEAST_ONCE and packet.packet_id is not None:
                     acks.append(mqtt5.PubAckPacket(packet.packet_id).write())
             elif isinstance(packet, mqtt5.PubAckPacket):
@@ -582,7 +625,7 @@ class LeanLink:
         if acks:
             self._write(b"".join(acks))
 
-    def _deliver(self, packet: mqtt5.PublishPacket) -> None:
+    def _deliver(self, packet: mqtt5.PublishPacket, payload: memoryview | None = None) -> None:
         topic = packet.topic
         handlers = self._by_topic.get(topic)
         if handlers is None:
@@ -595,7 +638,7 @@ class LeanLink:
             return
         inbound = Inbound(
             topic,
-            packet.payload,
+            packet.payload if payload is None else payload,  # type: ignore[arg-type]  # bytes-like by opt-in
             int(packet.qos),
             packet.retain,
             packet.response_topic,

@@ -33,6 +33,7 @@ from edgefleet.wire import ErrorCode, ErrorFrame, ResultFrame, Topics, WireError
 from edgefleet.wire.tensors import CONTENT_TYPE, DTYPES, MAX_RANK, MAX_TENSORS
 
 CORRELATION_BYTES = 16
+IMAGE_TIMEOUT_PROPERTY = "ef-timeout-ms"  # an encoded image's budget (protocol.md section 9)
 MAX_TIMEOUT_S = 3600.0  # devices refuse a timeout_ms above one hour
 MAX_NAME_CHARS = 256  # devices refuse longer tensor names
 _SENDABLE_KINDS = frozenset("biuf")  # bool, signed and unsigned integers, floats
@@ -78,6 +79,9 @@ class Prepared:
     payload: bytes
     timeout_s: float  # the deadline the device must meet, counted from its receipt of the request
     expiry_s: int
+    # MQTT 5 user properties of the request: an encoded image's budget (``ef-timeout-ms``), which a
+    # tensor frame carries in its meta instead
+    user_properties: list[tuple[str, str]] | None = None
 
     @property
     def wait_s(self) -> float:
@@ -156,7 +160,7 @@ def prepare(
     """Check everything that can be checked here and encode the request frame. ``inputs`` may also be
     an encoded image (JPEG or PNG bytes), sent as it is for tenants whose model takes images (the
     device decodes it; its deadline is then the tenant's default, and ``min_fidelity`` cannot ride
-    along)."""
+    along). An image's ``timeout_s`` travels as the user property ``ef-timeout-ms``."""
     try:
         topic = topics.infer(tenant)
     except WireError as exc:
@@ -167,7 +171,8 @@ def prepare(
         if min_fidelity is not None:
             raise BadRequest(ErrorCode.BAD_REQUEST, "min_fidelity cannot be sent with an encoded image")
         timeout = check_timeout(timeout_s)
-        return Prepared(tenant, topic, bytes(inputs), timeout, max(1, math.ceil(timeout)))
+        return Prepared(tenant, topic, bytes(inputs), timeout, max(1, math.ceil(timeout)),
+                        [(IMAGE_TIMEOUT_PROPERTY, f"{timeout * 1000.0:.3f}")])
     arrays = check_inputs(inputs)
     timeout = check_timeout(timeout_s)
     fidelity = check_fidelity(min_fidelity)
@@ -348,6 +353,7 @@ class ClientCore(Generic[P]):
             correlation_data=cid,
             content_type=CONTENT_TYPE,
             expiry_s=prepared.expiry_s,
+            user_properties=prepared.user_properties,
         )
         with self._lock:
             self.sent += 1

@@ -1,14 +1,17 @@
 """The asyncio client: the same calls as InferenceClient, awaited, with thousands in flight on one loop.
 
 Each call is an asyncio future in the pending table plus one loop timer for its timeout; no thread and
-no task per call. Replies arrive on paho's network thread, which hands them to the loop with
-``call_soon_threadsafe``; the loop resolves the future and the awaiting coroutine decodes the frame.
+no task per call. Replies arrive on the data link's network thread, which hands them to the loop: the
+replies read together are appended to one hand-off list and the loop is woken once for them
+(``call_soon_threadsafe``: a write to its self-pipe) rather than once per reply; the loop resolves the
+futures and each awaiting coroutine decodes its frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -40,12 +43,17 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
         super().__init__(
             settings, prefix=prefix, client_id=client_id, qos=qos, connect_timeout_s=connect_timeout_s
         )
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that opened the client
+        # replies waiting for the loop; a drain is scheduled whenever this goes from empty to not
+        self._handoff: list[tuple[asyncio.Future[Inbound | None], Inbound]] = []
+        self._handoff_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def open(self) -> AsyncInferenceClient:
         """Connect and subscribe to the reply topic; raise BrokerUnavailable after the connect timeout."""
         link = self._start_link()
         loop = asyncio.get_running_loop()
+        self._loop = loop
         if not await loop.run_in_executor(None, link.wait_connected, self.connect_timeout_s):
             await self.aclose()
             raise self._unreachable(f"no connection within {self.connect_timeout_s:g} s")
@@ -123,10 +131,31 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
 
     # -- hand-offs from paho's thread -------------------------------------------------------------
     def _deliver(self, pending: asyncio.Future[Inbound | None], msg: Inbound) -> None:
+        loop = pending.get_loop()
+        if loop is not self._loop:  # a call from another loop (not supported, but never lost)
+            try:
+                loop.call_soon_threadsafe(self._resolve, pending, msg)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                self._count_late()
+            return
+        with self._handoff_lock:
+            self._handoff.append((pending, msg))
+            if len(self._handoff) > 1:
+                return  # the drain already scheduled takes this one too
         try:
-            pending.get_loop().call_soon_threadsafe(self._resolve, pending, msg)
+            loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
-            self._count_late()
+            with self._handoff_lock:
+                dropped, self._handoff = len(self._handoff), []
+            for _ in range(dropped):
+                self._count_late()
+
+    def _drain(self) -> None:
+        """On the loop: resolve every reply handed over since the last drain."""
+        with self._handoff_lock:
+            items, self._handoff = self._handoff, []
+        for fut, msg in items:
+            self._resolve(fut, msg)
 
     def _abandon(self, pending: asyncio.Future[Inbound | None]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more

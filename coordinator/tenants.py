@@ -48,8 +48,7 @@ from coordinator.lifecycle import (
 from coordinator.models import ModelLookup, UnknownModel
 from coordinator.placement import Decision, NoFit, Placement
 from coordinator.placement.live import NullModel, PerfModel, demand_at
-from coordinator.placement.seam import profile_of
-from coordinator.scheduling import schedule
+from coordinator.scheduling.framework import profile_of, schedule
 from coordinator.snapshots import SnapshotCache
 from coordinator.store import CommandRow, Store, TenantRow, TenantState
 from edgefleet.wire import Ack, Configure, OpReply, TenantSpec

@@ -32,10 +32,16 @@ from coordinator.scheduling import (
     Request,
     schedule,
 )
-from coordinator.scheduling.filters import (
+from coordinator.scheduling.framework import Demand, Model, rejections
+from coordinator.scheduling.plugins import (
     FIT,
+    FirstInOrder,
+    FreeMemory,
+    FreeShare,
+    LeastFreeMemory,
     MemoryFits,
     Online,
+    PredictedSlack,
     Profiled,
     RuntimePresent,
     SlosKept,
@@ -43,8 +49,6 @@ from coordinator.scheduling.filters import (
     mapped_kind,
     reported_kind,
 )
-from coordinator.scheduling.framework import Demand, Model, rejections
-from coordinator.scheduling.scores import FirstInOrder, FreeMemory, FreeShare, LeastFreeMemory, PredictedSlack
 from coordinator.snapshots import SnapshotCache, build_snapshot
 from coordinator.store import Store, TenantRow
 from edgefleet.wire import Birth, Capabilities, TenantSpec

@@ -28,8 +28,8 @@ from coordinator.fleet import FleetSnapshot, ModelFacts
 from coordinator.perf import PerfBook
 from coordinator.placement.planner import Planner
 from coordinator.scheduling import Profile, predicted_latency, schedule
-from coordinator.scheduling.filters import reported_kind
 from coordinator.scheduling.framework import Decision, Demand, Model
+from coordinator.scheduling.plugins import reported_kind
 from edgefleet.wire import TenantSpec
 
 DEFAULT_HEADROOM = 0.8

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
 from coordinator.perf import Load, Outlook, PerfBook, Processor, predict
 from coordinator.placement.seam import Decision, NoFit, Placed
-from coordinator.scheduling.filters import fit, reported_kind
 from coordinator.scheduling.framework import Demand
+from coordinator.scheduling.plugins import fit, reported_kind
 from edgefleet.wire import TenantSpec
 
 PoolKey = tuple[str, frozenset[str], str]  # (device kind, runtimes, processor)

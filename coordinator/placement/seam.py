@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from coordinator.fleet import FleetSnapshot, ModelFacts
-from coordinator.scheduling.framework import Decision, NoFit, Placed, Profile
+from coordinator.scheduling.framework import Decision, NoFit, Placed, profile_of
 from edgefleet.wire import TenantSpec
 
 if TYPE_CHECKING:
@@ -22,19 +22,11 @@ if TYPE_CHECKING:
 class Placement(Protocol):
     """Chooses a device for one tenant. Must be pure: same inputs, same answer, no I/O. ``perf`` is the
     performance model's predictor for this decision (None without one: memory-only policies ignore it).
-    The policies of this package are profiles (their ``profile`` attribute, see ``profile_of``)."""
+    The policies of this package are profiles (their ``profile`` attribute, see
+    ``coordinator.scheduling.framework.profile_of``)."""
 
     def place(self, spec: TenantSpec, model: ModelFacts, fleet: FleetSnapshot,
               perf: Model | None = None) -> Decision: ...
-
-
-def profile_of(placement: Placement) -> Profile:
-    """The scheduling profile ``placement`` is; a placement written as ``place`` alone runs as a profile
-    that hands it the devices the caller's exclusions and pin leave."""
-    got = getattr(placement, "profile", None)
-    if isinstance(got, Profile):
-        return got
-    return Profile.delegating(str(getattr(placement, "name", type(placement).__name__)), placement.place)
 
 
 __all__ = ["Decision", "NoFit", "Placed", "Placement", "profile_of"]

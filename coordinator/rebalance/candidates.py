@@ -23,8 +23,8 @@ from coordinator.rebalance.actions import Action, Migrate, Reconfigure
 from coordinator.rebalance.outlook import assess, batching_pays, expected_batch
 from coordinator.rebalance.streaks import RebalancePolicy
 from coordinator.scheduling import CycleState, Placed, Profile, Request, predicted_latency, schedule
-from coordinator.scheduling.filters import reported_kind
 from coordinator.scheduling.framework import Model
+from coordinator.scheduling.plugins import reported_kind
 from edgefleet.runtime import capabilities_of
 from edgefleet.wire import TenantSpec
 

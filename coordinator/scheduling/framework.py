@@ -151,6 +151,16 @@ class Profile:
         return Profile(name, (), (), _undescribed, delegate=place)
 
 
+def profile_of(placement: object) -> Profile:
+    """The scheduling profile a placement is (its ``profile``); a placement written as a ``place`` function
+    alone runs as a profile that hands it the devices the caller's exclusions and pin leave."""
+    got = getattr(placement, "profile", None)
+    if isinstance(got, Profile):
+        return got
+    return Profile.delegating(str(getattr(placement, "name", type(placement).__name__)),
+                              placement.place)  # type: ignore[attr-defined]
+
+
 def _undescribed(req: Request, device: DeviceSnapshot, state: CycleState) -> Placed:
     raise AssertionError("a delegating profile describes its own choices")
 

@@ -15,20 +15,24 @@ tests call it on a hand-made fleet, reads the kinds as given (``reported_kind``)
 from __future__ import annotations
 
 from coordinator.fleet import DeviceSnapshot, mib
-from coordinator.scheduling.filters import (
+from coordinator.scheduling.framework import CycleState, Placed, Profile, Request
+from coordinator.scheduling.plugins import (
     FIT,
     NEWCOMER,
+    FirstInOrder,
+    FreeMemory,
+    FreeShare,
     KindOf,
+    LeastFreeMemory,
     MemoryFits,
     Online,
+    PredictedSlack,
     Profiled,
     RuntimePresent,
     SlosKept,
     mapped_kind,
     reported_kind,
 )
-from coordinator.scheduling.framework import CycleState, Placed, Profile, Request
-from coordinator.scheduling.scores import FirstInOrder, FreeMemory, FreeShare, LeastFreeMemory, PredictedSlack
 
 MEMORY_FILTERS = (Online(), RuntimePresent(), MemoryFits())
 

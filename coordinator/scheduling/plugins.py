@@ -1,14 +1,22 @@
-"""Filter plugins: why a device cannot take a tenant, one reason each, in the words of today's messages.
+"""The scheduling plugins: filters (why a device cannot take a tenant, one reason each, in the words of
+today's messages) and scores (how good a feasible device is, higher is better).
 
-Memory-only: ``Online``, ``RuntimePresent`` (the variant's runtime is among the device's), ``MemoryFits``
-(the device's budget minus the sizes charged to its tenants holds the variant). With the performance
-model: ``Profiled`` (the book can model the tenant on the device's kind: the kind is known, the variant
-profiled there, a processor runs its runtime) and ``SlosKept`` (every tenant already there can be modelled,
-the processor's predicted utilisation stays within the headroom unless closed loops share it, and every
-predicted p95 on the processor, the newcomer's included, stays within its SLO; ``fit`` is that check on
-one processor, which the bulk planner of ``coordinator.placement.planner`` shares). The rebalancer's
-descheduling adds its own (``coordinator.rebalance.candidates``). The caller's own ``NotExcluded`` and
-``Pinned`` are in ``coordinator.scheduling.framework``.
+Filters, memory-only: ``Online``, ``RuntimePresent`` (the variant's runtime is among the device's),
+``MemoryFits`` (the device's budget minus the sizes charged to its tenants holds the variant). With the
+performance model: ``Profiled`` (the book can model the tenant on the device's kind: the kind is known,
+the variant profiled there, a processor runs its runtime) and ``SlosKept`` (every tenant already there
+can be modelled, the processor's predicted utilisation stays within the headroom unless closed loops
+share it, and every predicted p95 on the processor, the newcomer's included, stays within its SLO;
+``fit`` is that check on one processor, which the bulk planner of ``coordinator.placement.planner``
+shares). The caller's own ``NotExcluded`` and ``Pinned`` are in ``coordinator.scheduling.framework``.
+
+Scores, memory alone (the knapsack view of arXiv 2201.07312: a device is a bin of its memory budget, a
+tenant an item of its variant's size): ``FreeMemory`` (most free memory: worst fit, and the default
+policy), ``LeastFreeMemory`` (best fit), ``FirstInOrder`` (first fit: every device scores the same, so
+the id order decides), ``FreeShare`` (spread: free memory as a share of the budget). With the
+performance model: ``PredictedSlack``, the smallest relative SLO slack on the tenant's processor with it
+there (the ``SlosKept`` filter's prediction). The rebalancer's descheduling adds a filter and a score of
+its own (``coordinator.rebalance.candidates``).
 """
 
 from __future__ import annotations
@@ -142,5 +150,47 @@ class SlosKept:
         return None
 
 
-__all__ = ["FIT", "NEWCOMER", "KindOf", "MemoryFits", "Online", "Profiled", "RuntimePresent", "SlosKept", "fit",
-           "load_of", "mapped_kind", "reported_kind"]
+# -- scores ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FreeMemory:
+    name: str = "free-memory"
+
+    def score(self, req: Request, device: DeviceSnapshot, state: CycleState) -> float:
+        return float(device.free_bytes)
+
+
+@dataclass(frozen=True)
+class LeastFreeMemory:
+    name: str = "least-free-memory"
+
+    def score(self, req: Request, device: DeviceSnapshot, state: CycleState) -> float:
+        return -float(device.free_bytes)
+
+
+@dataclass(frozen=True)
+class FirstInOrder:
+    name: str = "first"
+
+    def score(self, req: Request, device: DeviceSnapshot, state: CycleState) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class FreeShare:
+    name: str = "free-share"
+
+    def score(self, req: Request, device: DeviceSnapshot, state: CycleState) -> float:
+        return device.free_bytes / device.memory_budget_bytes
+
+
+@dataclass(frozen=True)
+class PredictedSlack:
+    name: str = "predicted-slack"
+
+    def score(self, req: Request, device: DeviceSnapshot, state: CycleState) -> float:
+        slack: float = state.read(FIT, device.device_id)[0]
+        return slack
+
+
+__all__ = ["FIT", "NEWCOMER", "FirstInOrder", "FreeMemory", "FreeShare", "KindOf", "LeastFreeMemory", "MemoryFits", "Online",
+           "PredictedSlack", "Profiled", "RuntimePresent", "SlosKept", "fit", "load_of", "mapped_kind", "reported_kind"]

@@ -123,8 +123,9 @@ class Tenants:
                 self.outbox.configure(c.device_id, c.spec, now)
             else:
                 self.outbox.undeploy(c.device_id, name, now)
-        if step.log:
-            log.info("%s", step.log)
+        if step.log:  # a tenant left without a device is worth a warning, as it always was
+            unplaced = step.row is not None and step.row.state == TenantState.UNPLACED
+            log.log(logging.WARNING if unplaced else logging.INFO, "%s", step.log)
         self.answers.extend(Answer(name, s.kind, s.reply) for s in step.replies)
         if step.relocate is not None and step.row is not None:
             self._relocate(step.row, step.relocate)

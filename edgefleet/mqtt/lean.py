@@ -26,6 +26,7 @@ import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -425,6 +426,8 @@ class LeanLink:
         s = self.settings
         raw = socket.create_connection((s.host, s.port), timeout=max(2.0, s.keepalive_s))
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError, struct.error):  # bounds a whole-packet read (see _receive)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", max(1, int(s.keepalive_s)), 0))
         sock: socket.socket = raw
         if s.tls_ca is not None:
             ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=s.tls_ca)
@@ -559,8 +562,11 @@ class LeanLink:
         if big is not None:
             with memoryview(big) as view:
                 try:
-                    got = sock.recv_into(view[self._big_have :])
-                except ssl.SSLWantReadError:
+                    # the rest of the packet in one call where the socket allows it (plain TCP: the
+                    # kernel gathers the segments; SO_RCVTIMEO bounds the wait), not a select and a
+                    # read per segment
+                    got = sock.recv_into(view[self._big_have :], 0, 0 if self._tls else socket.MSG_WAITALL)
+                except (ssl.SSLWantReadError, BlockingIOError, TimeoutError):
                     return None
             if got == 0:
                 raise ConnectionError("the broker closed the connection")

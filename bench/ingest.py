@@ -16,11 +16,11 @@ per-tenant records and the rebalancer's checks.
 
 Phases, with metrics defined before the run:
 
-- ``ceiling``: the same simulator against a null coordinator (one bare paho client that answers every
-  window with its TelemetryAck at once, no database), the offered rate raised step by step: the
-  highest acknowledged rate that still kept up is what the simulator, the broker and one Python MQTT
-  client reach together. A coordinator figure near it is limited by the harness and the MQTT client,
-  not by the coordinator's own work.
+- ``ceiling``: the same simulator against a null coordinator (the coordinator's own ingest client, the
+  lean one where mqtt5 installs, answering every window with its TelemetryAck at once, no database),
+  the offered rate raised step by step: the highest acknowledged rate that still kept up is what the
+  simulator, the broker and the coordinator's MQTT client reach together. A coordinator figure near it
+  is limited by the harness and the MQTT client, not by the coordinator's own work.
 - ``steps``: the fleet grows through ``SIZES``; at each size, after a warm-up, over ``MEASURE_S``:
   offered and acknowledged windows/s, ack latency p50/p99 (first send to ack), the coordinator's CPU
   (percent of one core) and RSS, and ``ms_per_window`` = coordinator CPU ms per acknowledged window. A
@@ -412,29 +412,25 @@ class CoordinatorProcess:
 
 
 def _null_coordinator(port: int, stop: Any, counter: Any) -> None:
-    """A bare paho client that acknowledges every window at once (no database, no model)."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
+    """The coordinator's ingest connection with nothing behind it: the same client (``data_link`` of the
+    coordinator's default ``ingest_link``, the lean one where mqtt5 installs), every window decoded and
+    answered at once with its TelemetryAck at QoS 0, as the coordinator sends them; no database, no model."""
+    from edgefleet.mqtt import Inbound, MqttSettings, data_link
     from edgefleet.wire.codec import decode_telemetry
 
     topics = Topics(PREFIX)
+    link = data_link(MqttSettings(host="127.0.0.1", port=port, keepalive_s=60), "ingest-null", "auto")
 
-    def on_message(client: Any, userdata: Any, msg: Any) -> None:
+    def on_message(msg: Inbound) -> None:
         t = decode_telemetry(msg.payload)
-        client.publish(topics.commands(t.device_id), encode(TelemetryAck(device_id=t.device_id, boot_id=t.boot_id,
-                                                                          seqs=[t.seq])), qos=1)
+        link.publish(topics.commands(t.device_id), encode(TelemetryAck(device_id=t.device_id, boot_id=t.boot_id,
+                                                                        seqs=[t.seq])), qos=0)
         counter.value += 1
 
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="ingest-null", protocol=paho.MQTTv5)
-    c.max_inflight_messages_set(1000)
-    c.on_message = on_message
-    c.on_connect = lambda cl, *a: cl.subscribe(topics.all_telemetry, qos=1)
-    c.connect("127.0.0.1", port, keepalive=60)
-    c.loop_start()
+    link.subscribe(topics.all_telemetry, on_message, qos=1)
+    link.start()
     stop.wait()
-    c.disconnect()
-    c.loop_stop()
+    link.stop()
 
 
 # -- phases ------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 from coordinator.rebalance import RebalancePolicy
 from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
-from edgefleet.mqtt import MqttSettings
+from edgefleet.mqtt import DATA_LINKS, MqttSettings, lean_available
 from edgefleet.paths import default_state_dir
 from edgefleet.wire import Topics, WireError
 from edgefleet.wire.names import CLIENT_RE
@@ -65,6 +65,10 @@ class CoordinatorConfig:
     # "mosquitto-dynsec" (Mosquitto's dynamic security plugin: a device gets a tenant's topics only while
     # the tenant is placed on it; see coordinator.grants)
     grants: str = "none"
+    # [coordinator] ingest_link: the connection that carries telemetry in and its TelemetryAcks out, apart
+    # from the control link (births, wills, command acks, operator calls, commands): "auto" (the lean
+    # client on the mqtt5 codec where it installs, Python >= 3.11), "lean", or "paho"
+    ingest_link: str = "auto"
 
     @property
     def topics(self) -> Topics:
@@ -80,6 +84,7 @@ _COORDINATOR_FIELDS = {
     "telemetry_retention_s",
     "metrics_port",
     "placement",
+    "ingest_link",
 }
 _COMMAND_FIELDS = {"ack_timeout_s", "max_attempts", "backoff_s", "backoff_max_s"}
 _TABLES = {"prefix", "coordinator", "commands", "mqtt", "rebalance", "model", "security"}
@@ -90,6 +95,15 @@ _REBALANCE_FIELDS = {"enabled", "windows", "ratio", "cooldown_s", "predict", "ma
 
 
 PLACEMENTS = ("most-free-memory", "predicted-latency")
+
+
+def _ingest_link(source: str, value: str) -> str:
+    if value not in DATA_LINKS:
+        raise ConfigError(f"{source}: [coordinator] ingest_link must be one of {', '.join(DATA_LINKS)}, got {value!r}")
+    if value == "lean" and not lean_available():
+        raise ConfigError(f"{source}: [coordinator] ingest_link = \"lean\" needs the mqtt5 package (Python >= 3.11);"
+                          " use \"auto\" or \"paho\"")
+    return value
 
 
 def _placement(source: str, value: str) -> str:
@@ -161,6 +175,7 @@ def config_from_dict(data: dict[str, Any], source: str = "coordinator config") -
         ),
         model_report_period_s=m.num("report_period_s", 10.0, lo=0, hi=86_400.0),
         grants=grants,
+        ingest_link=_ingest_link(source, c.str("ingest_link", "auto")),
     )
 
 

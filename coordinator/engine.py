@@ -138,9 +138,10 @@ class Engine:
                 self.lost(d.device_id, f"{SILENT} {silent:.0f} s")
 
     # -- telemetry --------------------------------------------------------------------------------
-    def telemetry(self, t: Telemetry) -> None:
+    def telemetry(self, t: Telemetry, payload: bytes | None = None) -> None:
+        """One window (``payload``: as it arrived, stored as is; else ``t`` is encoded to store it)."""
         now = self.clock()
-        if not self.store.add_telemetry(t, now):
+        if not self.store.add_telemetry(t, now, payload):
             self.duplicate_windows += 1
             return
         device = self.store.device(t.device_id)

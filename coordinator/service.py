@@ -1,9 +1,15 @@
-"""The coordinator process: one MQTT link, one worker thread that owns the database, one timer.
+"""The coordinator process: two MQTT connections, one worker thread that owns the database, one timer.
 
-paho's network thread only enqueues what arrives, stamping when each device was last heard from. The
+The control link (paho) carries births and wills, command acks, operator calls and the commands sent;
+the ingest link (``[coordinator] ingest_link``: the lean client on the ``mqtt5`` codec where it
+installs, else paho) carries the telemetry windows in and their ``TelemetryAck``s out, so the bulk of
+the traffic pays neither paho's per-packet Python nor a wait behind it, and a flood of windows never
+delays a birth or an operator call. Both network threads only enqueue what arrives, stamping when each
+device was last heard from. The
 worker takes what is queued in small batches (up to ``BATCH_MAX`` messages or ``BATCH_S`` seconds of
 work), applies each message in its own savepoint of one database transaction per batch, commits, and
-only then tells devices which telemetry windows the database now holds (``TelemetryAck``); then it runs
+only then tells devices which telemetry windows the database now holds (``TelemetryAck``s, QoS 0, the
+batch's in one write: a lost one costs one resent window, stored once and confirmed again); then it runs
 the timer duties (send due commands, declare silent devices dead, answer operator calls whose time ran
 out, publish the performance model's report when it is due). ``queue.get(timeout=...)`` is the timer,
 so nothing needs a lock. Every message is handled defensively: a malformed payload is logged and
@@ -33,15 +39,15 @@ from coordinator.commands import Outbox
 from coordinator.config import CoordinatorConfig
 from coordinator.engine import Engine
 from coordinator.grants import Grants, make_grants
-from coordinator.grants.wanted import kept_grants, wanted_grants
+from coordinator.grants.wanted import WantedIndex, kept_grants
 from coordinator.models import ModelLookup, ZooModels
 from coordinator.ops import OpsDesk, fleet_status, model_report
 from coordinator.perf.report import ReportSchedule
 from coordinator.placement import MostFreeMemory, Placement
 from coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, PerfModel
-from coordinator.store import Store
+from coordinator.store import Changes, Store
 from edgefleet.metrics import MetricsServer, Sample, TelemetryMetrics, start_metrics
-from edgefleet.mqtt import Inbound, MqttLink
+from edgefleet.mqtt import DataLink, Inbound, MqttLink, Outgoing, data_link, publish_many
 from edgefleet.wire import (
     Birth,
     ErrorCode,
@@ -59,7 +65,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_WAIT_S = 1.0  # the worker wakes at least this often
 PRUNE_EVERY_S = 60.0
-GRANTS_EVERY_S = 0.2  # the broker's grants are compared with the placement at most this often
+GRANTS_EVERY_S = 0.2  # the placement's wanted grants are brought up to date at most this often
+GRANTS_FULL_EVERY_S = 5.0  # ... and compared with the broker's even when nothing changed at least this often
 PRUNE_BATCH = 5_000  # telemetry rows deleted per transaction, so pruning never stalls the worker long
 BATCH_MAX = 256  # messages applied in one transaction, their telemetry acknowledged after its commit
 BATCH_S = 0.05  # seconds of work after which a batch is committed even if more is queued
@@ -79,6 +86,7 @@ class Counters:
     shed: int = 0  # telemetry windows refused on arrival because the queue was full (agents resend them)
     pauses: int = 0  # times the telemetry subscription was dropped because the queue was deep
     batches: int = 0  # transactions of queued messages committed
+    unconfirmed: int = 0  # TelemetryAcks that could not be sent (link down): their windows come again
 
 
 @dataclass
@@ -126,16 +134,23 @@ class Coordinator:
         self._start_error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.link = MqttLink(config.mqtt, client_id=config.coordinator_id)
+        # telemetry in, TelemetryAcks out: a connection of its own (same credentials and TLS, so the same
+        # broker ACL), the lean client where it installs
+        self.ingest: DataLink = data_link(config.mqtt, ingest_client_id(config.coordinator_id), config.ingest_link)
         self._on_telemetry = self._enqueue("telemetry")
         # the broker's per-device grants (coordinator.grants): kept equal to the placement
         self.grants: Grants = grants if grants is not None else make_grants(
             config.grants, config.mqtt, config.prefix, config.coordinator_id)
         self._grant_problems: list[str] = []
         self._grants_at = float("-inf")
-        for filter_, channel in ((self.topics.all_status, "status"), (self.topics.all_telemetry, "telemetry"),
-                                 (self.topics.all_acks, "acks"), (self.topics.ops(), "ops")):
-            self.link.subscribe(filter_, self._on_telemetry if channel == "telemetry" else self._enqueue(channel),
-                                qos=1)
+        self._grants_full_at = float("-inf")  # when the broker's grants were last compared with the placement
+        self._grant_changes: Changes | None = None  # the tenant rows written since the last check
+        self._wanted = WantedIndex()
+        self._grants_kept: frozenset[tuple[str, str]] = frozenset()
+        for filter_, channel in ((self.topics.all_status, "status"), (self.topics.all_acks, "acks"),
+                                 (self.topics.ops(), "ops")):
+            self.link.subscribe(filter_, self._enqueue(channel), qos=1)
+        self.ingest.subscribe(self.topics.all_telemetry, self._on_telemetry, qos=1)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
@@ -148,7 +163,10 @@ class Coordinator:
         self._metrics_server = start_metrics(self._samples, self.config.metrics_port)
         self.grants.start()
         self.link.start()
-        if not self.link.wait_connected(timeout_s):
+        self.ingest.start()
+        end = time.monotonic() + timeout_s
+        if not (self.link.wait_connected(timeout_s)
+                and self.ingest.wait_connected(max(0.0, end - time.monotonic()))):
             log.warning("not connected to %s:%d yet; retrying in the background",
                         self.config.mqtt.host, self.config.mqtt.port)
 
@@ -158,6 +176,7 @@ class Coordinator:
             self._queue.put(_STOP)
             self._thread.join(10)
             self._thread = None
+        self.ingest.stop()
         self.link.stop()
         self.grants.stop()
         if self._metrics_server is not None:
@@ -183,6 +202,8 @@ class Coordinator:
                           "Handler failures caught by the coordinator's worker (state rolled back)"))
         out.append(Sample("edgefleet_coordinator_telemetry_pauses_total", c.pauses, {}, "counter",
                           "Times the telemetry subscription was dropped because the coordinator's queue was deep"))
+        out.append(Sample("edgefleet_coordinator_unconfirmed_windows_total", c.unconfirmed, {}, "counter",
+                          "TelemetryAcks not sent because the ingest link was down (agents send those windows again)"))
         out.append(Sample("edgefleet_coordinator_shed_windows_total", c.shed, {}, "counter",
                           "Telemetry windows refused on arrival because the coordinator's queue was full"
                           " (not acknowledged: agents send them again)"))
@@ -275,12 +296,12 @@ class Coordinator:
             if not self._paused and waiting >= PAUSE_AT:
                 self._paused = True
                 self.counters.pauses += 1
-                self.link.unsubscribe(self.topics.all_telemetry)
+                self.ingest.unsubscribe(self.topics.all_telemetry)
                 log.warning("telemetry paused: %d messages wait (agents send unconfirmed windows again)", waiting)
             elif self._paused and waiting <= RESUME_AT:
                 self._paused = False
                 self._paused_until = self.clock()
-                self.link.subscribe(self.topics.all_telemetry, self._on_telemetry, qos=1)
+                self.ingest.subscribe(self.topics.all_telemetry, self._on_telemetry, qos=1)
                 log.info("telemetry resumed: %d messages wait", waiting)
         except Exception:
             self.counters.errors += 1
@@ -369,13 +390,24 @@ class Coordinator:
             return False
 
     def _confirm_telemetry(self) -> None:
-        """Tell each device which of its windows the database now holds (stored now or before)."""
+        """Tell each device which of its windows the database now holds (stored now or before): one
+        ``TelemetryAck`` per device and boot, the batch's in one write on the ingest link, at QoS 0 (a lost
+        one costs a resent window, which is stored once and confirmed again; QoS 1 would add a PUBACK per
+        window to read and an in-flight window to wait on, for nothing the resend does not already give)."""
+        if not self._stored:
+            return
         by_boot: dict[tuple[str, str], list[int]] = {}
         for device, boot, seq in self._stored:
             by_boot.setdefault((device, boot), []).append(seq)
-        for (device, boot), seqs in by_boot.items():
-            ack = TelemetryAck(device_id=device, boot_id=boot, seqs=seqs)
-            self.link.publish(self.topics.commands(device), encode(ack), qos=1)
+        commands = self.topics.commands
+        acks = [Outgoing(commands(device), encode(TelemetryAck(device_id=device, boot_id=boot, seqs=seqs)))
+                for (device, boot), seqs in by_boot.items()]
+        try:
+            publish_many(self.ingest, acks)
+        except Exception as exc:  # not connected: the agents send those windows again
+            self.counters.unconfirmed += len(acks)
+            log.warning("could not confirm %d telemetry windows (%s): their agents will send them again",
+                        len(self._stored), exc)
 
     @staticmethod
     def _do_call(engine: Engine, item: _Call) -> None:
@@ -408,13 +440,33 @@ class Coordinator:
         """The broker's grants follow the placement: what a completed undeploy or hand-over no longer
         needs is revoked, what a restart or a broker change lost is restored (coordinator.grants). At
         most every GRANTS_EVERY_S, so a telemetry burst does not pay for it per message; the grant a
-        Deploy needs is asked for by the outbox itself, just before it is sent."""
+        Deploy needs is asked for by the outbox itself, just before it is sent.
+
+        What the placement wants is kept incrementally (``WantedIndex``, fed with the tenant rows the
+        store reports written), and the broker is compared with it only when that or the grants to keep
+        changed, or every GRANTS_FULL_EVERY_S (what a broker restart lost, a step to retry): a quiet
+        fleet's check costs what changed, not a pass over every tenant five times a second."""
         if not self.grants.active or 0 <= now - self._grants_at < GRANTS_EVERY_S:
             return
         self._grants_at = now
-        wanted = wanted_grants(engine.store.tenants())
+        store = engine.store
+        if self._grant_changes is None:
+            self._grant_changes = store.watch()
+        everything, _, written = self._grant_changes.drain()
+        changed = everything
+        if everything:
+            self._wanted.rebuild(store.tenants())
+        else:
+            for name in written:
+                changed = self._wanted.update(name, store.tenant(name)) or changed
         keep = kept_grants(engine.outbox.outstanding(kind="undeploy"))
-        problems = self.grants.reconcile(wanted, keep)
+        if keep != self._grants_kept:
+            self._grants_kept = keep
+            changed = True
+        if not changed and self._grant_problems == [] and 0 <= now - self._grants_full_at < GRANTS_FULL_EVERY_S:
+            return
+        self._grants_full_at = now
+        problems = self.grants.reconcile(self._wanted.wanted, keep)
         if problems and problems != self._grant_problems:
             log.warning("broker grants not in line with the placement: %s", "; ".join(problems))
         self._grant_problems = problems
@@ -453,7 +505,7 @@ class Coordinator:
             elif channel == "telemetry" and parsed.kind is TopicKind.TELEMETRY:
                 window = decode_telemetry(msg.payload)
                 self._same_device(window.device_id, device)
-                engine.telemetry(window)
+                engine.telemetry(window, bytes(msg.payload))
                 self._stored.append((device, window.boot_id, window.seq))
                 self.metrics.observe(window)
             elif channel == "acks" and parsed.kind is TopicKind.ACKS:
@@ -475,6 +527,11 @@ class Coordinator:
 
     def _reply(self, topic: str, corr: bytes | None, reply: OpReply) -> None:
         self.link.publish(topic, encode(reply), qos=1, correlation_data=corr)
+
+
+def ingest_client_id(coordinator_id: str) -> str:
+    """The ingest connection's MQTT client id: the coordinator's own with ``-ingest`` (within 128 characters)."""
+    return f"{coordinator_id[:121]}-ingest"
 
 
 def _placement(name: str) -> tuple[Placement, PerfModel]:

@@ -620,12 +620,14 @@ class Store:
             self.flush()
 
     # -- telemetry --------------------------------------------------------------------------------
-    def add_telemetry(self, t: Telemetry, now: float) -> bool:
-        """Store one window; False (and nothing written) when (device, boot, seq) is already stored."""
-        cur = self.db.execute(
+    def add_telemetry(self, t: Telemetry, now: float, payload: bytes | None = None) -> bool:
+        """Store one window; False (and nothing written) when (device, boot, seq) is already stored.
+        ``payload``: the window as it arrived, when its decoding gave ``t`` (stored as is, not encoded again)."""
+        cur = self.db.conn.execute(
             "INSERT OR IGNORE INTO telemetry (device_id, boot_id, seq, window_start, window_end, received_at,"
             " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (t.device_id, t.boot_id, t.seq, t.window_start, t.window_end, now, encode(t)),
+            (t.device_id, t.boot_id, t.seq, t.window_start, t.window_end, now,
+             encode(t) if payload is None else payload),
         )
         return cur.rowcount == 1
 

@@ -13,7 +13,7 @@ import pytest
 import coordinator.service as service
 from coordinator.config import CommandPolicy, CoordinatorConfig
 from coordinator.service import Coordinator
-from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
+from edgefleet.mqtt import Inbound, MqttLink, MqttSettings, lean_available
 from edgefleet.wire import (
     Birth,
     Capabilities,
@@ -27,12 +27,16 @@ from edgefleet.wire import (
 from edgefleet.wire.codec import decode_to_device
 
 
-def config(tmp_path: Path, settings: MqttSettings, prefix: str) -> CoordinatorConfig:
+def config(tmp_path: Path, settings: MqttSettings, prefix: str, ingest_link: str = "auto") -> CoordinatorConfig:
     return CoordinatorConfig(
         db_path=tmp_path / "coordinator.db", mqtt=settings, prefix=prefix,
         coordinator_id=f"coord-{uuid.uuid4().hex[:8]}", device_timeout_s=30.0, op_timeout_s=5.0,
         commands=CommandPolicy(ack_timeout_s=0.3, max_attempts=6, backoff_s=0.1, backoff_max_s=0.4),
+        ingest_link=ingest_link,
     )
+
+
+INGEST_LINKS = ["paho", pytest.param("lean", marks=pytest.mark.skipif(not lean_available(), reason="no mqtt5"))]
 
 
 def birth(device: str) -> Birth:
@@ -49,12 +53,15 @@ def window(device: str, seq: int) -> Telemetry:
                      tenants=[TenantWindow(tenant=f"{device}-t", model="ocr-rec", variant="fp32", slo_ms=50.0)])
 
 
+@pytest.mark.parametrize("ingest_link", INGEST_LINKS)
 def test_windows_from_many_devices_are_each_stored_and_acknowledged_after_the_commit(
-        tmp_path: Path, mqtt_settings: MqttSettings, prefix: str) -> None:
+        tmp_path: Path, mqtt_settings: MqttSettings, prefix: str, ingest_link: str) -> None:
     """40 devices x 10 windows sent as fast as one client can: every window is stored once and
-    acknowledged; the coordinator applied them in fewer transactions than messages."""
+    acknowledged (on the ingest link, lean or paho); the coordinator applied them in fewer transactions
+    than messages."""
     topics = Topics(prefix)
-    c = Coordinator(config(tmp_path, mqtt_settings, prefix))
+    c = Coordinator(config(tmp_path, mqtt_settings, prefix, ingest_link))
+    assert type(c.ingest).__name__ == ("LeanLink" if ingest_link == "lean" else "MqttLink")
     c.start()
     acked: set[tuple[str, int]] = set()
     lock = threading.Lock()
@@ -84,6 +91,7 @@ def test_windows_from_many_devices_are_each_stored_and_acknowledged_after_the_co
         assert c.call(lambda e: e.store.telemetry_count()) == 400
         assert c.counters.errors == 0 and c.counters.shed == 0
         assert c.counters.batches < c.counters.received.get("telemetry", 0) + len(devices)
+        assert c.counters.unconfirmed == 0
     finally:
         link.stop()
         c.stop()
@@ -113,20 +121,34 @@ def test_a_full_queue_sheds_telemetry_only_and_every_arrival_counts_as_heard(
 def test_a_deep_queue_drops_the_telemetry_subscription_until_it_drains(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """At ``PAUSE_AT`` waiting messages the telemetry subscription goes (the broker sheds windows, which
-    their agents resend), the other subscriptions stay; at ``RESUME_AT`` it comes back."""
+    their agents resend), the other subscriptions stay; at ``RESUME_AT`` it comes back. Telemetry is
+    routed on the ingest link only; statuses, acks and operator calls on the control link."""
     monkeypatch.setattr(service, "PAUSE_AT", 3)
     monkeypatch.setattr(service, "RESUME_AT", 1)
     topics = Topics("ef")
     c = Coordinator(config(tmp_path, MqttSettings(port=1), "ef"))  # never started: routes only
-    routes = c.link._routes
+    control, routes = c.link._routes, c.ingest._routes  # type: ignore[attr-defined]
+    assert topics.all_telemetry not in control and topics.all_status in control and topics.all_acks in control
     for _ in range(3):
         c._queue.put(("telemetry", Inbound(topic=topics.telemetry("d1"), payload=b"", qos=1, retain=False), 0.0))
     c._pace()
     assert c._paused and c.counters.pauses == 1
-    assert topics.all_telemetry not in routes and topics.all_status in routes and topics.all_acks in routes
+    assert topics.all_telemetry not in routes and topics.all_status in control and topics.all_acks in control
     c._queue.get_nowait()
     c._pace()  # 2 waiting: still paused
     assert c._paused and topics.all_telemetry not in routes
     c._queue.get_nowait()
     c._pace()  # 1 waiting: resumed
     assert not c._paused and topics.all_telemetry in routes and c.counters.pauses == 1
+
+
+def test_the_ingest_link_is_chosen_by_config_and_named_after_the_coordinator() -> None:
+    from coordinator.config import ConfigError, config_from_dict
+    from coordinator.service import ingest_client_id
+
+    assert config_from_dict({}).ingest_link == "auto"
+    assert config_from_dict({"coordinator": {"ingest_link": "paho"}}).ingest_link == "paho"
+    with pytest.raises(ConfigError, match=r"\[coordinator\] ingest_link must be one of auto, lean, paho"):
+        config_from_dict({"coordinator": {"ingest_link": "fast"}})
+    assert ingest_client_id("coordinator") == "coordinator-ingest"
+    assert len(ingest_client_id("c" * 128)) == 128  # within MQTT client id rules (CLIENT_RE: 128 at most)

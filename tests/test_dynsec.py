@@ -25,7 +25,7 @@ from coordinator.commands import Outbox
 from coordinator.config import CommandPolicy, ConfigError, config_from_dict
 from coordinator.grants import Grant, Granted, GrantOutcome, GrantRefused, NullGrants, Settling
 from coordinator.grants.mosquitto import MosquittoGrants
-from coordinator.grants.wanted import kept_grants, wanted_grants
+from coordinator.grants.wanted import WantedIndex, kept_grants, wanted_grants
 from coordinator.store import CommandRow, Store, TenantRow
 from edgefleet.broker import PrivateBroker
 from edgefleet.cli.main import main as cli_main
@@ -175,6 +175,31 @@ def _row(name: str, state: str, device: str | None, moving_from: str | None = No
 def test_wanted_grants_follow_the_tenant_states(row: TenantRow, wanted: set[Grant]) -> None:
     assert set(wanted_grants([row])) == wanted
     assert all(spec == row.spec for spec in wanted_grants([row]).values())
+
+
+_STATES = ("deploying", "running", "moving", "removing", "unplaced", "pending")
+_WRITE = st.tuples(st.sampled_from(("t1", "t2", "t3")), st.none() | st.tuples(
+    st.sampled_from(_STATES), st.sampled_from(("a", "b", None)), st.sampled_from(("a", "c", None))))
+
+
+@given(st.lists(_WRITE, max_size=30), st.integers(min_value=0, max_value=30))
+def test_the_wanted_index_equals_wanted_grants_of_the_rows_written(writes: list[Any], rebuild_at: int) -> None:
+    # each write is (tenant, None: deleted | (state, device, moving_from)); whatever the order, and with a
+    # rebuild from every row at any point, the index holds exactly what wanted_grants says of the rows now
+    rows: dict[str, TenantRow] = {}
+    index = WantedIndex()
+    for i, (name, row) in enumerate(writes):
+        if i == rebuild_at:
+            index.rebuild(rows.values())
+        before = dict(index.wanted)
+        if row is None:
+            rows.pop(name, None)
+            changed = index.update(name, None)
+        else:
+            rows[name] = _row(name, row[0], row[1], moving_from=row[2])
+            changed = index.update(name, rows[name])
+        assert index.wanted == wanted_grants(rows.values())
+        assert changed == (index.wanted != before)  # the index says when what is wanted changed
 
 
 def test_outstanding_undeploys_are_kept_not_wanted() -> None:

@@ -46,7 +46,16 @@ from edgefleet.security import (
 )
 from edgefleet.security.acl import topic_matches
 from edgefleet.security.bundle import BundleExists, BundleOptions, TlsOptions, build_bundle, write_bundle
-from edgefleet.wire import Birth, Capabilities, OpStatus, Topics, encode
+from edgefleet.wire import (
+    Birth,
+    Capabilities,
+    DeviceWindow,
+    OpStatus,
+    Telemetry,
+    TelemetryAck,
+    Topics,
+    encode,
+)
 
 R, W = Access.READ, Access.WRITE
 NOT_AUTHORIZED = 135
@@ -744,6 +753,14 @@ def test_coordinator_and_operator_work_under_the_acl(fleet: Fleet, tmp_path: Pat
                 break
             time.sleep(0.05)
         assert [d.device_id for d in reply.status.devices] == ["edge-01"]
+        # A telemetry window reaches the coordinator's ingest connection (same credentials, its own client
+        # id) and its confirmation comes back on the device's command topic, under the same ACL.
+        device.subscribe(f"{fleet.root}/devices/edge-01/commands")
+        window = Telemetry(device_id="edge-01", boot_id="b1", seq=0, window_start=0.0, window_end=5.0,
+                           device=DeviceWindow(cpu_percent=1.0, memory_used_bytes=1, memory_budget_bytes=1 << 28,
+                                               model_memory_bytes=0), tenants=[])
+        assert device.publish(f"{fleet.root}/devices/edge-01/telemetry", encode(window)) < 128
+        device.wait_payload(encode(TelemetryAck(device_id="edge-01", boot_id="b1", seqs=[0])))
         # The operator commands read the same generated file: TLS, username and password, no flags.
         out = io.StringIO()
         with contextlib.redirect_stdout(out):

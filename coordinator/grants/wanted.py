@@ -36,3 +36,38 @@ def wanted_grants(tenants: Iterable[TenantRow]) -> dict[Grant, TenantSpec]:
 def kept_grants(outstanding: Iterable[CommandRow]) -> frozenset[Grant]:
     """Grants not to revoke yet: devices with an Undeploy of the tenant not yet acked."""
     return frozenset((c.device_id, c.tenant) for c in outstanding if c.kind == "undeploy")
+
+
+class WantedIndex:
+    """``wanted_grants`` kept current one tenant at a time, so that checking the grants after a few
+    tenants were written costs what those writes changed, not a pass over the fleet. ``update`` each
+    tenant written (its row now, None when deleted); ``rebuild`` from every row when the writes cannot
+    be listed (a start, a rolled-back transaction). ``wanted`` always equals ``wanted_grants`` of the
+    rows given."""
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[str, dict[Grant, TenantSpec]] = {}  # tenant -> the grants its row wants
+        self.wanted: dict[Grant, TenantSpec] = {}
+
+    def rebuild(self, tenants: Iterable[TenantRow]) -> None:
+        self._by_tenant = {}
+        for t in tenants:
+            mine = wanted_grants((t,))
+            if mine:
+                self._by_tenant[t.name] = mine
+        self.wanted = {g: spec for mine in self._by_tenant.values() for g, spec in mine.items()}
+
+    def update(self, name: str, row: TenantRow | None) -> bool:
+        """Take tenant ``name``'s row as it is now; True when what is wanted changed."""
+        mine = wanted_grants((row,)) if row is not None else {}
+        old = self._by_tenant.get(name, {})
+        if mine == old:
+            return False
+        for g in old:
+            self.wanted.pop(g, None)
+        self.wanted.update(mine)
+        if mine:
+            self._by_tenant[name] = mine
+        else:
+            self._by_tenant.pop(name, None)
+        return True

@@ -113,7 +113,10 @@ class LearnedModel:
         """Learn from one window of a device (worker thread)."""
         kind = book_kind(device_kind)
         if kind in self.learner.book.kinds:
-            loops = {t: (e.in_flight, e.cycle_outside_ms) for t, e in self.expected.items() if e.closed}
+            # the closed loops among this window's own tenants (all the learner reads): not the fleet's
+            expected = self.expected
+            loops = {w.tenant: (e.in_flight, e.cycle_outside_ms) for w in telemetry.tenants
+                     if (e := expected.get(w.tenant)) is not None and e.closed}
             self.learner = self.learner.observe(kind, telemetry, loops)
         for w in telemetry.tenants:
             if w.arrivals > 0 or w.tenant not in self.demand:

@@ -507,3 +507,22 @@ def test_the_sharded_error_book_behaves_as_a_dict_and_never_changes_an_old_book(
     for b, m in history:
         assert dict(b.stats) == m and len(b.stats) == len(m) and set(b.stats) == set(m)
         assert all((t in b.stats) == (t in m) for t in ("t0", "t1", "nope"))
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from([f"t{i}" for i in range(40)]),
+                                   st.floats(min_value=-1.0, max_value=50.0)), max_size=5), max_size=20))
+def test_recording_a_window_of_tenants_at_once_equals_recording_them_one_by_one(
+        windows: list[list[tuple[str, float]]]) -> None:
+    """``record_all`` (one copy of the book per telemetry window) gives the same book as ``record`` of each
+    tenant in turn, a tenant twice in one window and unusable p95s (observed <= 0) included, and leaves
+    the book it started from unchanged."""
+    together, apart = ErrorBook(), ErrorBook()
+    for window in windows:
+        scored = [(t, Scored(10.0, obs)) for t, obs in window]
+        before = dict(together.stats)
+        after = together.record_all(scored)
+        assert dict(together.stats) == before
+        together = after
+        for t, s in scored:
+            apart = apart.record(t, s)
+        assert dict(together.stats) == dict(apart.stats) and len(together.stats) == len(apart.stats)

@@ -82,6 +82,24 @@ class ShardedStats(Mapping[str, ErrorStat]):
         shard[key] = value
         return self._of((*self._shards[:i], MappingProxyType(shard), *self._shards[i + 1:]), n)
 
+    def with_entries(self, changes: Mapping[str, ErrorStat]) -> ShardedStats:
+        """``with_entry`` for each of ``changes`` at once: each shard they touch copied once, the shard
+        tuple once (a window records a few tenants)."""
+        shards = list(self._shards)
+        copied: dict[int, dict[str, ErrorStat]] = {}
+        n = self._len
+        for key, value in changes.items():
+            i = hash(key) % SHARDS
+            shard = copied.get(i)
+            if shard is None:
+                shard = copied[i] = dict(shards[i])
+            if key not in shard:
+                n += 1
+            shard[key] = value
+        for i, shard in copied.items():
+            shards[i] = MappingProxyType(shard)
+        return self._of(tuple(shards), n)
+
     def without(self, key: str) -> ShardedStats:
         i = hash(key) % SHARDS
         if key not in self._shards[i]:
@@ -101,18 +119,21 @@ class ErrorBook:
 
     def record(self, tenant: str, scored: Scored) -> ErrorBook:
         """The book after one window of ``tenant``; unchanged when either p95 is unusable."""
+        new = self._next(self.stats.get(tenant), scored)
+        if new is None:
+            return self
+        return ErrorBook(self.alpha, self._sharded.with_entry(tenant, new))
+
+    def _next(self, old: ErrorStat | None, scored: Scored) -> ErrorStat | None:
+        """A tenant's error after one more window (None when either p95 is unusable)."""
         obs, pred = scored.observed_ms, scored.predicted_ms
         if not (obs > 0.0 and math.isfinite(obs) and math.isfinite(pred)):
-            return self
+            return None
         rel = (pred - obs) / obs
-        old = self.stats.get(tenant)
         if old is None:
-            new = ErrorStat(abs(rel), rel, 1, scored)
-        else:
-            a = self.alpha
-            new = ErrorStat((1 - a) * old.ape + a * abs(rel), (1 - a) * old.bias + a * rel, old.windows + 1,
-                            scored)
-        return ErrorBook(self.alpha, self._sharded.with_entry(tenant, new))
+            return ErrorStat(abs(rel), rel, 1, scored)
+        a = self.alpha
+        return ErrorStat((1 - a) * old.ape + a * abs(rel), (1 - a) * old.bias + a * rel, old.windows + 1, scored)
 
     @property
     def _sharded(self) -> ShardedStats:
@@ -120,10 +141,15 @@ class ErrorBook:
         return self.stats
 
     def record_all(self, windows: Iterable[tuple[str, Scored]]) -> ErrorBook:
-        book = self
+        """``record`` of each window in turn, with one copy of the book (a telemetry window's tenants)."""
+        changes: dict[str, ErrorStat] = {}
         for tenant, scored in windows:
-            book = book.record(tenant, scored)
-        return book
+            new = self._next(changes.get(tenant) or self.stats.get(tenant), scored)
+            if new is not None:
+                changes[tenant] = new
+        if not changes:
+            return self
+        return ErrorBook(self.alpha, self._sharded.with_entries(changes))
 
     def forget(self, tenant: str) -> ErrorBook:
         if tenant not in self.stats:

@@ -110,14 +110,15 @@ class Learner:
             )
             if not isinstance(got, str):
                 per.setdefault(got[0], []).append((w, got[1]))
-        book, errors, estimators = self.book, self.errors, dict(self.estimators)
+        book, estimators = self.book, dict(self.estimators)
+        scored: list[tuple[str, Scored]] = []  # recorded together: one copy of the error book per window
         processors = self.book.kinds[kind].processors if per else {}
         for pname, items in per.items():
             out = predict(processors[pname], [ld for _, ld in items])
             for (w, ld), p95, in_service in zip(items, out.p95_ms, out.service_ms, strict=True):
                 if w.completions > 0:
-                    errors = errors.record(w.tenant, Scored(p95, w.latency_p95_ms, w.arrival_rps,
-                                                            telemetry.device_id, kind, w.model, w.variant))
+                    scored.append((w.tenant, Scored(p95, w.latency_p95_ms, w.arrival_rps,
+                                                    telemetry.device_id, kind, w.model, w.variant)))
                 key = (w.model, w.variant, kind)
                 prof = book.profile(*key)
                 if prof is None or not w.service_ms_by_batch or not math.isfinite(in_service):
@@ -127,4 +128,4 @@ class Learner:
                 )
                 est = estimators[key] = est.observe(w, slowdown=in_service / ld.service_ms)
                 book = book.with_curve(key, est.curve, _spread(prof.scv, w))
-        return Learner(book, MappingProxyType(estimators), errors)
+        return Learner(book, MappingProxyType(estimators), self.errors.record_all(scored))

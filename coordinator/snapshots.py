@@ -32,7 +32,7 @@ CHARGED_STATES = (TenantState.PENDING, TenantState.DEPLOYING, TenantState.RUNNIN
 
 def busy(store: Store, tenant: str) -> bool:
     """``tenant`` has a command in flight (its outcome would change what it is)."""
-    return bool(store.commands(tenant=tenant, outstanding=True))
+    return store.in_flight(tenant)
 
 
 def charge(t: TenantRow, in_flight: bool = False) -> tuple[str, TenantLoad] | None:

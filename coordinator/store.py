@@ -343,6 +343,7 @@ class Store:
         self._in_state: dict[str, set[str]] = {}  # state -> names of the tenants in it
         self._undo: list[Callable[[], None]] = []  # restores the memory rows of the open transaction
         self._outstanding: dict[str, CommandRow] = {}  # command id -> the pending or sent command
+        self._in_flight: dict[str, int] = {}  # tenant -> how many of its commands are outstanding
         # rows whose telemetry-derived columns changed in memory and are written at the next flush (the end
         # of the transaction: one executemany per batch of windows instead of statements per window)
         self._dirty_devices: set[str] = set()
@@ -353,7 +354,7 @@ class Store:
         for t in self.reread_tenants():
             self._set_tenant(t.name, t)
         for c in self._commands_from_db(outstanding=True):
-            self._outstanding[c.command_id] = c
+            self._restore_command(c.command_id, c)
         self._undo.clear()
 
     def _migrate(self) -> None:
@@ -466,11 +467,23 @@ class Store:
         if c is None or c.state not in OUTSTANDING:
             gone = self._outstanding.pop(command_id, None)
             if gone is not None:
-                self._tenant_written(gone.tenant)  # no longer busy with this command
+                self._count_in_flight(gone.tenant, -1)  # no longer busy with this command
         else:
             if command_id not in self._outstanding:
-                self._tenant_written(c.tenant)  # busy with a command in flight
+                self._count_in_flight(c.tenant, 1)  # busy with a command in flight
             self._outstanding[command_id] = c
+
+    def _count_in_flight(self, tenant: str, change: int) -> None:
+        left = self._in_flight.get(tenant, 0) + change
+        if left > 0:
+            self._in_flight[tenant] = left
+        else:
+            self._in_flight.pop(tenant, None)
+        self._tenant_written(tenant)
+
+    def in_flight(self, tenant: str) -> bool:
+        """``tenant`` has a command outstanding (from memory, by key)."""
+        return tenant in self._in_flight
 
     def _rollback_memory(self, mark: int) -> None:
         """Undo the in-memory writes made since the undo log held ``mark`` entries."""

@@ -9,6 +9,7 @@ The book for the predicted plugins: one kind ``box`` with one CPU worker, m1 tak
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -312,3 +313,19 @@ def test_a_command_in_flight_makes_a_tenant_busy_and_the_cache_sees_it() -> None
     pinned = cache.snapshot(5.0).get("d1").get("a")  # type: ignore[union-attr]
     assert pinned is not None and pinned.changeable and not pinned.movable  # pinned: may change, never move
     store.close()
+
+
+def test_a_command_outstanding_at_a_restart_keeps_its_tenant_busy(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    store = Store(path)
+    store.record_birth(_birth("d1"), 1.0)
+    store.put_tenant(TenantRow.of(TenantSpec(name="a", model="m1", slo_ms=50.0), ORT, 5 * MB, "d1", "running"), 2.0)
+    store.add_command(command_id="c1", device_id="d1", tenant="a", kind="configure", payload=b"", now=3.0)
+    store.close()
+    again = Store(path)
+    assert again.in_flight("a")
+    a = SnapshotCache(again).snapshot(4.0).get("d1").get("a")  # type: ignore[union-attr]
+    assert a is not None and not a.changeable
+    again.finish_command("c1", "failed", "gone")
+    assert not again.in_flight("a")
+    again.close()

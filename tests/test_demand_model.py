@@ -355,3 +355,18 @@ def test_a_second_request_in_flight_never_shortens_a_single_flight_tenants_laten
     two = [closed("a", 1.0, n=2), one[1], one[2]]
     assert predict(CPU2, one).mean_ms[0] == pytest.approx(2.25)
     assert predict(CPU2, two).mean_ms[0] == pytest.approx(3.25)
+
+
+def test_a_loads_measured_background_replaces_the_processors_count() -> None:
+    # the processor counts 1.3 ms + 4 ms per MB of other processes' CPU per request: 1.3 + 4·0.5 = 3.3 ms
+    # for a 0.5 MB request; a load that carries its own measured figure (an app's CPU per request, say
+    # 6 ms) is counted at that
+    proc = Processor("cpu", 2, background_ms=1.3, background_ms_per_mb=4.0)
+    assert proc.background_of(Load("a", 1.0, 5.0, request_mb=0.5)) == pytest.approx(3.3)
+    assert proc.background_of(Load("a", 1.0, 5.0, request_mb=0.5, background_ms=6.0)) == pytest.approx(6.0)
+    # and the model sees it: one loop back to back, s = 5 ms, on two cores with 1.5 cores kept busy by
+    # other work: more background CPU per cycle, more of it time-shared, a longer cycle, lower throughput
+    busy = dataclasses.replace(proc, external_cores=1.5)
+    lo = predict(busy, [closed("a", 5.0, request_mb=0.5)]).throughput_rps[0]
+    hi = predict(busy, [closed("a", 5.0, request_mb=0.5, background_ms=6.0)]).throughput_rps[0]
+    assert hi < lo

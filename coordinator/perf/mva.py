@@ -35,13 +35,19 @@ alone, an arrival of class i finding Q_j · (N_j - δ_ij) / N_j, by damped fixed
   pool: W_pool = (Σ_j e_j·o_j − (c − 1)·ō)⁺ / c, o the occupancy s·f + hold and ō their mean — the
   (E − (c − 1))⁺ requests ahead of it leave the pool one every ō / c (3 tenants of s back to back on
   2 workers: each waits s/2, as the exact schedule does); a tenant of concurrency m also waits for its
-  own requests ahead, W_own = (A_i − (m − 1))⁺·o_i / m. As in the open model, an arrival that finds
-  its own slots full (p_own = min(1, (A_i − (m − 1))⁺)) waits for its own request ahead and then takes
-  the worker that one frees, so only the others wait for the pool: W = W_own + (1 − p_own)·W_pool (a
-  single-flight loop of 1 ms with a second request in flight, beside a 4 ms loop on the other worker,
-  waits 1 ms for its own and nothing for the pool: 1000 req/s, as the schedule does). The
-  agent's serial request path (interpreter lock) is one server more: the X_j·g_j requests of class j
-  found in it are ahead, Σ_j X_j·g_j·g_j. The cycle's own CPU work outside the latency — the path
+  own requests ahead, W_own = (A_i − (m − 1))⁺·o_i / m. An arrival that finds its own slots full
+  (p_own = min(1, (A_i − (m − 1))⁺)) waits for its own request ahead and then for the worker that one
+  frees behind the other tenants' requests found waiting (the pool's wait over the others alone, W'),
+  the rest wait for the pool: W = W_own + p_own·W' + (1 − p_own)·W_pool (a single-flight loop of 1 ms
+  with a second request in flight beside a 4 ms loop on the other worker waits 1 ms for its own and
+  nothing more: 1000 req/s, as the schedule does). Another tenant found with a backlog beyond its
+  concurrency (share b_j = min(1, (A_j − m_j)⁺)) keeps its m_j workers, each freed one going to its own
+  next request, so the pool this arrival waits for has c' = c − Σ b_j·m_j workers; where the backlogs
+  could fill every worker (c' < 1), it waits first come first served behind all it found. With
+  backlogs beside other tenants this is an approximation: it may pass the pool's capacity (an ONNX
+  loop of 3 in flight beside two single-flight loops, all of 1 ms on 2 workers: 1500 + 400 + 400 req/s).
+  The agent's serial request path (interpreter lock) is one server more: the X_j·g_j requests of
+  class j found in it are ahead, Σ_j X_j·g_j·g_j. The cycle's own CPU work outside the latency — the path
   before receipt and after the reply (path − dispatch) and what the app and broker spend per request
   where they share the cores (``background_ms``) — runs on the same cores: when the workers and the
   work aside fill them, it is time-shared like the rest, max(1, (k + X + 1)/c), and the cycle

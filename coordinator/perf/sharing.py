@@ -89,7 +89,10 @@ class Processor:
         return self.path_ms + self.path_ms_per_mb * load.request_mb
 
     def background_of(self, load: Load) -> float:
-        """ms of other processes' CPU one request of ``load`` costs on these cores."""
+        """ms of other processes' CPU one request of ``load`` costs on these cores: the load's own
+        measured figure where it has one, else the processor's per request and per MB."""
+        if load.background_ms is not None:
+            return load.background_ms
         return self.background_ms + self.background_ms_per_mb * load.request_mb
 
 
@@ -109,6 +112,7 @@ class Load:
     arrival_scv: float = 1.0  # squared CV of the inter-arrival times at the device (1: Poisson)
     in_flight: int = 0  # closed loop: requests outstanding at all times (0: open, at ``rate_rps``)
     think_ms: float = 0.0  # closed loop: time outside the device per cycle (app, broker, think time)
+    background_ms: float | None = None  # other processes' CPU per request, as measured (None: the processor's)
 
     @property
     def closed(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from edgefleet.wire import TenantSpec
 
@@ -108,7 +109,7 @@ class DeviceSnapshot:
         closest to the reported one (``book_kind``), else the reported one."""
         return self.perf_kind or book_kind(self.device_kind) or self.device_kind
 
-    @property
+    @cached_property
     def used_bytes(self) -> int:
         """Memory charged to the tenants assigned here (their variants' sizes)."""
         return sum(t.size_bytes for t in self.tenants)

@@ -201,7 +201,8 @@ def schedule(spec: TenantSpec, facts: ModelFacts, fleet: FleetSnapshot, *, profi
         return NoFit(NO_MODEL)
     req = Request(spec, facts, model)
     state = CycleState()
-    own: tuple[Filter, ...] = (Pinned(pinned), NotExcluded(frozenset(exclude)))
+    own: tuple[Filter, ...] = ((Pinned(pinned),) if pinned is not None else ()) + (
+        (NotExcluded(frozenset(exclude)),) if exclude else ())
     if profile.delegate is not None:
         left = tuple(d for d in fleet.devices if all(f.filter(req, d, state) is None for f in own))
         if exclude and not left:
@@ -211,15 +212,18 @@ def schedule(spec: TenantSpec, facts: ModelFacts, fleet: FleetSnapshot, *, profi
     feasible: list[DeviceSnapshot] = []
     reasons: list[str] = []
     candidates = 0
+    filters = profile.filters
     for device in fleet.devices:
-        if any(f.filter(req, device, state) is not None for f in own):
+        if own and any(f.filter(req, device, state) is not None for f in own):
             continue
         candidates += 1
-        why = _first_rejection(profile.filters, req, device, state)
-        if why is None:
-            feasible.append(device)
+        for f in filters:
+            why = f.filter(req, device, state)
+            if why is not None:
+                reasons.append(f"{device.device_id}: {why}")
+                break
         else:
-            reasons.append(f"{device.device_id}: {why}")
+            feasible.append(device)
     if not feasible:
         if candidates == 0:
             if exclude:
@@ -240,7 +244,11 @@ def _first_rejection(filters: Sequence[Filter], req: Request, device: DeviceSnap
 
 
 def _key(profile: Profile, req: Request, device: DeviceSnapshot, state: CycleState) -> tuple[Any, ...]:
-    total = sum(weight * s.score(req, device, state) for s, weight in profile.scores)
+    if len(profile.scores) == 1:
+        plugin, weight = profile.scores[0]
+        total = weight * plugin.score(req, device, state)
+    else:
+        total = sum(weight * s.score(req, device, state) for s, weight in profile.scores)
     if profile.tiebreak == "tenants":
         return (-total, len(device.tenants), device.device_id)
     return (-total, device.device_id)

@@ -44,8 +44,14 @@ the held-out seeds, whose arrivals the calibration never saw. The adaptive polic
 (agent.batching: EWMA weight 0.2, exploration guess 0.5, the 2% margin) are its shipped values,
 untuned here.
 
-Durations (chosen by measurement, see ``point_duration_s``): each point sends for long enough to carry
-``REQUESTS_PER_POINT`` requests, within ``MIN_POINT_S``..``MAX_POINT_S``.
+Durations (chosen by measurement, ``point_duration_s``): a pilot on this box (load average 4-9 from
+other work) ran adaptive, dynamic:32:0 and dynamic:1:0 at 0.25x, 1x and 3x for 0.4 s and for 1.5 s on
+two seeds each. A point costs 0.1-0.3 s beyond its sending window (a fresh core, warm-up, drain), and
+the spread between the two seeds was no smaller at 1.5 s than at 0.4 s (VAD at 1x: 1-55 % at 1.5 s,
+5-35 % at 0.4 s): the other work on the box sets it, not the number of requests. So each point sends
+for long enough to carry ``REQUESTS_PER_POINT`` (400: an attainment near 0.99 then has a binomial error
+of about +-0.005) within ``MIN_POINT_S``..``MAX_POINT_S`` (0.4-1.2 s), and the time goes to a second
+held-out seed: about 10 minutes in all (29 policies x 6 loads x 2 models x 2 seeds, and the calibration).
 """
 
 from __future__ import annotations

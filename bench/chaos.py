@@ -22,6 +22,10 @@ counted only below the highest stored seq, which cannot see a lost tail.)
 Overload: one tenant on one device; its capacity is measured in a closed loop, then Poisson arrivals
 at 5x that rate with a 1 s deadline. ``overload_goodput_ratio`` = answers within the deadline per second
 / capacity (goal >= 0.9); ``overload_unanswered`` counts requests that got neither a result nor an error.
+The figure is split into three factors that multiply to it: ``cpu_share_ratio`` (the agent's CPU while
+offered 5x / while its capacity was measured: what else runs on the two cores moves it),
+``served_per_cpu_ratio`` (requests served per agent CPU second, 5x / capacity run: what shedding costs)
+and ``in_time_fraction`` (served answers that reached the caller within its deadline).
 """
 
 from __future__ import annotations
@@ -271,7 +275,9 @@ def _overload(quick: bool) -> dict[str, Any]:
         fleet.deploy(TenantSpec(name="ov", model=model, slo_ms=1000.0))
         feeds = dict(sample_inputs(model))
         agent = psutil.Process(fleet.children["ov-a"].proc.pid)  # type: ignore[union-attr]
+        closed_cpu = CpuMeter({"agent": agent.pid})
         capacity = asyncio.run(_closed(fleet.settings, fleet.prefix, "ov", feeds, 8, seconds / 2))
+        agent_cpu_closed = closed_cpu.percent()["agent"]  # the agent's share of the cores while measured
         rss_before = agent.memory_info().rss
         cpu = CpuMeter({"agent": agent.pid, "client": os.getpid(),
                         "broker": fleet.broker.pid if fleet.broker is not None else None})
@@ -279,6 +285,9 @@ def _overload(quick: bool) -> dict[str, Any]:
         cpu_percent = cpu.percent()  # where the two cores went while offered 5x
         rss_after = agent.memory_info().rss
     goodput = res["ok_within_deadline"] / seconds
+    served = res["outcomes"].get("ok", 0) / seconds
+    agent_cpu_open = cpu_percent.get("agent", 0.0)
+    per_cpu_closed = capacity / (agent_cpu_closed / 100) if agent_cpu_closed else 0.0
     return {
         "model": model,
         "capacity_rps": capacity,
@@ -287,6 +296,15 @@ def _overload(quick: bool) -> dict[str, Any]:
         "goodput_ratio": goodput / capacity if capacity else 0.0,
         "outcomes": res["outcomes"],
         "cpu_percent_during_overload": cpu_percent,
+        # goodput_ratio = cpu_share_ratio x served_per_cpu_ratio x in_time_fraction: how much of the cores
+        # the agent got while offered 5x against while its capacity was measured (what else runs on the
+        # box moves this), how many requests it served per CPU second against then (what shedding costs
+        # it), and how many of those answers reached the caller within its deadline
+        "agent_cpu_percent_while_measuring_capacity": agent_cpu_closed,
+        "cpu_share_ratio": agent_cpu_open / agent_cpu_closed if agent_cpu_closed else None,
+        "served_per_cpu_ratio": served / (agent_cpu_open / 100) / per_cpu_closed
+        if agent_cpu_open and per_cpu_closed else None,
+        "in_time_fraction": goodput / served if served else None,
         "agent_rss_mb_before": rss_before / 2**20,
         "agent_rss_mb_after": rss_after / 2**20,
     }

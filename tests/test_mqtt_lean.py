@@ -174,7 +174,7 @@ def test_lean_link_with_the_credentials_and_tls_security_init_writes(fleet: Flee
     """A device's lean link on the TLS listener (certificate and password from its generated settings)
     serves a request from an app on the password listener, through the ACL's ``$share`` grant."""
     device = data_link(mqtt_settings("edge-01.toml", {**fleet.mqtt("edge-01"), "host": "127.0.0.1"}),
-                       f"ef-agent-edge-01-data-{uuid.uuid4().hex[:4]}", "lean")
+                       f"ef-agent-edge-01-data-{uuid.uuid4().hex[:4]}", "lean", payload_views=True)
     assert device.settings.tls_ca is not None and device.settings.port == fleet.tls_port
     topic = f"{fleet.root}/tenants/cam-a/infer"
     _Echo(device, f"$share/ef-cam-a/{topic}")
@@ -188,6 +188,11 @@ def test_lean_link_with_the_credentials_and_tls_security_init_writes(fleet: Flee
         with cond:
             assert cond.wait_for(lambda: b"c1" in got, WAIT_S)
         assert got[b"c1"].payload == b"frame"
+        frame = os.urandom(700_000)  # a camera frame: read over TLS in several records into its own buffer
+        app.publish(topic, frame, qos=1, response_topic=inbox, correlation_data=b"c2")
+        with cond:
+            assert cond.wait_for(lambda: b"c2" in got, WAIT_S)
+        assert got[b"c2"].payload == frame and device.disconnects == 0
     finally:
         app.stop()
         device.stop()

@@ -565,7 +565,11 @@ class LeanLink:
                     # the rest of the packet in one call where the socket allows it (plain TCP: the
                     # kernel gathers the segments; SO_RCVTIMEO bounds the wait), not a select and a
                     # read per segment
-                    got = sock.recv_into(view[self._big_have :], 0, 0 if self._tls else socket.MSG_WAITALL)
+                    rest = view[self._big_have :]
+                    if self._tls:  # TLS: no flags; what OpenSSL has decrypted so far
+                        got = sock.recv_into(rest, len(rest))
+                    else:
+                        got = sock.recv_into(rest, len(rest), socket.MSG_WAITALL)
                 except (ssl.SSLWantReadError, BlockingIOError, TimeoutError):
                     return None
             if got == 0:

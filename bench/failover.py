@@ -12,16 +12,28 @@ one tenant on a real zoo model, and apps calling it in closed loops through the 
 ``recovery_seconds`` runs from the fault to the first answer from the other device; the goal is at most
 2 x keepalive + 1 s. ``lost_requests_planned_migration`` counts failed calls while the tenant is moved
 back and forth, make-before-break, under the same load (goal 0).
+
+There are ``TRIALS`` trials, each a fresh fleet with every setting at its default (telemetry each second,
+unconfirmed windows resent after 15 s, the coordinator's device timeout) running the three in turn.
+After them, once every window is stored or ``SETTLE_S`` has passed, each agent's own ledger of the
+telemetry windows it produced (every boot, a killed one included) is compared with what the
+coordinator stored (bench.metrics.ledger_diff, as in ``bench chaos``): ``telemetry_lost`` and
+``telemetry_duplicated``. Headlines: recovery times are the worst trial's (a trial that never recovered
+is ``inf``), counts are totals over trials; ``per_trial`` gives min / median / max of every figure.
 """
 
 from __future__ import annotations
 
+import math
 import signal
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.chaos import SETTLE_S, _compare
 from bench.harness import Apps, finish, machine, pyplot
+from bench.metrics import spread
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.wire import TenantSpec
 
@@ -29,6 +41,7 @@ KEEPALIVE_S = 5.0  # what LocalFleet gives its agents ([mqtt] keepalive_s)
 MODEL = "ocr-cls"
 CALLERS = 4
 TIMEOUT_S = 0.5  # the apps' patience per call (also the resolution of recovery_seconds)
+TRIALS = 5
 
 
 def _wait(cond: Any, timeout_s: float) -> bool:
@@ -107,32 +120,85 @@ def _planned(fleet: LocalFleet, moves: int) -> dict[str, Any]:
     }
 
 
-def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str, Any]:
-    plans = [AgentPlan("fo-a", budget_mib=128, telemetry_period_s=1.0),
-             AgentPlan("fo-b", budget_mib=128, telemetry_period_s=1.0)]
-    with LocalFleet(agents=plans, prefix=f"fo{time.monotonic_ns() % 10**8}", device_timeout_s=30.0) as fleet:
+def _trial(trial: int, quick: bool) -> dict[str, Any]:
+    plans = [AgentPlan("fo-a", budget_mib=128), AgentPlan("fo-b", budget_mib=128)]  # defaults otherwise
+    with LocalFleet(agents=plans, prefix=f"fo{trial}x{time.monotonic_ns() % 10**8}") as fleet:
         crash = _fault(fleet, "crash", settle_s=1.0)
         hang = _fault(fleet, "hang", settle_s=1.0)
         planned = _planned(fleet, moves=2 if quick else 6)
+        # resends come at the default interval while windows keep being produced: the verdict is the
+        # first comparison with nothing lost, or the last one when SETTLE_S runs out
+        settle_start = time.monotonic()
+        ledger = _compare(fleet)
+        while ledger["lost"] and time.monotonic() - settle_start < SETTLE_S:
+            time.sleep(0.5)
+            ledger = _compare(fleet)
+        settle_s = time.monotonic() - settle_start
+    return {
+        "trial": trial,
+        "recovery_seconds_crash": crash["recovery_seconds"],
+        "recovery_seconds_hang": hang["recovery_seconds"],
+        "failed_requests_crash": crash["failed_requests"],
+        "failed_requests_hang": hang["failed_requests"],
+        "lost_requests_planned_migration": planned["lost_requests"],
+        "planned_move_seconds_median": statistics.median(planned["move_seconds"]),
+        "telemetry_lost": ledger["lost"],
+        "telemetry_duplicated": ledger["duplicated"],
+        "telemetry_unknown": ledger["unknown"],
+        "settle_s": round(settle_s, 2),
+        "ledger": ledger,
+        "faults": {"crash": crash, "hang": hang, "planned": planned},
+    }
+
+
+FIGURES = ("recovery_seconds_crash", "recovery_seconds_hang", "failed_requests_crash", "failed_requests_hang",
+           "lost_requests_planned_migration", "planned_move_seconds_median", "telemetry_lost",
+           "telemetry_duplicated", "telemetry_unknown", "settle_s")
+
+
+def _worst(values: list[float | None]) -> float:
+    """The slowest recovery; a trial that never recovered is inf."""
+    return max(math.inf if v is None else v for v in values)
+
+
+def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str, Any]:
+    trials = [_trial(i, quick) for i in range(1 if quick else TRIALS)]
     goal = 2 * KEEPALIVE_S + 1.0
+    first = trials[0]["faults"]
     data: dict[str, Any] = {
         "benchmark": "failover",
         "quick": quick,
+        "trials": len(trials),
         "model": MODEL,
         "callers": CALLERS,
         "call_timeout_s": TIMEOUT_S,
         "keepalive_seconds": KEEPALIVE_S,
+        "configuration": "defaults (telemetry_period_s 1, telemetry_resend_s 15, device_timeout_s 15)",
         "recovery_goal_seconds": goal,
-        "recovery_seconds": hang["recovery_seconds"],  # the slower, keepalive-bound case
-        "recovery_seconds_crash": crash["recovery_seconds"],
-        "recovery_seconds_hang": hang["recovery_seconds"],
-        "lost_requests_planned_migration": planned["lost_requests"],
-        "planned_migration_requests_ok": planned["ok_requests"],
-        "planned_move_seconds": planned["move_seconds"],
-        "failed_requests_crash": crash["failed_requests"],
-        "failed_requests_hang": hang["failed_requests"],
-        "trials": {"crash": crash, "hang": hang, "planned": planned},
+        "recovery_seconds": _worst([t["recovery_seconds_hang"] for t in trials]),  # the keepalive-bound case
+        "recovery_seconds_crash": _worst([t["recovery_seconds_crash"] for t in trials]),
+        "recovered_trials": sum(1 for t in trials if t["recovery_seconds_hang"] is not None
+                                and t["recovery_seconds_crash"] is not None),
+        "lost_requests_planned_migration": sum(t["lost_requests_planned_migration"] for t in trials),
+        "planned_migration_requests_ok": sum(t["faults"]["planned"]["ok_requests"] for t in trials),
+        "failed_requests_crash": sum(t["failed_requests_crash"] for t in trials),
+        "failed_requests_hang": sum(t["failed_requests_hang"] for t in trials),
+        "telemetry_lost": sum(t["telemetry_lost"] for t in trials),
+        "telemetry_duplicated": sum(t["telemetry_duplicated"] for t in trials),
+        "telemetry_unknown": sum(t["telemetry_unknown"] for t in trials),
+        "telemetry_windows_produced": sum(t["ledger"]["produced"] for t in trials),
+        "telemetry_windows_stored": sum(t["ledger"]["stored"] for t in trials),
+        "per_trial": {f: spread([float(t[f]) for t in trials if t[f] is not None]) for f in FIGURES},
+        "definitions": {
+            "recovery_seconds": "fault to the first answer from the other device, worst trial (hang: SIGSTOP)",
+            "telemetry_lost": "windows in the agents' own ledgers never stored by the coordinator, summed over "
+                              "trials (a lost tail of a killed boot counts)",
+        },
+        "timelines_first_trial": first,
+        "trials_detail": [{k: v for k, v in t.items() if k != "faults"} for t in trials],
         "machine": machine(),
+        "goal": {"recovery_seconds": goal, "recovery_seconds_crash": goal, "lost_requests_planned_migration": 0,
+                 "telemetry_lost": 0, "telemetry_duplicated": 0},
     }
     return finish(json_path, data, _plot if plot else None)
 
@@ -144,7 +210,7 @@ def _plot(data: dict[str, Any], path: Path) -> None:
     for ax, key, title in zip(axes, ("crash", "hang", "planned"),
                               ("agent SIGKILLed at t=0", "agent SIGSTOPped at t=0 (hang)",
                                "planned migrations (dashed: move started)"), strict=True):
-        trial = data["trials"][key]
+        trial = data["timelines_first_trial"][key]
         devices = sorted({dev for _, ok, dev in trial["timeline"] if ok})
         for i, dev in enumerate(devices):
             xs = [t for t, ok, d in trial["timeline"] if ok and d == dev]
@@ -160,9 +226,10 @@ def _plot(data: dict[str, Any], path: Path) -> None:
         ax.set_title(title)
         ax.legend(loc="upper right", fontsize=7)
     axes[-1].set_xlabel("seconds")
-    fig.suptitle(f"failover: recovery {data['recovery_seconds_crash'] or float('nan'):.2f} s (crash), "
-                 f"{data['recovery_seconds_hang'] or float('nan'):.2f} s (hang), goal <= "
-                 f"{data['recovery_goal_seconds']:g} s; planned moves lost {data['lost_requests_planned_migration']}")
+    fig.suptitle(f"failover, first of {data['trials']} trials; worst recovery {data['recovery_seconds_crash']:.2f} s "
+                 f"(crash), {data['recovery_seconds']:.2f} s (hang), goal <= {data['recovery_goal_seconds']:g} s; "
+                 f"planned moves lost {data['lost_requests_planned_migration']}, telemetry lost "
+                 f"{data['telemetry_lost']} of {data['telemetry_windows_produced']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

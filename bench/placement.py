@@ -33,7 +33,8 @@ The method (issue 12; the Ibis method of admitting tenants one at a time):
   error is its predicted p95 against the judge's for every tenant it placed, at the end of the stream.
 - **Live** (bench.placement_live): the same score on two real agent processes pinned to one core each,
   real zoo models and apps over MQTT, for the model-driven policy and the memory-only policy with the
-  best median score in the judge; ``live_gain_vs_best_knapsack`` is their ratio (one stream).
+  best median score in the judge, over several streams (seeds); ``live_gain_vs_best_knapsack`` is the
+  ratio of their median scores (bench.placement_live).
 
 Until commit de7a081 this benchmark's ``gain_vs_best_knapsack`` was a different measure (the most
 tenants hosted within SLO over several streams, judged by coordinator.perf.simulate with the model's

@@ -5,8 +5,10 @@ tenant driven by its own app process through the broker, as apps on a fleet are:
 
 1. **Solo**: each model alone, back to back (one request in flight, the next sent when the reply
    arrives). These runs are the prediction's only inputs: per model its mean time in service and its
-   spread (from the answers' ``service_ms``), and its time outside the device per cycle, Z = 1/X − R
-   (the round trip through the broker and the app: throughput X and mean time at the device R).
+   spread (from the answers' ``service_ms``), its time outside the device per cycle, Z = 1/X − R
+   (the round trip through the broker and the app: throughput X and mean time at the device R), and the
+   CPU the app and the broker spend per request on these cores (``background_ms``: the benchmark's
+   process tree's CPU per request, less the service and the agent's request path as the book counts it).
 2. **Closed mixes**: 2, 3 and 4 tenants back to back at once, and single models with two in flight.
    Predicted by mean value analysis (``coordinator.perf.mva``) over the CPU sharing law of the book's
    ``x86-cpu`` processor as deployed here (``bench.perfmodel.deployed_book``: this box's workers, the
@@ -33,7 +35,10 @@ received during the measured part of the run (after a warm-up). Metrics, defined
 the two-in-flight runs) of |predicted − measured| / measured of the mean latency and of the throughput
 (goal <= 0.05 each); ``mape_periodic_p95`` = the same over the periodic tenants of their p95 (goal <=
 0.10). ``mape_closed_p95`` and ``mape_poisson_p95`` (the Poisson tenants beside the streams) are
-reported beside them. Failed requests are counted per case.
+reported beside them. Failed requests are counted per case. A decomposition is reported beside them too,
+``*_given_service``: the same laws fed each tenant's service time as measured in its own case (so every
+slowdown is in it), with nothing on top — what remains is the queueing and mean value laws' error, and
+what it removes is the service-time (sharing) law's share.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ RUNTIME = {"ocr-rec": "onnxruntime", "ocr-det": "onnxruntime", "hand-landmark": 
 MODELS = tuple(RUNTIME)
 WARMUP_S = 2.0
 IDLE_S = 3.0  # the box's other work is measured this long before and after each case, the tenants idle
+TREE_MARGIN_S = 0.25  # the CPU watch during a case stops this long before the apps' measured part ends
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,7 @@ class BoxWatch:
         self._samples: list[float] = []
         self._thread: threading.Thread | None = None
         self._cpu0: tuple[float, float, float] | None = None
+        self.ours_cores = 0.0  # after ``stop``: the cores this process tree (fleet, broker, apps) consumed
 
     def _tree(self) -> list[Any]:
         return [self.me, *self.me.children(recursive=True)]
@@ -259,6 +266,7 @@ class BoxWatch:
         a, b = self._cpu0, self._cpu()
         wall = b[0] - a[0]
         consumed = max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / wall) if wall > 0 else 0.0
+        self.ours_cores = max(0.0, (b[2] - a[2]) / wall) if wall > 0 else 0.0
         runnable = float(np.mean(self._samples)) if self._samples else 0.0
         return runnable, consumed
 
@@ -272,6 +280,7 @@ def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple
     before.start()
     time.sleep(IDLE_S)
     _, external_before = before.stop()
+    idle_ours = before.ours_cores  # the fleet's own CPU with the tenants idle (telemetry, keepalives)
     watch = BoxWatch()
     start_at = time.time() + 4.0  # the apps' imports and connections first
     procs = []
@@ -283,7 +292,8 @@ def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple
         procs.append((p, here))
     time.sleep(max(0.0, start_at + WARMUP_S - time.time()))
     watch.start()
-    time.sleep(max(0.0, start_at + WARMUP_S + seconds - time.time()))
+    # stopped a little before the apps' clocks end, so that none has exited (its CPU would leave the tree)
+    time.sleep(max(0.0, start_at + WARMUP_S + seconds - TREE_MARGIN_S - time.time()))
     runnable, during = watch.stop()
     out = []
     for (p, here), t in zip(procs, tenants, strict=True):
@@ -304,6 +314,9 @@ def _run_case(fleet: LocalFleet, tenants: list[Tenant], seconds: float) -> tuple
             "queue_mean_ms": float(sent_in[:, 2].mean()) if len(sent_in) else float("nan"),
             "external_cores_during": during,  # the CPU other work consumed during the measured part
             "external_runnable": runnable,  # other work's runnable threads, sampled (timer-aligned: biased up)
+            # the CPU the benchmark's own processes (agent, broker, apps) consumed during the measured part,
+            # less what they consume with the tenants idle: in a solo run, the box's CPU per request
+            "tree_cores_during": max(0.0, watch.ours_cores - idle_ours),
         })
     after = BoxWatch()
     after.start()
@@ -331,6 +344,19 @@ def _processor(external: float) -> Any:
     return dataclasses.replace(deployed_book().kinds[KIND].processors["cpu"], external_cores=external)
 
 
+def background_ms(fig: dict[str, Any], model: str) -> float:
+    """The CPU a request of a solo run costs the box's other processes on these cores (the app, the
+    broker): the benchmark's process tree's CPU per request, less the model's own service and the agent's
+    request path as the book counts it (``Processor.path_of``)."""
+    from coordinator.perf.sharing import Load
+
+    prof = deployed_book().profile(model, "fp32", KIND)
+    assert prof is not None, model
+    per_request = fig["tree_cores_during"] * 1000.0 / fig["measured_rps"] if fig["measured_rps"] else 0.0
+    path = _processor(0.0).path_of(Load(model, 1.0, 1.0, request_mb=prof.request_mb))
+    return max(0.0, float(per_request - fig["service_mean_ms"] - path))
+
+
 def alone(fig: dict[str, Any], model: str, external: float) -> tuple[float, float]:
     """(service ms, ms outside the device per cycle) of a solo run with the other work on the box taken
     out: the model's own slowdown of a request alone beside ``external`` busy cores, and the stretch of
@@ -340,7 +366,7 @@ def alone(fig: dict[str, Any], model: str, external: float) -> tuple[float, floa
     proc = _processor(external)
     prof = deployed_book().profile(model, "fp32", KIND)
     assert prof is not None, model
-    ld = Load(model, 1.0, 1.0, request_mb=prof.request_mb)
+    ld = Load(model, 1.0, 1.0, request_mb=prof.request_mb, background_ms=fig.get("background_ms"))
     slow, _ = _slowdown(proc.servers, proc.contention, 0.0, external)
     outside_cpu = max(0.0, proc.path_of(ld) - proc.dispatch_ms) + proc.background_of(ld)
     stretch = max(1.0, (external + 1.0) / proc.servers) - 1.0
@@ -364,10 +390,44 @@ def predict_case(solo: dict[str, dict[str, Any]], tenants: list[Tenant], externa
         prof = book.profile(t.model, "fp32", KIND)
         assert prof is not None, t.model
         conc = 1 if RUNTIME[t.model] == "litert" else proc.servers
-        base = dict(service_ms=service, scv=s["service_scv"], concurrency=conc, request_mb=prof.request_mb)
+        base = dict(service_ms=service, scv=s["service_scv"], concurrency=conc, request_mb=prof.request_mb,
+                    background_ms=s.get("background_ms"))
         d = t.demand
         if isinstance(d, Closed):
             loads.append(Load(t.name, 1.0, in_flight=int(d.in_flight), think_ms=d.think_ms + outside,
+                              **base))  # type: ignore[arg-type]
+        elif isinstance(d, Periodic):
+            loads.append(Load(t.name, d.fps, arrival_scv=periodic_scv(d.fps, d.jitter_ms), **base))  # type: ignore[arg-type]
+        else:
+            loads.append(Load(t.name, d.rate_rps, **base))  # type: ignore[arg-type]
+    out = predict(proc, loads)
+    return list(zip(out.mean_ms, out.p95_ms, out.throughput_rps, strict=True))
+
+
+def predict_given_service(solo: dict[str, dict[str, Any]], tenants: list[Tenant],
+                          measured: list[dict[str, Any]]) -> list[tuple[float, float, float]]:
+    """A decomposition, not a prediction: (mean ms, p95 ms, req/s) per tenant of a case with each
+    tenant's service time and spread as measured in the case itself (so every slowdown is in them), on
+    the book's processor without contention, background CPU or other work on top, and the solo run's
+    time outside the device. What is left between these and the measurements is the queueing and mean
+    value laws' error; what they remove from the prediction's error is the service-time law's."""
+    import dataclasses
+
+    from coordinator.perf.demand import periodic_scv
+    from coordinator.perf.sharing import Load, predict
+
+    book = deployed_book()
+    proc = dataclasses.replace(_processor(0.0), contention=0.0, background_ms=0.0, background_ms_per_mb=0.0)
+    loads = []
+    for t, fig in zip(tenants, measured, strict=True):
+        prof = book.profile(t.model, "fp32", KIND)
+        assert prof is not None, t.model
+        conc = 1 if RUNTIME[t.model] == "litert" else proc.servers
+        base = dict(service_ms=fig["service_mean_ms"], scv=fig["service_scv"], concurrency=conc,
+                    request_mb=prof.request_mb)
+        d = t.demand
+        if isinstance(d, Closed):
+            loads.append(Load(t.name, 1.0, in_flight=int(d.in_flight), think_ms=d.think_ms + solo[t.model]["outside_ms"],
                               **base))  # type: ignore[arg-type]
         elif isinstance(d, Periodic):
             loads.append(Load(t.name, d.fps, arrival_scv=periodic_scv(d.fps, d.jitter_ms), **base))  # type: ignore[arg-type]
@@ -400,6 +460,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         for m in MODELS:  # 1. the inputs: each alone, back to back
             (fig,), external = _run_case(fleet, [Tenant(m, Closed(in_flight=1))], solo_s)
             fig["outside_ms"] = 1000.0 / fig["measured_rps"] - fig["measured_mean_ms"] if fig["measured_rps"] else 0.0
+            fig["background_ms"] = background_ms(fig, m)
             fig["alone_service_ms"], fig["alone_outside_ms"] = alone(fig, m, external)
             solo[m] = fig
         periodic = periodic_cases(solo)[1:3] if quick else periodic_cases(solo)
@@ -408,7 +469,14 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
                 measured, external = _run_case(fleet, tenants, case_s)
                 predicted = predict_case(solo, tenants, external)
                 quiet = predict_case(solo, tenants, external, quiet=True)
-                for fig, (mean, p95, rps), (q_mean, q_p95, q_rps) in zip(measured, predicted, quiet, strict=True):
+                given = predict_given_service(solo, tenants, measured)
+                for fig, (mean, p95, rps), (q_mean, q_p95, q_rps), (g_mean, g_p95, g_rps) in zip(
+                        measured, predicted, quiet, given, strict=True):
+                    fig.update({"given_service_predicted_mean_ms": g_mean, "given_service_predicted_p95_ms": g_p95,
+                                "given_service_predicted_rps": g_rps,
+                                "given_service_ape_mean": _ape(g_mean, fig["measured_mean_ms"]),
+                                "given_service_ape_p95": _ape(g_p95, fig["measured_p95_ms"]),
+                                "given_service_ape_rps": _ape(g_rps, fig["measured_rps"])})
                     fig.update({"case": label, "case_kind": kind, "predicted_mean_ms": mean, "predicted_p95_ms": p95,
                                 "predicted_rps": rps, "ape_mean": _ape(mean, fig["measured_mean_ms"]),
                                 "ape_p95": _ape(p95, fig["measured_p95_ms"]), "ape_rps": _ape(rps, fig["measured_rps"]),
@@ -436,9 +504,23 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "mape_closed_latency_ignoring_external": _mape([c["quiet_ape_mean"] for c in closed_t]),
         "mape_closed_throughput_ignoring_external": _mape([c["quiet_ape_rps"] for c in closed_t]),
         "mape_periodic_p95_ignoring_external": _mape([c["quiet_ape_p95"] for c in periodic_t]),
+        # a decomposition (``predict_given_service``): the laws fed each tenant's service time as measured in
+        # its case; the gap to the scores above is the service-time law's share of the error
+        "mape_closed_latency_given_service": _mape([c["given_service_ape_mean"] for c in closed_t]),
+        "mape_closed_throughput_given_service": _mape([c["given_service_ape_rps"] for c in closed_t]),
+        "mape_periodic_p95_given_service": _mape([c["given_service_ape_p95"] for c in periodic_t]),
         "external_cores_mean": float(np.mean([c["external_cores"] for c in cases])) if cases else None,
         "failed_requests": sum(max(c["failed"], 0) for c in cases) + sum(max(s["failed"], 0) for s in solo.values()),
         "goal": {"mape_closed_latency": 0.05, "mape_closed_throughput": 0.05, "mape_periodic_p95": 0.10},
+        # where every input of the prediction comes from: never the scored cases themselves
+        "calibration": {
+            "service_ms, service_scv, outside_ms": "the solo runs (each model alone, one in flight)",
+            "background_ms": "the solo runs: the benchmark's process tree's CPU per request, less the service and "
+                             "the agent's request path (the scored mixes only report theirs, tree_cores_during)",
+            "contention": "coordinator/perf/calibration.json cpu_contention (two threads on two cores, DESIGN §4)",
+            "path_ms, dispatch_ms, hold_ms": "coordinator/perf/calibration.json cpu_request_path (bench serving)",
+            "external_cores": "the box's other work, measured with the tenants idle before and after each case",
+        },
         "solo": solo,
         "runs": cases,
         "machine": machine(),

@@ -3,7 +3,7 @@ its broker session.
 
 Requests and replies travel on the agent's data link, its births, will, commands and telemetry on the
 control link. Through a real broker: a tenant on a slow stand-in model (one worker, 20 ms a request:
-about 50 requests/s) is offered requests as fast as one publisher can send them, far above ten times
+about 50 requests/s; deployed through the coordinator under a catalog model's name) is offered requests as fast as one publisher can send them, far above ten times
 that, for a few seconds. Asserted: neither link reconnected, no "lost" death (the will) was published,
 the telemetry windows kept coming with contiguous sequence numbers and no gap beyond a generous
 liveness bound, a command sent during the flood is acknowledged, and every request the agent answered
@@ -33,6 +33,7 @@ from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
 from edgefleet.wire import (
     Deploy,
     ErrorFrame,
+    OpDeploy,
     OpStatus,
     ResultFrame,
     TenantSpec,
@@ -42,10 +43,11 @@ from edgefleet.wire import (
     encode_request,
 )
 from edgefleet.wire.messages import Death, Status, Telemetry
-from tests.fleetkit import Watcher
+from tests.fleetkit import Watcher, wait_for
 
 pytestmark = pytest.mark.broker
 
+STAND_IN_FOR = "ocr-cls"  # a catalog model's name, served here by the slow stand-in
 SERVICE_S = 0.02  # the stand-in model's service time: one worker serves about 50 requests/s
 PERIOD_S = 0.3  # telemetry period
 FLOOD_S = 4.0
@@ -73,7 +75,9 @@ def test_a_tenfold_flood_costs_no_session_and_no_telemetry(
     coordinator.start()
     cfg = AgentConfig(device_id="dev-flood", state_dir=tmp_path / "state", mqtt=mqtt_settings,
                       prefix=topics.prefix, telemetry_period_s=PERIOD_S, workers=1)
-    agent = Agent(cfg, local_models=LocalModels({"slow": _slow_model(tmp_path)}))
+    # the stand-in is registered under a catalog model's name: the coordinator places only what its
+    # catalog knows (and undeploys what it did not place), the agent serves what it was given by that name
+    agent = Agent(cfg, local_models=LocalModels({STAND_IN_FOR: _slow_model(tmp_path)}))
     agent.start()
     assert agent.wait_connected(10)
     watcher = Watcher(mqtt_settings, topics)
@@ -116,8 +120,11 @@ def test_a_tenfold_flood_costs_no_session_and_no_telemetry(
     flooder.start()
     try:
         assert listener.wait_connected(10) and flooder.wait_connected(10)
-        spec = TenantSpec(name="slow", model="slow", slo_ms=100.0, max_batch=1)
-        assert watcher.command(Deploy(command_id="flood-deploy", device_id="dev-flood", tenant=spec)).ok
+        spec = TenantSpec(name="slow", model=STAND_IN_FOR, slo_ms=100.0, max_batch=1)
+        wait_for(lambda: any(d.device_id == "dev-flood" for d in coordinator.status().devices), 10, "birth seen")
+        # through the coordinator, whose tenant it then is (it undeploys what it did not assign)
+        deployed = call_ops(mqtt_settings, topics, OpDeploy(tenant=spec, device_id="dev-flood"), timeout=30)
+        assert deployed.ok, deployed
         payload = encode_request({"x": np.ones((1, 4), np.float32)}, timeout_ms=500.0)
         topic = topics.infer("slow")
         stored_before = coordinator.call(lambda e: e.store.telemetry_count("dev-flood"))
@@ -158,7 +165,7 @@ def test_a_tenfold_flood_costs_no_session_and_no_telemetry(
         gaps = [b[0] - a[0] for a, b in itertools.pairwise(seen)]
         assert len(seen) >= FLOOD_S / PERIOD_S / 2 and max(gaps) < LIVENESS_GAP_S, gaps
         assert got["other"] == 0 and got["ok"] > 0 and got["error"] > 0, (
-            got, sent, agent.data.handler_errors, agent.server.dropped_no_reply_topic)
+            got, sent, agent.data.handler_errors, agent.server.dropped_no_reply_topic, agent.slots.get("slow"))
     finally:
         flooder.stop()
         listener.stop()

@@ -3,8 +3,8 @@ its broker session.
 
 Requests and replies travel on the agent's data link, its births, will, commands and telemetry on the
 control link. Through a real broker: a tenant on a slow stand-in model (one worker, 20 ms a request:
-about 50 requests/s; deployed through the coordinator under a catalog model's name) is offered requests as fast as one publisher can send them, far above ten times
-that, for a few seconds. Asserted: neither link reconnected, no "lost" death (the will) was published,
+about 50 requests/s; deployed through the coordinator under a catalog model's name) is offered
+requests as fast as one publisher can send them, far above ten times that, for a few seconds. Asserted: neither link reconnected, no "lost" death (the will) was published,
 the telemetry windows kept coming with contiguous sequence numbers and no gap beyond a generous
 liveness bound, a command sent during the flood is acknowledged, and every request the agent answered
 got either a result or a typed error. A coordinator on the same broker and fleet stores the windows

@@ -44,8 +44,11 @@ alone, an arrival of class i finding Q_j · (N_j - δ_ij) / N_j, by damped fixed
   concurrency (share b_j = min(1, (A_j − m_j)⁺)) keeps its m_j workers, each freed one going to its own
   next request, so the pool this arrival waits for has c' = c − Σ b_j·m_j workers; where the backlogs
   could fill every worker (c' < 1), it waits first come first served behind all it found. With
-  backlogs beside other tenants this is an approximation: it may pass the pool's capacity (an ONNX
-  loop of 3 in flight beside two single-flight loops, all of 1 ms on 2 workers: 1500 + 400 + 400 req/s).
+  backlogs beside other tenants this is an approximation that alone may pass the pool's capacity (an
+  ONNX loop of 3 in flight beside two single-flight loops, all of 1 ms on 2 workers: 1500 + 400 + 400
+  req/s); the solution is then held to it (``_within_pool``: each tenant's throughput at most its m
+  workers' worth, all of them at most the c workers the open tenants leave, the cut cycles' extra time
+  spent waiting).
   The agent's serial request path (interpreter lock) is one server more: the X_j·g_j requests of
   class j found in it are ahead, Σ_j X_j·g_j·g_j. The cycle's own CPU work outside the latency — the path
   before receipt and after the reply (path − dispatch) and what the app and broker spend per request
@@ -377,6 +380,8 @@ def _cpu_mixed(proc: Processor, loads: Sequence[Load]) -> Outlook:
     result: dict[int, tuple[float, Stay]] = {}
     for _ in range(OPEN_ROUNDS if opened else 1):
         result = _solve(proc, law, closed, loads, Found(tuple(present), tuple(rates), tuple(busy)), True)
+        opened_work = sum(busy[i] + rates[i] * proc.hold_ms for i in opened)
+        result = _within_pool(proc, loads, result, opened_work)
         if not opened:
             break
         as_open = [ld if not ld.closed else _as_stream(ld, result[i][0], result[i][1]) for i, ld in enumerate(loads)]
@@ -387,6 +392,37 @@ def _cpu_mixed(proc: Processor, loads: Sequence[Load]) -> Outlook:
             present[i] = rates[i] * open_out.mean_ms[i]
             busy[i] = rates[i] * open_out.service_ms[i]
     return _outlook(proc, loads, result, open_out, rates)
+
+
+def _within_pool(proc: Processor, loads: Sequence[Load], result: dict[int, tuple[float, Stay]],
+                 opened_work: float) -> dict[int, tuple[float, Stay]]:
+    """The closed tenants' throughputs held to what the pool can do, where the pool law's approximation
+    passes it: a tenant keeps at most min(m, c) workers busy (X·o <= m, o its occupancy) and the closed
+    ones together at most the c workers the open ones leave (Σ X·o <= c - open work). Where a throughput
+    is cut, the cycle lengthens by Little's law over it (N / X), and the extra is time spent waiting:
+    R' = N / X' - (outside time). Three single-flight loops of 10, 12 and 12 ms on 2 workers, the first
+    with 7 ms outside, sum to 2.002 workers by the wait law; cut by 2 / 2.002, each waits that much more."""
+    c = proc.servers
+    cut: dict[int, float] = {}
+    for i, (x, st) in result.items():
+        work = x * st.occupancy_ms
+        most = min(loads[i].concurrency, c)
+        cut[i] = x * most / work if work > most else x
+    total = sum(x * result[i][1].occupancy_ms for i, x in cut.items())
+    free = c - opened_work
+    if free > 0.0 and total > free:
+        cut = {i: x * free / total for i, x in cut.items()}
+    held: dict[int, tuple[float, Stay]] = {}
+    for i, (x, st) in result.items():
+        new = cut[i]
+        if new >= x or new <= 0.0:
+            held[i] = (x, st)
+            continue
+        outside = outside_ms(proc, loads[i]) + st.outside_extra_ms
+        extra = max(0.0, loads[i].in_flight / new - outside - st.mean_ms)
+        held[i] = (new, dataclasses.replace(st, mean_ms=st.mean_ms + extra, wait_ms=st.wait_ms + extra,
+                                            p_wait=max(st.p_wait, min(1.0, extra / max(st.mean_ms + extra, 1e-12)))))
+    return held
 
 
 def _as_stream(ld: Load, x_per_ms: float, st: Stay) -> Load:

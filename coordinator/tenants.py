@@ -202,10 +202,10 @@ class Tenants:
             return OpReply(ok=False, code="unknown_model", message=str(exc))
         if self.store.tenant(spec.name) is not None:
             return OpReply(ok=False, code="conflict", message=f"tenant {spec.name} exists; plan under a new name")
-        fleet = self.snapshot()
-        # the model is asked about a tenant it does not hold: its demand goes with the question only
-        decision = self.placement.place(spec, facts, fleet,
-                                        self.model.predictor({spec.name: demand_at(spec, rate_rps)}))
+        # the same scheduling cycle as a deploy; the model is asked about a tenant it does not hold, so its
+        # demand goes with the question only (not declared)
+        decision = schedule(spec, facts, self.snapshot(), profile=profile_of(self.placement),
+                            model=self.model.predictor({spec.name: demand_at(spec, rate_rps)}))
         if isinstance(decision, NoFit):
             return OpReply(ok=False, code="no_fit", message=f"{spec.name} would not fit: {decision.reason}")
         return OpReply(ok=True, device_id=decision.device_id,

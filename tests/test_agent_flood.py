@@ -151,6 +151,8 @@ def test_a_tenfold_flood_costs_no_session_and_no_telemetry(
             acks = list(confirmed)
         assert agent.link.connects == 1 and agent.data.connects == 1, "a link reconnected during the flood"
         assert coordinator.link.connects == 1, "the coordinator reconnected during the flood"
+        ingest = getattr(coordinator, "ingest", None)  # its telemetry connection, where it has one
+        assert ingest is None or ingest.connects == 1, "the coordinator's telemetry link reconnected"
         assert ops_during_flood is not None and ops_during_flood.ok, ops_during_flood
         stored = coordinator.call(lambda e: e.store.telemetry_count("dev-flood")) - stored_before
         assert stored >= FLOOD_S / PERIOD_S / 2, f"the coordinator stored only {stored} windows during the flood"

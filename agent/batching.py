@@ -151,7 +151,7 @@ def preferred_count(queued: int, preferred: Sequence[int]) -> int:
 class BatchPolicy:
     """How batches are formed. ``adaptive`` (the default) is described above; the others are the
     baselines users know, kept for comparison (``edgefleet bench batching``). Every policy gets the
-    same admission control and the same early drop of hopeless requests (agent.scheduler).
+    same admission control and the same early drop of hopeless requests (edgefleet.agent.scheduler).
 
     ``fixed:N``          run exactly N requests together; wait for N (at most ``max_wait_s``, 10 ms).
     ``delay:MS``         Triton's dynamic batcher: hold the first request up to MS milliseconds for

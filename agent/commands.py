@@ -5,7 +5,7 @@ looked up in SQLite first: a repeat is answered "duplicate" with the first resul
 Runs on its own thread (``ef-commands``) because loading a model takes long enough to stall MQTT.
 ``Deploy`` hosts a tenant, ``Undeploy`` removes it, ``Configure`` changes a hosted one in place; the
 Ack of an applied Deploy or Configure that loaded a model carries the service profile its warm-up
-measured (``agent.profiling``).
+measured (``edgefleet.agent.profiling``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.host import DeployError
-from agent.state import AgentState, AppliedCommand
+from edgefleet.agent.host import DeployError
+from edgefleet.agent.state import AgentState, AppliedCommand
 from edgefleet.wire import (
     Ack,
     Command,

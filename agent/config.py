@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.batching import BatchPolicy
+from edgefleet.agent.batching import BatchPolicy
 from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
 from edgefleet.mqtt import DATA_LINKS, MqttSettings
 from edgefleet.paths import default_state_dir
@@ -48,11 +48,11 @@ class AgentConfig:
     outbox_max_bytes: int = 64 * MIB  # telemetry outbox bound; oldest telemetry dropped first
     telemetry_resend_s: float = 15.0  # a window the coordinator has not confirmed this long is sent again
     metrics_port: int = 0  # Prometheus endpoint (GET /metrics) on this TCP port; 0: off
-    memory_policy: str = "predictive"  # predictive | lru | static (see agent.memory.manager)
+    memory_policy: str = "predictive"  # predictive | lru | static (see edgefleet.agent.memory.manager)
     batch_policy: str = "adaptive"  # adaptive | fixed:N | delay:MS | dynamic:B:MS | preferred:P,Q:MS | aimd
     data_link: str = "auto"  # requests' connection: auto | lean | paho (see edgefleet.mqtt.data_link)
     # Simulation only: serve every model from fake-runtime descriptions <dir>/<model>/<variant>.json
-    # (service times in seconds, sizes in bytes; see agent.fakes) instead of the zoo; None: off.
+    # (service times in seconds, sizes in bytes; see edgefleet.agent.fakes) instead of the zoo; None: off.
     fake_models_dir: Path | None = None
     # Answer requests whose tenant name breaks the naming rule (no replica subscribes to such a topic, so
     # they would go unanswered) with bad_request. Costs one more copy of every request to one agent of

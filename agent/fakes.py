@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.host import DeployError, ResolvedModel
+from edgefleet.agent.host import DeployError, ResolvedModel
 from edgefleet.runtime import Session, SessionOptions, get_runtime
 
 STANDS_IN_FOR = ("onnxruntime", "litert", "edgetpu")  # runtimes a fake description may play

@@ -19,11 +19,11 @@ from typing import Protocol
 
 import numpy as np
 
-from agent import batch_axes, profiling
-from agent.batching import ServiceModel
-from agent.slots import Hosted as Hosted
-from agent.slots import ResolvedModel as ResolvedModel
-from agent.slots import Slots, TenantSlot
+from edgefleet.agent import batch_axes, profiling
+from edgefleet.agent.batching import ServiceModel
+from edgefleet.agent.slots import Hosted as Hosted
+from edgefleet.agent.slots import ResolvedModel as ResolvedModel
+from edgefleet.agent.slots import Slots, TenantSlot
 from edgefleet.runtime import (
     EdgeRuntimeError,
     RuntimeMissing,
@@ -283,7 +283,7 @@ def sample_feeds(hosted: Hosted) -> dict[str, np.ndarray]:
 def warm_up(hosted: Hosted, slot: TenantSlot | None = None, runs: int = profiling.RUNS,
             budget_s: float = profiling.BUDGET_S) -> ServiceModel:
     """Run the model a few times so the first request is warm; learn its output batch axes (into
-    ``slot``, once: every variant shares them), and profile it (``agent.profiling``): ``hosted.profile``
+    ``slot``, once: every variant shares them), and profile it (``edgefleet.agent.profiling``): ``hosted.profile``
     gets the median ms of the timed runs at batch 1 and, where the tenant batches and it is cheap, at
     one larger batch. The service-time model the scheduler starts from is seeded with the same
     measurements."""

@@ -18,10 +18,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent import systemd_notify
-from agent.config import load_config
-from agent.host import LocalModels
-from agent.service import Agent
+from edgefleet.agent import systemd_notify
+from edgefleet.agent.config import load_config
+from edgefleet.agent.host import LocalModels
+from edgefleet.agent.service import Agent
 from edgefleet.config import ConfigError
 
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent.start()
     connected = agent.wait_connected(2)
     if not connected:  # said at once, with the address tried; the agent keeps trying in the background
-        logging.getLogger("agent").warning("cannot reach the MQTT broker at %s:%d yet; retrying in the background",
+        logging.getLogger("edgefleet.agent").warning("cannot reach the MQTT broker at %s:%d yet; retrying in the background",
                                            config.mqtt.host, config.mqtt.port)
         connected = agent.wait_connected(28)
     systemd_notify.ready(f"serving as {config.device_id}" if connected else "broker unreachable; retrying")

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from agent.state import AgentState
+from edgefleet.agent.state import AgentState
 from edgefleet.mqtt import MqttLink
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Profiling a model variant when it is loaded: what one batch costs on this device, for the coordinator.
 
-The warm-up (``agent.host.warm_up``) runs a freshly loaded model a few times so that the first request
+The warm-up (``edgefleet.agent.host.warm_up``) runs a freshly loaded model a few times so that the first request
 is warm. Those runs are timed: the median of the runs after the first (which pays lazy initialisation)
 is the batch-1 time. Where the tenant can batch (its inputs have a batch axis and its outputs split on
 one) one larger batch is timed too, as cheaply as is useful: the largest of ``min(max_batch, 8)``, its

@@ -10,9 +10,9 @@ Dispatch: earliest deadline first across tenants, with a fair-share guard — a 
 more than ``FAIR_SHARE_FACTOR`` times the recent worker time of the least-served waiting tenant (plus
 a grace) yields to the others, so one hot tenant cannot starve the others however tight its own deadlines are.
 Batching: from the chosen tenant's queue, the compatible requests at its head are offered to the
-adaptive controller (``agent.batching.choose_batch``), which picks how many run together; nothing ever
+adaptive controller (``edgefleet.agent.batching.choose_batch``), which picks how many run together; nothing ever
 waits for requests that have not arrived, so at low load a request runs at once. Whatever the batch
-policy (agent.batching.BatchPolicy), requests are admitted by the same rule and a request that could not
+policy (edgefleet.agent.batching.BatchPolicy), requests are admitted by the same rule and a request that could not
 finish by its deadline even run alone now is answered ``deadline_exceeded`` before a batch forms.
 """
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.batching import BatchPolicy, ServiceModel, hopeless
-from agent.slots import Slots, TenantSlot
+from edgefleet.agent.batching import BatchPolicy, ServiceModel, hopeless
+from edgefleet.agent.slots import Slots, TenantSlot
 
 FAIR_SHARE_FACTOR = 2.0  # a tenant above this multiple of the least-served waiting tenant's usage yields
 FAIR_SHARE_GRACE_S = 0.05  # ... plus this many seconds, so light imbalances stay plain EDF
@@ -47,7 +47,7 @@ class Request:
     qos: int = 0
     batch_key: object = None  # requests with equal non-None keys can run as one batch
     image: bytes | None = None  # an encoded frame (JPEG/PNG) the worker prepares into ``tensors``
-    stream: object = None  # a stream tenant's frame (agent.stream.StreamFrame); None: a request
+    stream: object = None  # a stream tenant's frame (edgefleet.agent.stream.StreamFrame); None: a request
     stream_key: str | None = None  # its source topic: a newer frame of the same source replaces it
 
 

@@ -11,7 +11,7 @@ Two broker connections, so that inference traffic cannot starve the control plan
 credentials. A flood of requests queues behind the data link's socket and is shed there, while the
 control link's keepalives, telemetry and commands never wait behind it.
 
-Tenants: each has one ``TenantSlot`` (``agent.slots``). Deploy, Configure and Undeploy set what is
+Tenants: each has one ``TenantSlot`` (``edgefleet.agent.slots``). Deploy, Configure and Undeploy set what is
 wanted and ``reconcile`` moves the slot there (host, change in place, replace or remove), so a repeated
 command finds nothing to do.
 
@@ -30,21 +30,21 @@ import uuid
 
 import psutil
 
-from agent.batching import BatchPolicy
-from agent.collectors import select_collector
-from agent.commands import CommandRunner
-from agent.config import AgentConfig
-from agent.fakes import FakeModels, open_fake
-from agent.host import DeployError, LocalModels, ModelHost, ModelResolver, ZooResolver
-from agent.memory.manager import MemoryManager
-from agent.outbox import Outbox
-from agent.scheduler import Scheduler
-from agent.serving import Server, answer_bad_name
-from agent.slots import Slots
-from agent.state import AgentState
-from agent.stream import StreamServer
-from agent.telemetry import WindowStats
 from edgefleet import __version__
+from edgefleet.agent.batching import BatchPolicy
+from edgefleet.agent.collectors import select_collector
+from edgefleet.agent.commands import CommandRunner
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.fakes import FakeModels, open_fake
+from edgefleet.agent.host import DeployError, LocalModels, ModelHost, ModelResolver, ZooResolver
+from edgefleet.agent.memory.manager import MemoryManager
+from edgefleet.agent.outbox import Outbox
+from edgefleet.agent.scheduler import Scheduler
+from edgefleet.agent.serving import Server, answer_bad_name
+from edgefleet.agent.slots import Slots
+from edgefleet.agent.state import AgentState
+from edgefleet.agent.stream import StreamServer
+from edgefleet.agent.telemetry import WindowStats
 from edgefleet.metrics import MetricsServer, TelemetryMetrics, start_metrics
 from edgefleet.mqtt import Inbound, MqttLink, Will, data_link, publish_many
 from edgefleet.runtime import available_runtimes
@@ -320,7 +320,7 @@ class Agent:
         # connection is away (the broker may have just disconnected it to apply this tenant's grant), the
         # route is subscribed when it is back, and ``wait_connected`` returns once that is acknowledged.
         if spec.stream is not None:
-            self.stream.host(spec)  # sources, then the hand-over announcement (agent.stream)
+            self.stream.host(spec)  # sources, then the hand-over announcement (edgefleet.agent.stream)
         elif not self.data.subscribe(self.topics.infer_shared(spec.name), self._on_request, qos=1, wait_s=5.0):
             self.data.wait_connected(5.0)
 

@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent import batch_axes
-from agent.host import ModelHost
-from agent.memory.manager import MemoryManager
-from agent.scheduler import Batch, Request, Scheduler
-from agent.slots import TenantSlot
-from agent.telemetry import WindowStats
+from edgefleet.agent import batch_axes
+from edgefleet.agent.host import ModelHost
+from edgefleet.agent.memory.manager import MemoryManager
+from edgefleet.agent.scheduler import Batch, Request, Scheduler
+from edgefleet.agent.slots import TenantSlot
+from edgefleet.agent.telemetry import WindowStats
 from edgefleet.mqtt import Outgoing
 from edgefleet.runtime import EdgeRuntimeError, InputError, check_feeds
 from edgefleet.wire import ErrorCode, RequestFrame, TenantSpec, TopicKind, Topics, WireError, decode_frame
@@ -79,7 +79,7 @@ class Server:
         self.default_timeout_ms = default_timeout_ms
         self.clock = clock
         self.dropped_no_reply_topic = 0
-        # runs stream tenants' frames (agent.stream.StreamServer.run): they publish results, not replies
+        # runs stream tenants' frames (edgefleet.agent.stream.StreamServer.run): they publish results, not replies
         self.run_stream: Callable[[Batch], tuple[int, float] | None] | None = None
         self._tenant_of: dict[str, str] = {}  # request topic -> tenant
         self.dropped_bad_reply_topic = 0

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.batching import ServiceModel
+from edgefleet.agent.batching import ServiceModel
 from edgefleet.runtime import Capabilities, Session, TensorSpec
 from edgefleet.runtime.base import UNKNOWN_CAPABILITIES
 from edgefleet.wire import ServiceProfile, TenantSpec
 
 if TYPE_CHECKING:
-    from agent.scheduler import Request
+    from edgefleet.agent.scheduler import Request
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.memory.manager import MemoryManager
-from agent.scheduler import Batch, Request, Scheduler
-from agent.stream_events import EventRules, result_values
-from agent.telemetry import WindowStats
+from edgefleet.agent.memory.manager import MemoryManager
+from edgefleet.agent.scheduler import Batch, Request, Scheduler
+from edgefleet.agent.stream_events import EventRules, result_values
+from edgefleet.agent.telemetry import WindowStats
 from edgefleet.mqtt import DataLink, Inbound
 from edgefleet.runtime import EdgeRuntimeError, InputError, check_feeds
 from edgefleet.wire import (

@@ -2,11 +2,11 @@
 preferred batch sizes and Clipper-style AIMD, with the same admission for all, from 0.25x to 3x capacity.
 
 Two zoo models with different batching behaviour (VAD gains from batching, the OCR angle classifier
-barely does) are served by the agent's serving core (bench.inproc: the real host, scheduler, batcher and
+barely does) are served by the agent's serving core (edgefleet.bench.inproc: the real host, scheduler, batcher and
 runtime, 2 workers, no broker) under an open-loop Poisson load. Each request's deadline is the
 tenant's SLO (VAD 10 ms, ocr-cls 25 ms); the tenant's max batch is 32.
 
-Policies (agent.batching.BatchPolicy). Every one goes through the same admission control (expected
+Policies (edgefleet.agent.batching.BatchPolicy). Every one goes through the same admission control (expected
 finish, stretched by the admission stretch, against the deadline) and the same early drop (a request
 that could not finish by its deadline even run alone now is answered at once): agent/scheduler.py.
 
@@ -22,7 +22,7 @@ that could not finish by its deadline even run alone now is answered at once): a
 Loads: 0.25, 0.5, 1, 1.5, 2 and 3 x the batch-1 capacity of the serving core, measured first in the
 same run (the result rate under ``dynamic:1:0`` at saturation with a 60 s SLO).
 
-Metrics, defined before the run (bench.metrics.batching_point): per policy, load and seed,
+Metrics, defined before the run (edgefleet.bench.metrics.batching_point): per policy, load and seed,
 ``slo_attainment`` = requests answered with a result within the SLO / requests sent (shed, dropped and
 failed requests count as misses); ``goodput_rps`` = results within the SLO per second of the sending
 window; ``utility`` = goodput_rps * max(0, 1 - 0.5 * mean latency / SLO), the mean over every result
@@ -31,17 +31,17 @@ the earlier method's definition, kept: it rewards what a tenant wants (answers i
 than later) and cannot be raised by shedding (shed requests add nothing to goodput).
 Seeds are pooled per point (attainment over all requests sent, utility the mean over seeds).
 
-Headline figures (bench.metrics): ``utility_gain_vs_best_baseline`` = adaptive's utility summed over
+Headline figures (edgefleet.bench.metrics): ``utility_gain_vs_best_baseline`` = adaptive's utility summed over
 the sweep / that of the single baseline configuration with the highest sum over the sweep (one
 configuration for the whole sweep, chosen on the held-out runs themselves: the choice flatters the
 baseline, not us), min over models; ``min_slo_attainment_adaptive`` = adaptive's lowest attainment
 over the (model, load) points where at least one baseline configuration reaches 0.99.
 
-Calibration: the one constant tuned on this benchmark, the admission stretch (agent.scheduler,
+Calibration: the one constant tuned on this benchmark, the admission stretch (edgefleet.agent.scheduler,
 ``ADMISSION_SAFETY``, shipped 1.2), is chosen among ``STRETCH_CANDIDATES`` by the adaptive policy's total
-utility on the calibration seeds (bench.metrics.calibration_choice) and then used for every policy on
+utility on the calibration seeds (edgefleet.bench.metrics.calibration_choice) and then used for every policy on
 the held-out seeds, whose arrivals the calibration never saw. The adaptive policy's other constants
-(agent.batching: EWMA weight 0.2, exploration guess 0.5, the 2% margin) are its shipped values,
+(edgefleet.agent.batching: EWMA weight 0.2, exploration guess 0.5, the 2% margin) are its shipped values,
 untuned here.
 
 Durations (chosen by measurement, ``point_duration_s``): a pilot on this box (load average 4-9 from
@@ -65,9 +65,9 @@ from typing import Any
 
 import numpy as np
 
-from bench import metrics
-from bench.harness import finish, machine, pyplot
-from bench.inproc import Sample, build_core, poisson_load
+from edgefleet.bench import metrics
+from edgefleet.bench.harness import finish, machine, pyplot
+from edgefleet.bench.inproc import Sample, build_core, poisson_load
 from edgefleet.wire import TenantSpec
 
 ADAPTIVE = "adaptive"
@@ -231,14 +231,14 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
         "benchmark": "batching",
         "quick": quick,
         "machine": machine(),
-        "utility": "goodput_rps * max(0, 1 - 0.5 * mean_latency_ms / slo_ms) (bench.metrics.batching_point)",
+        "utility": "goodput_rps * max(0, 1 - 0.5 * mean_latency_ms / slo_ms) (edgefleet.bench.metrics.batching_point)",
         "loads_x_batch1_capacity": list(loads),
         "max_batch": MAX_BATCH,
         "baselines": list(baselines),
         "calibration_seeds": list(CALIBRATION_SEEDS),
         "held_out_seeds": list(held_out),
         "calibration": {
-            "constant": "admission stretch (agent.scheduler.ADMISSION_SAFETY; shipped 1.2), every policy's",
+            "constant": "admission stretch (edgefleet.agent.scheduler.ADMISSION_SAFETY; shipped 1.2), every policy's",
             "untuned_constants": {"ewma_alpha": 0.2, "explore_row_fraction": 0.5, "larger_batch_margin": 1.02},
             "candidates": list(candidates),
             "adaptive_total_utility": calibration,
@@ -255,7 +255,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
 
 
 def headline(per: dict[str, Any], baselines: tuple[str, ...]) -> dict[str, Any]:
-    """One model's figures from its pooled points (bench.metrics)."""
+    """One model's figures from its pooled points (edgefleet.bench.metrics)."""
     loads = per["loads"]
     utility = {p: {x: loads[x]["policies"][p]["utility"] for x in loads} for p in (ADAPTIVE, *baselines)}
     attainment = {p: {x: loads[x]["policies"][p]["slo_attainment"] for x in loads} for p in (ADAPTIVE, *baselines)}

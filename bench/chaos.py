@@ -11,7 +11,7 @@ apps calling them in closed loops while, one after another:
 Then, once every window is stored or ``SETTLE_S`` has passed (longer than two resend intervals), each
 agent's own ledger of the windows it produced (its SQLite ``telemetry_ledger``: every boot and its
 count, kept after delivery) is compared with what the coordinator's SQLite file stored
-(bench.metrics.ledger_diff): ``telemetry_lost`` — produced windows never stored, a lost tail of a killed
+(edgefleet.bench.metrics.ledger_diff): ``telemetry_lost`` — produced windows never stored, a lost tail of a killed
 boot included; ``telemetry_duplicated`` — windows stored more than once; ``commands_duplicated`` —
 command ids applied more than once plus tenants left running on two devices; ``crashes`` — fleet
 processes that died without being killed by the benchmark. There are ``TRIALS`` trials (each fault
@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Apps, CpuMeter, finish, machine, pyplot
-from bench.metrics import ledger_diff, spread
+from edgefleet.bench.harness import Apps, CpuMeter, finish, machine, pyplot
+from edgefleet.bench.metrics import ledger_diff, spread
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.mqtt import Inbound, MqttLink
 from edgefleet.wire import Ack, Birth, OpDeploy, OpMigrate, TenantSpec, decode, decode_status

@@ -10,8 +10,8 @@ tenant driven by its own app process through the broker, as apps on a fleet are:
    CPU the app and the broker spend per request on these cores (``background_ms``: the benchmark's
    process tree's CPU per request, less the service and the agent's request path as the book counts it).
 2. **Closed mixes**: 2, 3 and 4 tenants back to back at once, and single models with two in flight.
-   Predicted by mean value analysis (``coordinator.perf.mva``) over the CPU sharing law of the book's
-   ``x86-cpu`` processor as deployed here (``bench.perfmodel.deployed_book``: this box's workers, the
+   Predicted by mean value analysis (``edgefleet.coordinator.perf.mva``) over the CPU sharing law of the book's
+   ``x86-cpu`` processor as deployed here (``edgefleet.bench.perfmodel.deployed_book``: this box's workers, the
    agent's request path, the CPU the co-located apps and broker spend per request) with the solo inputs
    — never the mix's own measurements.
 3. **Periodic streams**: one tenant sending on a strict clock at several frame rates beside a Poisson
@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import finish, machine, pyplot
-from bench.perfmodel import KIND, deployed_book
+from edgefleet.bench.harness import finish, machine, pyplot
+from edgefleet.bench.perfmodel import KIND, deployed_book
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.wire import Closed, DemandSpec, Periodic, Poisson, TenantSpec
 
@@ -105,7 +105,7 @@ PERIODIC = (
 
 
 def _cost_ms(solo: dict[str, dict[str, Any]], model: str) -> float:
-    from coordinator.perf.sharing import Load
+    from edgefleet.coordinator.perf.sharing import Load
 
     proc = _processor(0.0)
     prof = deployed_book().profile(model, "fp32", KIND)
@@ -348,7 +348,7 @@ def background_ms(fig: dict[str, Any], model: str) -> float:
     """The CPU a request of a solo run costs the box's other processes on these cores (the app, the
     broker): the benchmark's process tree's CPU per request, less the model's own service and the agent's
     request path as the book counts it (``Processor.path_of``)."""
-    from coordinator.perf.sharing import Load
+    from edgefleet.coordinator.perf.sharing import Load
 
     prof = deployed_book().profile(model, "fp32", KIND)
     assert prof is not None, model
@@ -360,8 +360,8 @@ def background_ms(fig: dict[str, Any], model: str) -> float:
 def alone(fig: dict[str, Any], model: str, external: float) -> tuple[float, float]:
     """(service ms, ms outside the device per cycle) of a solo run with the other work on the box taken
     out: the model's own slowdown of a request alone beside ``external`` busy cores, and the stretch of
-    the cycle's CPU outside the device (``coordinator.perf.mva``), divided and subtracted."""
-    from coordinator.perf.sharing import Load, _slowdown
+    the cycle's CPU outside the device (``edgefleet.coordinator.perf.mva``), divided and subtracted."""
+    from edgefleet.coordinator.perf.sharing import Load, _slowdown
 
     proc = _processor(external)
     prof = deployed_book().profile(model, "fp32", KIND)
@@ -377,8 +377,8 @@ def predict_case(solo: dict[str, dict[str, Any]], tenants: list[Tenant], externa
                  *, quiet: bool = False) -> list[tuple[float, float, float]]:
     """(mean ms, p95 ms, req/s) per tenant of a case, from the solo figures and the book's processor with
     the case's ``external`` busy cores; ``quiet``: as if the box had no other work (raw solo figures)."""
-    from coordinator.perf.demand import periodic_scv
-    from coordinator.perf.sharing import Load, predict
+    from edgefleet.coordinator.perf.demand import periodic_scv
+    from edgefleet.coordinator.perf.sharing import Load, predict
 
     book = deployed_book()
     proc = _processor(0.0 if quiet else external)
@@ -413,8 +413,8 @@ def predict_given_service(solo: dict[str, dict[str, Any]], tenants: list[Tenant]
     value laws' error; what they remove from the prediction's error is the service-time law's."""
     import dataclasses
 
-    from coordinator.perf.demand import periodic_scv
-    from coordinator.perf.sharing import Load, predict
+    from edgefleet.coordinator.perf.demand import periodic_scv
+    from edgefleet.coordinator.perf.sharing import Load, predict
 
     book = deployed_book()
     proc = dataclasses.replace(_processor(0.0), contention=0.0, background_ms=0.0, background_ms_per_mb=0.0)

@@ -4,7 +4,7 @@ It subscribes to the tenant's shared request topic with the same client library 
 path (``--link lean``: ``edgefleet.mqtt.lean``; ``--link paho``: ``MqttLink``) and answers every request
 on its Response Topic with its Correlation Data and one result frame encoded once at start: no decode,
 no model, no bookkeeping. Whatever a request costs the agent beyond this process's CPU per request is
-edgefleet's own path. Run as ``python -m bench.echo --port P --prefix X --tenant T --link lean``; it
+edgefleet's own path. Run as ``python -m edgefleet.bench.echo --port P --prefix X --tenant T --link lean``; it
 prints ``ready`` once subscribed and stops on SIGTERM or when stdin closes.
 """
 
@@ -25,7 +25,7 @@ STATUS_OK = [("ef-status", "ok")]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.echo")
+    p = argparse.ArgumentParser(prog="python -m edgefleet.bench.echo")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--prefix", required=True)
     p.add_argument("--tenant", required=True)

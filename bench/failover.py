@@ -17,7 +17,7 @@ There are ``TRIALS`` trials, each a fresh fleet with every setting at its defaul
 unconfirmed windows resent after 15 s, the coordinator's device timeout) running the three in turn.
 After them, once every window is stored or ``SETTLE_S`` has passed, each agent's own ledger of the
 telemetry windows it produced (every boot, a killed one included) is compared with what the
-coordinator stored (bench.metrics.ledger_diff, as in ``bench chaos``): ``telemetry_lost`` and
+coordinator stored (edgefleet.bench.metrics.ledger_diff, as in ``bench chaos``): ``telemetry_lost`` and
 ``telemetry_duplicated``. Headlines: recovery times are the worst trial's (a trial that never recovered
 is ``inf``), counts are totals over trials; ``per_trial`` gives min / median / max of every figure.
 """
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.chaos import SETTLE_S, _compare
-from bench.harness import Apps, finish, machine, pyplot
-from bench.metrics import spread
+from edgefleet.bench.chaos import SETTLE_S, _compare
+from edgefleet.bench.harness import Apps, finish, machine, pyplot
+from edgefleet.bench.metrics import spread
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.wire import TenantSpec
 

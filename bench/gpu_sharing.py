@@ -7,7 +7,7 @@ torchvision, random weights (timing only), each in its own process as tenants of
 1. **Solo**: each network alone, back to back (the next batch when the last one is done). Its mean
    time and spread are the model's only inputs.
 2. **Shared, closed**: the three at once, back to back, in three processes. Predicted by the sharing
-   model of a GPU (``coordinator.perf``: processor sharing among at most w requests in service, w = 3
+   model of a GPU (``edgefleet.coordinator.perf``: processor sharing among at most w requests in service, w = 3
    here, one per process) through mean value analysis: solo latencies in, shared latencies out.
 3. **Shared, open**: the three at once, each with Poisson arrivals served in order by its process,
    at several utilisations (the sum of λ·s over the three, from the solo times). Predicted by the open
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import finish, machine, pyplot
+from edgefleet.bench.harness import finish, machine, pyplot
 
 NETWORKS = ("mobilenet_v3_large", "resnet50", "vit_b_16")  # small, medium, large
 BATCH = 8  # images per request: large enough that the GPU, not the launch overhead, is the bottleneck
@@ -127,7 +127,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True) -> dict[str,
     why = cuda_missing()
     if why:
         return {"benchmark": "gpu-sharing", "skipped": f"gpu-sharing needs CUDA and PyTorch: {why}; nothing run"}
-    from coordinator.perf.sharing import Load, Processor, predict
+    from edgefleet.coordinator.perf.sharing import Load, Processor, predict
 
     solo_s, shared_s, open_s = (8.0, 10.0, 10.0) if quick else (15.0, 30.0, 25.0)
     solo = {net: _stats(_together([(net, "closed", 0.0)], solo_s)[0]) for net in NETWORKS}

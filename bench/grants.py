@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.harness import finish, machine, pyplot
+from edgefleet.bench.harness import finish, machine, pyplot
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.sdk import InferenceClient, InferenceError
 from edgefleet.wire import TenantSpec
@@ -101,7 +101,7 @@ def _summary(ms: list[float]) -> dict[str, float]:
 
 
 def _control_round_trips(fleet: LocalFleet, n: int) -> list[float]:
-    from coordinator.grants.mosquitto import MosquittoGrants
+    from edgefleet.coordinator.grants.mosquitto import MosquittoGrants
 
     g = MosquittoGrants(fleet.client_settings("coordinator"), fleet.prefix, f"bench-{uuid.uuid4().hex[:6]}")
     g.start()

@@ -81,7 +81,7 @@ def spawn_agent(
     state.mkdir(parents=True, exist_ok=True)
     cfg = workdir / f"{device_id}.toml"
     cfg.write_text(agent_toml(device_id, port, state, prefix=prefix, **toml_kw))
-    cmd = [sys.executable, "-m", "agent.main", "--config", str(cfg), "--log-level", "INFO"]
+    cmd = [sys.executable, "-m", "edgefleet.agent.main", "--config", str(cfg), "--log-level", "INFO"]
     for name, path in (models or {}).items():
         cmd += ["--model", f"{name}={path}"]
     child = localfleet.Child(device_id, cmd, workdir / f"{device_id}.log")
@@ -168,8 +168,8 @@ class Apps:
 
 def finish(json_path: Path, data: dict[str, Any], draw: Callable[[dict[str, Any], Path], None] | None) -> dict[str, Any]:
     """Write the benchmark's JSON, stamped with its provenance (commit, machine, date, load; see
-    bench.results), and, unless ``draw`` is None, its plot beside it (same name, .png)."""
-    from bench.results import provenance
+    edgefleet.bench.results), and, unless ``draw`` is None, its plot beside it (same name, .png)."""
+    from edgefleet.bench.results import provenance
 
     data["provenance"] = provenance()
     write_json(json_path, data)

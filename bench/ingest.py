@@ -1,7 +1,7 @@
 """``edgefleet bench ingest``: how many devices one coordinator keeps up with, at one telemetry window
 per device every 5 s, and what a window costs it.
 
-The judge is the real coordinator process (``python -m coordinator.main``) on a private Mosquitto,
+The judge is the real coordinator process (``python -m edgefleet.coordinator.main``) on a private Mosquitto,
 fed by simulated devices: valid Births and Telemetry windows (2-4 tenants each, zoo models the
 performance model knows) published QoS 1 on each device's own topics, exactly as agents do, with the
 agents' resend rule (a window not confirmed ``RESEND_S`` after it was sent goes again). A window counts
@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import finish, machine, pyplot
+from edgefleet.bench.harness import finish, machine, pyplot
 from edgefleet.broker import BrokerLimits, PrivateBroker
 from edgefleet.tomlio import dump_toml
 from edgefleet.wire import (
@@ -349,8 +349,8 @@ class Simulator:
 def seed_database(db: Path, devices: int) -> None:
     """A database that assigns each device's tenants to it, running (a coordinator restarted under a
     running fleet)."""
-    from coordinator.models import ZooModels
-    from coordinator.store import Store, TenantRow, TenantState
+    from edgefleet.coordinator.models import ZooModels
+    from edgefleet.coordinator.store import Store, TenantRow, TenantState
 
     models = ZooModels()
     facts = {m: models.facts(m, "fp32") for m in MODELS}
@@ -382,7 +382,7 @@ class CoordinatorProcess:
         cfg.write_text(coordinator_toml(port, self.db))
         self.log_path = workdir / "coordinator.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "coordinator.main", "--config", str(cfg)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgefleet.coordinator.main", "--config", str(cfg)],
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         import psutil

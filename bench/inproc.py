@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.batching import BatchPolicy
-from agent.host import ModelHost, ZooResolver
-from agent.memory.manager import MemoryManager
-from agent.scheduler import Scheduler
-from agent.serving import Server
-from agent.slots import Slots
-from agent.telemetry import WindowStats
+from edgefleet.agent.batching import BatchPolicy
+from edgefleet.agent.host import ModelHost, ZooResolver
+from edgefleet.agent.memory.manager import MemoryManager
+from edgefleet.agent.scheduler import Scheduler
+from edgefleet.agent.serving import Server
+from edgefleet.agent.slots import Slots
+from edgefleet.agent.telemetry import WindowStats
 from edgefleet.wire import ErrorFrame, TenantSpec, Topics, decode_frame, encode_request
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics import percentile
+from edgefleet.bench.metrics import percentile
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SERVICE_TIMES = DATA_DIR / "service_times.json"

@@ -13,7 +13,7 @@ picture of a hand, so the hand and palm models are compared on a face: their out
 hands, and the figure says how far the two sizes' outputs agree on a real picture, not how well either
 finds hands); for VAD the speech sample run as one stream (speech_stream_fidelity).
 
-**Loads.** Each variant is opened, run once and run ``agent.profiling.RUNS`` more times (what the agent
+**Loads.** Each variant is opened, run once and run ``edgefleet.agent.profiling.RUNS`` more times (what the agent
 does before it dispatches a request to a freshly loaded model) and closed, through the runtime seam,
 ``LOAD_REPS`` times, the variants interleaved; the median open+warm-up time is what a load costs in the
 replay, the median close time what an unload costs, on one loader (the agent's ``ef-memory`` thread:
@@ -33,7 +33,7 @@ forecast, knapsack that downgrades before it evicts, prefetch every ``TICK_S``, 
 (the predictive manager offered fp32 only) and ``predictive-ignoring-floors`` (a control: the planner told
 every floor is 0, to show that ``floor_violations`` counts what it should).
 
-**Metrics** (bench.metrics): a *start* is a request after ``IDLE_GAP_S`` without one for its tenant;
+**Metrics** (edgefleet.bench.metrics): a *start* is a request after ``IDLE_GAP_S`` without one for its tenant;
 ``warm_start_ratio`` is the share of starts that waited for no load (warm_share), ``resident_tenants_mean``
 the time-average of models resident and ready (time_average_count), ``floor_violations`` the requests
 served by a variant below their tenant's floor (floor_violations), ``fidelity_loss`` 1 - the mean fidelity
@@ -58,10 +58,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.memory import ArrivalPredictor, Candidate, VariantOption, lru_admit, plan_residency
-from agent.profiling import RUNS as WARM_RUNS
-from bench.harness import finish, machine, pyplot
-from bench.metrics import (
+from edgefleet.agent.memory import ArrivalPredictor, Candidate, VariantOption, lru_admit, plan_residency
+from edgefleet.agent.profiling import RUNS as WARM_RUNS
+from edgefleet.bench.harness import finish, machine, pyplot
+from edgefleet.bench.metrics import (
     fidelity_loss,
     floor_violations,
     percentile,

@@ -5,7 +5,7 @@ Mixes: a pair and a quad of ONNX tenants (ONNX Runtime sessions run requests of 
 workers at once, so a tenant alone can use both cores) and a pair and a quad of LiteRT tenants (one
 interpreter per tenant runs one request at a time, so a tenant alone uses one core).
 
-- **The agent** is its serving core in process (bench.inproc: the real host, scheduler and runtimes; 2
+- **The agent** is its serving core in process (edgefleet.bench.inproc: the real host, scheduler and runtimes; 2
   workers, 1 intra-op thread per session). Each tenant is offered more than it can take (open loop,
   1.5 x its raw solo rate, capped at ``MAX_OFFERED_RPS`` where the load generator's own Python would be
   the limit), first alone, then the whole mix at once.
@@ -13,7 +13,7 @@ interpreter per tenant runs one request at a time, so a tenant alone uses one co
   threads (both cores), a LiteRT interpreter (one call at a time) by one, alone and then the whole
   mix at once.
 
-Per mix (bench.metrics): ``gain_vs_serial`` = sum over tenants of concurrent rate / solo rate, for the
+Per mix (edgefleet.bench.metrics): ``gain_vs_serial`` = sum over tenants of concurrent rate / solo rate, for the
 agent (``raw_gain_vs_serial`` for the raw runtime: the ceiling this machine allows). ``no_loss_ratio``
 = the agent's concurrent work over the raw runtime's concurrent work, each tenant's rate counted in
 units of its raw solo rate (so a fast model does not outweigh a slow one). Headlines: the minimum of
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import finish, machine, pyplot
-from bench.inproc import Sample, build_core, poisson_load
-from bench.metrics import normalized_gain, ratio, serial_rps
+from edgefleet.bench.harness import finish, machine, pyplot
+from edgefleet.bench.inproc import Sample, build_core, poisson_load
+from edgefleet.bench.metrics import normalized_gain, ratio, serial_rps
 from edgefleet.wire import TenantSpec
 
 MIXES = {

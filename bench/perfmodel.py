@@ -4,14 +4,14 @@ One real agent process on this machine (``LocalFleet``), real zoo models, severa
 each at loads from 10% to 80% of its capacity. The method (issue 12):
 
 - **Calibration from another run.** First a calibration run: a separate fleet serves each model of
-  the mixes alone at a light load while ``coordinator.perf.learner.Learner`` (the coordinator's own,
+  the mixes alone at a light load while ``edgefleet.coordinator.perf.learner.Learner`` (the coordinator's own,
   starting from the calibrated book as deployed here) learns from its telemetry windows. Its book is
   then frozen: the scoring runs are predicted with it and it learns nothing from them.
 - **Loads by measurement.** In the scoring fleet each mix's capacity is measured first (every tenant
   called in closed loops at once for ``CAPACITY_S``: each tenant's rate is its share of capacity);
   the loads are ``LOADS`` times those rates, Poisson arrivals through the SDK. The model is not asked.
 - **Failures count.** A request that failed, was shed or got no answer within ``TIMEOUT_S`` enters the
-  measured p95 as beyond every SLO (bench.metrics.p95_counting_failures); a measured ``inf`` against a
+  measured p95 as beyond every SLO (edgefleet.bench.metrics.p95_counting_failures); a measured ``inf`` against a
   finite prediction is an error of 1.
 - **Two p95s.** Inside the agent (queue + service from each answer's meta: what the model predicts)
   and at the app, end to end. ``mape`` scores the first, ``mape_app`` the second; ``mape_by_load``
@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import finish, machine, pyplot
-from bench.metrics import ape, p95_counting_failures
-from coordinator.perf import Learner, PerfBook
+from edgefleet.bench.harness import finish, machine, pyplot
+from edgefleet.bench.metrics import ape, p95_counting_failures
+from edgefleet.coordinator.perf import Learner, PerfBook
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.mqtt import Inbound, MqttLink
 from edgefleet.wire import Telemetry, TenantSpec, WireError, decode
@@ -63,8 +63,8 @@ COLOCATED_MS, COLOCATED_MS_PER_MB = 1.3, 4.0
 def deployed_book() -> PerfBook:
     """The calibrated book with ``x86-cpu`` as deployed here: this device's worker count and the
     co-located processes' CPU per request."""
-    from coordinator.perf.book import KindSpec
-    from coordinator.perf.calibration import build_book
+    from edgefleet.coordinator.perf.book import KindSpec
+    from edgefleet.coordinator.perf.calibration import build_book
 
     book = build_book()
     spec = book.kinds[KIND]
@@ -81,7 +81,7 @@ def _predict(book: PerfBook, mix: tuple[str, ...], rates: dict[str, float],
              bursts: dict[str, float] | None = None) -> dict[str, tuple[float, float]]:
     """(p95, mean time in service) per tenant ``t{i}-{model}`` of ``mix`` at ``rates`` on ``KIND``, with
     the tenants' arrival burstiness (squared CV of the gaps; Poisson when not given)."""
-    from coordinator.perf.sharing import Load, predict
+    from edgefleet.coordinator.perf.sharing import Load, predict
 
     per: dict[str, list[Load]] = {}
     for i, model in enumerate(mix):

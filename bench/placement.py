@@ -3,7 +3,7 @@ strongest memory-only and load-aware baselines, judged by a world that shares no
 
 The method (issue 12; the Ibis method of admitting tenants one at a time):
 
-- **The judge** is bench.judge: service times drawn from distributions recorded on real runtimes on
+- **The judge** is edgefleet.bench.judge: service times drawn from distributions recorded on real runtimes on
   this box (alone and beside co-running models), the request path from recorded calls to a real agent,
   devices we cannot run here derived from public figures (marked ``public-derived`` under ``world``).
   It imports nothing from the coordinator.
@@ -14,7 +14,7 @@ The method (issue 12; the Ibis method of admitting tenants one at a time):
   never the judge's truth. Every policy gets the same tenants with the same memory footprint, the
   resident memory measured when the model is loaded (bench/data/service_times.json), against device
   memories of real classes (Jetson Nano 4 GB shared, Coral Dev Board 1 GB, ...), so budgets bind.
-- **Baselines**: first, best, worst and spread fit by memory alone (coordinator.placement.knapsack),
+- **Baselines**: first, best, worst and spread fit by memory alone (edgefleet.coordinator.placement.knapsack),
   each also in a "+alone" form that an operator would configure: only on device kinds where the
   book's mean service time alone is within the tenant's SLO (so a tenant no device of that kind can
   serve is not put there blindly); and a load-aware policy that admits a tenant where the device's
@@ -24,20 +24,20 @@ The method (issue 12; the Ibis method of admitting tenants one at a time):
 - **Arrivals and score**: tenants arrive one at a time; each policy accepts (places) or rejects each;
   after each arrival the device that changed is judged again (every device keeps its tenants' p95 from
   its last judging, same seeds). A policy's score is the number of tenants accepted at the last point
-  where no accepted tenant's p95 exceeded its SLO (bench.metrics.admission_score). Judging a policy
+  where no accepted tenant's p95 exceeded its SLO (edgefleet.bench.metrics.admission_score). Judging a policy
   stops once it has been in violation for ``STOP_AFTER`` arrivals in a row (adding tenants never takes
   load away, so no later point can be clean except by noise).
 - **Figures**: per seed, the model-driven score over the best memory-only score of that seed (the best
   of eight, chosen after the fact: the strongest) and over the load-aware score; ``gain_vs_best_knapsack``
   and ``gain_vs_load_aware`` are the medians over seeds, with min and max beside them. The model's p95
   error is its predicted p95 against the judge's for every tenant it placed, at the end of the stream.
-- **Live** (bench.placement_live): the same score on two real agent processes pinned to one core each,
+- **Live** (edgefleet.bench.placement_live): the same score on two real agent processes pinned to one core each,
   real zoo models and apps over MQTT, for the model-driven policy and the memory-only policy with the
   best median score in the judge, over several streams (seeds); ``live_gain_vs_best_knapsack`` is the
-  ratio of their median scores (bench.placement_live).
+  ratio of their median scores (edgefleet.bench.placement_live).
 
 Until commit de7a081 this benchmark's ``gain_vs_best_knapsack`` was a different measure (the most
-tenants hosted within SLO over several streams, judged by coordinator.perf.simulate with the model's
+tenants hosted within SLO over several streams, judged by edgefleet.coordinator.perf.simulate with the model's
 own book); that figure (3.85) is kept under ``superseded`` and is not comparable.
 """
 
@@ -52,14 +52,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import judge
-from bench.harness import finish, machine, pyplot
-from bench.metrics import admission_score, ape, ratio, spread
-from bench.planning import MENU
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
-from coordinator.perf import PerfBook
-from coordinator.perf.calibration import build_book, read
-from coordinator.placement import (
+from edgefleet.bench import judge
+from edgefleet.bench.harness import finish, machine, pyplot
+from edgefleet.bench.metrics import admission_score, ape, ratio, spread
+from edgefleet.bench.planning import MENU
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from edgefleet.coordinator.perf import PerfBook
+from edgefleet.coordinator.perf.calibration import build_book, read
+from edgefleet.coordinator.placement import (
     BestFit,
     Decision,
     Demand,
@@ -95,7 +95,7 @@ def snapshot(fleet: Sequence[tuple[str, str]]) -> FleetSnapshot:
 
 
 def tenant_stream(n: int, seed: int) -> list[Tenant]:
-    """``n`` tenants of the zoo's models with rates and SLOs from bench.planning's menu."""
+    """``n`` tenants of the zoo's models with rates and SLOs from edgefleet.bench.planning's menu."""
     rng = random.Random(seed)
     data = judge.service_data()["models"]
     out: list[Tenant] = []
@@ -291,7 +291,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True,
         runs.append(r)
     medians = {k: statistics.median(r["scores"][k] for r in runs) for k in KNAPSACKS}
     best_name = max(KNAPSACKS, key=lambda k: medians[k])  # ties: the first in KNAPSACKS' order
-    from bench.placement_live import run_live
+    from edgefleet.bench.placement_live import run_live
 
     live = run_live(best_name, quick=quick, progress=progress)
     errs = [abs(e) for r in runs for e in r["model_p95_signed_errors"]]
@@ -301,7 +301,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True,
     g_load = [r["gain_vs_load_aware"] for r in runs]
     data = {
         "benchmark": "placement",
-        "method": "independent judge (bench.judge), tenants admitted one at a time, issue 12",
+        "method": "independent judge (edgefleet.bench.judge), tenants admitted one at a time, issue 12",
         "quick": quick,
         "machine": machine(),
         "seeds": list(seeds),
@@ -333,7 +333,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True,
         },
         "definitions": {
             "score": "tenants accepted at the last arrival after which no accepted tenant's judged p95 "
-                     "exceeded its SLO (bench.metrics.admission_score)",
+                     "exceeded its SLO (edgefleet.bench.metrics.admission_score)",
             "gain_vs_best_knapsack": "median over seeds of model-driven score / best memory-only score "
                                      "of that seed (first, best, worst, spread fit, each also +alone)",
             "gain_vs_load_aware": "median over seeds of model-driven score / load-aware (utilisation "
@@ -342,7 +342,7 @@ def run(json_path: Path, *, quick: bool = False, plot: bool = True,
         "superseded": {
             "gain_vs_best_knapsack": 3.85,
             "definition": "most tenants hosted within SLO over streams of 2.5-15 per device, judged by "
-                          "coordinator.perf.simulate with the policy's own book (before issue 12)",
+                          "edgefleet.coordinator.perf.simulate with the policy's own book (before issue 12)",
         },
         "seconds": time.perf_counter() - t0,
         "goal": {"gain_vs_best_knapsack": 2.3, "live_gain_vs_best_knapsack": 2.3},

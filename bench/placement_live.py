@@ -4,13 +4,13 @@ agent processes serving real zoo models instead of judged in a simulated world.
 Two agents, each pinned to one core of this box with ``taskset`` (one worker each), are the fleet; to
 the policies they are two x86 devices with one core and a declared model memory of ``BUDGET_MIB`` (the
 memory-only policies' budget binds: a tenant takes the resident memory measured for its model). A
-stream of tenants (bench.planning's menu of rates and SLOs) arrives one at a time; for each policy
+stream of tenants (edgefleet.bench.planning's menu of rates and SLOs) arrives one at a time; for each policy
 (model-driven, and the memory-only policy that scored best in the simulated judge) a fresh broker and
 pair of agents is started, every accepted tenant is deployed and its app starts calling it at its
 rate (open loop, Poisson, one MQTT client per app) and keeps calling until the end. After each
 arrival the fleet is measured for ``WINDOW_S`` seconds: each tenant's p95 at the app, end to end, with
 every failed or unanswered request counted as beyond its SLO. A rejected arrival changes nothing and
-keeps the last verdict. The score is bench.metrics.admission_score; a policy's stream ends after
+keeps the last verdict. The score is edgefleet.bench.metrics.admission_score; a policy's stream ends after
 ``STOP_AFTER`` arrivals in a row with a violation (the machine's time is scarce). ``SEEDS`` streams of
 ``ARRIVALS`` tenants each (about 5 minutes on this box): each policy's score is the median over them,
 with min and max beside it.
@@ -36,15 +36,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import judge
-from bench.harness import CommandClient, PrivateBroker, agent_toml, temp_workdir
-from bench.metrics import admission_score, p95_counting_failures, ratio, spread
-from bench.placement import MIB, Tenant, knapsack, tenant_stream
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot
-from coordinator.perf import PerfBook
-from coordinator.perf.calibration import build_book, read
-from coordinator.placement import Demand, Placed, PredictedLatency
 from edgefleet import localfleet
+from edgefleet.bench import judge
+from edgefleet.bench.harness import CommandClient, PrivateBroker, agent_toml, temp_workdir
+from edgefleet.bench.metrics import admission_score, p95_counting_failures, ratio, spread
+from edgefleet.bench.placement import MIB, Tenant, knapsack, tenant_stream
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot
+from edgefleet.coordinator.perf import PerfBook
+from edgefleet.coordinator.perf.calibration import build_book, read
+from edgefleet.coordinator.placement import Demand, Placed, PredictedLatency
 from edgefleet.mqtt import MqttSettings
 from edgefleet.wire import TenantSpec, Topics
 
@@ -133,7 +133,7 @@ def _spawn(device_id: str, core: int, port: int, work: Path, prefix: str) -> loc
     cfg = work / f"{device_id}.toml"
     # the agent's own budget is generous: the binding budget is the one the policies are given
     cfg.write_text(agent_toml(device_id, port, state, prefix=prefix, budget_mib=1024, workers=1, period_s=1.0))
-    argv = ["taskset", "-c", str(core), sys.executable, "-m", "agent.main", "--config", str(cfg),
+    argv = ["taskset", "-c", str(core), sys.executable, "-m", "edgefleet.agent.main", "--config", str(cfg),
             "--log-level", "WARNING"]
     child = localfleet.Child(device_id, argv, work / f"{device_id}.log")
     child.start(dict(os.environ))

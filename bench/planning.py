@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import finish, machine, pyplot
-from coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts
-from coordinator.perf import PerfBook
-from coordinator.perf.calibration import build_book, read
-from coordinator.placement import Demand, PredictedLatency
+from edgefleet.bench.harness import finish, machine, pyplot
+from edgefleet.coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts
+from edgefleet.coordinator.perf import PerfBook
+from edgefleet.coordinator.perf.calibration import build_book, read
+from edgefleet.coordinator.placement import Demand, PredictedLatency
 from edgefleet.wire import TenantSpec
 
 DEVICES, TENANTS, SEED = 2000, 10_000, 7

@@ -1,5 +1,5 @@
 """``edgefleet bench record-service``: record the zoo models' service times on this box for the placement
-judge (bench.judge), into bench/data/service_times.json.
+judge (edgefleet.bench.judge), into bench/data/service_times.json.
 
 The judge must not take its truth from the performance model, so it takes it from here, measured:
 
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.results import REPO, mark_start, provenance
+from edgefleet.bench.results import REPO, mark_start, provenance
 
 DATA = REPO / "bench" / "data" / "service_times.json"
 MODELS = ("ocr-det", "ocr-rec", "ocr-cls", "vad", "face-detect", "selfie-seg", "hand-landmark", "pose-landmark")
@@ -113,7 +113,7 @@ def resident_mib(model: str) -> float:
 
 
 def record_agent_path(models: tuple[str, ...], n: int) -> dict[str, list[float]]:
-    from bench.harness import CommandClient, PrivateBroker, spawn_agent, temp_workdir
+    from edgefleet.bench.harness import CommandClient, PrivateBroker, spawn_agent, temp_workdir
     from edgefleet.mqtt import MqttSettings
     from edgefleet.sdk import InferenceClient
     from edgefleet.wire import TenantSpec, Topics

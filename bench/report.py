@@ -1,6 +1,6 @@
 """``edgefleet bench report``: rewrite the table of docs/benchmarks.md from the result files in docs/results.
 
-The table is generated (bench.results), so a figure in the docs is always a file's figure, with the
+The table is generated (edgefleet.bench.results), so a figure in the docs is always a file's figure, with the
 commit, date and load of the run that produced it.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.results import DOC, RESULTS_DIR, write_report
+from edgefleet.bench.results import DOC, RESULTS_DIR, write_report
 
 
 def main(args: argparse.Namespace, registered: list[str]) -> int:

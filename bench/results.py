@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import goal_met
+from edgefleet.bench.metrics import goal_met
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "docs" / "results"
@@ -157,7 +157,7 @@ def figures_vs_goals(data: Mapping[str, Any]) -> list[str]:
 def describe(name: str) -> str:
     """The first sentence of bench/NAME.py's docstring, without its command prefix ("" when none)."""
     module = name.replace("-", "_")
-    spec = importlib.util.find_spec(f"bench.{module}") if (REPO / "bench" / f"{module}.py").exists() else None
+    spec = importlib.util.find_spec(f"edgefleet.bench.{module}") if (REPO / "bench" / f"{module}.py").exists() else None
     if spec is None or spec.origin is None:
         return ""
     doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text())) or ""

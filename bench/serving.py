@@ -3,7 +3,7 @@
 Peers, on the same box and broker, at concurrency 1 and 32 (closed loops, batch-1 requests):
 
 - ``direct``: threads calling the ONNX Runtime session in-process (the runtime's own ceiling);
-- ``floor``: the transport floor, a minimal echo responder (``bench.echo``) on the same broker with the
+- ``floor``: the transport floor, a minimal echo responder (``edgefleet.bench.echo``) on the same broker with the
   same client library as the agent's data path (``lean``: the mqtt5 codec), called by the same SDK
   client; ``floor_paho`` is the same responder on paho-mqtt, for the choice of the data path's client;
 - ``agent``: an agent process (its data link as configured by default) called through the asyncio SDK
@@ -11,7 +11,7 @@ Peers, on the same box and broker, at concurrency 1 and 32 (closed loops, batch-
   paho data link, MLP only;
 - ``triton`` (``--peer triton``): NVIDIA Triton 2.51 (pytriton 0.7.0's tritonserver, Python backend
   running the same ONNX file with ONNX Runtime on one intra-op thread, one instance per core, dynamic
-  batching with no queue delay) driven by tritonclient's asyncio HTTP client (``bench.triton_peer``).
+  batching with no queue delay) driven by tritonclient's asyncio HTTP client (``edgefleet.bench.triton_peer``).
 
 Every process's CPU time is read around each run: ``cpu_ms_per_request`` per process.
 
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import (
+from edgefleet.bench.harness import (
     CommandClient,
     CpuMeter,
     PrivateBroker,
@@ -58,7 +58,7 @@ from bench.harness import (
     spawn_agent,
     temp_workdir,
 )
-from bench.mlp import build_mlp
+from edgefleet.bench.mlp import build_mlp
 from edgefleet.mqtt import MqttSettings, lean_available
 from edgefleet.runtime import SessionOptions, get_runtime
 from edgefleet.wire import TenantSpec, Topics, encode_request
@@ -145,7 +145,7 @@ def _drive(settings: MqttSettings, prefix: str, tenant: str, feeds: dict[str, np
 
 
 def _echo(port: int, prefix: str, tenant: str, link: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.echo", "--port", str(port), "--prefix", prefix,
+    proc = subprocess.Popen([sys.executable, "-m", "edgefleet.bench.echo", "--port", str(port), "--prefix", prefix,
                              "--tenant", tenant, "--link", link], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -266,7 +266,7 @@ def run(
     triton: dict[str, Any] | None = None
     triton_error = None
     if peer == "triton":
-        from bench.triton_peer import Triton, TritonUnavailable
+        from edgefleet.bench.triton_peer import Triton, TritonUnavailable
 
         try:
             with Triton(mlp_path, work / "triton") as server:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import CommandClient, CpuMeter, finish, machine, pyplot, spawn_agent
+from edgefleet.bench.harness import CommandClient, CpuMeter, finish, machine, pyplot, spawn_agent
 from edgefleet.broker import PrivateBroker
 from edgefleet.mqtt import Inbound, MqttSettings, data_link
 from edgefleet.wire import Periodic, StreamSpec, TenantSpec, Topics

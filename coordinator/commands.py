@@ -7,7 +7,7 @@ Commands to an offline device wait (no attempt is spent) until it is back. Comma
 (device, tenant) pair go out strictly in creation order: a later one waits until the earlier is done,
 so an Undeploy can never overtake the Deploy it follows.
 Just before a Deploy is published, the broker is asked to let the device host the tenant
-(``coordinator.grants``): a refusal keeps the Deploy unsent (the attempt counts, and the reason is the
+(``edgefleet.coordinator.grants``): a refusal keeps the Deploy unsent (the attempt counts, and the reason is the
 command's result if attempts run out); a grant the broker is still applying holds it back briefly,
 spending no attempt.
 """
@@ -19,9 +19,9 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from coordinator.config import CommandPolicy
-from coordinator.grants import GrantRefused, Grants, NullGrants, Settling
-from coordinator.store import CommandRow, Store
+from edgefleet.coordinator.config import CommandPolicy
+from edgefleet.coordinator.grants import GrantRefused, Grants, NullGrants, Settling
+from edgefleet.coordinator.store import CommandRow, Store
 from edgefleet.wire import Configure, Deploy, TenantSpec, Topics, Undeploy, encode
 from edgefleet.wire.codec import decode
 

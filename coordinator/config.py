@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.rebalance import RebalancePolicy
 from edgefleet.config import ConfigError, Section, mqtt_settings, read_toml
+from edgefleet.coordinator.rebalance import RebalancePolicy
 from edgefleet.mqtt import DATA_LINKS, MqttSettings, lean_available
 from edgefleet.paths import default_state_dir
 from edgefleet.wire import Topics, WireError
@@ -63,7 +63,7 @@ class CoordinatorConfig:
     model_report_period_s: float = 10.0
     # [security] grants: "none" (a static ACL, or no security: nothing changes at run time) or
     # "mosquitto-dynsec" (Mosquitto's dynamic security plugin: a device gets a tenant's topics only while
-    # the tenant is placed on it; see coordinator.grants)
+    # the tenant is placed on it; see edgefleet.coordinator.grants)
     grants: str = "none"
     # [coordinator] ingest_link: the connection that carries telemetry in and its TelemetryAcks out, apart
     # from the control link (births, wills, command acks, operator calls, commands): "auto" (the lean

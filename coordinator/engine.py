@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from coordinator.commands import Outbox
-from coordinator.models import ModelLookup, UnknownModel
-from coordinator.placement import Placement
-from coordinator.placement.live import NullModel, PerfModel
-from coordinator.rebalance import RebalancePolicy, Streak
-from coordinator.rebalance.controller import Move, Rebalancer
-from coordinator.store import Store
-from coordinator.tenants import Tenants
+from edgefleet.coordinator.commands import Outbox
+from edgefleet.coordinator.models import ModelLookup, UnknownModel
+from edgefleet.coordinator.placement import Placement
+from edgefleet.coordinator.placement.live import NullModel, PerfModel
+from edgefleet.coordinator.rebalance import RebalancePolicy, Streak
+from edgefleet.coordinator.rebalance.controller import Move, Rebalancer
+from edgefleet.coordinator.store import Store
+from edgefleet.coordinator.tenants import Tenants
 from edgefleet.wire import Ack, Birth, Death, ServiceProfile, Telemetry
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Engine:
 
     @property
     def rebalance_moves(self) -> list[Move]:
-        """The rebalancer's last decisions, each with its reason (see coordinator.rebalance.controller)."""
+        """The rebalancer's last decisions, each with its reason (see edgefleet.coordinator.rebalance.controller)."""
         return self.rebalancer.moves
 
     # -- acknowledgements ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Immutable snapshots of the fleet and of a model: the coordinator's one view of the fleet.
 
 The service hands each decision a snapshot of its database (kept current with every write by
-``coordinator.snapshots``); the scheduling cycle (``coordinator.scheduling``), the placement policies
+``edgefleet.coordinator.snapshots``); the scheduling cycle (``edgefleet.coordinator.scheduling``), the placement policies
 and the rebalancer read nothing else, never the database, MQTT or the clock, so they can be tested with
 plain values. A device carries what they all need: its online state, runtimes, memory budget, the kind
 the agent reported and the performance book's kind for it (``perf_kind``), and its tenants, each with
@@ -153,7 +153,7 @@ class FleetSnapshot:
     def presorted(cls, devices: tuple[DeviceSnapshot, ...], index: Mapping[str, DeviceSnapshot],
                   ts: float) -> FleetSnapshot:
         """A snapshot of ``devices`` already in id order with their ``index``, neither copied nor sorted
-        (what ``coordinator.snapshots`` hands out: both are never changed after this call)."""
+        (what ``edgefleet.coordinator.snapshots`` hands out: both are never changed after this call)."""
         fleet = object.__new__(cls)
         object.__setattr__(fleet, "devices", devices)
         object.__setattr__(fleet, "ts", ts)

@@ -5,7 +5,7 @@ gone, or was never created), the commands the event sends, the operator calls it
 answer to the operator's own call when it has one now. Nothing here reads the store, the clock or the
 fleet: a placement decision an event needs (where to deploy, where to retry, where to move) is taken
 by the caller and passed in as a value (``Placed`` / ``NoFit``), and so is every other fact about the
-world (is the source of a move online, is a command in flight). The caller (``coordinator.tenants``)
+world (is the source of a move online, is a command in flight). The caller (``edgefleet.coordinator.tenants``)
 applies a step: it writes the row, queues the commands and answers the calls. Some steps ask the
 caller for a decision before the next event: ``failed_deploy`` (a Deploy failed: ``DeployFailed``
 follows with a retry decision) and ``relocate`` (the tenant needs another device: ``Relocate``
@@ -53,8 +53,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 
-from coordinator.placement import Decision, NoFit, Placed
-from coordinator.store import TenantRow, TenantState
+from edgefleet.coordinator.placement import Decision, NoFit, Placed
+from edgefleet.coordinator.store import TenantRow, TenantState
 from edgefleet.wire import OpReply, TenantSpec
 
 S = TenantState

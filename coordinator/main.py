@@ -10,8 +10,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from coordinator.config import ConfigError, load_config
-from coordinator.service import Coordinator
+from edgefleet.coordinator.config import ConfigError, load_config
+from edgefleet.coordinator.service import Coordinator
 
 SWITCH_INTERVAL_S = 0.0005
 
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         print(f"edgefleet-coordinator: cannot start: {exc}", file=sys.stderr)
         return 1
-    logging.getLogger("coordinator").info(
+    logging.getLogger("edgefleet.coordinator").info(
         "coordinator %s serving prefix %r (db %s)", config.coordinator_id, config.prefix, config.db_path
     )
     try:

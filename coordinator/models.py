@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from coordinator.fleet import ModelFacts
+from edgefleet.coordinator.fleet import ModelFacts
 
 
 class UnknownModel(LookupError):

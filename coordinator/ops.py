@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from coordinator.engine import Engine
+from edgefleet.coordinator.engine import Engine
 from edgefleet.wire import (
     DeviceView,
     FleetStatus,

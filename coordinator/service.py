@@ -35,17 +35,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from coordinator.commands import Outbox
-from coordinator.config import CoordinatorConfig
-from coordinator.engine import Engine
-from coordinator.grants import Grants, make_grants
-from coordinator.grants.wanted import WantedIndex, kept_grants
-from coordinator.models import ModelLookup, ZooModels
-from coordinator.ops import OpsDesk, fleet_status, model_report
-from coordinator.perf.report import ReportSchedule
-from coordinator.placement import MostFreeMemory, Placement
-from coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, PerfModel
-from coordinator.store import Changes, Store
+from edgefleet.coordinator.commands import Outbox
+from edgefleet.coordinator.config import CoordinatorConfig
+from edgefleet.coordinator.engine import Engine
+from edgefleet.coordinator.grants import Grants, make_grants
+from edgefleet.coordinator.grants.wanted import WantedIndex, kept_grants
+from edgefleet.coordinator.models import ModelLookup, ZooModels
+from edgefleet.coordinator.ops import OpsDesk, fleet_status, model_report
+from edgefleet.coordinator.perf.report import ReportSchedule
+from edgefleet.coordinator.placement import MostFreeMemory, Placement
+from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, PerfModel
+from edgefleet.coordinator.store import Changes, Store
 from edgefleet.metrics import MetricsServer, Sample, TelemetryMetrics, start_metrics
 from edgefleet.mqtt import DataLink, Inbound, MqttLink, Outgoing, data_link, publish_many
 from edgefleet.wire import (
@@ -108,7 +108,7 @@ class Coordinator:
                  clock: Callable[[], float] = time.time, grants: Grants | None = None) -> None:
         """``placement`` and ``model`` default to what ``config.placement`` names (the performance model
         of ``predicted-latency``, or none); a ``placement`` given alone runs without a model. ``grants``
-        defaults to what ``config.grants`` names (coordinator.grants)."""
+        defaults to what ``config.grants`` names (edgefleet.coordinator.grants)."""
         self.config = config
         self.topics = config.topics
         self.models: ModelLookup = models if models is not None else ZooModels()
@@ -138,7 +138,7 @@ class Coordinator:
         # broker ACL), the lean client where it installs
         self.ingest: DataLink = data_link(config.mqtt, ingest_client_id(config.coordinator_id), config.ingest_link)
         self._on_telemetry = self._enqueue("telemetry")
-        # the broker's per-device grants (coordinator.grants): kept equal to the placement
+        # the broker's per-device grants (edgefleet.coordinator.grants): kept equal to the placement
         self.grants: Grants = grants if grants is not None else make_grants(
             config.grants, config.mqtt, config.prefix, config.coordinator_id)
         self._grant_problems: list[str] = []
@@ -438,7 +438,7 @@ class Coordinator:
 
     def _sync_grants(self, engine: Engine, now: float) -> None:
         """The broker's grants follow the placement: what a completed undeploy or hand-over no longer
-        needs is revoked, what a restart or a broker change lost is restored (coordinator.grants). At
+        needs is revoked, what a restart or a broker change lost is restored (edgefleet.coordinator.grants). At
         most every GRANTS_EVERY_S, so a telemetry burst does not pay for it per message; the grant a
         Deploy needs is asked for by the outbox itself, just before it is sent.
 
@@ -472,7 +472,7 @@ class Coordinator:
         self._grant_problems = problems
 
     def _publish_model_report(self, engine: Engine) -> None:
-        """The performance model's error per tenant, retained, when due (see coordinator.perf.report)."""
+        """The performance model's error per tenant, retained, when due (see edgefleet.coordinator.perf.report)."""
         now = self.clock()
         if not self._reports.ready(now):
             return
@@ -537,7 +537,7 @@ def ingest_client_id(coordinator_id: str) -> str:
 def _placement(name: str) -> tuple[Placement, PerfModel]:
     """The placement ``name`` and the performance model it reads (a null one for memory alone)."""
     if name == "predicted-latency":
-        from coordinator.perf.calibration import build_book
+        from edgefleet.coordinator.perf.calibration import build_book
 
         return ModelPlacement(), LearnedModel(build_book())
     return MostFreeMemory(), NullModel()

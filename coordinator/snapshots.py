@@ -23,8 +23,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import replace
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, TenantLoad, book_kind
-from coordinator.store import DeviceRow, Store, TenantRow, TenantState
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, TenantLoad, book_kind
+from edgefleet.coordinator.store import DeviceRow, Store, TenantRow, TenantState
 
 CHARGED_STATES = (TenantState.PENDING, TenantState.DEPLOYING, TenantState.RUNNING, TenantState.MOVING,
                   TenantState.REMOVING)  # states that hold memory on a device

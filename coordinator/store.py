@@ -11,7 +11,7 @@ runtime and pin, written by an operator's deploy), its status (``tenant_status``
 running spec and the memory charged, written by the lifecycle's applier) and its last metrics
 (``tenant_metrics``, written by telemetry at the flush); ``TenantRow`` holds the three.
 Every write to a device or tenant row is reported to the ``Changes`` handed out by ``watch()``, so that
-what is derived from those rows in memory (the fleet snapshot, ``coordinator.snapshots``) re-reads
+what is derived from those rows in memory (the fleet snapshot, ``edgefleet.coordinator.snapshots``) re-reads
 only what changed; a command that starts or stops being outstanding counts as a write of its tenant
 (the snapshot says whether a tenant is busy); a rolled-back transaction reports everything as changed.
 
@@ -177,7 +177,7 @@ class DeviceRow:
 
 @dataclass(frozen=True)
 class TenantStatus:
-    """Where a tenant stands: written by the lifecycle's applier (``coordinator.tenants``) alone."""
+    """Where a tenant stands: written by the lifecycle's applier (``edgefleet.coordinator.tenants``) alone."""
 
     state: TenantState
     device_id: str | None  # the device it runs on (or is being deployed or moved to)

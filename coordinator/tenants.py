@@ -1,9 +1,9 @@
 """The tenants' lifecycle carried out: placement decisions taken, lifecycle steps applied.
 
-What happens to a tenant is decided by the pure ``coordinator.lifecycle.transition`` (see its docstring
+What happens to a tenant is decided by the pure ``edgefleet.coordinator.lifecycle.transition`` (see its docstring
 for every event and state); this module is its applier and nothing else writes a tenant's state. For
 each event it takes the placement decision the event needs (``_decide``: the ``Placement`` seam on a
-snapshot of the store that ``coordinator.snapshots`` keeps current with every write), builds the event,
+snapshot of the store that ``edgefleet.coordinator.snapshots`` keeps current with every write), builds the event,
 calls ``transition`` and applies the ``Step`` (``apply``): the row written (or deleted, when the
 performance model forgets the tenant too), the commands queued in the outbox, the operator calls
 settled. A step that asks for a follow-up (a failed Deploy's retry decision, a re-placement after a
@@ -18,9 +18,9 @@ import logging
 from collections.abc import Callable, Collection
 from typing import NamedTuple
 
-from coordinator.commands import Exhausted, Outbox
-from coordinator.fleet import FleetSnapshot, ModelFacts
-from coordinator.lifecycle import (
+from edgefleet.coordinator.commands import Exhausted, Outbox
+from edgefleet.coordinator.fleet import FleetSnapshot, ModelFacts
+from edgefleet.coordinator.lifecycle import (
     MAX_DEVICES_PER_ROUND,
     Acked,
     Cancel,
@@ -42,15 +42,15 @@ from coordinator.lifecycle import (
     retry_exclude,
     transition,
 )
-from coordinator.lifecycle import (
+from edgefleet.coordinator.lifecycle import (
     Exhausted as ExhaustedEvent,
 )
-from coordinator.models import ModelLookup, UnknownModel
-from coordinator.placement import Decision, NoFit, Placement
-from coordinator.placement.live import NullModel, PerfModel, demand_at
-from coordinator.scheduling.framework import profile_of, schedule
-from coordinator.snapshots import SnapshotCache
-from coordinator.store import CommandRow, Store, TenantRow, TenantState
+from edgefleet.coordinator.models import ModelLookup, UnknownModel
+from edgefleet.coordinator.placement import Decision, NoFit, Placement
+from edgefleet.coordinator.placement.live import NullModel, PerfModel, demand_at
+from edgefleet.coordinator.scheduling.framework import profile_of, schedule
+from edgefleet.coordinator.snapshots import SnapshotCache
+from edgefleet.coordinator.store import CommandRow, Store, TenantRow, TenantState
 from edgefleet.wire import Ack, Configure, OpReply, TenantSpec
 from edgefleet.wire.codec import decode
 
@@ -94,7 +94,7 @@ class Tenants:
     # -- placing ----------------------------------------------------------------------------------
     def _decide(self, spec: TenantSpec, facts: ModelFacts, *, exclude: tuple[str, ...] = (),
                 pinned: str | None = None) -> Decision:
-        """One scheduling cycle (``coordinator.scheduling.schedule``) with the placement's profile."""
+        """One scheduling cycle (``edgefleet.coordinator.scheduling.schedule``) with the placement's profile."""
         self.model.declare(spec)  # its declared demand is the model's prior from now on
         return schedule(spec, facts, self.snapshot(), profile=profile_of(self.placement), exclude=exclude,
                         pinned=pinned, model=self.model.predictor())

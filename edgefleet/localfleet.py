@@ -6,7 +6,7 @@ each process's TOML config (tables of keys, written by a TOML library; callers m
 into its own work folder, starts the processes in their own sessions (so a Ctrl-C in the terminal
 reaches only the parent, which then stops its children in order), and keeps the ``Popen`` handles: it
 stops and kills only what it started. Roles are started as
-``python -m agent.main`` / ``python -m coordinator.main``, so this module imports neither.
+``python -m edgefleet.agent.main`` / ``python -m edgefleet.coordinator.main``, so this module imports neither.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class LocalFleet:
                                         password=self._passwords.get("coordinator"), placement=self.placement,
                                         grants=self._grants))
         cfg.chmod(0o600)  # it may hold a password
-        child = Child("coordinator", [sys.executable, "-m", "coordinator.main", "--config", str(cfg),
+        child = Child("coordinator", [sys.executable, "-m", "edgefleet.coordinator.main", "--config", str(cfg),
                                       "--log-level", self.log_level], folder / "coordinator.log")
         child.start(self._env())
         self.coordinator = child
@@ -272,7 +272,7 @@ class LocalFleet:
         old = self.children.get(plan.device_id)
         if old is not None:
             old.stop()
-        child = Child(plan.device_id, [sys.executable, "-m", "agent.main", "--config", str(cfg),
+        child = Child(plan.device_id, [sys.executable, "-m", "edgefleet.agent.main", "--config", str(cfg),
                                        "--log-level", self.log_level], folder / "agent.log")
         child.start(self._env())
         self.children[plan.device_id] = child

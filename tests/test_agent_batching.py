@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import batch_axes
-from agent.batching import BatchPolicy, ServiceModel, aimd_next, choose_batch, preferred_count
+from edgefleet.agent import batch_axes
+from edgefleet.agent.batching import BatchPolicy, ServiceModel, aimd_next, choose_batch, preferred_count
 from edgefleet.runtime import TensorSpec
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from agent.batching import BatchPolicy
-from agent.config import config_from_dict, load_config
+from edgefleet.agent.batching import BatchPolicy
+from edgefleet.agent.config import config_from_dict, load_config
 from edgefleet.config import ConfigError
 from edgefleet.tomlio import dump_toml
 

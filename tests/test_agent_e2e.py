@@ -12,10 +12,10 @@ import msgspec
 import numpy as np
 import pytest
 
-from agent.config import AgentConfig
-from agent.host import LocalModels
-from agent.service import Agent
-from bench.mlp import build_mlp
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.host import LocalModels
+from edgefleet.agent.service import Agent
+from edgefleet.bench.mlp import build_mlp
 from edgefleet.mqtt import MqttSettings
 from edgefleet.runtime import SessionOptions, get_runtime
 from edgefleet.wire import (
@@ -360,14 +360,14 @@ def test_an_encoded_frame_carries_its_budget_in_a_user_property(fleet: tuple[Age
     ([("ef-timeout-ms", "3600000")], 3_600_000.0),  # one hour: the largest
 ])
 def test_image_timeout_property_values(properties: list[tuple[str, str]], expected: float | None) -> None:
-    from agent.serving import image_timeout_ms
+    from edgefleet.agent.serving import image_timeout_ms
 
     assert image_timeout_ms(properties) == expected
 
 
 @pytest.mark.parametrize("value", ["", "abc", "-1", "nan", "inf", "3600000.5"])
 def test_image_timeout_property_refuses_what_is_no_budget(value: str) -> None:
-    from agent.serving import image_timeout_ms
+    from edgefleet.agent.serving import image_timeout_ms
     from edgefleet.wire import WireError
 
     with pytest.raises(WireError) as err:

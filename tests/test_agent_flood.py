@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.config import AgentConfig
-from agent.host import LocalModels
-from agent.service import Agent
-from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.host import LocalModels
+from edgefleet.agent.service import Agent
 from edgefleet.cli.opsclient import call_ops
+from edgefleet.coordinator import CommandPolicy, Coordinator, CoordinatorConfig
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
 from edgefleet.wire import (
     Deploy,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.memory import ArrivalPredictor, Candidate, VariantOption, lru_admit, plan_residency
+from edgefleet.agent.memory import ArrivalPredictor, Candidate, VariantOption, lru_admit, plan_residency
 
 MB = 1_000_000
 

@@ -10,8 +10,8 @@ import numpy as np
 import psutil
 import pytest
 
-from agent.config import AgentConfig
-from agent.service import Agent
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.service import Agent
 from edgefleet.mqtt import MqttSettings
 from edgefleet.runtime import SessionOptions, get_runtime
 from edgefleet.wire import Deploy, ErrorCode, ErrorFrame, ResultFrame, Telemetry, TenantSpec, Topics, decode

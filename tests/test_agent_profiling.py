@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.host import Hosted, LocalModels, ModelHost, warm_up
-from agent.profiling import probe_batch, service_profile
-from bench.mlp import build_mlp
+from edgefleet.agent.host import Hosted, LocalModels, ModelHost, warm_up
+from edgefleet.agent.profiling import probe_batch, service_profile
+from edgefleet.bench.mlp import build_mlp
 from edgefleet.runtime import TensorSpec, capabilities_of
 from edgefleet.wire import ServiceProfile, TenantSpec
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.batching import BatchPolicy
-from agent.scheduler import Request, Scheduler, admit, pick_tenant
+from edgefleet.agent.batching import BatchPolicy
+from edgefleet.agent.scheduler import Request, Scheduler, admit, pick_tenant
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.state import AgentState
+from edgefleet.agent.state import AgentState
 
 
 def test_ledger_counts_windows_per_boot_and_survives_confirmation_and_reopen(tmp_path: Path) -> None:

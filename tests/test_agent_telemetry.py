@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.telemetry import WindowStats
+from edgefleet.agent.telemetry import WindowStats
 from edgefleet.wire import TenantSpec
 
 SPEC = {"a": TenantSpec(name="a", model="ocr-cls", slo_ms=50.0)}

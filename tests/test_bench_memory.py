@@ -1,4 +1,4 @@
-"""The memory benchmark's replay (bench.memory.replay) on hand-made traces: load times are charged to the
+"""The memory benchmark's replay (edgefleet.bench.memory.replay) on hand-made traces: load times are charged to the
 requests that wait for them, and a variant below a tenant's floor is counted when it serves."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from agent.memory import VariantOption
-from bench.memory import Tenant, make_trace, replay
+from edgefleet.agent.memory import VariantOption
+from edgefleet.bench.memory import Tenant, make_trace, replay
 
 MB = 1_000_000
 FULL = VariantOption("fp32", 10 * MB, 1.0)

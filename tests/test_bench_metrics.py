@@ -1,4 +1,4 @@
-"""The benchmarks' metric functions (bench.metrics) and report table (bench.results), table-driven with
+"""The benchmarks' metric functions (edgefleet.bench.metrics) and report table (edgefleet.bench.results), table-driven with
 the arithmetic written out: a benchmark's figure is only as honest as the function that computes it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench import metrics, results
+from edgefleet.bench import metrics, results
 
 INF = math.inf
 
@@ -225,7 +225,7 @@ def test_provenance_names_the_commit_and_machine() -> None:
 
 
 def test_multitenancy_mix_figures() -> None:
-    from bench.multitenancy import headline, mix_figures
+    from edgefleet.bench.multitenancy import headline, mix_figures
 
     fig = mix_figures(agent_solo={"a": 100.0, "b": 50.0}, agent_conc={"a": 80.0, "b": 40.0},
                       raw_solo={"a": 125.0, "b": 50.0}, raw_conc={"a": 100.0, "b": 45.0})
@@ -247,7 +247,7 @@ def test_multitenancy_mix_figures() -> None:
 
 
 def test_perfmodel_scores_failures_as_beyond_the_slo() -> None:
-    from bench.perfmodel import score_run
+    from edgefleet.bench.perfmodel import score_run
 
     names = {"a": "t0-a"}
     # 20 answers of 2 ms queue + 8 ms service = 10 ms inside the agent, 12.5 ms at the app; predicted 11

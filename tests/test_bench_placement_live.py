@@ -1,4 +1,4 @@
-"""How ``bench placement``'s live confirmation combines its streams (bench.placement_live.run_live): each
+"""How ``bench placement``'s live confirmation combines its streams (edgefleet.bench.placement_live.run_live): each
 policy's score is the median over seeds and the gain a ratio of medians. The streams themselves (real
 agents) are the benchmark's; here they are replaced by their recorded outcome."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench import placement_live
+from edgefleet.bench import placement_live
 
 # seed -> (model-driven score, best knapsack score)
 OUTCOMES = {11: (4, 3), 12: (6, 0), 13: (5, 2)}

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.service import Agent
-from bench.harness import Apps
-from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.service import Agent
+from edgefleet.bench.harness import Apps
 from edgefleet.broker import PrivateBroker
+from edgefleet.coordinator import CommandPolicy, Coordinator, CoordinatorConfig
 from edgefleet.mqtt import MqttLink, MqttSettings
 from edgefleet.wire import OpDeploy, TenantSpec, Topics, encode
 from tests import fleetkit

@@ -14,9 +14,9 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from agent.config import load_config as load_agent
-from coordinator.config import load_config as load_coordinator
+from edgefleet.agent.config import load_config as load_agent
 from edgefleet.config import read_toml
+from edgefleet.coordinator.config import load_config as load_coordinator
 from edgefleet.localfleet import AgentPlan, agent_toml, coordinator_toml
 from edgefleet.security import Principal, Role, SecurityPlan
 from edgefleet.security.bundle import BundleOptions

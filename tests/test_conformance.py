@@ -233,7 +233,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         }))
         log = work / "agent.log"
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.main", "--config", str(config), "--model", f"double={model}"],
+            [sys.executable, "-m", "edgefleet.agent.main", "--config", str(config), "--model", f"double={model}"],
             stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         settings = MqttSettings(port=broker.port, keepalive_s=5)
         watcher = Watcher(settings, Topics(prefix))

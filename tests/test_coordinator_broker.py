@@ -14,11 +14,11 @@ from typing import Literal
 
 import pytest
 
-from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
-from coordinator.fleet import FleetSnapshot, ModelFacts
-from coordinator.placement import Decision
 from edgefleet.cli.main import main as cli_main
 from edgefleet.cli.opsclient import OpsClient, call_ops
+from edgefleet.coordinator import CommandPolicy, Coordinator, CoordinatorConfig
+from edgefleet.coordinator.fleet import FleetSnapshot, ModelFacts
+from edgefleet.coordinator.placement import Decision
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings, Will
 from edgefleet.wire import (
     Ack,
@@ -374,7 +374,7 @@ def test_persistent_slo_misses_move_the_tenant_and_one_bad_window_does_not(
 ) -> None:
     import dataclasses
 
-    from coordinator.rebalance import RebalancePolicy
+    from edgefleet.coordinator.rebalance import RebalancePolicy
 
     config = dataclasses.replace(make_config(tmp_path, mqtt_settings, prefix),
                                  rebalance=RebalancePolicy(windows=3, cooldown_s=0.0))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.config import CommandPolicy, ConfigError, config_from_dict, load_config
+from edgefleet.coordinator.config import CommandPolicy, ConfigError, config_from_dict, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "coordinator.example.toml"
 

@@ -8,13 +8,13 @@ from typing import Literal
 import msgspec
 import pytest
 
-from coordinator.commands import Outbox
-from coordinator.config import CommandPolicy
-from coordinator.engine import Engine
-from coordinator.fleet import MB, ModelFacts
-from coordinator.models import StaticModels
-from coordinator.placement import MostFreeMemory
-from coordinator.store import Store
+from edgefleet.coordinator.commands import Outbox
+from edgefleet.coordinator.config import CommandPolicy
+from edgefleet.coordinator.engine import Engine
+from edgefleet.coordinator.fleet import MB, ModelFacts
+from edgefleet.coordinator.models import StaticModels
+from edgefleet.coordinator.placement import MostFreeMemory
+from edgefleet.coordinator.store import Store
 from edgefleet.wire import (
     Ack,
     Birth,
@@ -412,8 +412,8 @@ def test_a_reconfiguration_takes_effect_at_its_ack_and_a_refused_one_changes_not
 def test_an_undeployed_tenant_leaves_the_learning_placement(tmp_path: Path) -> None:
     """The model's expected demand and error book forget a tenant once it is gone, so neither the
     placement nor the published report keeps counting it."""
-    from coordinator.perf.calibration import build_book
-    from coordinator.placement.live import LearnedModel, ModelPlacement
+    from edgefleet.coordinator.perf.calibration import build_book
+    from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement
 
     rig = Rig(tmp_path)
     live = LearnedModel(build_book())
@@ -442,8 +442,8 @@ def _reconfigure(rig: Rig, new: TenantSpec) -> None:
 def test_redeploying_the_operators_spec_after_a_reconfiguration_is_idempotent(rig: Rig) -> None:
     """The rebalancer changed variant and batching: the operator's manifest, applied again, is answered
     "already runs" with no command sent; any other spec under the name still conflicts."""
-    from coordinator.ops import fleet_status
     from edgefleet.cli.fleet import format_status
+    from edgefleet.coordinator.ops import fleet_status
 
     asked = TenantSpec(name="t1", model="ocr-rec", slo_ms=50.0, min_fidelity=0.9)
     rig.birth("d1")
@@ -518,8 +518,8 @@ def test_an_acks_profile_makes_its_variant_placeable(tmp_path: Path) -> None:
     """A device that measured ocr-rec:int8 as it loaded it (the Ack of a Configure that swapped to it)
     teaches the learning placement a profile the calibration never had: a new int8 tenant is placed at
     once. A profile of a model the catalog lacks, or in a stray ack, changes nothing."""
-    from coordinator.perf.calibration import build_book
-    from coordinator.placement.live import LearnedModel, ModelPlacement
+    from edgefleet.coordinator.perf.calibration import build_book
+    from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement
 
     rig = Rig(tmp_path)
     live = LearnedModel(build_book())

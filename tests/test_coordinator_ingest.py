@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import coordinator.service as service
-from coordinator.config import CommandPolicy, CoordinatorConfig
-from coordinator.service import Coordinator
+import edgefleet.coordinator.service as service
+from edgefleet.coordinator.config import CommandPolicy, CoordinatorConfig
+from edgefleet.coordinator.service import Coordinator
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings, lean_available
 from edgefleet.wire import (
     Birth,
@@ -143,8 +143,8 @@ def test_a_deep_queue_drops_the_telemetry_subscription_until_it_drains(
 
 
 def test_the_ingest_link_is_chosen_by_config_and_named_after_the_coordinator() -> None:
-    from coordinator.config import ConfigError, config_from_dict
-    from coordinator.service import ingest_client_id
+    from edgefleet.coordinator.config import ConfigError, config_from_dict
+    from edgefleet.coordinator.service import ingest_client_id
 
     assert config_from_dict({}).ingest_link == "auto"
     assert config_from_dict({"coordinator": {"ingest_link": "paho"}}).ingest_link == "paho"

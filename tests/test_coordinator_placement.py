@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
-from coordinator.placement import MostFreeMemory, NoFit, Placed
+from edgefleet.coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from edgefleet.coordinator.placement import MostFreeMemory, NoFit, Placed
 from edgefleet.wire import TenantSpec
 
 ORT, LITERT = "onnxruntime", "litert"

@@ -10,9 +10,9 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from coordinator.fleet import MB
-from coordinator.snapshots import CHARGED_STATES, SnapshotCache, build_snapshot
-from coordinator.store import TENANT_STATES, Store, TenantRow
+from edgefleet.coordinator.fleet import MB
+from edgefleet.coordinator.snapshots import CHARGED_STATES, SnapshotCache, build_snapshot
+from edgefleet.coordinator.store import TENANT_STATES, Store, TenantRow
 from edgefleet.wire import Birth, Capabilities, DeviceWindow, Telemetry, TenantSpec
 
 DEVICES = ("d1", "d2", "d3")

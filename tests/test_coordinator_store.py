@@ -11,8 +11,8 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from coordinator.fleet import MB
-from coordinator.store import TENANT_STATES, Store, TenantRow
+from edgefleet.coordinator.fleet import MB
+from edgefleet.coordinator.store import TENANT_STATES, Store, TenantRow
 from edgefleet.wire import Birth, Capabilities, DeviceWindow, Telemetry, TenantSpec, TenantWindow
 
 DEVICES = ("d1", "d2", "d3")
@@ -171,7 +171,7 @@ def test_a_version_1_database_is_migrated_step_by_step_and_keeps_its_rows(tmp_pa
 
     import sqlite_utils
 
-    from coordinator.store import MIGRATIONS, SCHEMA_VERSION
+    from edgefleet.coordinator.store import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(sqlite3.connect(path))
@@ -196,7 +196,7 @@ def test_a_version_1_database_is_migrated_step_by_step_and_keeps_its_rows(tmp_pa
 def test_a_fresh_database_is_at_the_current_version_and_a_newer_one_is_refused(tmp_path: Path) -> None:
     import sqlite3
 
-    from coordinator.store import SCHEMA_VERSION, SchemaError
+    from edgefleet.coordinator.store import SCHEMA_VERSION, SchemaError
 
     Store(tmp_path / "s.db").close()
     assert _schema(tmp_path / "s.db") == SCHEMA_VERSION
@@ -213,7 +213,7 @@ def test_a_version_4_tenant_keeps_its_asked_and_running_spec_and_metrics_in_vers
 
     import sqlite_utils
 
-    from coordinator.store import MIGRATIONS, TenantState
+    from edgefleet.coordinator.store import MIGRATIONS, TenantState
 
     path = tmp_path / "v4.db"
     db = sqlite_utils.Database(sqlite3.connect(path))

@@ -18,12 +18,12 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from agent.config import config_from_dict as agent_config
-from coordinator.config import config_from_dict as coordinator_config
+from edgefleet.agent.config import config_from_dict as agent_config
 from edgefleet.broker import BrokerLimits, PrivateBroker
 from edgefleet.cli.brokerargs import add_broker_args, settings_from_args
 from edgefleet.cli.opsclient import OpsClient, OpsError
 from edgefleet.config import ConfigError, parse_mqtt_url
+from edgefleet.coordinator.config import config_from_dict as coordinator_config
 from edgefleet.mqtt import MqttSettings
 from edgefleet.paths import default_state_dir, state_root
 from edgefleet.wire import Topics
@@ -58,8 +58,8 @@ def test_state_goes_under_the_users_state_folder_or_the_units_state_directory(
 
 
 def test_the_example_configs_load_unedited(user_env: Path) -> None:
-    from agent.config import load_config as load_agent
-    from coordinator.config import load_config as load_coordinator
+    from edgefleet.agent.config import load_config as load_agent
+    from edgefleet.coordinator.config import load_config as load_coordinator
 
     agent = load_agent(REPO / "config" / "agent.example.toml")
     coordinator = load_coordinator(REPO / "config" / "coordinator.example.toml")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.service import Agent
-from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
-from coordinator.perf.calibration import build_book
-from coordinator.placement.live import LearnedModel, ModelPlacement
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.service import Agent
 from edgefleet.cli.main import main as cli_main
+from edgefleet.coordinator import CommandPolicy, Coordinator, CoordinatorConfig
+from edgefleet.coordinator.perf.calibration import build_book
+from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement
 from edgefleet.mqtt import MqttSettings
 from edgefleet.sdk import InferenceClient
 from edgefleet.wire import Topics

@@ -1,5 +1,5 @@
 """Demand kinds in the performance model: periodic streams' gap spread, closed loops by mean value
-analysis (coordinator.perf.mva) on each processor kind, the declared kind as the learner's prior, and
+analysis (edgefleet.coordinator.perf.mva) on each processor kind, the declared kind as the learner's prior, and
 placement of closed tenants. Table tests carry their arithmetic; Hypothesis checks the invariants."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts
-from coordinator.perf import mva
-from coordinator.perf.calibration import build_book
-from coordinator.perf.demand import Expected, declared, observed, periodic_scv
-from coordinator.perf.sharing import Load, Processor, predict, predict_open
-from coordinator.placement.live import LearnedModel, ModelPlacement
-from coordinator.placement.seam import NoFit, Placed
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts
+from edgefleet.coordinator.perf import mva
+from edgefleet.coordinator.perf.calibration import build_book
+from edgefleet.coordinator.perf.demand import Expected, declared, observed, periodic_scv
+from edgefleet.coordinator.perf.sharing import Load, Processor, predict, predict_open
+from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement
+from edgefleet.coordinator.placement.seam import NoFit, Placed
 from edgefleet.wire import Closed, Periodic, Poisson, TenantSpec, TenantWindow
 
 GPU = Processor("gpu", 4)
@@ -263,7 +263,7 @@ def test_placement_plans_a_closed_tenant_by_its_loop() -> None:
 
 
 def test_the_learner_scores_a_closed_loop_as_one() -> None:
-    from coordinator.perf.learner import Learner
+    from edgefleet.coordinator.perf.learner import Learner
     from edgefleet.wire import DeviceWindow, Telemetry
 
     w = _window(arrivals=200, completions=200, arrival_rps=30.0, latency_p95_ms=30.0,

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.collectors import select_collector
-from agent.collectors.jtop import JtopCollector, parse_stats
-from agent.collectors.nvml import NvmlCollector
-from agent.collectors.psutil_collector import PsutilCollector
+from edgefleet.agent.collectors import select_collector
+from edgefleet.agent.collectors.jtop import JtopCollector, parse_stats
+from edgefleet.agent.collectors.nvml import NvmlCollector
+from edgefleet.agent.collectors.psutil_collector import PsutilCollector
 from edgefleet.runtime import (
     ModelLoadError,
     RuntimeMissing,
@@ -145,7 +145,7 @@ def test_real_onnxruntime_without_gpu_keeps_only_the_cpu(tmp_path: Path) -> None
     reasons = {p.provider: p.reason for p in providers.proven()}
     assert reasons == {TRT: providers.NOT_COMPILED, CUDA: providers.NOT_COMPILED}
     pytest.importorskip("onnx")
-    from bench.mlp import build_mlp
+    from edgefleet.bench.mlp import build_mlp
     from edgefleet.runtime import get_runtime
 
     session = get_runtime("onnxruntime").open(
@@ -617,7 +617,7 @@ def test_jtop_missing_service_falls_back_without_crashing(
 ) -> None:
     _install(monkeypatch, "jtop", fake_jtop(service=False))
     _install(monkeypatch, "pynvml", fake_pynvml(init_error=True))
-    with caplog.at_level(logging.INFO, logger="agent.collectors.select"):
+    with caplog.at_level(logging.INFO, logger="edgefleet.agent.collectors.select"):
         collector = select_collector(jtop_timeout_s=2.0)
     assert collector.name == "psutil"
     assert "jtop.service did not answer" in caplog.text and "NVML did not initialise" in caplog.text

@@ -21,15 +21,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.commands import Outbox
-from coordinator.config import CommandPolicy, ConfigError, config_from_dict
-from coordinator.grants import Grant, Granted, GrantOutcome, GrantRefused, NullGrants, Settling
-from coordinator.grants.mosquitto import MosquittoGrants
-from coordinator.grants.wanted import WantedIndex, kept_grants, wanted_grants
-from coordinator.store import CommandRow, Store, TenantRow
 from edgefleet.broker import PrivateBroker
 from edgefleet.cli.main import main as cli_main
 from edgefleet.config import read_toml
+from edgefleet.coordinator.commands import Outbox
+from edgefleet.coordinator.config import CommandPolicy, ConfigError, config_from_dict
+from edgefleet.coordinator.grants import Grant, Granted, GrantOutcome, GrantRefused, NullGrants, Settling
+from edgefleet.coordinator.grants.mosquitto import MosquittoGrants
+from edgefleet.coordinator.grants.wanted import WantedIndex, kept_grants, wanted_grants
+from edgefleet.coordinator.store import CommandRow, Store, TenantRow
 from edgefleet.mqtt import MqttSettings
 from edgefleet.security import AppGrant, SecurityPlan
 from edgefleet.security.bundle import BundleOptions, build_bundle

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.grants.mosquitto import MosquittoGrants
+from edgefleet.coordinator.grants.mosquitto import MosquittoGrants
 from edgefleet.localfleet import AgentPlan, LocalFleet
 from edgefleet.sdk import InferenceClient, InferenceError
 from edgefleet.wire import TenantSpec
@@ -260,7 +260,7 @@ def test_a_broker_restart_keeps_the_grants(fleet: LocalFleet) -> None:
 DIE_AFTER_GRANT = """
 import os, sys, threading
 from coordinator import Coordinator, load_config
-from coordinator.grants import make_grants
+from edgefleet.coordinator.grants import make_grants
 
 config = load_config(sys.argv[1])
 inner = make_grants(config.grants, config.mqtt, config.prefix, config.coordinator_id)

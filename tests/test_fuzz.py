@@ -38,13 +38,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
-from agent.config import AgentConfig
-from agent.host import DeployError, LocalModels, ModelHost, ZooResolver
-from agent.service import Agent
-from bench.mlp import build_mlp
-from coordinator import Coordinator
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.host import DeployError, LocalModels, ModelHost, ZooResolver
+from edgefleet.agent.service import Agent
+from edgefleet.bench.mlp import build_mlp
 from edgefleet.broker import PrivateBroker
 from edgefleet.cli.opsclient import call_ops
+from edgefleet.coordinator import Coordinator
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
 from edgefleet.runtime import SessionOptions
 from edgefleet.sdk import InferenceClient, InferenceError, NoReply

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,16 @@ def build_wheel(out: Path) -> Path:
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     [whl] = out.glob("edgefleet-*.whl")
     return whl
+
+
+def wheel_contents(whl: Path) -> tuple[set[str], list[str]]:
+    """The wheel's top-level import names (from its files, and as its metadata declares them)."""
+    with zipfile.ZipFile(whl) as zf:
+        names = zf.namelist()
+        [top_level] = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+        declared = zf.read(top_level).decode().split()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    return tops, declared
 
 
 def fresh_venv(path: Path, *, see_installed_deps: bool) -> Path:
@@ -77,13 +88,24 @@ def unit_command(unit: str, venv: Path, config: Path) -> list[str]:
 
 def check_install(tmp_path: Path, *, no_index: bool) -> None:
     wheel = build_wheel(tmp_path / "dist")
+    # one top-level package: the roles install as edgefleet.agent, edgefleet.coordinator, edgefleet.bench
+    tops, declared = wheel_contents(wheel)
+    assert tops == {"edgefleet"} and declared == ["edgefleet"], (tops, declared)
+    with zipfile.ZipFile(wheel) as zf:
+        files = set(zf.namelist())
+    assert {"edgefleet/agent/main.py", "edgefleet/coordinator/main.py", "edgefleet/bench/serving.py",
+            "edgefleet/coordinator/perf/calibration.json"} <= files
     venv = tmp_path / "venv"
     python = fresh_venv(venv, see_installed_deps=no_index)
     pip_install(python, f"{wheel}[onnx]", no_index=no_index)
     # edgefleet comes from the wheel, not from this checkout
-    where = subprocess.run([str(python), "-c", "import edgefleet, agent; print(edgefleet.__file__, agent.__file__)"],
+    where = subprocess.run([str(python), "-c", "import edgefleet.agent, edgefleet.coordinator, edgefleet.bench; "
+                            "print(edgefleet.__file__, edgefleet.agent.__file__)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout
     assert str(REPO) not in where and str(venv) in where
+    for generic in ("agent", "coordinator", "bench"):  # nothing of a generic name at the top level
+        done = subprocess.run([str(python), "-c", f"import {generic}"], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 1 and "ModuleNotFoundError" in done.stderr, (generic, done.stderr)
     # the catalog and samples come with the wheel: a device can list and fetch the zoo
     listed = subprocess.run([str(venv / "bin" / "edgefleet"), "models", "show", "ocr-cls"], capture_output=True,
                             text=True, cwd=tmp_path, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.lifecycle import (
+from edgefleet.coordinator.lifecycle import (
     Acked,
     Cancel,
     ConfigureAsked,
@@ -36,8 +36,8 @@ from coordinator.lifecycle import (
     retry_exclude,
     transition,
 )
-from coordinator.placement import NoFit, Placed
-from coordinator.store import TenantRow, TenantState
+from edgefleet.coordinator.placement import NoFit, Placed
+from edgefleet.coordinator.store import TenantRow, TenantState
 from edgefleet.wire import TenantSpec
 
 SPEC = TenantSpec(name="t", model="ocr-rec", slo_ms=50.0)

@@ -34,7 +34,7 @@ def test_connect_subscribe_and_reconnect_are_logged_once_each(tmp_path: Path) ->
         (tmp_path / "coordinator.toml").write_text(
             dump_toml({"prefix": "lg", "coordinator": {"db": tmp_path / "c.db"}, "mqtt": mqtt}))
         logs = {name: tmp_path / f"{name}.log" for name in ("agent", "coordinator")}
-        procs = [subprocess.Popen([sys.executable, "-m", f"{name}.main", "--config", str(tmp_path / f"{name}.toml")],
+        procs = [subprocess.Popen([sys.executable, "-m", f"edgefleet.{name}.main", "--config", str(tmp_path / f"{name}.toml")],
                                   stdout=logs[name].open("w"), stderr=subprocess.STDOUT)
                  for name in ("agent", "coordinator")]
         try:

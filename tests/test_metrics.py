@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, config_from_dict
-from agent.service import Agent
+from edgefleet.agent.config import AgentConfig, config_from_dict
+from edgefleet.agent.service import Agent
 from edgefleet.broker import free_port
 from edgefleet.config import ConfigError
 from edgefleet.metrics import CONTENT_TYPE, THREAD_NAME, Sample, TelemetryMetrics, render, start_metrics

@@ -17,11 +17,11 @@ from statistics import NormalDist
 import msgspec
 import pytest
 
-from coordinator import Coordinator
-from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
-from coordinator.placement.live import LearnedModel, ModelPlacement
 from edgefleet.cli.fleet import format_status
 from edgefleet.cli.opsclient import call_ops
+from edgefleet.coordinator import Coordinator
+from edgefleet.coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
+from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
 from edgefleet.wire import (
     Birth,

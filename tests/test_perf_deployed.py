@@ -12,15 +12,24 @@ import math
 
 import pytest
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
-from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
-from coordinator.perf.deployed import DEFAULT_SCV, seed_points
-from coordinator.perf.learner import Learner
-from coordinator.placement.live import LearnedModel
-from coordinator.placement.model import PredictedLatency
-from coordinator.placement.planner import Demand
-from coordinator.placement.seam import NoFit, Placed
-from coordinator.rebalance import Host, Model, RebalancePolicy, Reconfigure, Resident, Situation, Streak, plan
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from edgefleet.coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
+from edgefleet.coordinator.perf.deployed import DEFAULT_SCV, seed_points
+from edgefleet.coordinator.perf.learner import Learner
+from edgefleet.coordinator.placement.live import LearnedModel
+from edgefleet.coordinator.placement.model import PredictedLatency
+from edgefleet.coordinator.placement.planner import Demand
+from edgefleet.coordinator.placement.seam import NoFit, Placed
+from edgefleet.coordinator.rebalance import (
+    Host,
+    Model,
+    RebalancePolicy,
+    Reconfigure,
+    Resident,
+    Situation,
+    Streak,
+    plan,
+)
 from edgefleet.wire import DeviceWindow, ServiceProfile, Telemetry, TenantSpec, TenantWindow
 
 KIND = "x86-cpu"

@@ -12,7 +12,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from coordinator.perf import (
+from edgefleet.coordinator.perf import (
     ErrorBook,
     Load,
     Processor,
@@ -22,9 +22,16 @@ from coordinator.perf import (
     fit_profile,
     predict,
 )
-from coordinator.perf.calibration import build_book, derive, read
-from coordinator.perf.queueing import erlang_c, latency_p95, mg1_wait, mgc_wait, service_p95, wait_p95
-from coordinator.perf.report import ReportSchedule, model_report
+from edgefleet.coordinator.perf.calibration import build_book, derive, read
+from edgefleet.coordinator.perf.queueing import (
+    erlang_c,
+    latency_p95,
+    mg1_wait,
+    mgc_wait,
+    service_p95,
+    wait_p95,
+)
+from edgefleet.coordinator.perf.report import ReportSchedule, model_report
 from edgefleet.wire import TenantWindow, encode
 from edgefleet.wire.codec import decode_model_report
 
@@ -401,7 +408,7 @@ AGAINST_SIM = [
 
 @pytest.mark.parametrize(("case", "proc", "loads"), AGAINST_SIM, ids=[a[0] for a in AGAINST_SIM])
 def test_model_tracks_simulation(case: str, proc: Processor, loads: list[Load]) -> None:
-    from coordinator.perf.simulate import simulate
+    from edgefleet.coordinator.perf.simulate import simulate
 
     loads = [
         Load(
@@ -425,7 +432,7 @@ def test_model_tracks_simulation(case: str, proc: Processor, loads: list[Load]) 
 
 
 def test_learner_follows_telemetry_and_records_its_error() -> None:
-    from coordinator.perf.learner import Learner
+    from edgefleet.coordinator.perf.learner import Learner
     from edgefleet.wire import DeviceWindow, Telemetry
 
     book = build_book()
@@ -483,7 +490,7 @@ BURSTS = [
 
 @pytest.mark.parametrize(("measured", "arrivals", "used"), BURSTS)
 def test_arrival_burstiness_from_a_window(measured: float, arrivals: int, used: float) -> None:
-    from coordinator.perf.learner import arrival_scv
+    from edgefleet.coordinator.perf.learner import arrival_scv
 
     w = TenantWindow(tenant="a", model="m", variant="fp32", slo_ms=10.0, arrivals=arrivals,
                      arrival_scv=measured)

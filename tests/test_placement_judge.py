@@ -1,7 +1,7 @@
-"""The placement judge's world (bench.judge) and the benchmark's admission loop (bench.placement): the
+"""The placement judge's world (edgefleet.bench.judge) and the benchmark's admission loop (edgefleet.bench.placement): the
 public-figure ratios with their arithmetic, the world's queueing in cases whose answer is known, and
-the score over a stream. The world takes its truth from bench/data, never from coordinator.perf (an
-import-linter contract holds bench.judge to that)."""
+the score over a stream. The world takes its truth from bench/data, never from edgefleet.coordinator.perf (an
+import-linter contract holds edgefleet.bench.judge to that)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import judge
-from bench.metrics import percentile
+from edgefleet.bench import judge
+from edgefleet.bench.metrics import percentile
 
 
 @pytest.mark.parametrize(
@@ -87,8 +87,8 @@ def test_telemetry_rate_is_a_window_count() -> None:
 
 
 def test_judge_stream_scores_the_last_clean_point() -> None:
-    from bench.placement import judge_stream
-    from coordinator.fleet import ModelFacts
+    from edgefleet.bench.placement import judge_stream
+    from edgefleet.coordinator.fleet import ModelFacts
     from edgefleet.wire import TenantSpec
 
     # three light tenants on one x86 device, then one that alone saturates it (pose-landmark at 200/s):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.config import ConfigError, config_from_dict
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
-from coordinator.perf.calibration import build_book
-from coordinator.placement import NoFit, Placed
-from coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, book_kind, demand_at
+from edgefleet.coordinator.config import ConfigError, config_from_dict
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from edgefleet.coordinator.perf.calibration import build_book
+from edgefleet.coordinator.placement import NoFit, Placed
+from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, book_kind, demand_at
 from edgefleet.wire import DeviceWindow, Telemetry, TenantSpec, TenantWindow
 
 MB = 1_000_000

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
-from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve, predict
-from coordinator.placement import (
+from edgefleet.coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from edgefleet.coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve, predict
+from edgefleet.coordinator.placement import (
     BestFit,
     Demand,
     FirstFit,

@@ -18,12 +18,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent.config import AgentConfig
-from agent.service import Agent
-from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
-from coordinator.perf.calibration import build_book, read
-from coordinator.placement.live import LearnedModel, ModelPlacement
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.service import Agent
 from edgefleet.cli.opsclient import call_ops
+from edgefleet.coordinator import CommandPolicy, Coordinator, CoordinatorConfig
+from edgefleet.coordinator.perf.calibration import build_book, read
+from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement
 from edgefleet.mqtt import MqttSettings
 from edgefleet.wire import Ack, OpDeploy, OpPlan, ServiceProfile, TenantSpec, Topics
 from tests.fleetkit import Watcher, wait_for

@@ -8,7 +8,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
-from coordinator.rebalance import (
+from edgefleet.coordinator.rebalance import (
     RebalancePolicy,
     Streak,
     due,
@@ -19,7 +19,7 @@ from coordinator.rebalance import (
     observed,
     predicted_observed,
 )
-from coordinator.rebalance.controller import Move, situation_key, worth_logging
+from edgefleet.coordinator.rebalance.controller import Move, situation_key, worth_logging
 from edgefleet.wire import TenantWindow
 
 POLICY = RebalancePolicy(windows=3, ratio=1.0, cooldown_s=60.0)
@@ -129,10 +129,10 @@ def test_the_rebalancer_logs_a_repeated_no_fit_once_and_again_when_it_changes(
         caplog: pytest.LogCaptureFixture) -> None:
     from typing import Any, cast
 
-    from coordinator.rebalance.controller import Rebalancer
+    from edgefleet.coordinator.rebalance.controller import Rebalancer
 
     r = Rebalancer(store=cast(Any, None), tenants=cast(Any, None), policy=POLICY, clock=lambda: 0.0)
-    caplog.set_level(logging.DEBUG, logger="coordinator.rebalance.controller")
+    caplog.set_level(logging.DEBUG, logger="edgefleet.coordinator.rebalance.controller")
     for move in (_NO_FIT, _NO_FIT_LATER, _NO_FIT_LATER, _STAYS, _STAYS, _NO_FIT):
         r._record(move)
     warnings = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.INFO]

@@ -2,7 +2,7 @@
 SLOs, the coordinator sends the command its planner chose, the agent applies it, and the violation
 stops.
 
-The agents are the simulator's (``coordinator.sim.agents.SimAgent``) behind a real MQTT link: they
+The agents are the simulator's (``edgefleet.coordinator.sim.agents.SimAgent``) behind a real MQTT link: they
 apply Deploy / Configure / Undeploy at most once per id and ack, re-announce their tenants, and their
 telemetry windows come from the same performance model the coordinator plans with, for the tenants
 and variants they actually host — so a command that fixes the device shows in the next windows.
@@ -26,14 +26,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from coordinator import CommandPolicy, Coordinator, CoordinatorConfig
-from coordinator.fleet import ModelFacts
-from coordinator.models import StaticModels
-from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
-from coordinator.placement.live import LearnedModel, ModelPlacement
-from coordinator.rebalance import RebalancePolicy
-from coordinator.sim.agents import DeviceKind, SimAgent
 from edgefleet.cli.opsclient import call_ops
+from edgefleet.coordinator import CommandPolicy, Coordinator, CoordinatorConfig
+from edgefleet.coordinator.fleet import ModelFacts
+from edgefleet.coordinator.models import StaticModels
+from edgefleet.coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
+from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement
+from edgefleet.coordinator.rebalance import RebalancePolicy
+from edgefleet.coordinator.sim.agents import DeviceKind, SimAgent
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings, Will
 from edgefleet.wire import Configure, Death, OpDeploy, TenantSpec, Topics, WireError, decode_command, encode
 from tests.fleetkit import wait_for

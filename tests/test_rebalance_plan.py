@@ -19,12 +19,12 @@ import math
 import hypothesis.strategies as st
 from hypothesis import given, settings
 
-from coordinator.fleet import ModelFacts
-from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
-from coordinator.placement.model import PredictedLatency
-from coordinator.placement.planner import Demand
-from coordinator.placement.seam import Placed
-from coordinator.rebalance import (
+from edgefleet.coordinator.fleet import ModelFacts
+from edgefleet.coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
+from edgefleet.coordinator.placement.model import PredictedLatency
+from edgefleet.coordinator.placement.planner import Demand
+from edgefleet.coordinator.placement.seam import Placed
+from edgefleet.coordinator.rebalance import (
     Host,
     Migrate,
     Model,
@@ -37,7 +37,7 @@ from coordinator.rebalance import (
     expected_batch,
     plan,
 )
-from coordinator.rebalance.candidates import snapshot as _snapshot
+from edgefleet.coordinator.rebalance.candidates import snapshot as _snapshot
 from edgefleet.wire import TenantSpec
 
 KIND = "x86-cpu"

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
-from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve, predict
-from coordinator.scheduling import (
+from edgefleet.coordinator.fleet import MB, DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad
+from edgefleet.coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve, predict
+from edgefleet.coordinator.scheduling import (
     BEST_FIT,
     FIRST_FIT,
     MOST_FREE_MEMORY,
@@ -33,8 +33,8 @@ from coordinator.scheduling import (
     Request,
     schedule,
 )
-from coordinator.scheduling.framework import Demand, Model, rejections
-from coordinator.scheduling.plugins import (
+from edgefleet.coordinator.scheduling.framework import Demand, Model, rejections
+from edgefleet.coordinator.scheduling.plugins import (
     FIT,
     FirstInOrder,
     FreeMemory,
@@ -50,8 +50,8 @@ from coordinator.scheduling.plugins import (
     mapped_kind,
     reported_kind,
 )
-from coordinator.snapshots import SnapshotCache, build_snapshot
-from coordinator.store import Store, TenantRow
+from edgefleet.coordinator.snapshots import SnapshotCache, build_snapshot
+from edgefleet.coordinator.store import Store, TenantRow
 from edgefleet.wire import Birth, Capabilities, TenantSpec
 
 ORT, LITERT = "onnxruntime", "litert"

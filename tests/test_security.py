@@ -24,11 +24,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from coordinator import Coordinator, CoordinatorConfig
 from edgefleet.broker import PrivateBroker, free_port
 from edgefleet.cli.main import main as cli_main
 from edgefleet.cli.opsclient import call_ops
 from edgefleet.config import mqtt_settings, read_toml
+from edgefleet.coordinator import Coordinator, CoordinatorConfig
 from edgefleet.mqtt import Inbound, MqttLink
 from edgefleet.security import (
     Access,
@@ -69,7 +69,7 @@ PLAN = SecurityPlan(
 
 
 def test_security_imports_no_role_and_no_transport() -> None:
-    forbidden = ("agent", "coordinator", "bench", "paho", "edgefleet.cli", "edgefleet.mqtt", "edgefleet.sdk",
+    forbidden = ("edgefleet.agent", "edgefleet.coordinator", "edgefleet.bench", "paho", "edgefleet.cli", "edgefleet.mqtt", "edgefleet.sdk",
                  "edgefleet.runtime", "edgefleet.broker")
     root = Path(__file__).resolve().parents[1] / "edgefleet" / "security"
     bad = []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.sim import EventQueue, Scenario, run_scenario
 from edgefleet.cli.main import main
+from edgefleet.coordinator.sim import EventQueue, Scenario, run_scenario
 
 
 def test_event_queue_orders_by_time_then_scheduling() -> None:

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import config_from_dict, load_config
-from agent.fakes import FakeModels
-from agent.host import DeployError
-from coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
-from coordinator.perf.calibration import VARIANT, build_book
-from coordinator.placement.live import book_kind
-from coordinator.sim.agents import KINDS, MIB, DeviceKind
-from coordinator.sim.devices import (
+from edgefleet.agent.config import config_from_dict, load_config
+from edgefleet.agent.fakes import FakeModels
+from edgefleet.agent.host import DeployError
+from edgefleet.cli.main import main
+from edgefleet.cli.sim import live_summary
+from edgefleet.config import ConfigError
+from edgefleet.coordinator.perf import KindSpec, PerfBook, Processor, Profile, ServiceCurve
+from edgefleet.coordinator.perf.calibration import VARIANT, build_book
+from edgefleet.coordinator.placement.live import book_kind
+from edgefleet.coordinator.sim.agents import KINDS, MIB, DeviceKind
+from edgefleet.coordinator.sim.devices import (
     ModelShape,
     agent_plan,
     fake_description,
@@ -23,12 +26,9 @@ from coordinator.sim.devices import (
     fake_path,
     live_devices,
 )
-from coordinator.sim.live import LiveScenario, run_live, tenant_plan
-from coordinator.sim.livereport import Call, served_again, summarise
-from coordinator.sim.scenario import SLO_MS
-from edgefleet.cli.main import main
-from edgefleet.cli.sim import live_summary
-from edgefleet.config import ConfigError
+from edgefleet.coordinator.sim.live import LiveScenario, run_live, tenant_plan
+from edgefleet.coordinator.sim.livereport import Call, served_again, summarise
+from edgefleet.coordinator.sim.scenario import SLO_MS
 from edgefleet.localfleet import agent_toml
 from edgefleet.runtime.fake import FakeModel
 from edgefleet.wire import DeviceView, FleetStatus, TenantSpec, TenantView

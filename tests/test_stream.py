@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.scheduler import Request, Scheduler
-from agent.stream_events import EventRules, result_values
+from edgefleet.agent.scheduler import Request, Scheduler
+from edgefleet.agent.stream_events import EventRules, result_values
 from edgefleet.wire import (
     Above,
     FrameId,

@@ -14,8 +14,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent.config import AgentConfig
-from agent.service import Agent
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.service import Agent
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
 from edgefleet.wire import (
     Above,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import systemd_notify
+from edgefleet.agent import systemd_notify
 from edgefleet.mqtt import MqttSettings
 from edgefleet.tomlio import dump_toml
 from edgefleet.wire import Topics
@@ -214,7 +214,7 @@ def _run_agent(
     env = {**os.environ, "NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "300000"}
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.main", "--config", str(config), "--log-level", "WARNING"],
+        [sys.executable, "-m", "edgefleet.agent.main", "--config", str(config), "--log-level", "WARNING"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -4,7 +4,7 @@
 else; each returns a :class:`DeviceSample` that the agent turns into its telemetry window.
 """
 
-from agent.collectors.base import Collector, CollectorUnavailable, DeviceSample
-from agent.collectors.select import select_collector
+from edgefleet.agent.collectors.base import Collector, CollectorUnavailable, DeviceSample
+from edgefleet.agent.collectors.select import select_collector
 
 __all__ = ["Collector", "CollectorUnavailable", "DeviceSample", "select_collector"]

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.collectors.base import DeviceSample
-from agent.collectors.psutil_collector import PsutilCollector
+from edgefleet.agent.collectors.base import DeviceSample
+from edgefleet.agent.collectors.psutil_collector import PsutilCollector
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from agent.collectors.base import CollectorUnavailable, DeviceSample
-from agent.collectors.psutil_collector import PsutilCollector
+from edgefleet.agent.collectors.base import CollectorUnavailable, DeviceSample
+from edgefleet.agent.collectors.psutil_collector import PsutilCollector
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

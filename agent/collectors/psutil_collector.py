@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import psutil
 
-from agent.collectors.base import DeviceSample
+from edgefleet.agent.collectors.base import DeviceSample
 
 
 def hottest_sensor_c() -> float | None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from agent.collectors.base import Collector, CollectorUnavailable
-from agent.collectors.jtop import JtopCollector
-from agent.collectors.nvml import NvmlCollector
-from agent.collectors.psutil_collector import PsutilCollector
+from edgefleet.agent.collectors.base import Collector, CollectorUnavailable
+from edgefleet.agent.collectors.jtop import JtopCollector
+from edgefleet.agent.collectors.nvml import NvmlCollector
+from edgefleet.agent.collectors.psutil_collector import PsutilCollector
 
 log = logging.getLogger(__name__)
 

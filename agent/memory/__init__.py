@@ -7,8 +7,8 @@ baseline users know (load the preferred variant on demand, evict the least recen
 All three are pure: plain frozen data in, a plan out, an injected clock.
 """
 
-from agent.memory.lru import lru_admit
-from agent.memory.planner import Candidate, Plan, VariantOption, plan_residency
-from agent.memory.predictor import ArrivalPredictor
+from edgefleet.agent.memory.lru import lru_admit
+from edgefleet.agent.memory.planner import Candidate, Plan, VariantOption, plan_residency
+from edgefleet.agent.memory.predictor import ArrivalPredictor
 
 __all__ = ["ArrivalPredictor", "Candidate", "Plan", "VariantOption", "lru_admit", "plan_residency"]

@@ -5,7 +5,7 @@ Policies (config ``memory_policy``):
                with ``no_memory`` (what a placement that counts bytes expects).
 ``lru``        the baseline: a request for a cold tenant loads its preferred variant, evicting the least
                recently used idle tenants.
-``predictive`` every ``tick_s`` the planner (``agent.memory.planner``) chooses the resident set from the
+``predictive`` every ``tick_s`` the planner (``edgefleet.agent.memory.planner``) chooses the resident set from the
                Bayesian forecast of each tenant's next requests, downgrading before evicting, and the
                manager loads ahead of demand (prefetch) and evicts; a request for a cold tenant makes it
                required and triggers a plan at once.
@@ -14,7 +14,7 @@ A tenant with requests queued or running, or one that had a request in the last 
 pinned: it is never unloaded under its requests. Loads and unloads run on the ``ef-memory`` thread;
 the scheduler only dispatches tenants marked ready, so a swap never pulls a model from under a batch:
 it marks the tenant not ready and waits on the scheduler's condition until its running batches end.
-Everything per tenant lives in its ``TenantSlot`` (``agent.slots``); the request path only counts
+Everything per tenant lives in its ``TenantSlot`` (``edgefleet.agent.slots``); the request path only counts
 arrivals there, and this thread folds the counts into the forecast once per tick.
 """
 
@@ -26,13 +26,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.host import DeployError, Hosted, ModelHost, warm_up
-from agent.memory.lru import lru_admit
-from agent.memory.planner import Candidate, VariantOption, plan_residency
-from agent.memory.predictor import ArrivalPredictor
-from agent.profiling import service_profile
-from agent.scheduler import Scheduler
-from agent.slots import TenantSlot
+from edgefleet.agent.host import DeployError, Hosted, ModelHost, warm_up
+from edgefleet.agent.memory.lru import lru_admit
+from edgefleet.agent.memory.planner import Candidate, VariantOption, plan_residency
+from edgefleet.agent.memory.predictor import ArrivalPredictor
+from edgefleet.agent.profiling import service_profile
+from edgefleet.agent.scheduler import Scheduler
+from edgefleet.agent.slots import TenantSlot
 from edgefleet.wire import ServiceProfile, TenantSpec
 
 log = logging.getLogger(__name__)

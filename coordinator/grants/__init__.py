@@ -7,7 +7,7 @@ undeploy or hand-over left behind, and restores what a restart or a broker chang
 ``start``/``stop`` with the process. Placement never sees it.
 
 ``NullGrants`` is for brokers whose ACL is static (or absent): nothing changes at run time.
-``coordinator.grants.mosquitto.MosquittoGrants`` drives Mosquitto's dynamic security plugin. Another
+``edgefleet.coordinator.grants.mosquitto.MosquittoGrants`` drives Mosquitto's dynamic security plugin. Another
 broker (EMQX's or HiveMQ's authorization API) would be one more class with these methods.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Protocol
 
-from coordinator.grants.wanted import Grant, wanted_grants
+from edgefleet.coordinator.grants.wanted import Grant, wanted_grants
 from edgefleet.wire import TenantSpec
 
 __all__ = ["Grant", "GrantRefused", "Granted", "Grants", "NullGrants", "Settling", "make_grants", "wanted_grants"]
@@ -93,7 +93,7 @@ def make_grants(kind: str, settings: object, prefix: str, client_id: str) -> Gra
     if kind == "none":
         return NullGrants()
     if kind == "mosquitto-dynsec":
-        from coordinator.grants.mosquitto import MosquittoGrants
+        from edgefleet.coordinator.grants.mosquitto import MosquittoGrants
         from edgefleet.mqtt import MqttSettings
 
         assert isinstance(settings, MqttSettings)

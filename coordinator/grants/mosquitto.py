@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Set
 
-from coordinator.grants import Grant, Granted, GrantOutcome, GrantRefused, Settling
+from edgefleet.coordinator.grants import Grant, Granted, GrantOutcome, GrantRefused, Settling
 from edgefleet.mqtt import Inbound, MqttLink, MqttSettings
 from edgefleet.security.dynsec import ControlError, ControlReply, RoleNames, parse_replies, tenant_access
 from edgefleet.security.dynsec.control import REQUEST_TOPIC, RESPONSE_TOPIC, command, encode_request

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from coordinator.store import CommandRow, TenantRow
+from edgefleet.coordinator.store import CommandRow, TenantRow
 from edgefleet.wire import TenantSpec
 
 Grant = tuple[str, str]  # (device, tenant)

@@ -4,11 +4,11 @@ Placement asks it one question — given these tenants with these arrival rates 
 their mean and p95 latencies? — and the coordinator feeds it telemetry and records how wrong it was.
 """
 
-from coordinator.perf.accuracy import ErrorBook, ErrorStat, Scored
-from coordinator.perf.book import KindSpec, PerfBook, Profile, ProfileKey
-from coordinator.perf.curve import RlsEstimator, ServiceCurve, fit_profile
-from coordinator.perf.learner import Learner
-from coordinator.perf.sharing import Load, Outlook, Processor, predict
+from edgefleet.coordinator.perf.accuracy import ErrorBook, ErrorStat, Scored
+from edgefleet.coordinator.perf.book import KindSpec, PerfBook, Profile, ProfileKey
+from edgefleet.coordinator.perf.curve import RlsEstimator, ServiceCurve, fit_profile
+from edgefleet.coordinator.perf.learner import Learner
+from edgefleet.coordinator.perf.sharing import Load, Outlook, Processor, predict
 
 __all__ = [
     "ErrorBook",

@@ -7,7 +7,7 @@ newest window): the absolute percentage error |pred - obs| / obs, and the signed
 (pred - obs) / obs whose sign says whether the model is optimistic (< 0, dangerous: SLOs will be missed)
 or pessimistic (> 0, wasteful). Windows with no completions carry no p95 and are skipped. Each tenant's
 last scored window (``Scored``: where it ran, at which rate, predicted against observed) is kept with
-its averages, so the report the coordinator publishes (``coordinator.perf.report``) can show both.
+its averages, so the report the coordinator publishes (``edgefleet.coordinator.perf.report``) can show both.
 """
 
 from __future__ import annotations

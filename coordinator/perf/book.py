@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from coordinator.perf.curve import ServiceCurve
-from coordinator.perf.sharing import Load, Processor
+from edgefleet.coordinator.perf.curve import ServiceCurve
+from edgefleet.coordinator.perf.sharing import Load, Processor
 
 SINGLE_FLIGHT_RUNTIMES = frozenset({"litert"})  # the agent runs these one request at a time per tenant
 

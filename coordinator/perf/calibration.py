@@ -22,9 +22,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from coordinator.perf.book import KindSpec, PerfBook, Profile
-from coordinator.perf.curve import ServiceCurve
-from coordinator.perf.sharing import Processor
+from edgefleet.coordinator.perf.book import KindSpec, PerfBook, Profile
+from edgefleet.coordinator.perf.curve import ServiceCurve
+from edgefleet.coordinator.perf.sharing import Processor
 
 CALIBRATION = Path(__file__).with_name("calibration.json")
 VARIANT = "fp32"  # the measured variant; other variants get profiles when they are measured

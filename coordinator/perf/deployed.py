@@ -1,7 +1,7 @@
 """Profiles measured at deploy: what a device timed when it warmed up a model variant, into the book.
 
 An agent times the variant it loads (batch 1, and one larger batch where the tenant batches and it is
-cheap: ``agent.profiling``) and the Ack of the Deploy or Configure carries it. That is the first
+cheap: ``edgefleet.agent.profiling``) and the Ack of the Deploy or Configure carries it. That is the first
 measurement of the variant on that device kind, so it is the right start for the online estimator —
 better than the calibration table, which scales another machine's figures, and the only start there
 is for a variant the table does not have (int8 and fp16 are never in it). ``seed`` says how it enters
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from coordinator.perf.book import PerfBook, Profile, ProfileKey
-from coordinator.perf.curve import RlsEstimator, ServiceCurve
+from edgefleet.coordinator.perf.book import PerfBook, Profile, ProfileKey
+from edgefleet.coordinator.perf.curve import RlsEstimator, ServiceCurve
 
 FAR = 8  # the batch size a one-point measurement is extended to
 DEFAULT_SCV = 0.04  # the spread of a new profile when the model has no fp32 profile on the kind (CV 0.2)

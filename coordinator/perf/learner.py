@@ -12,7 +12,7 @@ and, through Allen–Cunneen, the waits) follows the windows' measured spread of
 EWMA with weight ``SCV_WEIGHT``; it is measured under co-location, so it includes the slowdown's own
 variability, which the sharing model adds again (a small double count, on the safe side).
 Windows without arrivals predict nothing; windows without completions carry no p95 to compare.
-Before any window, a variant profiled at deploy (``profiled``, from the Ack: ``coordinator.perf.deployed``)
+Before any window, a variant profiled at deploy (``profiled``, from the Ack: ``edgefleet.coordinator.perf.deployed``)
 gets its first curve and estimator from the device's own measurement.
 """
 
@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from coordinator.perf import deployed
-from coordinator.perf.accuracy import ErrorBook, Scored
-from coordinator.perf.book import PerfBook, ProfileKey
-from coordinator.perf.curve import RlsEstimator
-from coordinator.perf.sharing import Load, predict
+from edgefleet.coordinator.perf import deployed
+from edgefleet.coordinator.perf.accuracy import ErrorBook, Scored
+from edgefleet.coordinator.perf.book import PerfBook, ProfileKey
+from edgefleet.coordinator.perf.curve import RlsEstimator
+from edgefleet.coordinator.perf.sharing import Load, predict
 from edgefleet.wire import Telemetry, TenantWindow
 
 SCV_WEIGHT = 0.2  # weight of a window's measured service spread in its running estimate

@@ -77,8 +77,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from coordinator.perf.queueing import latency_p95, service_p95, wait_shape
-from coordinator.perf.sharing import Load, Outlook, Processor, _slowdown, predict_open
+from edgefleet.coordinator.perf.queueing import latency_p95, service_p95, wait_shape
+from edgefleet.coordinator.perf.sharing import Load, Outlook, Processor, _slowdown, predict_open
 
 EXACT_STATES = 4096  # population vectors the exact recursion may visit; beyond: Schweitzer
 ROUNDS = 2000  # Schweitzer iterations at most

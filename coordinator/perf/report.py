@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
-from coordinator.perf.accuracy import ErrorBook
+from edgefleet.coordinator.perf.accuracy import ErrorBook
 from edgefleet.wire import ModelReport, TenantModelError
 
 

@@ -1,10 +1,10 @@
 """How one processor shared by several tenants turns their arrival rates into latencies.
 
-Open tenants (Poisson, or periodic: a low ``arrival_scv``, see ``coordinator.perf.demand``) are
+Open tenants (Poisson, or periodic: a low ``arrival_scv``, see ``edgefleet.coordinator.perf.demand``) are
 predicted by the formulas below. Tenants that run closed loops (``Load.in_flight`` > 0: N requests in
 flight, the next one sent when a reply comes back) have no arrival rate to put in them: ``predict``
 hands any set with one among it to mean value analysis over the same sharing laws
-(``coordinator.perf.mva``), which predicts their throughput as well as their latency.
+(``edgefleet.coordinator.perf.mva``), which predicts their throughput as well as their latency.
 
 Each kind of hardware shares differently, so each has its own model (all rates arrive in requests per
 second and are used per ms; times are ms; ``service_ms`` is the tenant's batch-1 time alone):
@@ -59,7 +59,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.perf.queueing import TAIL, latency_p95, mgc_wait, service_p95, wait_shape
+from edgefleet.coordinator.perf.queueing import TAIL, latency_p95, mgc_wait, service_p95, wait_shape
 
 KINDS = ("cpu", "gpu", "tpu")
 CONTENTION_ROUNDS = 6  # fixed-point iterations for the CPU slowdown (converges in 3-4 for stable loads)
@@ -131,11 +131,11 @@ class Outlook:
 def predict(proc: Processor, loads: Sequence[Load]) -> Outlook:
     """Mean and p95 latency of every load sharing ``proc`` (and each one's throughput). Open loads only:
     the queueing formulas below; with closed loops among them, mean value analysis
-    (``coordinator.perf.mva``) over the same sharing laws."""
+    (``edgefleet.coordinator.perf.mva``) over the same sharing laws."""
     if not loads:
         return Outlook(0.0, (), (), (), ())
     if any(ld.closed for ld in loads):
-        from coordinator.perf.mva import predict_closed
+        from edgefleet.coordinator.perf.mva import predict_closed
 
         return predict_closed(proc, loads)
     return _with_rates(predict_open(proc, loads), loads)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from coordinator.perf.sharing import Load, Processor
+from edgefleet.coordinator.perf.sharing import Load, Processor
 
 
 def draws(seed: int, load: Load, horizon_ms: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,9 @@
 """Where tenants run: the ``Placement`` seam and the policies behind it."""
 
-from coordinator.placement.knapsack import BestFit, FirstFit, SpreadFit, WorstFit
-from coordinator.placement.memory import MostFreeMemory, rejection
-from coordinator.placement.model import Demand, PredictedLatency
-from coordinator.placement.seam import Decision, NoFit, Placed, Placement
+from edgefleet.coordinator.placement.knapsack import BestFit, FirstFit, SpreadFit, WorstFit
+from edgefleet.coordinator.placement.memory import MostFreeMemory, rejection
+from edgefleet.coordinator.placement.model import Demand, PredictedLatency
+from edgefleet.coordinator.placement.seam import Decision, NoFit, Placed, Placement
 
 __all__ = [
     "BestFit",

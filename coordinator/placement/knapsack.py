@@ -8,7 +8,7 @@ runtime and has the memory. Among feasible devices, in device id order:
 one left with the most. On a fleet of unequal budgets worst fit fills the biggest devices first, so
 ``SpreadFit`` is added: the most free memory as a share of the device's budget, which spreads tenants
 in proportion to budgets (the strongest memory-only baseline when memory is not what runs out).
-Each is a profile of the scheduling framework (``coordinator.scheduling.profiles``): ``place`` is one
+Each is a profile of the scheduling framework (``edgefleet.coordinator.scheduling.profiles``): ``place`` is one
 scheduling cycle. ``plan`` places many tenants without rebuilding snapshots (the same choices).
 """
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from coordinator.fleet import FleetSnapshot, ModelFacts, mib
-from coordinator.scheduling import BEST_FIT, FIRST_FIT, SPREAD_FIT, WORST_FIT, Profile, schedule
-from coordinator.scheduling.framework import Decision, NoFit, Placed
+from edgefleet.coordinator.fleet import FleetSnapshot, ModelFacts, mib
+from edgefleet.coordinator.scheduling import BEST_FIT, FIRST_FIT, SPREAD_FIT, WORST_FIT, Profile, schedule
+from edgefleet.coordinator.scheduling.framework import Decision, NoFit, Placed
 from edgefleet.wire import TenantSpec
 
 if TYPE_CHECKING:
-    from coordinator.scheduling.framework import Model
+    from edgefleet.coordinator.scheduling.framework import Model
 
 # (free bytes of the feasible devices in id order, their budgets, size) -> index into that list
 Chooser = Callable[[Sequence[int], Sequence[int], int], int]

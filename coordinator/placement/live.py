@@ -10,16 +10,16 @@ coordinator's: it learns nothing, reports nothing and predicts nothing, so no ca
 placement it has.
 
 ``LearnedModel`` is ``placement = "predicted-latency"``'s. Each telemetry window updates, in order,
-the performance model (``coordinator.perf.learner``: the service curves follow what the agents measure,
+the performance model (``edgefleet.coordinator.perf.learner``: the service curves follow what the agents measure,
 and the predicted p95 is scored against the measured one) and the expected demand
-(``coordinator.perf.demand``: the kind the tenant's spec declares — Poisson, periodic, or a closed loop
+(``edgefleet.coordinator.perf.demand``: the kind the tenant's spec declares — Poisson, periodic, or a closed loop
 — is the prior, and each window's measured rate and gap spread, or a closed loop's time outside the
 device, take over; with its SLO); the profile a device measured when it loaded a variant (carried by the
 Ack of the Deploy or Configure) seeds that variant's curve on the device's kind. ``ModelPlacement`` is
 then the scheduling framework's ``predicted-latency`` profile over the predictor it is handed — a pure function of it. Device kinds
 that agents report (``x86_64-cpu``, ``jetson-orin-nano``, ``coral-usb``...) are mapped onto the
 calibrated kinds of the book (``x86-cpu``, ``jetson-gpu``, ``coral-tpu``, ``arm-cpu``) by
-``coordinator.fleet.book_kind`` (re-exported here).
+``edgefleet.coordinator.fleet.book_kind`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
-from coordinator.fleet import FleetSnapshot, ModelFacts
-from coordinator.fleet import book_kind as book_kind  # re-exported: where callers found it
-from coordinator.perf import ErrorBook, PerfBook
-from coordinator.perf.demand import Expected, declared, observed
-from coordinator.perf.learner import Learner
-from coordinator.perf.report import model_report
-from coordinator.scheduling import PREDICTED_LATENCY, schedule
-from coordinator.scheduling.framework import Decision, Demand, Model
+from edgefleet.coordinator.fleet import FleetSnapshot, ModelFacts
+from edgefleet.coordinator.fleet import book_kind as book_kind  # re-exported: where callers found it
+from edgefleet.coordinator.perf import ErrorBook, PerfBook
+from edgefleet.coordinator.perf.demand import Expected, declared, observed
+from edgefleet.coordinator.perf.learner import Learner
+from edgefleet.coordinator.perf.report import model_report
+from edgefleet.coordinator.scheduling import PREDICTED_LATENCY, schedule
+from edgefleet.coordinator.scheduling.framework import Decision, Demand, Model
 from edgefleet.wire import ModelReport, ServiceProfile, Telemetry, TenantSpec
 
 

@@ -4,21 +4,21 @@ Feasible means online, the model's runtime is among the device's runtimes, and t
 memory (its budget minus the variant sizes of the tenants already assigned there) is at least this
 variant's size. Among feasible devices the one with the most free memory wins; ties go to the device
 with fewer tenants, then to the smaller device id, so the choice is deterministic. It is the scheduling
-framework's ``most-free-memory`` profile (``coordinator.scheduling.profiles``).
+framework's ``most-free-memory`` profile (``edgefleet.coordinator.scheduling.profiles``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts
-from coordinator.scheduling import MOST_FREE_MEMORY, Request, schedule
-from coordinator.scheduling.framework import CycleState, Decision
-from coordinator.scheduling.profiles import MEMORY_FILTERS
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts
+from edgefleet.coordinator.scheduling import MOST_FREE_MEMORY, Request, schedule
+from edgefleet.coordinator.scheduling.framework import CycleState, Decision
+from edgefleet.coordinator.scheduling.profiles import MEMORY_FILTERS
 from edgefleet.wire import TenantSpec
 
 if TYPE_CHECKING:
-    from coordinator.scheduling.framework import Model
+    from edgefleet.coordinator.scheduling.framework import Model
 
 
 def rejection(device: DeviceSnapshot, model: ModelFacts) -> str | None:

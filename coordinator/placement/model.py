@@ -1,12 +1,12 @@
 """Model-driven placement: put a tenant where every predicted p95 on the device stays under its SLO.
 
-The policy behind the ``Placement`` seam that uses the performance model (coordinator.perf): filter
+The policy behind the ``Placement`` seam that uses the performance model (edgefleet.coordinator.perf): filter
 the devices that cannot host the tenant — offline, no runtime, no profile for the model on the kind,
 not enough memory, the processor's predicted utilisation above ``headroom``, or any tenant's predicted
 p95 (the residents' and the newcomer's) above its SLO — and among the rest pick the one that keeps the
 most relative SLO slack. This is the placement of Liang et al., "Model-driven Cluster Resource
 Management for AI Workloads in Edge Clouds" (arXiv 2201.07312), with the sharing models of this
-project's agents; knapsack placement by memory alone (coordinator.placement.knapsack) is kept beside it.
+project's agents; knapsack placement by memory alone (edgefleet.coordinator.placement.knapsack) is kept beside it.
 
 A snapshot carries no request rates or SLOs for the tenants already placed, so the policy takes them
 as input: ``demand`` maps tenant name -> Demand(rate, SLO), typically the arrival rates the agents
@@ -14,7 +14,7 @@ reported in their last telemetry windows; a tenant without an entry is expected 
 when resident, is only counted as load (its own SLO unknown). A new tenant's SLO is its spec's.
 
 ``place`` (the seam) is one scheduling cycle of the ``predicted-latency`` profile
-(``coordinator.scheduling``): it checks every device and reports why each one does not fit. ``planner``
+(``edgefleet.coordinator.scheduling``): it checks every device and reports why each one does not fit. ``planner``
 gives the incremental form for planning many tenants at once; with ``probe`` set it checks only the
 least utilised few devices per pool, which keeps 10k tenants on 2k devices well within a second.
 """
@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from coordinator.fleet import FleetSnapshot, ModelFacts
-from coordinator.perf import PerfBook
-from coordinator.placement.planner import Planner
-from coordinator.scheduling import Profile, predicted_latency, schedule
-from coordinator.scheduling.framework import Decision, Demand, Model
-from coordinator.scheduling.plugins import reported_kind
+from edgefleet.coordinator.fleet import FleetSnapshot, ModelFacts
+from edgefleet.coordinator.perf import PerfBook
+from edgefleet.coordinator.placement.planner import Planner
+from edgefleet.coordinator.scheduling import Profile, predicted_latency, schedule
+from edgefleet.coordinator.scheduling.framework import Decision, Demand, Model
+from edgefleet.coordinator.scheduling.plugins import reported_kind
 from edgefleet.wire import TenantSpec
 
 DEFAULT_HEADROOM = 0.8

@@ -27,11 +27,11 @@ import heapq
 import math
 from collections.abc import Mapping
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
-from coordinator.perf import Load, Outlook, PerfBook, Processor, predict
-from coordinator.placement.seam import Decision, NoFit, Placed
-from coordinator.scheduling.framework import Demand
-from coordinator.scheduling.plugins import fit, reported_kind
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
+from edgefleet.coordinator.perf import Load, Outlook, PerfBook, Processor, predict
+from edgefleet.coordinator.placement.seam import Decision, NoFit, Placed
+from edgefleet.coordinator.scheduling.framework import Demand
+from edgefleet.coordinator.scheduling.plugins import fit, reported_kind
 from edgefleet.wire import TenantSpec
 
 PoolKey = tuple[str, frozenset[str], str]  # (device kind, runtimes, processor)

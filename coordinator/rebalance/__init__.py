@@ -1,9 +1,17 @@
 """The rebalancer: when a tenant's SLO is at risk (``streaks``), which commands fix it (``planner``),
 judged by the performance model with batching (``outlook``)."""
 
-from coordinator.rebalance.outlook import Host, Resident, Verdict, assess, expected_batch
-from coordinator.rebalance.planner import Action, DevicePlan, Migrate, Plan, Reconfigure, Situation, plan
-from coordinator.rebalance.streaks import (
+from edgefleet.coordinator.rebalance.outlook import Host, Resident, Verdict, assess, expected_batch
+from edgefleet.coordinator.rebalance.planner import (
+    Action,
+    DevicePlan,
+    Migrate,
+    Plan,
+    Reconfigure,
+    Situation,
+    plan,
+)
+from edgefleet.coordinator.rebalance.streaks import (
     RebalancePolicy,
     Streak,
     at_risk,
@@ -15,7 +23,7 @@ from coordinator.rebalance.streaks import (
     observed,
     predicted_observed,
 )
-from coordinator.scheduling.framework import Model
+from edgefleet.coordinator.scheduling.framework import Model
 
 __all__ = [
     "Action",

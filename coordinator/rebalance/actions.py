@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator.fleet import TenantLoad
+from edgefleet.coordinator.fleet import TenantLoad
 from edgefleet.wire import TenantSpec
 
 

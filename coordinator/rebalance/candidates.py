@@ -4,7 +4,7 @@ allows, a migration to the device placement accepts that stays settled with it. 
 function of the host, the model and the policy; the planner combines them into sets.
 
 The rebalancer is a descheduler: it decides which tenant should leave an overloaded device; where it goes
-is one scheduling cycle (``coordinator.scheduling.schedule``) with the source excluded, in the
+is one scheduling cycle (``edgefleet.coordinator.scheduling.schedule``) with the source excluded, in the
 ``descheduling`` profile: the predicted-latency filters, plus ``Settled`` (the target stays settled
 with the tenant), scored by ``LeastWorst`` (the target's worst predicted ratio, the lower the better;
 ties: the smaller id)."""
@@ -18,13 +18,13 @@ from typing import Any
 
 import msgspec
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad, resident
-from coordinator.rebalance.actions import Action, Migrate, Reconfigure
-from coordinator.rebalance.outlook import assess, batching_pays, expected_batch
-from coordinator.rebalance.streaks import RebalancePolicy
-from coordinator.scheduling import CycleState, Placed, Profile, Request, predicted_latency, schedule
-from coordinator.scheduling.framework import Model
-from coordinator.scheduling.plugins import reported_kind
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, TenantLoad, resident
+from edgefleet.coordinator.rebalance.actions import Action, Migrate, Reconfigure
+from edgefleet.coordinator.rebalance.outlook import assess, batching_pays, expected_batch
+from edgefleet.coordinator.rebalance.streaks import RebalancePolicy
+from edgefleet.coordinator.scheduling import CycleState, Placed, Profile, Request, predicted_latency, schedule
+from edgefleet.coordinator.scheduling.framework import Model
+from edgefleet.coordinator.scheduling.plugins import reported_kind
 from edgefleet.runtime import capabilities_of
 from edgefleet.wire import TenantSpec
 

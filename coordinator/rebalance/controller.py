@@ -17,12 +17,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from coordinator import rebalance
-from coordinator.fleet import DeviceSnapshot
-from coordinator.models import UnknownModel
-from coordinator.rebalance import Migrate, RebalancePolicy, Situation, Streak
-from coordinator.store import Store, TenantState
-from coordinator.tenants import Tenants
+from edgefleet.coordinator import rebalance
+from edgefleet.coordinator.fleet import DeviceSnapshot
+from edgefleet.coordinator.models import UnknownModel
+from edgefleet.coordinator.rebalance import Migrate, RebalancePolicy, Situation, Streak
+from edgefleet.coordinator.store import Store, TenantState
+from edgefleet.coordinator.tenants import Tenants
 from edgefleet.wire import Telemetry
 from edgefleet.wire.messages import VARIANTS
 

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from coordinator.fleet import DeviceSnapshot, TenantLoad, resident
-from coordinator.perf import Load, ServiceCurve, predict
-from coordinator.perf.curve import MIN_MS
-from coordinator.scheduling.framework import Model
+from edgefleet.coordinator.fleet import DeviceSnapshot, TenantLoad, resident
+from edgefleet.coordinator.perf import Load, ServiceCurve, predict
+from edgefleet.coordinator.perf.curve import MIN_MS
+from edgefleet.coordinator.scheduling.framework import Model
 from edgefleet.runtime import capabilities_of
 from edgefleet.wire import TenantSpec
 
@@ -36,14 +36,14 @@ BATCH_TARGET_UTIL = 0.7  # assumed: the batcher's batches grow until the tenant'
 
 def Resident(spec: TenantSpec, runtime: str, size_bytes: int, changeable: bool = True,
              movable: bool = True) -> TenantLoad:
-    """A tenant on a device as the fleet snapshot holds it (``coordinator.fleet.TenantLoad``): the
-    former name of ``coordinator.fleet.resident``, kept for the code and tests written against it."""
+    """A tenant on a device as the fleet snapshot holds it (``edgefleet.coordinator.fleet.TenantLoad``): the
+    former name of ``edgefleet.coordinator.fleet.resident``, kept for the code and tests written against it."""
     return resident(spec, runtime, size_bytes, changeable=changeable, movable=movable)
 
 
 def Host(device_id: str, kind: str, online: bool = True, runtimes: frozenset[str] = frozenset(),
          budget_bytes: int = 0, residents: tuple[TenantLoad, ...] = ()) -> DeviceSnapshot:
-    """A device of the fleet snapshot (``coordinator.fleet.DeviceSnapshot``) with the book's ``kind``:
+    """A device of the fleet snapshot (``edgefleet.coordinator.fleet.DeviceSnapshot``) with the book's ``kind``:
     the rebalancer's former view of a device, now the same type."""
     return DeviceSnapshot(device_id=device_id, online=online, device_kind=kind, runtimes=runtimes,
                           memory_budget_bytes=budget_bytes, tenants=tuple(residents), perf_kind=kind)

@@ -15,7 +15,7 @@ this device still sees the violation it is told about. Candidate actions, cheape
 2. variant swap: another variant of the tenant's model that the book profiles on this kind, is
    faster at batch 1, keeps the tenant's ``min_fidelity`` and fits the device's memory;
 3. migration of a movable tenant: the planner decides which tenant leaves (a descheduler); where it
-   goes is one scheduling cycle with the source excluded (``coordinator.scheduling.schedule``, the
+   goes is one scheduling cycle with the source excluded (``edgefleet.coordinator.scheduling.schedule``, the
    ``descheduling`` profile of ``candidates``): a device that placement accepts for it (memory, runtime,
    headroom, every predicted p95 there) and that stays settled with it, the most settled one.
 
@@ -39,13 +39,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from coordinator.fleet import DeviceSnapshot, ModelFacts, TenantLoad
-from coordinator.rebalance import candidates
-from coordinator.rebalance.actions import Action, DevicePlan, Migrate, Plan, Reconfigure
-from coordinator.rebalance.candidates import Candidate
-from coordinator.rebalance.outlook import Verdict, assess
-from coordinator.rebalance.streaks import RebalancePolicy, Streak, due
-from coordinator.scheduling.framework import Model
+from edgefleet.coordinator.fleet import DeviceSnapshot, ModelFacts, TenantLoad
+from edgefleet.coordinator.rebalance import candidates
+from edgefleet.coordinator.rebalance.actions import Action, DevicePlan, Migrate, Plan, Reconfigure
+from edgefleet.coordinator.rebalance.candidates import Candidate
+from edgefleet.coordinator.rebalance.outlook import Verdict, assess
+from edgefleet.coordinator.rebalance.streaks import RebalancePolicy, Streak, due
+from edgefleet.coordinator.scheduling.framework import Model
 
 __all__ = ["Action", "DevicePlan", "Migrate", "Plan", "Reconfigure", "Situation", "plan"]
 

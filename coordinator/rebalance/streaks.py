@@ -10,7 +10,7 @@ action, or attempt, was at least ``cooldown_s`` ago, so it does not flap while i
 settles. A window without completions neither extends nor breaks the observed streak. An attempt that
 found nothing to do (``stuck``) keeps the streaks, so it is retried after the cooldown — or at once
 when a device joins the fleet, since the newcomer may be where it can go. What is done for due tenants
-is decided by ``coordinator.rebalance.planner``.
+is decided by ``edgefleet.coordinator.rebalance.planner``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The scheduling framework: one cycle (``schedule``) of filter and score plugins over the fleet snapshot,
 and today's placement policies as profiles of those plugins."""
 
-from coordinator.scheduling.framework import (
+from edgefleet.coordinator.scheduling.framework import (
     CycleState,
     Decision,
     Filter,
@@ -14,7 +14,7 @@ from coordinator.scheduling.framework import (
     Score,
     schedule,
 )
-from coordinator.scheduling.profiles import (
+from edgefleet.coordinator.scheduling.profiles import (
     BEST_FIT,
     FIRST_FIT,
     MOST_FREE_MEMORY,

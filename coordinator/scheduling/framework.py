@@ -1,7 +1,7 @@
 """The scheduling cycle: filter the devices that cannot take a tenant, score the rest, take the best.
 
 The shape of the Kubernetes scheduler's framework, on the coordinator's one fleet view
-(``coordinator.fleet.FleetSnapshot``). A ``Filter`` says why one device cannot take the tenant (or None);
+(``edgefleet.coordinator.fleet.FleetSnapshot``). A ``Filter`` says why one device cannot take the tenant (or None);
 a ``Score`` rates a device that passed every filter (higher is better); a ``Profile`` is an ordered list
 of filters, weighted scores, a tie-break and how a choice is described to operators. ``schedule`` runs
 one cycle: every device in id order goes through the filters, the first that rejects it gives its reason,
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
-from coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts
-from coordinator.perf import PerfBook
+from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts
+from edgefleet.coordinator.perf import PerfBook
 from edgefleet.wire import TenantSpec
 
 

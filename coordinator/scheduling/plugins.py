@@ -7,8 +7,8 @@ performance model: ``Profiled`` (the book can model the tenant on the device's k
 the variant profiled there, a processor runs its runtime) and ``SlosKept`` (every tenant already there
 can be modelled, the processor's predicted utilisation stays within the headroom unless closed loops
 share it, and every predicted p95 on the processor, the newcomer's included, stays within its SLO;
-``fit`` is that check on one processor, which the bulk planner of ``coordinator.placement.planner``
-shares). The caller's own ``NotExcluded`` and ``Pinned`` are in ``coordinator.scheduling.framework``.
+``fit`` is that check on one processor, which the bulk planner of ``edgefleet.coordinator.placement.planner``
+shares). The caller's own ``NotExcluded`` and ``Pinned`` are in ``edgefleet.coordinator.scheduling.framework``.
 
 Scores, memory alone (the knapsack view of arXiv 2201.07312: a device is a bin of its memory budget, a
 tenant an item of its variant's size): ``FreeMemory`` (most free memory: worst fit, and the default
@@ -16,7 +16,7 @@ policy), ``LeastFreeMemory`` (best fit), ``FirstInOrder`` (first fit: every devi
 the id order decides), ``FreeShare`` (spread: free memory as a share of the budget). With the
 performance model: ``PredictedSlack``, the smallest relative SLO slack on the tenant's processor with it
 there (the ``SlosKept`` filter's prediction). The rebalancer's descheduling adds a filter and a score of
-its own (``coordinator.rebalance.candidates``).
+its own (``edgefleet.coordinator.rebalance.candidates``).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from coordinator.fleet import DeviceSnapshot, mib
-from coordinator.perf import Load, Outlook, Processor, predict
-from coordinator.scheduling.framework import CycleState, Request
+from edgefleet.coordinator.fleet import DeviceSnapshot, mib
+from edgefleet.coordinator.perf import Load, Outlook, Processor, predict
+from edgefleet.coordinator.scheduling.framework import CycleState, Request
 
 if TYPE_CHECKING:
-    from coordinator.scheduling.framework import Model
+    from edgefleet.coordinator.scheduling.framework import Model
 
 NEWCOMER = "newcomer"  # CycleState key: (processor, Load) of the tenant on a device
 FIT = "fit"  # CycleState key: (slack score, outlook) of the device's processor with the tenant

@@ -5,7 +5,7 @@
 | ``most-free-memory`` (the default) | online, runtime, memory | most free memory (fewer tenants, id) |
 | ``first-fit`` / ``best-fit`` / ``worst-fit`` / ``spread-fit`` | online, runtime, memory | none / least free / most free / free share (id) |
 | ``predicted-latency`` | online, runtime, profiled, memory, SLOs kept | predicted SLO slack (fewer tenants, id) |
-| ``descheduling`` (the rebalancer's targets, ``coordinator.rebalance.candidates``) | the predicted-latency ones, settled | least worst predicted ratio (id) |
+| ``descheduling`` (the rebalancer's targets, ``edgefleet.coordinator.rebalance.candidates``) | the predicted-latency ones, settled | least worst predicted ratio (id) |
 
 ``predicted_latency(kind_of=...)``: the coordinator's (``placement = "predicted-latency"``) maps the
 kinds agents report onto the book's (``mapped_kind``); ``PredictedLatency``, the policy as benchmarks and
@@ -14,9 +14,9 @@ tests call it on a hand-made fleet, reads the kinds as given (``reported_kind``)
 
 from __future__ import annotations
 
-from coordinator.fleet import DeviceSnapshot, mib
-from coordinator.scheduling.framework import CycleState, Placed, Profile, Request
-from coordinator.scheduling.plugins import (
+from edgefleet.coordinator.fleet import DeviceSnapshot, mib
+from edgefleet.coordinator.scheduling.framework import CycleState, Placed, Profile, Request
+from edgefleet.coordinator.scheduling.plugins import (
     FIT,
     NEWCOMER,
     FirstInOrder,

@@ -7,8 +7,8 @@ as events. Simulated seconds cost nothing, so placement, failover and rebalancin
 thousands of devices in seconds of wall time.
 """
 
-from coordinator.sim.clock import EventQueue
-from coordinator.sim.scenario import Scenario, run_scenario
-from coordinator.sim.world import World
+from edgefleet.coordinator.sim.clock import EventQueue
+from edgefleet.coordinator.sim.scenario import Scenario, run_scenario
+from edgefleet.coordinator.sim.world import World
 
 __all__ = ["EventQueue", "Scenario", "World", "run_scenario"]

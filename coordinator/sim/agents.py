@@ -15,9 +15,9 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from coordinator.models import ModelLookup
-from coordinator.perf import Load, PerfBook, predict
-from coordinator.perf.calibration import VARIANT
+from edgefleet.coordinator.models import ModelLookup
+from edgefleet.coordinator.perf import Load, PerfBook, predict
+from edgefleet.coordinator.perf.calibration import VARIANT
 from edgefleet.wire import (
     Ack,
     Birth,

@@ -7,7 +7,7 @@ outputs (so real requests are accepted and answered), the model's size, the runt
 and the service time that the calibrated book gives for the model on that kind, a + c·b ms for a batch
 of b rows, to be slept. The processor the runtime uses on that kind (cpu, gpu or tpu in the book) is
 named with its servers, so an Edge TPU runs one invocation at a time and reloads parameters on a model
-switch. Everything here is pure; ``coordinator.sim.live`` writes the files and starts the processes.
+switch. Everything here is pure; ``edgefleet.coordinator.sim.live`` writes the files and starts the processes.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.perf import PerfBook
-from coordinator.perf.calibration import VARIANT
-from coordinator.sim.agents import KINDS, MIB, DeviceKind
+from edgefleet.coordinator.perf import PerfBook
+from edgefleet.coordinator.perf.calibration import VARIANT
+from edgefleet.coordinator.sim.agents import KINDS, MIB, DeviceKind
 from edgefleet.localfleet import AgentPlan
 
 Tensor = tuple[str, str, tuple[int | None, ...]]  # name, numpy dtype, shape (None: dynamic)
@@ -99,7 +99,7 @@ def fake_models(shapes: Sequence[ModelShape], book: PerfBook, kind: DeviceKind) 
 
 
 def fake_path(folder: Path, model: str) -> Path:
-    """Where an agent with ``fake_models_dir = folder`` looks for ``model`` (agent.fakes)."""
+    """Where an agent with ``fake_models_dir = folder`` looks for ``model`` (edgefleet.agent.fakes)."""
     return folder / model / f"{VARIANT}.json"
 
 

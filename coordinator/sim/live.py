@@ -4,7 +4,7 @@ Where the discrete-event mode replaces the agents and the network with events, t
 only the hardware. A private Mosquitto, the coordinator process (``placement = "predicted-latency"``)
 and one ``edgefleet-agent`` process per simulated device run as in production (``LocalFleet``); each
 agent reports its kind and budget and serves the zoo models through fakes that sleep the calibrated
-book's service times (``coordinator.sim.devices``), so its scheduler, batching, memory manager,
+book's service times (``edgefleet.coordinator.sim.devices``), so its scheduler, batching, memory manager,
 telemetry and MQTT paths are the real ones. Tenants are deployed through the operator API, apps send
 Poisson arrivals through the asyncio SDK, an agent can be SIGKILLed half-way, and the report says where
 each tenant ran, what its apps measured against its SLO and the book, and how long failover took.
@@ -24,11 +24,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.perf import PerfBook
-from coordinator.perf.calibration import VARIANT, build_book
-from coordinator.sim.devices import LiveDevice, ModelShape, agent_plan, fake_models, fake_path, live_devices
-from coordinator.sim.livereport import Call, served_again, summarise
-from coordinator.sim.scenario import SLO_MS
+from edgefleet.coordinator.perf import PerfBook
+from edgefleet.coordinator.perf.calibration import VARIANT, build_book
+from edgefleet.coordinator.sim.devices import (
+    LiveDevice,
+    ModelShape,
+    agent_plan,
+    fake_models,
+    fake_path,
+    live_devices,
+)
+from edgefleet.coordinator.sim.livereport import Call, served_again, summarise
+from edgefleet.coordinator.sim.scenario import SLO_MS
 from edgefleet.demo.load import open_loop
 from edgefleet.localfleet import LocalFleet
 from edgefleet.sdk import AsyncInferenceClient, BrokerUnavailable, ClientClosed, InferenceError

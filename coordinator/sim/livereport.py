@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from coordinator.perf import PerfBook
-from coordinator.perf.calibration import VARIANT
-from coordinator.placement.live import book_kind
+from edgefleet.coordinator.perf import PerfBook
+from edgefleet.coordinator.perf.calibration import VARIANT
+from edgefleet.coordinator.placement.live import book_kind
 from edgefleet.wire import FleetStatus, TenantSpec
 
 

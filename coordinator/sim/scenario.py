@@ -14,14 +14,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from coordinator.fleet import ModelFacts
-from coordinator.models import StaticModels
-from coordinator.perf import PerfBook
-from coordinator.perf.calibration import VARIANT, build_book, read
-from coordinator.placement import MostFreeMemory, Placement
-from coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, PerfModel
-from coordinator.sim.agents import KINDS, SimAgent
-from coordinator.sim.world import World, WorldConfig
+from edgefleet.coordinator.fleet import ModelFacts
+from edgefleet.coordinator.models import StaticModels
+from edgefleet.coordinator.perf import PerfBook
+from edgefleet.coordinator.perf.calibration import VARIANT, build_book, read
+from edgefleet.coordinator.placement import MostFreeMemory, Placement
+from edgefleet.coordinator.placement.live import LearnedModel, ModelPlacement, NullModel, PerfModel
+from edgefleet.coordinator.sim.agents import KINDS, SimAgent
+from edgefleet.coordinator.sim.world import World, WorldConfig
 from edgefleet.wire import Telemetry, TenantSpec
 
 PLACEMENTS = ("most-free-memory", "predicted-latency")

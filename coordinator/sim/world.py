@@ -14,16 +14,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coordinator.commands import Outbox
-from coordinator.config import CommandPolicy
-from coordinator.engine import Engine
-from coordinator.models import ModelLookup
-from coordinator.placement import Placement
-from coordinator.placement.live import PerfModel
-from coordinator.rebalance import RebalancePolicy
-from coordinator.sim.agents import SimAgent
-from coordinator.sim.clock import EventQueue
-from coordinator.store import Store
+from edgefleet.coordinator.commands import Outbox
+from edgefleet.coordinator.config import CommandPolicy
+from edgefleet.coordinator.engine import Engine
+from edgefleet.coordinator.models import ModelLookup
+from edgefleet.coordinator.placement import Placement
+from edgefleet.coordinator.placement.live import PerfModel
+from edgefleet.coordinator.rebalance import RebalancePolicy
+from edgefleet.coordinator.sim.agents import SimAgent
+from edgefleet.coordinator.sim.clock import EventQueue
+from edgefleet.coordinator.store import Store
 from edgefleet.wire import (
     Configure,
     Death,

@@ -3,7 +3,7 @@
 Benchmarks measure and report; they never assert. Every figure that matters is a ratio taken within
 one run, because these machines are noisy. A full run writes docs/results/NAME.json by default (the
 file to commit), a quick one .bench/NAME.json. ``edgefleet bench report`` rewrites the table of
-docs/benchmarks.md from docs/results (bench.results).
+docs/benchmarks.md from docs/results (edgefleet.bench.results).
 """
 
 from __future__ import annotations
@@ -16,26 +16,26 @@ from typing import Any
 
 # name -> module under bench/ exposing run(json_path, *, quick, plot, ...)
 BENCHMARKS = {
-    "serving": "bench.serving",
-    "batching": "bench.batching",
-    "multitenancy": "bench.multitenancy",
-    "memory": "bench.memory",
-    "failover": "bench.failover",
-    "chaos": "bench.chaos",
-    "perfmodel": "bench.perfmodel",
-    "planning": "bench.planning",
-    "placement": "bench.placement",
-    "closedloop": "bench.closedloop",
-    "gpu-sharing": "bench.gpu_sharing",
-    "ingest": "bench.ingest",
-    "stream": "bench.stream",
-    "grants": "bench.grants",
+    "serving": "edgefleet.bench.serving",
+    "batching": "edgefleet.bench.batching",
+    "multitenancy": "edgefleet.bench.multitenancy",
+    "memory": "edgefleet.bench.memory",
+    "failover": "edgefleet.bench.failover",
+    "chaos": "edgefleet.bench.chaos",
+    "perfmodel": "edgefleet.bench.perfmodel",
+    "planning": "edgefleet.bench.planning",
+    "placement": "edgefleet.bench.placement",
+    "closedloop": "edgefleet.bench.closedloop",
+    "gpu-sharing": "edgefleet.bench.gpu_sharing",
+    "ingest": "edgefleet.bench.ingest",
+    "stream": "edgefleet.bench.stream",
+    "grants": "edgefleet.bench.grants",
 }
 
 # name -> module under bench/ exposing main(args, registered_benchmarks) -> exit status: not benchmarks
 TOOLS = {
-    "report": "bench.report",
-    "record-service": "bench.record_service",
+    "report": "edgefleet.bench.report",
+    "record-service": "edgefleet.bench.record_service",
 }
 
 
@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bench import results
+    from edgefleet.bench import results
 
     if args.name in TOOLS:
         return int(importlib.import_module(TOOLS[args.name]).main(args, sorted(BENCHMARKS)))

@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _virtual(args: argparse.Namespace) -> int:
-    from coordinator.sim import Scenario, run_scenario
+    from edgefleet.coordinator.sim import Scenario, run_scenario
 
     devices = 50 if args.devices is None else args.devices
     placement = args.placement or "most-free-memory"
@@ -87,7 +87,7 @@ def _virtual(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from coordinator.sim.live import LiveScenario, run_live
+    from edgefleet.coordinator.sim.live import LiveScenario, run_live
 
     if args.placement not in (None, "predicted-latency"):
         print("edgefleet sim: --live runs the coordinator with placement predicted-latency only")

@@ -8,7 +8,7 @@ before it deploys the tenant there and removes it once the device has let go of 
 
 Pure parts only: role names (``names``), what each role holds (``roles``), the plugin's initial JSON
 file (``config``) and the control commands with their answers (``control``). The coordinator's side,
-which sends those commands, is ``coordinator.grants``.
+which sends those commands, is ``edgefleet.coordinator.grants``.
 """
 
 from __future__ import annotations

@@ -26,12 +26,9 @@ Phases, with metrics defined before the run:
   (percent of one core) and RSS, and ``ms_per_window`` = coordinator CPU ms per acknowledged window. A
   step *keeps up* when acknowledged >= 97% of offered and ack p99 < 1 s; the steps stop after the
   first that does not. ``max_devices_at_5s`` is the largest size that kept up.
-- ``capacity_probes``: when the last step acknowledged at least 97% of what it was offered (whatever
-  its p99: capacity is a rate, and a step whose p99 passed 1 s while acknowledging everything has not
-  reached it), the last fleet's period is divided by 1.6 at a time until the acknowledged rate no
-  longer keeps up with the offered rate. ``capacity_wps`` is the highest acknowledged rate of any step
-  or probe. (Probing only after steps that also met the p99 once made the capacity the last step's
-  offered rate, below what the coordinator acknowledged when offered twice that: a ratio above 1.)
+- ``capacity_probes``: only when every step kept up, the last fleet's period is divided by 1.6 at a
+  time until the acknowledgements no longer keep up. ``capacity_wps`` is the highest acknowledged rate
+  of any step or probe.
 - ``saturation``: offered twice the capacity, by shortening the windows' period on the last step's
   fleet, measured after more than one resend period so resends are part of the load. ``saturated_ack_ratio`` = acknowledged / capacity
   (goal >= 0.95: the rate levels off instead of collapsing).
@@ -481,11 +478,6 @@ def _measure(sim: Simulator, coord: CoordinatorProcess | None, seconds: float,
     return out
 
 
-def _acks_all(step: dict[str, Any]) -> bool:
-    """The acknowledged rate keeps up with the offered rate (the latency aside): below capacity."""
-    return bool(step["acked_wps"] >= KEEP_UP_ACK_RATIO * step["offered_wps"])
-
-
 def _keeps_up(step: dict[str, Any]) -> bool:
     return bool(step["acked_wps"] >= KEEP_UP_ACK_RATIO * step["offered_wps"]
                 and step["ack_p99_ms"] < KEEP_UP_P99_S * 1e3)
@@ -544,11 +536,11 @@ def _steps(workdir: Path, quick: bool) -> dict[str, Any]:
                 print(f"ingest: {step}", flush=True)
                 if not step["keeps_up"]:
                     break
-            # capacity: while the acknowledged rate keeps up with the offered one, the last fleet's windows
-            # come faster (period / 1.6 at a time); the highest acknowledged rate seen
+            # capacity: when every step kept up, the last fleet's windows come faster (period / 1.6 at a
+            # time) until the acknowledgements no longer keep up; the highest acknowledged rate seen
             probes: list[dict[str, Any]] = []
             period = PERIOD_S
-            while _acks_all(steps[-1]) and (not probes or _acks_all(probes[-1])) and len(probes) < 6:
+            while steps[-1]["keeps_up"] and (not probes or probes[-1]["keeps_up"]) and len(probes) < 6:
                 period /= 1.6
                 sim.period(period)
                 time.sleep(warm_s)

@@ -243,6 +243,12 @@ class BatchPolicy:
             return max(1, min(n, self.caps.get(tenant, 1)))
         return max(1, min(n, self.size) if self.size else n)
 
+    @property
+    def learns_from_batches(self) -> bool:
+        """Whether ``finished`` must hear of every answered batch (AIMD); the others keep no state, so
+        the scheduler spares them the deadline check per batch."""
+        return self.kind == "aimd"
+
     def finished(self, tenant: str, *, missed: bool, max_batch: int) -> None:
         """A batch of ``tenant`` finished (``missed``: a request of it was answered past its
         deadline); AIMD moves the tenant's cap, the other policies keep no state."""

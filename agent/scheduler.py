@@ -387,7 +387,7 @@ class Scheduler:
                 slot.inflight = max(0, slot.inflight - len(batch.requests))
                 if batch.requests:
                     slot.running = max(0, slot.running - 1)
-                    if self.policy.kind == "aimd":  # the one policy that learns from answered batches
+                    if self.policy.learns_from_batches:
                         now = self.clock()
                         missed = any(now > r.deadline for r in batch.requests)
                         self.policy.finished(batch.tenant, missed=missed, max_batch=slot.max_batch)

@@ -26,7 +26,6 @@ def mib(size_bytes: int) -> str:
     return f"{size_bytes / MIB:.1f} MiB"
 
 
-mb = mib  # the former name, kept so that code written against it still runs; prints MiB
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,10 @@ The events:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace as _replace
+from typing import Any
 
 from edgefleet.coordinator.placement import Decision, NoFit, Placed
 from edgefleet.coordinator.store import TenantRow, TenantState
@@ -497,6 +499,12 @@ def _exhausted(row: TenantRow, event: Exhausted) -> Step:
     return Step(row)
 
 
+# what each event does to an existing tenant (a DeployAsked is handled before: it may create one)
+_HANDLERS: dict[type, Callable[[TenantRow, Any], Step]] = {Acked: _acked, Exhausted: _exhausted, DeployFailed: _deploy_failed, MigrateAsked: _migrate,
+             ConfigureAsked: _configure, Lost: _lost, Relocate: _relocate, PlaceUnplaced: _place_unplaced,
+             Listed: _listed, UndeployAsked: _undeploy}
+
+
 def transition(row: TenantRow | None, event: Event) -> Step:
     """What ``event`` does to the tenant whose row is ``row`` (None: there is none); the same row object
     when nothing changes."""
@@ -506,25 +514,7 @@ def transition(row: TenantRow | None, event: Event) -> Step:
         if isinstance(event, (MigrateAsked, ConfigureAsked, UndeployAsked)):
             return _unknown(event.spec.name if isinstance(event, ConfigureAsked) else event.tenant)
         return Step(None)
-    if isinstance(event, Acked):
-        return _acked(row, event)
-    if isinstance(event, Exhausted):
-        return _exhausted(row, event)
-    if isinstance(event, DeployFailed):
-        return _deploy_failed(row, event)
-    if isinstance(event, MigrateAsked):
-        return _migrate(row, event)
-    if isinstance(event, ConfigureAsked):
-        return _configure(row, event)
-    if isinstance(event, Lost):
-        return _lost(row, event)
-    if isinstance(event, Relocate):
-        return _relocate(row, event)
-    if isinstance(event, PlaceUnplaced):
-        return _place_unplaced(row, event)
-    if isinstance(event, Listed):
-        return _listed(row, event)
-    return _undeploy(row, event)
+    return _HANDLERS[type(event)](row, event)
 
 
 __all__ = ["MAX_DEVICES_PER_ROUND", "Acked", "Cancel", "Command", "ConfigureAsked", "DeployAsked", "DeployFailed",

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from edgefleet.coordinator.fleet import DeviceSnapshot, FleetSnapshot, ModelFacts, mib
 from edgefleet.coordinator.perf import Load, Outlook, PerfBook, Processor, predict
 from edgefleet.coordinator.placement.seam import Decision, NoFit, Placed
-from edgefleet.coordinator.scheduling.framework import Demand
-from edgefleet.coordinator.scheduling.plugins import fit, reported_kind
+from edgefleet.coordinator.scheduling.framework import Demand, Model
+from edgefleet.coordinator.scheduling.plugins import fit, load_of, reported_kind
 from edgefleet.wire import TenantSpec
 
 PoolKey = tuple[str, frozenset[str], str]  # (device kind, runtimes, processor)
@@ -81,6 +81,7 @@ class Planner:
     ) -> None:
         self.book, self.demand, self.default_rps = book, demand, default_rps
         self.headroom, self.probe = headroom, probe
+        self._model = Model(book=book, demand=demand, headroom=headroom, default_rps=default_rps)  # for load_of
         self.devices: dict[str, _Dev] = {}
         self.heaps: dict[PoolKey, list[tuple[float, int, str]]] = {}
         self._alone: dict[tuple[str, str, str, float, float, int, float], float] = {}
@@ -114,14 +115,7 @@ class Planner:
     def _load(
         self, tenant: str, model: str, variant: str, kind: str, slo_ms: float | None = None
     ) -> tuple[str, Load] | str:
-        d = self.demand.get(tenant)
-        rate = d.rate_rps if d is not None else self.default_rps
-        slo = slo_ms if slo_ms is not None else (d.slo_ms if d is not None else math.inf)
-        return self.book.load(
-            tenant=tenant, model=model, variant=variant, kind=kind, rate_rps=rate, slo_ms=slo,
-            arrival_scv=d.arrival_scv if d is not None else 1.0,
-            in_flight=d.in_flight if d is not None else 0, think_ms=d.think_ms if d is not None else 0.0,
-        )
+        return load_of(self._model, tenant, model, variant, kind, slo_ms)
 
     # -- checking one device ----------------------------------------------------------------------
     def check(self, dev: _Dev, proc_name: str, load: Load, size: int) -> tuple[float, Outlook] | str:

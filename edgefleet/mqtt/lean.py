@@ -394,12 +394,15 @@ class LeanLink:
         if sock is None:
             raise LinkDown(f"{self.client_id} is not connected")
         with self._wlock:
-            if payload is None:
-                sock.sendall(data)
-            elif self._tls or len(payload) < 4096:
-                sock.sendall(data + bytes(payload))
-            else:
-                _send_all(sock, [data, payload])
+            try:
+                if payload is None:
+                    sock.sendall(data)
+                elif self._tls or len(payload) < 4096:
+                    sock.sendall(data + bytes(payload))
+                else:
+                    _send_all(sock, [data, payload])
+            except OSError as exc:  # the reader closed the socket under us (a reconnect): the link is down
+                raise LinkDown(f"{self.client_id}: {exc}") from exc
             self._last_out = time.monotonic()
 
     # -- the reader thread ---------------------------------------------------------------------------

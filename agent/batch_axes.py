@@ -47,6 +47,16 @@ def request_layout(axes: Axes, tensors: Feeds) -> tuple[int, object]:
     return n, tuple(key)
 
 
+def content_free(axes: Axes, tensors: Feeds) -> bool:
+    """Whether ``request_layout`` of these tensors depends only on their names, dtypes and shapes (every
+    tensor has a batch axis within its rank; a shared input's bytes are part of the batch key)."""
+    for name, arr in tensors.items():
+        axis = axes.get(name)
+        if axis is None or axis >= arr.ndim:
+            return False
+    return True
+
+
 def stack(axes: Axes, requests: Sequence[Feeds]) -> dict[str, np.ndarray]:
     first = requests[0]
     out: dict[str, np.ndarray] = {}

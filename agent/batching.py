@@ -30,12 +30,13 @@ class ServiceModel:
     ewma: dict[int, float] = field(default_factory=dict)
     count: dict[int, int] = field(default_factory=dict)
     _line: tuple[float, float] | None = field(default=None, repr=False, compare=False)  # fit() until observe
+    _best: float | None = field(default=None, repr=False, compare=False)  # per_request() until observe
 
     def observe(self, batch: int, seconds: float) -> None:
         old = self.ewma.get(batch)
         self.ewma[batch] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
         self.count[batch] = self.count.get(batch, 0) + 1
-        self._line = None
+        self._line = self._best = None
 
     def fit(self) -> tuple[float, float] | None:
         """Least-squares (a, c) of t(b) = a + c*b over the sizes seen; None with fewer than two."""
@@ -74,9 +75,10 @@ class ServiceModel:
 
     def per_request(self) -> float:
         """Seconds of worker time per request at the most efficient batch size seen."""
-        if not self.ewma:
-            return 0.0
-        return min(t / b for b, t in self.ewma.items())
+        best = self._best
+        if best is None:
+            best = self._best = min((t / b for b, t in self.ewma.items()), default=0.0)
+        return best
 
 
 def choose_batch(

@@ -249,6 +249,7 @@ class ModelHost:
             slot.inputs, slot.runtime, slot.capabilities = session.inputs, hosted.runtime, session.capabilities
             if not slot.in_axes:
                 slot.in_axes = batch_axes.input_axes(session.inputs)
+            slot.layouts = {}
         return old
 
     def unload(self, tenant: str, only: Hosted | None = None) -> None:
@@ -308,6 +309,7 @@ def warm_up(hosted: Hosted, slot: TenantSlot | None = None, runs: int = profilin
         )
     if slot is not None:
         slot.in_axes, slot.out_axes = in_axes, out_axes
+        slot.layouts = {}
     b = profiling.probe_batch(statistics.median(one), hosted.spec.max_batch, runs=runs, budget_s=budget_s)
     if out_axes is not None and b is not None:
         stacked = batch_axes.stack(in_axes, [feeds] * b)

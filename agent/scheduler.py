@@ -140,6 +140,7 @@ class Scheduler:
         self.slots = slots if slots is not None else Slots()
         self._usage_at = clock()
         self._cond = threading.Condition()
+        self._watchers = 0  # threads in wait_idle (woken by every finished batch)
         self._closed = False
 
     def _slot(self, tenant: str) -> TenantSlot | None:
@@ -393,7 +394,12 @@ class Scheduler:
                         self.policy.finished(batch.tenant, missed=missed, max_batch=slot.max_batch)
                 if service_s is not None:
                     self._observe(slot, rows, service_s)
-            self._cond.notify_all()
+            # the worker that ran the batch takes the next one itself: wake another worker only for
+            # queued work, and everyone only when someone waits for a tenant to go idle
+            if self._watchers:
+                self._cond.notify_all()
+            elif slot is not None and slot.queue:
+                self._cond.notify()
 
     def wait_idle(self, tenant: str, timeout: float, *, queued_too: bool = False) -> bool:
         """Wait until no batch of ``tenant`` runs (``queued_too``: and none is queued); False on timeout.
@@ -407,7 +413,11 @@ class Scheduler:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._watchers += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._watchers -= 1
 
     def wait_drained(self, tenant: str, timeout: float) -> bool:
         return self.wait_idle(tenant, timeout, queued_too=True)

@@ -22,6 +22,7 @@ answered with an error); nothing a requester sends can stop a worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ from edgefleet.agent.telemetry import WindowStats
 from edgefleet.mqtt import Outgoing
 from edgefleet.runtime import EdgeRuntimeError, InputError, check_feeds
 from edgefleet.wire import ErrorCode, RequestFrame, TenantSpec, TopicKind, Topics, WireError, decode_frame
-from edgefleet.wire.tensors import CONTENT_TYPE, MAGIC, encode_error, encode_result
+from edgefleet.wire.tensors import CONTENT_TYPE, MAGIC, encode_error, encode_reply
 from edgefleet.zoo.images import ImageError, image_input, image_kind
 from edgefleet.zoo.images import prepare as prepare_image
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[..., Any]
 _INPUT_CODES = {"bad_shape": ErrorCode.BAD_SHAPE, "bad_dtype": ErrorCode.BAD_DTYPE}
 TOPICS_REMEMBERED = 4096  # request topics whose tenant is remembered (cleared when full)
+LAYOUTS_REMEMBERED = 256  # request header signatures whose checked layout a slot remembers (cleared when full)
 _OK = [("ef-status", "ok")]
 _ERROR = [("ef-status", "error")]
 
@@ -82,6 +84,7 @@ class Server:
         # runs stream tenants' frames (edgefleet.agent.stream.StreamServer.run): they publish results, not replies
         self.run_stream: Callable[[Batch], tuple[int, float] | None] | None = None
         self._tenant_of: dict[str, str] = {}  # request topic -> tenant
+        self._meta_heads: dict[tuple[str, str], str] = {}  # (tenant, variant) -> a reply meta's first keys
         self.dropped_bad_reply_topic = 0
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -170,21 +173,33 @@ class Server:
                 self.error(response_topic, correlation, qos, ErrorCode.OVERLOADED,
                            f"{tenant} on {self.device_id}: {early.reason}")
                 return
-        try:
-            rows = self._check(slot, frame)
-        except WireError as exc:
-            stats.error(tenant)
-            self.error(response_topic, correlation, qos, exc.code, exc.message)
-            return
+        signature = frame.signature
+        layouts = slot.layouts  # this dict, whatever a load puts in the slot meanwhile
+        known = layouts.get(signature) if signature is not None else None
+        if known is None:
+            try:
+                rows = self._check(slot, frame)
+            except WireError as exc:
+                stats.error(tenant)
+                self.error(response_topic, correlation, qos, exc.code, exc.message)
+                return
+            batch_key: object = None
+            if slot.out_axes is not None:
+                rows, batch_key = batch_axes.request_layout(slot.in_axes, frame.tensors)
+                if signature is not None and batch_axes.content_free(slot.in_axes, frame.tensors):
+                    layouts[signature] = (rows, batch_key)
+            elif signature is not None:
+                layouts[signature] = (rows, None)
+            if len(layouts) > LAYOUTS_REMEMBERED:
+                layouts.clear()
+        else:
+            rows, batch_key = known
         if frame.min_fidelity is not None:
             why = self._fidelity_problem(slot, frame.min_fidelity)
             if why:
                 stats.error(tenant)
                 self.error(response_topic, correlation, qos, ErrorCode.FIDELITY_UNAVAILABLE, why)
                 return
-        batch_key: object = None
-        if slot.out_axes is not None:
-            rows, batch_key = batch_axes.request_layout(slot.in_axes, frame.tensors)
         req = Request(tenant, frame.tensors, rows, now, deadline, response_topic, correlation, qos,
                       batch_key=batch_key)
         decision = self.scheduler.submit(req)
@@ -384,25 +399,33 @@ class Server:
         hosted.served += 1
         rows = sum(r.rows for r in reqs) if len(reqs) > 1 else reqs[0].rows
         service_ms = round(1e3 * service, 3)
-        device, tenant, variant = self.device_id, batch.tenant, hosted.variant
+        tenant = batch.tenant
+        # every reply's meta is {"device", "tenant", "variant", "queue_ms", "service_ms", "batch"}: the
+        # JSON around queue_ms is written once per batch (json.dumps writes a float as its repr)
+        before, after = self._reply_meta(tenant, hosted.variant, service_ms, rows)
         replies: list[Outgoing] = []
         for r, outs in zip(reqs, outs_per_req, strict=True):
-            meta = {
-                "device": device,
-                "tenant": tenant,
-                "variant": variant,
-                "queue_ms": round(1e3 * (start - r.received), 3),
-                "service_ms": service_ms,
-                "batch": rows,
-            }
             if r.response_topic:
-                replies.append(Outgoing(r.response_topic, encode_result(outs, meta), 1 if r.qos else 0,
+                meta_json = f"{before}{round(1e3 * (start - r.received), 3)!r}{after}"
+                replies.append(Outgoing(r.response_topic, encode_reply(outs, meta_json), 1 if r.qos else 0,
                                         r.correlation, CONTENT_TYPE, _OK))
         self._send_all(replies)
         done = self.clock()
         self.stats.served(tenant, rows=rows, service_s=service, started=start, finished=done,
                           received=[r.received for r in reqs], slo_ms=hosted.spec.slo_ms)
         return rows, service
+
+    def _reply_meta(self, tenant: str, variant: str, service_ms: float, rows: int) -> tuple[str, str]:
+        """The compact JSON of a reply's meta before and after its ``queue_ms`` value."""
+        before = self._meta_heads.get((tenant, variant))
+        if before is None:
+            if len(self._meta_heads) >= TOPICS_REMEMBERED:
+                self._meta_heads.clear()
+            before = self._meta_heads[(tenant, variant)] = (
+                f'{{"device":{json.dumps(self.device_id)},"tenant":{json.dumps(tenant)},'
+                f'"variant":{json.dumps(variant)},"queue_ms":'
+            )
+        return before, f',"service_ms":{service_ms!r},"batch":{rows}}}'
 
     def _failed(self, reqs: list[Request], code: ErrorCode, message: str) -> None:
         for r in reqs:

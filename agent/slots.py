@@ -79,6 +79,10 @@ class TenantSlot:
     in_axes: dict[str, int | None] = field(default_factory=dict)  # batch axis per input
     out_axes: dict[str, int] | None = None  # batch axis per output; None: never batched
     profile: ServiceProfile | None = None  # measured at the last load, until a command's Ack takes it
+    # what a request header's signature (``RequestFrame.signature``) was checked to carry: (rows, batch
+    # key), for headers whose layout does not depend on tensor contents; replaced by an empty dict
+    # whenever the inputs, capabilities or batch axes above change
+    layouts: dict[bytes, tuple[int, object]] = field(default_factory=dict)
     # -- the queue (only under the scheduler's condition) -------------------------------------------
     queue: deque[Request] = field(default_factory=deque)
     service: ServiceModel = field(default_factory=ServiceModel)  # measured service time by batch size

@@ -214,3 +214,23 @@ def test_every_admitted_request_comes_out_exactly_once(
         out += [_i(r) for r in b.requests + b.expired]
         s.done(b)
     assert sorted(out) == sorted(admitted)  # nothing lost, nothing duplicated
+
+
+def test_a_finished_batch_wakes_a_thread_waiting_for_its_tenant_to_go_idle() -> None:
+    """done() wakes every thread in wait_idle (a load waiting for the old session's batches), though it
+    wakes no idle worker when nothing is queued."""
+    import threading
+
+    s = Scheduler(workers=2, max_queue=10, clock=lambda: 0.0)
+    s.add_tenant("a", max_batch=1)
+    assert s.submit(_req("a", 1.0)).ok
+    batch = s.take(0)
+    assert batch is not None and s.inflight("a") == 1
+    idle: list[bool] = []
+    waiter = threading.Thread(target=lambda: idle.append(s.wait_idle("a", timeout=30.0)))
+    waiter.start()
+    while s._watchers == 0 and waiter.is_alive():  # the waiter is inside wait_idle
+        threading.Event().wait(0.001)
+    s.done(batch)
+    waiter.join(30.0)
+    assert idle == [True] and s._watchers == 0

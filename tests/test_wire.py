@@ -70,7 +70,7 @@ from edgefleet.wire.codec import (
     decode_to_device,
 )
 from edgefleet.wire.names import NAME_RE
-from edgefleet.wire.tensors import DTYPES, MAGIC, MAX_HEADER_BYTES
+from edgefleet.wire.tensors import DTYPES, MAGIC, MAX_HEADER_BYTES, encode_reply
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -883,3 +883,40 @@ def test_protocol_json_examples_decode() -> None:
         assert json.loads(encode(decoded)) == {**doc, "v": 1}, doc["type"]  # every field shown, none invented
         seen.add(doc["type"])
     assert seen == set(decoders)
+
+
+# -- the request header memo and the reply encoder -------------------------------------------------------
+@SETTINGS
+@given(tensor_maps, st.none() | st.floats(min_value=0.0, max_value=3.6e6))
+def test_a_remembered_header_decodes_as_the_first_parse_did(
+    tensors: dict[str, np.ndarray], timeout_ms: float | None
+) -> None:
+    payload = encode_request(tensors, timeout_ms=timeout_ms)
+    first, again = decode_frame(payload), decode_frame(bytearray(payload))
+    assert isinstance(first, RequestFrame) and isinstance(again, RequestFrame)
+    same_tensors(first.tensors, again.tensors)
+    assert (again.timeout_ms, again.min_fidelity, again.meta) == (first.timeout_ms, first.min_fidelity, first.meta)
+    assert again.signature is not None and again.signature == first.signature
+
+
+def test_a_remembered_header_still_checks_the_frame_length_and_meta_is_per_frame() -> None:
+    payload = encode_request({"x": np.ones((2, 3), np.float32)}, timeout_ms=100.0, meta={"tag": "a"})
+    frame = decode_frame(payload)
+    assert isinstance(frame, RequestFrame)
+    frame.meta["tag"] = "changed"  # a receiver editing its frame's meta changes no later frame
+    again = decode_frame(payload)
+    assert isinstance(again, RequestFrame) and again.meta["tag"] == "a"
+    with pytest.raises(WireError, match="run past the frame") as info:  # the header is remembered now
+        decode_frame(payload[:-8])  # 24 bytes of data, the header says 2*3*4
+    assert info.value.code is ErrorCode.BAD_REQUEST
+
+
+@SETTINGS
+@given(tensor_maps, st.floats(min_value=0.0, max_value=1e6), st.integers(1, 64))
+def test_encode_reply_writes_what_encode_result_writes(
+    tensors: dict[str, np.ndarray], queue_ms: float, batch: int
+) -> None:
+    meta = {"device": "d-1", "tenant": "tenant é", "variant": "fp32", "queue_ms": round(queue_ms, 3),
+            "service_ms": 0.25, "batch": batch}
+    reply = encode_reply(tensors, json.dumps(meta, separators=(",", ":")))
+    assert bytes(reply) == encode_result(tensors, meta)

@@ -33,7 +33,7 @@ class DataLink(Protocol):
 
     def unsubscribe(self, filter_: str, *, wait_s: float = 0.0, linger_s: float = 0.0) -> bool: ...
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False,
+    def publish(self, topic: str, payload: bytes | bytearray, *, qos: int = 0, retain: bool = False,
                 response_topic: str | None = None, correlation_data: bytes | None = None,
                 content_type: str | None = None, expiry_s: int | None = None,
                 user_properties: list[tuple[str, str]] | None = None) -> Any: ...

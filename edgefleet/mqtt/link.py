@@ -88,7 +88,7 @@ class Outgoing(NamedTuple):
     """One message to publish among several at once (``edgefleet.mqtt.publish_many``)."""
 
     topic: str
-    payload: bytes
+    payload: bytes | bytearray  # a large reply is the buffer its frame was built in
     qos: int = 0
     correlation_data: bytes | None = None
     content_type: str | None = None
@@ -238,7 +238,7 @@ class MqttLink:
     def publish(
         self,
         topic: str,
-        payload: bytes,
+        payload: bytes | bytearray,
         *,
         qos: int = 0,
         retain: bool = False,

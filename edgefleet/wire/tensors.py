@@ -58,6 +58,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
     )
 }
 _NATIVE = {name: dtype.newbyteorder("=") for name, dtype in DTYPES.items()}  # what decoded arrays use
+_WIRE_OF = {np.dtype(name): (dtype, name) for name, dtype in DTYPES.items()}  # a native dtype -> its wire dtype
 _PREFIX = struct.Struct("<4sI")
 
 
@@ -67,6 +68,10 @@ class RequestFrame:
     timeout_ms: float | None = None
     min_fidelity: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # the header's bytes when they were small enough to remember (``HEADER_MEMO_BYTES``): two frames
+    # with equal signatures carry tensors of the same names, dtypes and shapes, and the same meta, so
+    # a receiver may key what it derived from one frame's header (checks, batch layout) by it
+    signature: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,11 @@ def _spec_json(name: str, dtype: str, shape: tuple[int, ...], offset: int, nbyte
                       separators=(",", ":"))
 
 
-def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
+def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any], meta_json: str | None = None,
+          *, copy: bool = True) -> bytes | bytearray:
+    """``meta_json``: the meta already written as compact JSON (what ``json.dumps`` of ``meta`` with
+    ``separators=(",", ":")`` writes); ``copy=False`` returns a large frame as the bytearray it was built
+    in instead of copying it into bytes."""
     if len(tensors) > MAX_TENSORS:
         raise WireError(ErrorCode.BAD_REQUEST, f"at most {MAX_TENSORS} tensors per frame")
     specs: list[str] = []
@@ -99,18 +108,23 @@ def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any])
     offset = 0
     for name, value in tensors.items():
         arr = np.asarray(value)
-        wire_dtype = DTYPES.get(arr.dtype.name)
-        if wire_dtype is None:
-            raise WireError(ErrorCode.BAD_DTYPE, f"tensor {name!r}: dtype {arr.dtype} cannot be sent")
+        known = _WIRE_OF.get(arr.dtype)
+        if known is None:  # a byte-swapped array (dtype names ignore the byte order)
+            wire_name = arr.dtype.name
+            wire_dtype = DTYPES.get(wire_name)
+            if wire_dtype is None:
+                raise WireError(ErrorCode.BAD_DTYPE, f"tensor {name!r}: dtype {arr.dtype} cannot be sent")
+        else:
+            wire_dtype, wire_name = known
         nbytes = arr.size * wire_dtype.itemsize
-        specs.append(_spec_json(name, wire_dtype.name, arr.shape, offset, nbytes))
+        specs.append(_spec_json(name, wire_name, arr.shape, offset, nbytes))
         arrays.append((offset, arr.astype(wire_dtype, copy=False)))
         offset += nbytes + (-nbytes) % 8
     # what json.dumps of {"v", "kind", "tensors", "meta"} writes, with each tensor's entry written once
     # per distinct (name, dtype, shape, offset): replies of one batch share them
     header = (
         f'{{"v":{FRAME_VERSION},"kind":"{kind}","tensors":[{",".join(specs)}],"meta":'
-        f'{json.dumps(dict(meta), separators=(",", ":"), allow_nan=False)}}}'
+        f'{meta_json if meta_json is not None else json.dumps(dict(meta), separators=(",", ":"), allow_nan=False)}}}'
     ).encode()
     if len(header) > MAX_HEADER_BYTES:
         raise WireError(ErrorCode.BAD_REQUEST, "frame header too large")
@@ -132,7 +146,7 @@ def _pack(kind: str, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any])
         if arr.size:
             dest = np.frombuffer(out, dtype=arr.dtype, count=arr.size, offset=start + at).reshape(arr.shape)
             np.copyto(dest, arr)
-    return bytes(out)
+    return bytes(out) if copy else out
 
 
 def encode_request(
@@ -147,11 +161,19 @@ def encode_request(
         m["timeout_ms"] = float(timeout_ms)
     if min_fidelity is not None:
         m["min_fidelity"] = float(min_fidelity)
-    return _pack("request", tensors, m)
+    return bytes(_pack("request", tensors, m))
 
 
 def encode_result(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:
-    return _pack("result", tensors, meta or {})
+    return bytes(_pack("result", tensors, meta or {}))
+
+
+def encode_reply(tensors: Mapping[str, np.ndarray], meta_json: str) -> bytes | bytearray:
+    """A result frame for a device's reply, with its meta already written as compact JSON (a batch's
+    replies share all of it but ``queue_ms``: the caller writes it once per batch). A large frame is
+    returned as the buffer it was built in (one copy of the tensors, not two); the bytes are those
+    ``encode_result`` writes for ``json.loads(meta_json)``."""
+    return _pack("result", tensors, {}, meta_json, copy=False)
 
 
 def encode_error(code: ErrorCode, message: str, meta: Mapping[str, Any] | None = None) -> bytes:
@@ -160,14 +182,18 @@ def encode_error(code: ErrorCode, message: str, meta: Mapping[str, Any] | None =
     if len(message) > MAX_ERROR_MESSAGE_CHARS:  # so that the header always fits MAX_HEADER_BYTES
         message = f"{message[:MAX_ERROR_MESSAGE_CHARS]}... ({len(message)} characters)"
     m["message"] = message
-    return _pack("error", {}, m)
+    return bytes(_pack("error", {}, m))
 
 
 def _bad(message: str) -> WireError:
     return WireError(ErrorCode.BAD_REQUEST, message)
 
 
-def _parse_specs(header: Mapping[str, Any], data: memoryview) -> dict[str, np.ndarray]:
+def _parse_specs(
+    header: Mapping[str, Any], data: memoryview, layout: list[_TensorAt] | None = None
+) -> dict[str, np.ndarray]:
+    """The tensors a header describes, as views of ``data``; ``layout`` (when given) receives where
+    each one lies, for ``_RequestHeader``."""
     specs = header.get("tensors", [])
     if not isinstance(specs, list) or len(specs) > MAX_TENSORS:
         raise _bad(f"'tensors' must be a list of at most {MAX_TENSORS} entries")
@@ -204,7 +230,46 @@ def _parse_specs(header: Mapping[str, Any], data: memoryview) -> dict[str, np.nd
                             offset=offset).reshape(shape)
         native = _NATIVE[dtype]
         out[name] = arr if native == wire_dtype else arr.astype(native, copy=False)
+        if layout is not None:
+            layout.append(_TensorAt(name, wire_dtype, native if native != wire_dtype else None, tuple(shape),
+                                    offset, expected // wire_dtype.itemsize if nbytes else 0))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _TensorAt:
+    name: str
+    wire: np.dtype[Any]
+    native: np.dtype[Any] | None  # None: the wire dtype is native already
+    shape: tuple[int, ...]
+    offset: int
+    count: int  # elements
+
+
+@dataclass(frozen=True, slots=True)
+class _RequestHeader:
+    """A request header parsed and validated once: where its tensors lie and what its meta says."""
+
+    tensors: tuple[_TensorAt, ...]
+    data_bytes: int  # the data the tensors need (the frame must hold this much after the header)
+    timeout_ms: float | None
+    min_fidelity: float | None
+    meta: dict[str, Any]
+
+    def frame(self, data: memoryview, signature: bytes) -> RequestFrame:
+        tensors: dict[str, np.ndarray] = {}
+        for t in self.tensors:
+            arr = np.frombuffer(data, dtype=t.wire, count=t.count, offset=t.offset).reshape(t.shape)
+            tensors[t.name] = arr if t.native is None else arr.astype(t.native, copy=False)
+        # each frame gets its own meta dict: a receiver that edits one cannot change the next
+        return RequestFrame(tensors, self.timeout_ms, self.min_fidelity, dict(self.meta), signature)
+
+
+# Request headers seen recently, parsed: a client sends the same header (names, dtypes, shapes, budget)
+# with every request, so the JSON is parsed and checked once, and then only the frame's length is.
+HEADER_MEMO_BYTES = 1024  # headers up to this size are remembered
+HEADER_MEMO_ENTRIES = 512  # the memo is emptied when it holds this many
+_request_headers: dict[bytes, _RequestHeader] = {}
 
 
 def _dims_ok(shape: list[Any]) -> bool:
@@ -223,6 +288,15 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
         raise _bad(f"not a tensor frame: magic {magic!r}, expected {MAGIC!r}")
     if hlen > MAX_HEADER_BYTES or _PREFIX.size + hlen > len(buf):
         raise _bad(f"header length {hlen} runs past the frame or the {MAX_HEADER_BYTES}-byte limit")
+    signature = bytes(buf[_PREFIX.size : _PREFIX.size + hlen]) if hlen <= HEADER_MEMO_BYTES else None
+    if signature is not None:
+        known = _request_headers.get(signature)
+        if known is not None:
+            start = _PREFIX.size + hlen
+            start += (-start) % 8
+            if start + known.data_bytes <= len(buf):
+                return known.frame(buf[start:], signature)
+            # too short for its tensors: the full parse below says which one runs past the frame
     try:
         header = json.loads(str(buf[_PREFIX.size : _PREFIX.size + hlen], "utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -242,13 +316,22 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
     data = buf[start:] if start <= len(buf) else memoryview(b"")
     kind = header.get("kind")
     if kind == "request":
-        tensors = _parse_specs(header, data)
-        return RequestFrame(
+        layout: list[_TensorAt] = []
+        tensors = _parse_specs(header, data, layout)
+        frame = RequestFrame(
             tensors=tensors,
             timeout_ms=_opt_number(meta, "timeout_ms", lo=0.0, hi=3.6e6),
             min_fidelity=_opt_number(meta, "min_fidelity", lo=0.0, hi=1.0),
             meta=meta,
+            signature=signature,
         )
+        if signature is not None:
+            if len(_request_headers) >= HEADER_MEMO_ENTRIES:
+                _request_headers.clear()
+            end = max((t.offset + t.count * t.wire.itemsize for t in layout), default=0)
+            _request_headers[signature] = _RequestHeader(tuple(layout), end, frame.timeout_ms, frame.min_fidelity,
+                                                         dict(meta))
+        return frame
     if kind == "result":
         return ResultFrame(tensors=_parse_specs(header, data), meta=meta)
     if kind == "error":

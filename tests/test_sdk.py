@@ -355,6 +355,21 @@ async def test_async_200_concurrent_calls(
 
 
 @pytest.mark.asyncio
+async def test_async_calls_of_one_loop_pass_go_out_together_and_a_cancelled_one_is_not_sent(
+    mqtt_settings: MqttSettings, prefix: str, responder: Responder
+) -> None:
+    async with AsyncInferenceClient(mqtt_settings, prefix=prefix) as c:
+        calls = [asyncio.ensure_future(c.infer("echo", {"x": np.full(2, i, np.float64)}, timeout_s=10.0))
+                 for i in range(5)]
+        await asyncio.sleep(0)  # each call ran to its await: five requests wait in the outbox
+        calls[2].cancel()
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(done[2], asyncio.CancelledError)
+        assert [d["x"].tolist() for i, d in enumerate(done) if i != 2] == [[2.0 * i] * 2 for i in (0, 1, 3, 4)]
+        assert c.sent == 4 and c.in_flight == 0 and c.late_replies == 0
+
+
+@pytest.mark.asyncio
 async def test_async_errors_timeouts_and_meta(
     mqtt_settings: MqttSettings, prefix: str, responder: Responder
 ) -> None:

@@ -57,7 +57,8 @@ def publish_many(link: DataLink, messages: list[Outgoing]) -> None:
         return
     for m in messages:
         link.publish(m.topic, m.payload, qos=m.qos, correlation_data=m.correlation_data,
-                     content_type=m.content_type, user_properties=list(m.user_properties or ()) or None)
+                     content_type=m.content_type, user_properties=list(m.user_properties or ()) or None,
+                     response_topic=m.response_topic, expiry_s=m.expiry_s)
 
 
 def data_link(settings: MqttSettings, client_id: str, kind: str = "auto", *, payload_views: bool = False,

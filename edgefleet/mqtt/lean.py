@@ -351,29 +351,55 @@ class LeanLink:
         if threading.current_thread() is self._thread:
             for m in messages:
                 self.publish(m.topic, m.payload, qos=m.qos, correlation_data=m.correlation_data,
-                             content_type=m.content_type, user_properties=m.user_properties)
+                             content_type=m.content_type, user_properties=m.user_properties,
+                             response_topic=m.response_topic, expiry_s=m.expiry_s)
             return
         if not self._connected.is_set():
             raise LinkDown(f"{self.client_id} is not connected")
         parts: list[Any] = []
         for m in messages:
-            pid = self._reserve() if m.qos else None
+            pid = None
+            if m.qos:
+                pid = self._try_reserve()
+                if pid is None:  # the window is full: what is built goes out first (its PUBACKs make room)
+                    self._write_parts(parts)
+                    parts = []
+                    pid = self._reserve()
             head = mqtt5.PublishPacket(
                 m.topic, b"", qos=_QOS[m.qos], packet_id=pid, correlation_data=m.correlation_data,
                 content_type=m.content_type, user_properties=list(m.user_properties) if m.user_properties else None,
+                response_topic=m.response_topic, message_expiry_interval=int(m.expiry_s) if m.expiry_s else None,
             ).write()
             parts.append(with_payload_length(head, len(m.payload)) if m.payload else head)
             if m.payload:
                 parts.append(m.payload)
+        self._write_parts(parts)
+
+    def _write_parts(self, parts: list[Any]) -> None:
+        """Write buffers as one stream of bytes, with one system call where the socket takes them all."""
+        if not parts:
+            return
         sock = self._sock
         if sock is None:
             raise LinkDown(f"{self.client_id} is not connected")
         with self._wlock:
-            if self._tls:
-                sock.sendall(b"".join(bytes(p) for p in parts))
-            else:
-                _send_all(sock, parts)
+            try:
+                if self._tls:
+                    sock.sendall(b"".join(bytes(p) for p in parts))
+                else:
+                    _send_all(sock, parts)
+            except OSError as exc:  # the reader closed the socket under us (a reconnect): the link is down
+                raise LinkDown(f"{self.client_id}: {exc}") from exc
             self._last_out = time.monotonic()
+
+    def _try_reserve(self) -> int | None:
+        """A packet id for a QoS 1 publish when the in-flight window has room now, else None."""
+        with self._room:
+            if len(self._inflight) >= self._max_inflight or self._backlog:
+                return None
+            pid = self._packet_id()
+            self._inflight.add(pid)
+            return pid
 
     def _reserve(self) -> int:
         """A packet id for a QoS 1 publish, waiting while the in-flight window is full or publishes are

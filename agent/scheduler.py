@@ -57,6 +57,7 @@ class Admission:
     reason: str = ""
 
 
+ADMITTED = Admission(True)
 ADMISSION_SAFETY = 1.2  # expected finish times are stretched by this much before comparing to deadlines
 
 
@@ -88,7 +89,7 @@ def admit(
             False,
             f"expected finish in {1e3 * (finish - now):.1f} ms, deadline in {1e3 * (deadline - now):.1f} ms",
         )
-    return Admission(True)
+    return ADMITTED
 
 
 def pick_tenant(heads: Mapping[str, float], usage: Mapping[str, float] | None = None) -> str | None:

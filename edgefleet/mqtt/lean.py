@@ -44,6 +44,7 @@ LARGE_PACKET = 1 << 16  # packets at least this large are read straight into the
 # and the rest of it goes straight into its own buffer (whose payload can then be handed over as a view)
 READ_CHUNK = LARGE_PACKET
 BACKLOG_MAX = 10_000  # QoS 1 publishes the reader thread may park while the in-flight window is full
+INLINE_PAYLOAD_BYTES = 4096  # payloads below this go into their packet's buffer (a copy is cheaper than a gathered write)
 _QOS = (mqtt5.QoS.AT_MOST_ONCE, mqtt5.QoS.AT_LEAST_ONCE, mqtt5.QoS.AT_LEAST_ONCE)
 _PINGREQ = mqtt5.PingReqPacket().write()
 
@@ -365,14 +366,19 @@ class LeanLink:
                     self._write_parts(parts)
                     parts = []
                     pid = self._reserve()
+            payload = m.payload
+            inline = len(payload) < INLINE_PAYLOAD_BYTES  # a small payload is written by the codec with its packet
             head = mqtt5.PublishPacket(
-                m.topic, b"", qos=_QOS[m.qos], packet_id=pid, correlation_data=m.correlation_data,
-                content_type=m.content_type, user_properties=list(m.user_properties) if m.user_properties else None,
+                m.topic, bytes(payload) if inline else b"", qos=_QOS[m.qos], packet_id=pid,
+                correlation_data=m.correlation_data, content_type=m.content_type,
+                user_properties=list(m.user_properties) if m.user_properties else None,
                 response_topic=m.response_topic, message_expiry_interval=int(m.expiry_s) if m.expiry_s else None,
             ).write()
-            parts.append(with_payload_length(head, len(m.payload)) if m.payload else head)
-            if m.payload:
-                parts.append(m.payload)
+            if inline:
+                parts.append(head)
+            else:
+                parts.append(with_payload_length(head, len(payload)))
+                parts.append(payload)
         self._write_parts(parts)
 
     def _write_parts(self, parts: list[Any]) -> None:
@@ -384,8 +390,10 @@ class LeanLink:
             raise LinkDown(f"{self.client_id} is not connected")
         with self._wlock:
             try:
-                if self._tls:
-                    sock.sendall(b"".join(bytes(p) for p in parts))
+                if len(parts) == 1:
+                    sock.sendall(parts[0])
+                elif self._tls or sum(len(p) for p in parts) < INLINE_PAYLOAD_BYTES * 16:
+                    sock.sendall(b"".join(parts))  # small: one copy is cheaper than a gathered write
                 else:
                     _send_all(sock, parts)
             except OSError as exc:  # the reader closed the socket under us (a reconnect): the link is down

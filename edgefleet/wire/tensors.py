@@ -161,7 +161,10 @@ def encode_request(
         m["timeout_ms"] = float(timeout_ms)
     if min_fidelity is not None:
         m["min_fidelity"] = float(min_fidelity)
-    return bytes(_pack("request", tensors, m))
+    meta_json = None
+    if not meta and all(math.isfinite(v) for v in m.values()):  # what json.dumps writes, without it
+        meta_json = "{" + ",".join(f'"{k}":{v!r}' for k, v in m.items()) + "}"
+    return bytes(_pack("request", tensors, m, meta_json))
 
 
 def encode_result(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:

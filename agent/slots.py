@@ -108,6 +108,7 @@ class Slots:
 
     def __init__(self) -> None:
         self._slots: dict[str, TenantSlot] = {}
+        self._all: tuple[TenantSlot, ...] = ()  # the slots, replaced (never edited) when one comes or goes
         self._lock = threading.Lock()  # makes ensure() atomic; lookups need none
 
     def get(self, name: str) -> TenantSlot | None:
@@ -120,7 +121,7 @@ class Slots:
         return len(self._slots)
 
     def __iter__(self) -> Iterator[TenantSlot]:
-        return iter(list(self._slots.values()))
+        return iter(self._all)
 
     def names(self) -> list[str]:
         return list(self._slots)
@@ -130,12 +131,18 @@ class Slots:
         slot = self._slots.get(name)
         if slot is None:
             with self._lock:
-                slot = self._slots.setdefault(name, TenantSlot(name))
+                slot = self._slots.get(name)
+                if slot is None:
+                    slot = self._slots[name] = TenantSlot(name)
+                    self._all = (*self._all, slot)
         return slot
 
     def remove(self, name: str) -> TenantSlot | None:
         with self._lock:
-            return self._slots.pop(name, None)
+            slot = self._slots.pop(name, None)
+            if slot is not None:
+                self._all = tuple(s for s in self._all if s is not slot)
+            return slot
 
     def assigned(self) -> dict[str, TenantSlot]:
         """Slots with a spec: the tenants assigned to this device."""

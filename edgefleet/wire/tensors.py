@@ -262,7 +262,7 @@ class _RequestHeader:
     def frame(self, data: memoryview, signature: bytes) -> RequestFrame:
         tensors: dict[str, np.ndarray] = {}
         for t in self.tensors:
-            arr = np.frombuffer(data, dtype=t.wire, count=t.count, offset=t.offset).reshape(t.shape)
+            arr: np.ndarray = np.ndarray(t.shape, t.wire, data, t.offset)  # a view, as np.frombuffer makes
             tensors[t.name] = arr if t.native is None else arr.astype(t.native, copy=False)
         # each frame gets its own meta dict: a receiver that edits one cannot change the next
         return RequestFrame(tensors, self.timeout_ms, self.min_fidelity, dict(self.meta), signature)

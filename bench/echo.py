@@ -4,8 +4,11 @@ It subscribes to the tenant's shared request topic with the same client library 
 path (``--link lean``: ``edgefleet.mqtt.lean``; ``--link paho``: ``MqttLink``) and answers every request
 on its Response Topic with its Correlation Data and one result frame encoded once at start: no decode,
 no model, no bookkeeping. Whatever a request costs the agent beyond this process's CPU per request is
-edgefleet's own path. Run as ``python -m edgefleet.bench.echo --port P --prefix X --tenant T --link lean``; it
-prints ``ready`` once subscribed and stops on SIGTERM or when stdin closes.
+edgefleet's own path. ``--reply-shape`` sizes the reply (a float32 tensor; default 1,10, the MLP's output):
+a camera frame's floor answers with a mask as large as the agent's. It reads requests as the agent does
+(a large payload is a view of the buffer it was read into). Run as ``python -m edgefleet.bench.echo --port P
+--prefix X --tenant T --link lean``; it prints ``ready`` once subscribed and stops on SIGTERM or when stdin
+closes.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", required=True)
     p.add_argument("--tenant", required=True)
     p.add_argument("--link", choices=("lean", "paho"), default="lean")
+    p.add_argument("--reply-shape", default="1,10", help="shape of the float32 tensor every reply carries")
     args = p.parse_args(argv)
     topics = Topics(args.prefix)
-    reply = encode_result({"y": np.zeros((1, 10), np.float32)}, {"device": "echo", "batch": 1})
-    link = data_link(MqttSettings(port=args.port), f"echo-{args.link}", args.link)
+    shape = tuple(int(d) for d in args.reply_shape.split(","))
+    reply = encode_result({"y": np.zeros(shape, np.float32)}, {"device": "echo", "batch": 1})
+    # as the agent reads requests: a large one's payload is a view of the buffer it was read into
+    link = data_link(MqttSettings(port=args.port), f"echo-{args.link}", args.link, payload_views=True)
 
     def on_request(msg: Inbound) -> None:
         if msg.response_topic:

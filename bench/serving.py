@@ -31,6 +31,11 @@ Metrics (defined before the run; never redefined after it):
   path ms of the MLP request, both at c=1) / (their difference in request + reply megabytes, 10^6
   bytes). The model's service time per request is the agent's own ``service_ms / batch`` from the
   replies' meta.
+- ``floor_path_ms_per_mb``: the same per-MB difference for the echo responder (its CPU per request answering
+  the camera frame with a mask of selfie-seg's size, less answering the MLP request, at c=1; ``floor_large``):
+  what the transport itself costs per MB on this box; ``path_ms_per_mb_beyond_floor`` = ``path_ms_per_mb`` -
+  ``floor_path_ms_per_mb``, the agent's own cost per MB. (Both added after the run of 2026-12-04 22:27 UTC,
+  before any run that reports them.)
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from edgefleet.wire import TenantSpec, Topics, encode_request
 
 CONCURRENCY = (1, 32)
 LARGE_MODEL = "selfie-seg"
+LARGE_REPLY_SHAPE = (1, 256, 256, 1)  # selfie-seg's mask (float32): the large floor's reply
 GOALS = {"vs_triton_c32": {"at_least": 1.5}, "p50_vs_triton_c1": {"at_most": 1.0},
          "agent_cpu_vs_floor_c32": {"at_most": 2.0}, "path_ms_per_mb": {"at_most": 0.3}}
 
@@ -144,10 +150,10 @@ def _drive(settings: MqttSettings, prefix: str, tenant: str, feeds: dict[str, np
     }
 
 
-def _echo(port: int, prefix: str, tenant: str, link: str) -> subprocess.Popen[str]:
+def _echo(port: int, prefix: str, tenant: str, link: str, reply_shape: tuple[int, ...] = (1, 10)) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, "-m", "edgefleet.bench.echo", "--port", str(port), "--prefix", prefix,
-                             "--tenant", tenant, "--link", link], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+                             "--tenant", tenant, "--link", link, "--reply-shape", ",".join(map(str, reply_shape))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
         proc.kill()
@@ -216,6 +222,14 @@ def run(
                 }
             finally:
                 _stop(proc)
+        # the floor of a camera frame: the same echo answering the frame with a mask the size of the agent's
+        proc = _echo(broker.port, prefix, f"echo-{link}-large", link, LARGE_REPLY_SHAPE)
+        try:
+            floor_large = {"model": LARGE_MODEL, "request_bytes": _frame_bytes(large_feeds),
+                           **_drive(settings, prefix, f"echo-{link}-large", large_feeds, 1, duration,
+                                    {"responder": proc.pid, "broker": broker.pid})}
+        finally:
+            _stop(proc)
         for data_link in (link, "paho") if link != "paho" else ("paho",):
             agent = spawn_agent(f"bench-agent-{data_link}", broker.port, work, prefix=prefix,
                                 models={"mlp": mlp_path}, period_s=1.0,
@@ -279,10 +293,11 @@ def run(
         "duration_s": duration,
         "machine": machine(),
         "data_link": link,
-        **_headlines(results, floors.get(link, {}), triton, large),
+        **_headlines(results, floors.get(link, {}), triton, large, floor_large),
         "goal": GOALS,
         "models": results,
         "floor": floors,
+        "floor_large": floor_large,
         "agent_paho": agent_paho,
         "triton": triton,
         "triton_error": triton_error,
@@ -336,7 +351,7 @@ def _calibration(results: dict[str, Any], large: dict[str, Any], hold: dict[str,
 
 
 def _headlines(results: dict[str, Any], floor: dict[str, Any], triton: dict[str, Any] | None,
-               large: dict[str, Any]) -> dict[str, Any]:
+               large: dict[str, Any], floor_large: dict[str, Any] | None = None) -> dict[str, Any]:
     mlp = results.get("mlp", {})
     out: dict[str, Any] = {"vs_triton_c32": None, "p50_vs_triton_c1": None}
     if triton and mlp:
@@ -363,8 +378,26 @@ def _headlines(results: dict[str, Any], floor: dict[str, Any], triton: dict[str,
     )
     out["path_ms_small"] = small_path
     out["path_ms_large"] = large_path
+    # the transport's own cost per MB: the echo responder's CPU per request, camera frame less MLP request
+    floor_small_run = floor.get("1", {})
+    floor_small_cpu = floor_small_run.get("cpu_ms_per_request", {}).get("responder")
+    floor_large_cpu = (floor_large or {}).get("cpu_ms_per_request", {}).get("responder")
+    floor_small_mb = (_frame_bytes_of(small) + (floor_small_run.get("reply_bytes") or 0)) / 1e6
+    floor_large_mb = megabytes(floor_large or {})
+    out["floor_path_ms_per_mb"] = (
+        (floor_large_cpu - floor_small_cpu) / (floor_large_mb - floor_small_mb)
+        if floor_small_cpu is not None and floor_large_cpu is not None and floor_large_mb > floor_small_mb else None
+    )
+    out["path_ms_per_mb_beyond_floor"] = (
+        out["path_ms_per_mb"] - out["floor_path_ms_per_mb"]
+        if out["path_ms_per_mb"] is not None and out["floor_path_ms_per_mb"] is not None else None
+    )
     out["request_reply_mb"] = {"mlp": small_mb, LARGE_MODEL: large_mb}
     return out
+
+
+def _frame_bytes_of(run: dict[str, Any]) -> int:
+    return int(run.get("request_bytes") or 0)
 
 
 def _plot(data: dict[str, Any], png: Path) -> None:

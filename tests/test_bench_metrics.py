@@ -433,3 +433,32 @@ def test_the_best_baseline_is_at_least_every_configuration(baselines: dict[str, 
 )
 def test_calibration_choice(totals: dict[str, dict[str, float]], expected: str | None) -> None:
     assert metrics.calibration_choice(totals) == expected
+
+
+def test_serving_headlines_arithmetic() -> None:
+    """bench serving's headline figures from made-up runs, the arithmetic written out."""
+    from edgefleet.bench.serving import _headlines
+
+    mlp = {
+        # c=1: agent 0.30 ms CPU per request, the model's service 0.05 -> path 0.25 ms; 3,000 + 1,000 bytes
+        "1": {"agent_rps": 1000.0, "agent_p50_ms": 0.60, "cpu_ms_per_request": {"agent": 0.30},
+              "service_ms_per_request": 0.05, "request_bytes": 3000, "reply_bytes": 1000},
+        "32": {"agent_rps": 6000.0, "cpu_ms_per_request": {"agent": 0.10}},
+    }
+    # the frame: 1.40 ms CPU less 1.00 ms service -> path 0.40 ms; 804,000 + 200,000 bytes = 1.004 MB
+    large = {"cpu_ms_per_request": {"agent": 1.40}, "service_ms_per_request": 1.00, "request_bytes": 804_000,
+             "reply_bytes": 200_000}
+    floor = {"1": {"cpu_ms_per_request": {"responder": 0.10}, "reply_bytes": 1000},
+             "32": {"cpu_ms_per_request": {"responder": 0.04}}}
+    floor_large = {"cpu_ms_per_request": {"responder": 0.20}, "request_bytes": 804_000, "reply_bytes": 200_000}
+    triton = {"1": {"p50_ms": 0.75}, "32": {"rps": 4000.0}}
+    h = _headlines({"mlp": mlp}, floor, triton, large, floor_large)
+    assert h["vs_triton_c32"] == pytest.approx(6000 / 4000)  # 1.5
+    assert h["p50_vs_triton_c1"] == pytest.approx(0.60 / 0.75)  # 0.8
+    assert h["agent_cpu_vs_floor_c32"] == pytest.approx(0.10 / 0.04)  # 2.5
+    assert h["path_ms_per_mb"] == pytest.approx((0.40 - 0.25) / (1.004 - 0.004))  # 0.15 ms per MB
+    assert h["floor_path_ms_per_mb"] == pytest.approx((0.20 - 0.10) / (1.004 - 0.004))  # 0.10 ms per MB
+    assert h["path_ms_per_mb_beyond_floor"] == pytest.approx(0.05)  # 0.15 - 0.10
+    bare = _headlines({"mlp": mlp}, floor, None, large)  # no peer, no large floor: nulls, never constants
+    assert bare["vs_triton_c32"] is None and bare["p50_vs_triton_c1"] is None
+    assert bare["floor_path_ms_per_mb"] is None and bare["path_ms_per_mb_beyond_floor"] is None

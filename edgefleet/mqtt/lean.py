@@ -189,6 +189,7 @@ class LeanLink:
         self._ping_sent = 0.0  # monotonic time of the unanswered PINGREQ (0: none)
         self._buf = bytearray()  # received bytes not parsed yet
         self._big: bytearray | None = None  # a large packet being read whole
+        self._deferred: list[Any] | None = None  # the reader thread's writes while it handles one read
         self._big_have = 0
         self.handler_errors = 0
         self.connects = 0
@@ -424,6 +425,17 @@ class LeanLink:
             return pid
 
     def _write(self, data: bytes, payload: bytes | bytearray | memoryview | None = None) -> None:
+        deferred = self._deferred
+        if deferred is not None and threading.current_thread() is self._thread:
+            if payload is None or len(payload) < LARGE_PACKET:  # joins the read's one write (a copy: the
+                deferred.append(data if payload is None else data + bytes(payload))  # caller may reuse it)
+                return
+            self._deferred = []  # a large one goes now, after what was deferred before it
+            try:
+                self._write_parts(deferred)
+            finally:
+                self._deferred = deferred
+                deferred.clear()
         sock = self._sock
         if sock is None:
             raise LinkDown(f"{self.client_id} is not connected")
@@ -640,8 +652,20 @@ class LeanLink:
             self._write(_PINGREQ)
 
     def _dispatch(self, packets: list[Any], payload: memoryview | None = None) -> None:
-        """Act on parsed packets. ``payload``: the payload of a lone PUBLISH parsed without it."""
+        """Act on parsed packets. ``payload``: the payload of a lone PUBLISH parsed without it. What the
+        handlers publish meanwhile on this thread (an error reply, an echo) and the PUBACKs leave together,
+        in one write, once the packets of this read are handled."""
         acks: list[bytes] = []
+        deferred: list[Any] = []
+        self._deferred = deferred
+        try:
+            self._act(packets, payload, acks)
+        finally:
+            self._deferred = None
+        if acks or deferred:
+            self._write_parts(acks + deferred)
+
+    def _act(self, packets: list[Any], payload: memoryview | None, acks: list[bytes]) -> None:
         for packet in packets:
             if isinstance(packet, mqtt5.PublishPacket):
                 self._deliver(packet, payload)
@@ -669,8 +693,6 @@ class LeanLink:
                 raise ConnectionError(f"the broker disconnected us: {packet.reason_code.name}")
             elif isinstance(packet, mqtt5.PubRelPacket):  # QoS 2 is never subscribed; complete it anyway
                 acks.append(mqtt5.PubCompPacket(packet.packet_id).write())
-        if acks:
-            self._write(b"".join(acks))
 
     def _deliver(self, packet: mqtt5.PublishPacket, payload: memoryview | None = None) -> None:
         topic = packet.topic

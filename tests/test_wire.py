@@ -920,3 +920,40 @@ def test_encode_reply_writes_what_encode_result_writes(
             "service_ms": 0.25, "batch": batch}
     reply = encode_reply(tensors, json.dumps(meta, separators=(",", ":")))
     assert bytes(reply) == encode_result(tensors, meta)
+
+
+@SETTINGS
+@given(tensor_maps, st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=3), min_size=2, max_size=4))
+def test_results_whose_headers_differ_in_meta_alone_decode_as_a_full_parse_would(
+    tensors: dict[str, np.ndarray], metas: list[dict[str, Any]]
+) -> None:
+    for meta in metas:  # the first parse remembers the part before the meta; the others reuse it
+        frame = decode_frame(encode_result(tensors, meta))
+        assert isinstance(frame, ResultFrame) and frame.meta == meta
+        same_tensors(tensors, frame.tensors)
+
+
+def _raw_result(header: str, data: bytes) -> bytes:
+    raw = header.encode()
+    start = 8 + len(raw) + (-(8 + len(raw))) % 8
+    return MAGIC + struct.pack("<I", len(raw)) + raw + b"\x00" * (start - 8 - len(raw)) + data
+
+
+def test_a_remembered_result_prefix_never_hides_what_the_rest_of_the_header_says() -> None:
+    spec = '{"name":"y","dtype":"float32","shape":[1],"offset":0,"nbytes":4}'
+    data = np.float32(2.5).tobytes() + b"\x00" * 4
+    decode_frame(_raw_result(f'{{"v":1,"kind":"result","tensors":[{spec}],"meta":{{"a":1}}}}', data))  # remembered
+    # after the meta, another key: the full parse reads it as JSON does (the meta is still {"a": 2})
+    extra = decode_frame(_raw_result(f'{{"v":1,"kind":"result","tensors":[{spec}],"meta":{{"a":2}},"x":3}}', data))
+    assert isinstance(extra, ResultFrame) and extra.meta == {"a": 2} and extra.tensors["y"].tolist() == [2.5]
+    # a meta that is not JSON is still reported as the full parse reports it
+    with pytest.raises(WireError, match="not JSON"):
+        decode_frame(_raw_result(f'{{"v":1,"kind":"result","tensors":[{spec}],"meta":{{"a":}}}}', data))
+    # a "meta" key inside a tensor's entry is not taken for the header's
+    odd = spec[:-1] + ',"q":[1],"meta":{}}'
+    for _ in range(2):
+        frame = decode_frame(_raw_result(f'{{"v":1,"kind":"result","tensors":[{odd}],"meta":{{"z":1}}}}', data))
+        assert isinstance(frame, ResultFrame) and frame.meta == {"z": 1}
+    # the frame must still hold the tensors' bytes
+    with pytest.raises(WireError, match="run past the frame"):
+        decode_frame(_raw_result(f'{{"v":1,"kind":"result","tensors":[{spec}],"meta":{{"a":3}}}}', b""))

@@ -259,13 +259,16 @@ class _RequestHeader:
     min_fidelity: float | None
     meta: dict[str, Any]
 
-    def frame(self, data: memoryview, signature: bytes) -> RequestFrame:
+    def arrays(self, data: memoryview) -> dict[str, np.ndarray]:
         tensors: dict[str, np.ndarray] = {}
         for t in self.tensors:
             arr: np.ndarray = np.ndarray(t.shape, t.wire, data, t.offset)  # a view, as np.frombuffer makes
             tensors[t.name] = arr if t.native is None else arr.astype(t.native, copy=False)
+        return tensors
+
+    def frame(self, data: memoryview, signature: bytes) -> RequestFrame:
         # each frame gets its own meta dict: a receiver that edits one cannot change the next
-        return RequestFrame(tensors, self.timeout_ms, self.min_fidelity, dict(self.meta), signature)
+        return RequestFrame(self.arrays(data), self.timeout_ms, self.min_fidelity, dict(self.meta), signature)
 
 
 # Request headers seen recently, parsed: a client sends the same header (names, dtypes, shapes, budget)
@@ -273,6 +276,12 @@ class _RequestHeader:
 HEADER_MEMO_BYTES = 1024  # headers up to this size are remembered
 HEADER_MEMO_ENTRIES = 512  # the memo is emptied when it holds this many
 _request_headers: dict[bytes, _RequestHeader] = {}
+# Result headers differ in their meta alone (a reply's queue_ms): the part before it is remembered, by its
+# bytes, once a full parse has shown that the header is exactly {"v", "kind", "tensors", "meta"} in that
+# order; a header that starts with a remembered part then needs only its meta parsed.
+_RESULT_START = b'{"v":1,"kind":"result","tensors":['
+_META_KEY = b'],"meta":'
+_result_layouts: dict[bytes, _RequestHeader] = {}
 
 
 def _dims_ok(shape: list[Any]) -> bool:
@@ -300,6 +309,17 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
             if start + known.data_bytes <= len(buf):
                 return known.frame(buf[start:], signature)
             # too short for its tensors: the full parse below says which one runs past the frame
+        elif signature.startswith(_RESULT_START):
+            remembered, meta_json = _result_layout(signature)
+            if remembered is not None:
+                start = _PREFIX.size + hlen
+                start += (-start) % 8
+                try:
+                    meta = json.loads(meta_json)
+                except (ValueError, RecursionError):
+                    meta = None  # the full parse below says what is wrong
+                if isinstance(meta, dict) and start + remembered.data_bytes <= len(buf):
+                    return ResultFrame(remembered.arrays(buf[start:]), meta)
     try:
         header = json.loads(str(buf[_PREFIX.size : _PREFIX.size + hlen], "utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -336,7 +356,11 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
                                                          dict(meta))
         return frame
     if kind == "result":
-        return ResultFrame(tensors=_parse_specs(header, data), meta=meta)
+        spans: list[_TensorAt] = []
+        result = ResultFrame(tensors=_parse_specs(header, data, spans), meta=meta)
+        if signature is not None and signature.startswith(_RESULT_START):
+            _remember_result(signature, header, spans)
+        return result
     if kind == "error":
         raw_code = meta.get("code")
         try:
@@ -348,6 +372,32 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
             code=code, message=str(message) if message is not None else str(raw_code), meta=meta
         )
     raise _bad(f"frame kind {kind!r}: expected request, result or error")
+
+
+def _result_layout(header: bytes) -> tuple[_RequestHeader | None, bytes]:
+    """The remembered tensors part of a result header and the bytes of its meta (None: not remembered)."""
+    cut = header.find(_META_KEY)
+    if cut < 0 or not header.endswith(b"}"):
+        return None, b""
+    return _result_layouts.get(header[: cut + 1]), header[cut + len(_META_KEY) : -1]
+
+
+def _remember_result(header_bytes: bytes, header: Mapping[str, Any], layout: list[_TensorAt]) -> None:
+    cut = header_bytes.find(_META_KEY)
+    if cut < 0 or not header_bytes.endswith(b"}") or list(header) != ["v", "kind", "tensors", "meta"]:
+        return
+    prefix = header_bytes[: cut + 1]
+    try:  # the part before the meta is exactly the header's v, kind and tensors; the rest is its meta
+        if json.loads(prefix + b"}") != {"v": FRAME_VERSION, "kind": "result", "tensors": header["tensors"]}:
+            return
+        if json.loads(header_bytes[cut + len(_META_KEY) : -1]) != header["meta"]:
+            return
+    except (ValueError, RecursionError):
+        return
+    if len(_result_layouts) >= HEADER_MEMO_ENTRIES:
+        _result_layouts.clear()
+    end = max((t.offset + t.count * t.wire.itemsize for t in layout), default=0)
+    _result_layouts[prefix] = _RequestHeader(tuple(layout), end, None, None, {})
 
 
 def _opt_number(meta: Mapping[str, Any], key: str, *, lo: float, hi: float) -> float | None:

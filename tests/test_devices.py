@@ -260,7 +260,7 @@ def _interpreter_class(tpu: FakeTpu) -> type:
             self.tensors[1] = self.tensors[0] + 1
 
         def get_tensor(self, index: int) -> np.ndarray:
-            return self.tensors[index]
+            return self.tensors[index].copy()  # as the real one: a copy (tensor() is the view)
 
     return Interpreter
 

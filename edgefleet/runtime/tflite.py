@@ -57,7 +57,8 @@ class TFLiteSession:
         for name, value in feeds.items():
             self._interp.set_tensor(self._in_index[name], np.ascontiguousarray(value))
         self._invoke_interpreter()
-        return {name: np.array(self._interp.get_tensor(index)) for name, index in self._out_index}
+        # get_tensor returns a copy of the output already (tensor() would be the view): no second copy
+        return {name: np.asarray(self._interp.get_tensor(index)) for name, index in self._out_index}
 
     def run(self, feeds: Feeds) -> Outputs:
         batch = check_feeds(self.inputs, feeds, loose_batch=True)

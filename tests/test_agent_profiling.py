@@ -87,3 +87,21 @@ def test_unbatchable_or_failing_models(runtime: str, fail: bool, sizes: set[int]
                     memory_bytes=1, measured_bytes=0, fidelity=1.0, loaded_at=0.0)
     warm_up(hosted)
     assert set(hosted.profile) == sizes
+
+
+def test_a_load_and_a_warm_up_forget_the_request_layouts_the_slot_had_checked(mlp: Path) -> None:
+    """The request path remembers, per header signature, what a request was checked to carry against
+    the model (agent/serving.py); a model that loads again (another variant, other inputs) or learns its
+    batch axes again must be checked against afresh."""
+    host = ModelHost([LocalModels({"mlp": mlp})], budget_bytes=64 << 20, threads=1)
+    spec = TenantSpec(name="m", model="mlp", slo_ms=50.0, max_batch=4)
+    hosted = host.load(spec)
+    slot = host.slots.get("m")
+    assert slot is not None
+    slot.layouts[b"a header"] = (1, ("x",))
+    warm_up(hosted, slot)
+    assert slot.layouts == {}
+    slot.layouts[b"a header"] = (1, ("x",))
+    host.load(spec)
+    assert slot.layouts == {}
+    host.close()

@@ -173,27 +173,12 @@ class Server:
                 self.error(response_topic, correlation, qos, ErrorCode.OVERLOADED,
                            f"{tenant} on {self.device_id}: {early.reason}")
                 return
-        signature = frame.signature
-        layouts = slot.layouts  # this dict, whatever a load puts in the slot meanwhile
-        known = layouts.get(signature) if signature is not None else None
-        if known is None:
-            try:
-                rows = self._check(slot, frame)
-            except WireError as exc:
-                stats.error(tenant)
-                self.error(response_topic, correlation, qos, exc.code, exc.message)
-                return
-            batch_key: object = None
-            if slot.out_axes is not None:
-                rows, batch_key = batch_axes.request_layout(slot.in_axes, frame.tensors)
-                if signature is not None and batch_axes.content_free(slot.in_axes, frame.tensors):
-                    layouts[signature] = (rows, batch_key)
-            elif signature is not None:
-                layouts[signature] = (rows, None)
-            if len(layouts) > LAYOUTS_REMEMBERED:
-                layouts.clear()
-        else:
-            rows, batch_key = known
+        try:
+            rows, batch_key = self._layout(slot, frame)
+        except WireError as exc:
+            stats.error(tenant)
+            self.error(response_topic, correlation, qos, exc.code, exc.message)
+            return
         if frame.min_fidelity is not None:
             why = self._fidelity_problem(slot, frame.min_fidelity)
             if why:
@@ -261,6 +246,26 @@ class Server:
                 continue
             kept.append(r)
         return kept
+
+    def _layout(self, slot: TenantSlot, frame: RequestFrame) -> tuple[int, object]:
+        """(rows, batch key) of a request checked against the tenant's model; remembered by the frame's
+        header signature when the layout does not depend on tensor contents. Raises WireError."""
+        signature = frame.signature
+        layouts = slot.layouts  # this dict, whatever a load puts in the slot meanwhile
+        known = layouts.get(signature) if signature is not None else None
+        if known is not None:
+            return known
+        rows = self._check(slot, frame)
+        batch_key: object = None
+        if slot.out_axes is not None:
+            rows, batch_key = batch_axes.request_layout(slot.in_axes, frame.tensors)
+            if not batch_axes.content_free(slot.in_axes, frame.tensors):
+                return rows, batch_key
+        if signature is not None:
+            if len(layouts) >= LAYOUTS_REMEMBERED:
+                layouts.clear()
+            layouts[signature] = (rows, batch_key)
+        return rows, batch_key
 
     def _check(self, slot: TenantSlot, frame: RequestFrame) -> int:
         try:

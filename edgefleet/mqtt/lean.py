@@ -68,6 +68,42 @@ def with_payload_length(head: bytes, payload_bytes: int) -> bytes:
     return head[:1] + varint(remaining + payload_bytes) + head[size:]
 
 
+def _nbytes(part: bytes | bytearray | memoryview) -> int:
+    return part.nbytes if isinstance(part, memoryview) else len(part)
+
+
+def _publish_parts(
+    topic: str,
+    payload: bytes | bytearray | memoryview,
+    *,
+    qos: int,
+    pid: int | None,
+    retain: bool = False,
+    response_topic: str | None = None,
+    correlation_data: bytes | None = None,
+    content_type: str | None = None,
+    expiry_s: int | None = None,
+    user_properties: Sequence[tuple[str, str]] | None = None,
+) -> list[Any]:
+    """One PUBLISH as the buffers to write: a small payload inside the packet the codec writes, a larger
+    one beside the codec's headers, as it is (not copied)."""
+    size = _nbytes(payload)
+    inline = size < INLINE_PAYLOAD_BYTES
+    head = mqtt5.PublishPacket(
+        topic,
+        bytes(payload) if inline else b"",
+        qos=_QOS[qos],
+        retain=retain,
+        packet_id=pid,
+        response_topic=response_topic,
+        correlation_data=correlation_data,
+        content_type=content_type,
+        message_expiry_interval=int(expiry_s) if expiry_s else None,
+        user_properties=list(user_properties) if user_properties else None,
+    ).write()
+    return [head] if inline else [with_payload_length(head, size), payload]
+
+
 def _send_all(sock: socket.socket, parts: list[Any]) -> None:
     """``sendall`` for several buffers (one gathered write per system call)."""
     views = [memoryview(p).cast("B") for p in parts]
@@ -217,8 +253,8 @@ class LeanLink:
         if sock is not None and self._connected.is_set():
             with contextlib.suppress(Exception):
                 if final is not None:
-                    self._write(mqtt5.PublishPacket(final[0], final[1], retain=final[2]).write())
-                self._write(mqtt5.DisconnectPacket().write())
+                    self._write_parts([mqtt5.PublishPacket(final[0], final[1], retain=final[2]).write()])
+                self._write_parts([mqtt5.DisconnectPacket().write()])
         self._close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -254,7 +290,7 @@ class LeanLink:
             pid = self._packet_id()
             self._waiters[pid] = event
         try:
-            self._write(packet(pid))
+            self._write_parts([packet(pid)])
         except OSError:
             with self._lock:
                 self._waiters.pop(pid, None)
@@ -314,25 +350,7 @@ class LeanLink:
     def _send_publish(
         self, topic: str, payload: bytes | bytearray | memoryview, qos: int, pid: int | None, props: dict[str, Any]
     ) -> None:
-        expiry_s = props["expiry_s"]
-        user_properties = props["user_properties"]
-        head = mqtt5.PublishPacket(
-            topic,
-            b"",
-            qos=_QOS[qos],
-            retain=props["retain"],
-            packet_id=pid,
-            response_topic=props["response_topic"],
-            correlation_data=props["correlation_data"],
-            content_type=props["content_type"],
-            message_expiry_interval=int(expiry_s) if expiry_s else None,
-            user_properties=list(user_properties) if user_properties else None,
-        ).write()
-        size = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
-        if size == 0:
-            self._write(head)
-        else:  # the codec wrote the headers; the payload goes to the socket as it is (no copy)
-            self._write(with_payload_length(head, size), payload)
+        self._write_parts(_publish_parts(topic, payload, qos=qos, pid=pid, **props))
 
     def _send_backlog(self) -> None:
         """Send parked QoS 1 publishes while the in-flight window has room (reader thread)."""
@@ -367,25 +385,28 @@ class LeanLink:
                     self._write_parts(parts)
                     parts = []
                     pid = self._reserve()
-            payload = m.payload
-            inline = len(payload) < INLINE_PAYLOAD_BYTES  # a small payload is written by the codec with its packet
-            head = mqtt5.PublishPacket(
-                m.topic, bytes(payload) if inline else b"", qos=_QOS[m.qos], packet_id=pid,
-                correlation_data=m.correlation_data, content_type=m.content_type,
-                user_properties=list(m.user_properties) if m.user_properties else None,
-                response_topic=m.response_topic, message_expiry_interval=int(m.expiry_s) if m.expiry_s else None,
-            ).write()
-            if inline:
-                parts.append(head)
-            else:
-                parts.append(with_payload_length(head, len(payload)))
-                parts.append(payload)
+            parts += _publish_parts(m.topic, m.payload, qos=m.qos, pid=pid, response_topic=m.response_topic,
+                                   correlation_data=m.correlation_data, content_type=m.content_type,
+                                   expiry_s=m.expiry_s, user_properties=m.user_properties)
         self._write_parts(parts)
 
     def _write_parts(self, parts: list[Any]) -> None:
-        """Write buffers as one stream of bytes, with one system call where the socket takes them all."""
+        """Write buffers as one stream of bytes, with one system call where the socket takes them all (the
+        one place the link writes). On the reader thread, while it handles one read, what is small joins
+        that read's one write (``_dispatch``)."""
         if not parts:
             return
+        deferred = self._deferred
+        if deferred is not None and threading.current_thread() is self._thread:
+            if sum(_nbytes(p) for p in parts) < LARGE_PACKET:
+                deferred.append(b"".join(parts))  # a copy: the caller may reuse its buffer
+                return
+            self._deferred = None  # a large one goes now, after what was deferred before it
+            try:
+                self._write_parts(deferred)
+            finally:
+                deferred.clear()
+                self._deferred = deferred
         sock = self._sock
         if sock is None:
             raise LinkDown(f"{self.client_id} is not connected")
@@ -393,7 +414,7 @@ class LeanLink:
             try:
                 if len(parts) == 1:
                     sock.sendall(parts[0])
-                elif self._tls or sum(len(p) for p in parts) < INLINE_PAYLOAD_BYTES * 16:
+                elif self._tls or sum(_nbytes(p) for p in parts) < INLINE_PAYLOAD_BYTES * 16:
                     sock.sendall(b"".join(parts))  # small: one copy is cheaper than a gathered write
                 else:
                     _send_all(sock, parts)
@@ -423,33 +444,6 @@ class LeanLink:
             pid = self._packet_id()
             self._inflight.add(pid)
             return pid
-
-    def _write(self, data: bytes, payload: bytes | bytearray | memoryview | None = None) -> None:
-        deferred = self._deferred
-        if deferred is not None and threading.current_thread() is self._thread:
-            if payload is None or len(payload) < LARGE_PACKET:  # joins the read's one write (a copy: the
-                deferred.append(data if payload is None else data + bytes(payload))  # caller may reuse it)
-                return
-            self._deferred = []  # a large one goes now, after what was deferred before it
-            try:
-                self._write_parts(deferred)
-            finally:
-                self._deferred = deferred
-                deferred.clear()
-        sock = self._sock
-        if sock is None:
-            raise LinkDown(f"{self.client_id} is not connected")
-        with self._wlock:
-            try:
-                if payload is None:
-                    sock.sendall(data)
-                elif self._tls or len(payload) < 4096:
-                    sock.sendall(data + bytes(payload))
-                else:
-                    _send_all(sock, [data, payload])
-            except OSError as exc:  # the reader closed the socket under us (a reconnect): the link is down
-                raise LinkDown(f"{self.client_id}: {exc}") from exc
-            self._last_out = time.monotonic()
 
     # -- the reader thread ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -649,7 +643,7 @@ class LeanLink:
             raise ConnectionError(f"no PINGRESP within {keepalive:g} s")
         if not self._ping_sent and now - self._last_out >= keepalive / 2:
             self._ping_sent = now
-            self._write(_PINGREQ)
+            self._write_parts([_PINGREQ])
 
     def _dispatch(self, packets: list[Any], payload: memoryview | None = None) -> None:
         """Act on parsed packets. ``payload``: the payload of a lone PUBLISH parsed without it. What the

@@ -14,13 +14,13 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from edgefleet.mqtt import DataLink, Inbound, MqttSettings, data_link
+from edgefleet.mqtt import DataLink, Inbound, MqttSettings, Outgoing, data_link, publish_many
 from edgefleet.sdk.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -359,19 +359,17 @@ class ClientCore(Generic[P]):
             self.late_replies += 1
 
     def _publish(self, prepared: Prepared, cid: bytes) -> None:
-        link = self._require_link()
-        link.publish(
-            prepared.topic,
-            prepared.payload,
-            qos=self.qos,
-            response_topic=self.inbox,
-            correlation_data=cid,
-            content_type=CONTENT_TYPE,
-            expiry_s=prepared.expiry_s,
-            user_properties=prepared.user_properties,
-        )
+        self._publish_all([(prepared, cid)])
+
+    def _publish_all(self, calls: Sequence[tuple[Prepared, bytes]]) -> None:
+        """Publish requests (with one write where the link can), each to the tenant's topic with this
+        client's inbox as its Response Topic and its correlation data."""
+        publish_many(self._require_link(), [
+            Outgoing(p.topic, p.payload, self.qos, cid, CONTENT_TYPE, p.user_properties, self.inbox, p.expiry_s)
+            for p, cid in calls
+        ])
         with self._lock:
-            self.sent += 1
+            self.sent += len(calls)
 
     def _on_reply(self, msg: Inbound) -> None:
         """On paho's network thread: find the caller and hand the reply over; nothing slow here."""

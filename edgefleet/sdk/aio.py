@@ -19,12 +19,11 @@ from types import TracebackType
 
 import numpy as np
 
-from edgefleet.mqtt import Inbound, MqttSettings, Outgoing, publish_many
+from edgefleet.mqtt import Inbound, MqttSettings
 from edgefleet.sdk._core import ClientCore, Prepared, Result, closed_error, parse_reply, prepare
 from edgefleet.sdk.errors import ClientClosed, NoReply
 from edgefleet.sdk.stream import AsyncSubscription
 from edgefleet.wire import validate_tenant_name
-from edgefleet.wire.tensors import CONTENT_TYPE
 
 
 class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
@@ -142,18 +141,13 @@ class AsyncInferenceClient(ClientCore["asyncio.Future[Inbound | None]"]):
         if not items:
             return
         try:
-            publish_many(self._require_link(), [
-                Outgoing(p.topic, p.payload, self.qos, cid, CONTENT_TYPE, p.user_properties, self.inbox, p.expiry_s)
-                for p, cid, _ in items
-            ])
+            self._publish_all([(p, cid) for p, cid, _ in items])
         except Exception as exc:
             for _, cid, fut in items:
                 if self._forget(cid) and not fut.done():
                     fut.set_exception(exc if isinstance(exc, ClientClosed) else
                                       self._unreachable(f"the request could not be published: {exc}"))
             return
-        with self._lock:
-            self.sent += len(items)
 
     def _expire(self, cid: bytes, fut: asyncio.Future[Inbound | None], prepared: Prepared) -> None:
         # If the reply was already taken off the table it is on its way through call_soon_threadsafe.

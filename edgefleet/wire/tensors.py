@@ -193,10 +193,10 @@ def _bad(message: str) -> WireError:
 
 
 def _parse_specs(
-    header: Mapping[str, Any], data: memoryview, layout: list[_TensorAt] | None = None
+    header: Mapping[str, Any], data: memoryview, spans: list[_TensorAt] | None = None
 ) -> dict[str, np.ndarray]:
-    """The tensors a header describes, as views of ``data``; ``layout`` (when given) receives where
-    each one lies, for ``_RequestHeader``."""
+    """The tensors a header describes, as views of ``data``; ``spans`` (when given) receives where
+    each one lies, for ``_Layout``."""
     specs = header.get("tensors", [])
     if not isinstance(specs, list) or len(specs) > MAX_TENSORS:
         raise _bad(f"'tensors' must be a list of at most {MAX_TENSORS} entries")
@@ -233,8 +233,8 @@ def _parse_specs(
                             offset=offset).reshape(shape)
         native = _NATIVE[dtype]
         out[name] = arr if native == wire_dtype else arr.astype(native, copy=False)
-        if layout is not None:
-            layout.append(_TensorAt(name, wire_dtype, native if native != wire_dtype else None, tuple(shape),
+        if spans is not None:
+            spans.append(_TensorAt(name, wire_dtype, native if native != wire_dtype else None, tuple(shape),
                                     offset, expected // wire_dtype.itemsize if nbytes else 0))
     return out
 
@@ -250,14 +250,15 @@ class _TensorAt:
 
 
 @dataclass(frozen=True, slots=True)
-class _RequestHeader:
-    """A request header parsed and validated once: where its tensors lie and what its meta says."""
+class _Layout:
+    """Where a header's tensors lie in the frame's data, parsed and checked once."""
 
     tensors: tuple[_TensorAt, ...]
     data_bytes: int  # the data the tensors need (the frame must hold this much after the header)
-    timeout_ms: float | None
-    min_fidelity: float | None
-    meta: dict[str, Any]
+
+    @classmethod
+    def of(cls, spans: list[_TensorAt]) -> _Layout:
+        return cls(tuple(spans), max((t.offset + t.count * t.wire.itemsize for t in spans), default=0))
 
     def arrays(self, data: memoryview) -> dict[str, np.ndarray]:
         tensors: dict[str, np.ndarray] = {}
@@ -266,9 +267,25 @@ class _RequestHeader:
             tensors[t.name] = arr if t.native is None else arr.astype(t.native, copy=False)
         return tensors
 
+
+@dataclass(frozen=True, slots=True)
+class _RequestHeader:
+    """A request header parsed and validated once: its tensors' layout and what its meta says."""
+
+    layout: _Layout
+    timeout_ms: float | None
+    min_fidelity: float | None
+    meta: dict[str, Any]
+
     def frame(self, data: memoryview, signature: bytes) -> RequestFrame:
         # each frame gets its own meta dict: a receiver that edits one cannot change the next
-        return RequestFrame(self.arrays(data), self.timeout_ms, self.min_fidelity, dict(self.meta), signature)
+        return RequestFrame(self.layout.arrays(data), self.timeout_ms, self.min_fidelity, dict(self.meta), signature)
+
+
+def _remember(memo: dict[bytes, Any], key: bytes, value: Any) -> None:
+    if len(memo) >= HEADER_MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
 
 
 # Request headers seen recently, parsed: a client sends the same header (names, dtypes, shapes, budget)
@@ -281,7 +298,7 @@ _request_headers: dict[bytes, _RequestHeader] = {}
 # order; a header that starts with a remembered part then needs only its meta parsed.
 _RESULT_START = b'{"v":1,"kind":"result","tensors":['
 _META_KEY = b'],"meta":'
-_result_layouts: dict[bytes, _RequestHeader] = {}
+_result_layouts: dict[bytes, _Layout] = {}
 
 
 def _dims_ok(shape: list[Any]) -> bool:
@@ -300,26 +317,22 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
         raise _bad(f"not a tensor frame: magic {magic!r}, expected {MAGIC!r}")
     if hlen > MAX_HEADER_BYTES or _PREFIX.size + hlen > len(buf):
         raise _bad(f"header length {hlen} runs past the frame or the {MAX_HEADER_BYTES}-byte limit")
+    start = _PREFIX.size + hlen
+    start += (-start) % 8  # the tensors' data begins at the next multiple of 8
     signature = bytes(buf[_PREFIX.size : _PREFIX.size + hlen]) if hlen <= HEADER_MEMO_BYTES else None
     if signature is not None:
         known = _request_headers.get(signature)
         if known is not None:
-            start = _PREFIX.size + hlen
-            start += (-start) % 8
-            if start + known.data_bytes <= len(buf):
+            if start + known.layout.data_bytes <= len(buf):
                 return known.frame(buf[start:], signature)
             # too short for its tensors: the full parse below says which one runs past the frame
-        elif signature.startswith(_RESULT_START):
-            remembered, meta_json = _result_layout(signature)
-            if remembered is not None:
-                start = _PREFIX.size + hlen
-                start += (-start) % 8
-                try:
-                    meta = json.loads(meta_json)
-                except (ValueError, RecursionError):
-                    meta = None  # the full parse below says what is wrong
-                if isinstance(meta, dict) and start + remembered.data_bytes <= len(buf):
-                    return ResultFrame(remembered.arrays(buf[start:]), meta)
+        elif (split := _split_result(signature)) is not None and (remembered := _result_layouts.get(split[0])):
+            try:
+                meta = json.loads(split[1])
+            except (ValueError, RecursionError):
+                meta = None  # the full parse below says what is wrong
+            if isinstance(meta, dict) and start + remembered.data_bytes <= len(buf):
+                return ResultFrame(remembered.arrays(buf[start:]), meta)
     try:
         header = json.loads(str(buf[_PREFIX.size : _PREFIX.size + hlen], "utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -334,13 +347,11 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
     meta = header.get("meta", {})
     if not isinstance(meta, dict):
         raise _bad("'meta' must be an object")
-    start = _PREFIX.size + hlen
-    start += (-start) % 8
     data = buf[start:] if start <= len(buf) else memoryview(b"")
     kind = header.get("kind")
+    spans: list[_TensorAt] = []  # where the tensors lie, for the memos
     if kind == "request":
-        layout: list[_TensorAt] = []
-        tensors = _parse_specs(header, data, layout)
+        tensors = _parse_specs(header, data, spans)
         frame = RequestFrame(
             tensors=tensors,
             timeout_ms=_opt_number(meta, "timeout_ms", lo=0.0, hi=3.6e6),
@@ -349,16 +360,12 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
             signature=signature,
         )
         if signature is not None:
-            if len(_request_headers) >= HEADER_MEMO_ENTRIES:
-                _request_headers.clear()
-            end = max((t.offset + t.count * t.wire.itemsize for t in layout), default=0)
-            _request_headers[signature] = _RequestHeader(tuple(layout), end, frame.timeout_ms, frame.min_fidelity,
-                                                         dict(meta))
+            _remember(_request_headers, signature,
+                      _RequestHeader(_Layout.of(spans), frame.timeout_ms, frame.min_fidelity, dict(meta)))
         return frame
     if kind == "result":
-        spans: list[_TensorAt] = []
         result = ResultFrame(tensors=_parse_specs(header, data, spans), meta=meta)
-        if signature is not None and signature.startswith(_RESULT_START):
+        if signature is not None:
             _remember_result(signature, header, spans)
         return result
     if kind == "error":
@@ -374,30 +381,32 @@ def decode_frame(payload: bytes | bytearray | memoryview) -> Frame:
     raise _bad(f"frame kind {kind!r}: expected request, result or error")
 
 
-def _result_layout(header: bytes) -> tuple[_RequestHeader | None, bytes]:
-    """The remembered tensors part of a result header and the bytes of its meta (None: not remembered)."""
+def _split_result(header: bytes) -> tuple[bytes, bytes] | None:
+    """A result header written as edgefleet writes it, cut into its part before the meta (through the
+    tensors' closing bracket) and its meta's bytes; None for any other header."""
+    if not header.startswith(_RESULT_START) or not header.endswith(b"}"):
+        return None
     cut = header.find(_META_KEY)
-    if cut < 0 or not header.endswith(b"}"):
-        return None, b""
-    return _result_layouts.get(header[: cut + 1]), header[cut + len(_META_KEY) : -1]
+    if cut < 0:
+        return None
+    return header[: cut + 1], header[cut + len(_META_KEY) : -1]
 
 
-def _remember_result(header_bytes: bytes, header: Mapping[str, Any], layout: list[_TensorAt]) -> None:
-    cut = header_bytes.find(_META_KEY)
-    if cut < 0 or not header_bytes.endswith(b"}") or list(header) != ["v", "kind", "tensors", "meta"]:
+def _remember_result(header_bytes: bytes, header: Mapping[str, Any], spans: list[_TensorAt]) -> None:
+    """Remember a fully parsed result header's tensors by its part before the meta, once that part is
+    shown to be exactly the header's v, kind and tensors and the rest exactly its meta."""
+    split = _split_result(header_bytes)
+    if split is None or list(header) != ["v", "kind", "tensors", "meta"]:
         return
-    prefix = header_bytes[: cut + 1]
-    try:  # the part before the meta is exactly the header's v, kind and tensors; the rest is its meta
+    prefix, meta_bytes = split
+    try:
         if json.loads(prefix + b"}") != {"v": FRAME_VERSION, "kind": "result", "tensors": header["tensors"]}:
             return
-        if json.loads(header_bytes[cut + len(_META_KEY) : -1]) != header["meta"]:
+        if json.loads(meta_bytes) != header["meta"]:
             return
     except (ValueError, RecursionError):
         return
-    if len(_result_layouts) >= HEADER_MEMO_ENTRIES:
-        _result_layouts.clear()
-    end = max((t.offset + t.count * t.wire.itemsize for t in layout), default=0)
-    _result_layouts[prefix] = _RequestHeader(tuple(layout), end, None, None, {})
+    _remember(_result_layouts, prefix, _Layout.of(spans))
 
 
 def _opt_number(meta: Mapping[str, Any], key: str, *, lo: float, hi: float) -> float | None:

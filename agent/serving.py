@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[..., Any]
 _INPUT_CODES = {"bad_shape": ErrorCode.BAD_SHAPE, "bad_dtype": ErrorCode.BAD_DTYPE}
 TOPICS_REMEMBERED = 4096  # request topics whose tenant is remembered (cleared when full)
+REPLY_HEADS_REMEMBERED = 1024  # (tenant, variant) pairs whose reply meta's first keys are kept written
 LAYOUTS_REMEMBERED = 256  # request header signatures whose checked layout a slot remembers (cleared when full)
 _OK = [("ef-status", "ok")]
 _ERROR = [("ef-status", "error")]
@@ -424,7 +425,7 @@ class Server:
         """The compact JSON of a reply's meta before and after its ``queue_ms`` value."""
         before = self._meta_heads.get((tenant, variant))
         if before is None:
-            if len(self._meta_heads) >= TOPICS_REMEMBERED:
+            if len(self._meta_heads) >= REPLY_HEADS_REMEMBERED:
                 self._meta_heads.clear()
             before = self._meta_heads[(tenant, variant)] = (
                 f'{{"device":{json.dumps(self.device_id)},"tenant":{json.dumps(tenant)},'

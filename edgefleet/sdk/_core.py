@@ -365,7 +365,8 @@ class ClientCore(Generic[P]):
         """Publish requests (with one write where the link can), each to the tenant's topic with this
         client's inbox as its Response Topic and its correlation data."""
         publish_many(self._require_link(), [
-            Outgoing(p.topic, p.payload, self.qos, cid, CONTENT_TYPE, p.user_properties, self.inbox, p.expiry_s)
+            Outgoing(p.topic, p.payload, qos=self.qos, correlation_data=cid, content_type=CONTENT_TYPE,
+                     user_properties=p.user_properties, response_topic=self.inbox, expiry_s=p.expiry_s)
             for p, cid in calls
         ])
         with self._lock:
